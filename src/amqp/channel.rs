@@ -1,0 +1,343 @@
+//! Per-channel bookkeeping of an AMQP connection: content assembly (publish -> header -> body frames),
+//! delivery tags and unacked deliveries, publisher confirms in publish order, transactions, consumers and
+//! prefetch. Pure state: no I/O and no core calls, so it is easy to reason about and test.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
+
+use super::error::{AmqpError, code};
+use crate::core::queue::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
+use crate::store::{SyncPoint, SyncState, SyncStatus};
+
+/// Whether the channel is usable or waiting for the client's close-ok after a channel error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    Open,
+    Closing,
+}
+
+/// A basic.publish whose content is still arriving.
+#[derive(Debug)]
+pub struct Assembly {
+    pub publish: BasicPublish,
+    pub header: Option<(BasicProperties, u64)>,
+    pub parts: Vec<Bytes>,
+    pub received: u64,
+}
+
+impl Assembly {
+    /// The whole body; a single frame's bytes are passed on without a copy.
+    pub fn body(mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.received as usize);
+                self.parts.iter().for_each(|p| all.extend_from_slice(p));
+                all.freeze()
+            }
+        }
+    }
+}
+
+/// A delivery the client has not settled yet.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    pub queue: QueueHandle,
+    pub tag: u64,
+    pub consumer: Option<ConsumerKey>,
+}
+
+/// What a publish waits for before its confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmWait {
+    /// Nothing: ack at the next flush.
+    Ready,
+    /// An fdatasync covering this store point.
+    Sync(SyncPoint),
+    /// Refused (x-overflow reject-publish): nack.
+    Nack,
+}
+
+/// Publisher-confirm state (confirm.select).
+#[derive(Debug, Default)]
+pub struct Confirms {
+    next_seq: u64,
+    pending: VecDeque<(u64, ConfirmWait)>,
+}
+
+/// A confirm frame to send: basic.ack or basic.nack with `multiple`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfirmFrame {
+    pub ack: bool,
+    pub tag: u64,
+    pub multiple: bool,
+}
+
+impl Confirms {
+    /// Number the next publish.
+    pub fn next(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    pub fn push(&mut self, seq: u64, wait: ConfirmWait) {
+        self.pending.push_back((seq, wait));
+    }
+
+    /// Whether any confirm waits for the disk.
+    pub fn waits_for_sync(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|(_, w)| matches!(w, ConfirmWait::Sync(_)))
+    }
+
+    /// Release every confirm that can go now, in publish order, folding runs into `multiple` frames. After a
+    /// store failure, confirms waiting on the disk become nacks.
+    pub fn release(&mut self, state: &SyncState, out: &mut Vec<ConfirmFrame>) {
+        let mut run: Option<(bool, u64, u64)> = None; // (ack, first, last)
+        while let Some(&(seq, wait)) = self.pending.front() {
+            let ack = match wait {
+                ConfirmWait::Ready => true,
+                ConfirmWait::Nack => false,
+                ConfirmWait::Sync(point) => match state.status(point) {
+                    SyncStatus::Durable => true,
+                    SyncStatus::Failed => false,
+                    SyncStatus::Pending => break,
+                },
+            };
+            self.pending.pop_front();
+            run = match run {
+                Some((kind, first, _)) if kind == ack => Some((kind, first, seq)),
+                Some(done) => {
+                    out.push(Self::frame(done));
+                    Some((ack, seq, seq))
+                }
+                None => Some((ack, seq, seq)),
+            };
+        }
+        if let Some(done) = run {
+            out.push(Self::frame(done));
+        }
+    }
+
+    fn frame((ack, first, last): (bool, u64, u64)) -> ConfirmFrame {
+        ConfirmFrame {
+            ack,
+            tag: last,
+            multiple: last > first,
+        }
+    }
+}
+
+/// A settlement recorded inside a transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct TxSettle {
+    pub delivery_tag: u64,
+    pub multiple: bool,
+    pub outcome: Settle,
+}
+
+/// Work buffered by tx.select until tx.commit.
+#[derive(Debug, Default)]
+pub struct TxBuffer {
+    pub publishes: Vec<(BasicPublish, BasicProperties, Bytes)>,
+    pub settles: Vec<TxSettle>,
+}
+
+/// A consumer on this channel.
+#[derive(Debug, Clone)]
+pub struct ChannelConsumer {
+    pub key: ConsumerKey,
+    pub queue: QueueHandle,
+}
+
+/// One open channel.
+#[derive(Debug)]
+pub struct Channel {
+    pub state: ChannelState,
+    pub assembly: Option<Assembly>,
+    pub confirms: Option<Confirms>,
+    pub tx: Option<TxBuffer>,
+    pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// Prefetch for consumers created from now on (basic.qos global=false).
+    pub consumer_prefetch: u32,
+    /// Shared limit of the channel (basic.qos global=true).
+    pub limit: Arc<ChannelLimit>,
+    /// Last queue declared on the channel (an empty queue name in later methods means this one).
+    pub last_queue: Option<String>,
+    /// Private queue behind `amq.rabbitmq.reply-to` (direct reply-to) once the channel consumes from it.
+    pub reply_to: Option<String>,
+    next_tag: u64,
+    /// Unsettled deliveries by delivery tag: index = tag - `base_tag`; settled ones become None.
+    unacked: VecDeque<Option<Unacked>>,
+    base_tag: u64,
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self {
+            state: ChannelState::Open,
+            assembly: None,
+            confirms: None,
+            tx: None,
+            consumers: HashMap::new(),
+            consumer_prefetch: 0,
+            limit: Arc::new(ChannelLimit::default()),
+            last_queue: None,
+            reply_to: None,
+            next_tag: 1,
+            unacked: VecDeque::new(),
+            base_tag: 1,
+        }
+    }
+}
+
+impl Channel {
+    /// Assign the next delivery tag; `unacked` is kept when the client must settle it.
+    pub fn deliver(&mut self, unacked: Option<Unacked>) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if self.unacked.is_empty() {
+            self.base_tag = tag;
+        }
+        if unacked.is_some() || !self.unacked.is_empty() {
+            self.unacked.push_back(unacked);
+        } else {
+            self.base_tag = tag + 1;
+        }
+        self.trim();
+        tag
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.unacked.front(), Some(None)) {
+            self.unacked.pop_front();
+            self.base_tag += 1;
+        }
+        if self.unacked.is_empty() {
+            self.base_tag = self.next_tag;
+        }
+    }
+
+    /// Take the deliveries a basic.ack/nack/reject names. Tag 0 with `multiple` means all.
+    pub fn take(&mut self, delivery_tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+        let unknown = || {
+            AmqpError::channel(
+                code::PRECONDITION_FAILED,
+                format!("unknown delivery tag {delivery_tag}"),
+            )
+        };
+        let mut out = Vec::new();
+        if multiple {
+            let upto = if delivery_tag == 0 {
+                self.next_tag - 1
+            } else {
+                delivery_tag
+            };
+            if delivery_tag >= self.next_tag {
+                return Err(unknown());
+            }
+            while self.base_tag <= upto {
+                let Some(slot) = self.unacked.pop_front() else {
+                    break;
+                };
+                self.base_tag += 1;
+                out.extend(slot);
+            }
+            if out.is_empty() && delivery_tag != 0 {
+                return Err(unknown());
+            }
+        } else {
+            let index = delivery_tag
+                .checked_sub(self.base_tag)
+                .ok_or_else(unknown)? as usize;
+            let slot = self.unacked.get_mut(index).ok_or_else(unknown)?;
+            out.push(slot.take().ok_or_else(unknown)?);
+        }
+        self.trim();
+        Ok(out)
+    }
+
+    /// Every unsettled delivery (channel close, basic.recover).
+    pub fn take_all(&mut self) -> Vec<Unacked> {
+        let all = self.unacked.drain(..).flatten().collect();
+        self.trim();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_fold_runs_and_wait_for_sync() {
+        let mut c = Confirms::default();
+        for wait in [
+            ConfirmWait::Ready,
+            ConfirmWait::Ready,
+            ConfirmWait::Sync(SyncPoint(5)),
+            ConfirmWait::Ready,
+        ] {
+            let seq = c.next();
+            c.push(seq, wait);
+        }
+        let mut out = vec![];
+        c.release(
+            &SyncState {
+                synced: SyncPoint(4),
+                failed: None,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![ConfirmFrame {
+                ack: true,
+                tag: 2,
+                multiple: true
+            }]
+        );
+        out.clear();
+        c.release(
+            &SyncState {
+                synced: SyncPoint(5),
+                failed: None,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![ConfirmFrame {
+                ack: true,
+                tag: 4,
+                multiple: true
+            }]
+        );
+    }
+
+    #[test]
+    fn confirms_nack_after_store_failure() {
+        let mut c = Confirms::default();
+        let s = c.next();
+        c.push(s, ConfirmWait::Sync(SyncPoint(9)));
+        let mut out = vec![];
+        let failed = SyncState {
+            synced: SyncPoint(1),
+            failed: Some(Arc::new(crate::store::StoreError::Failed("x".into()))),
+        };
+        c.release(&failed, &mut out);
+        assert_eq!(
+            out,
+            vec![ConfirmFrame {
+                ack: false,
+                tag: 1,
+                multiple: false
+            }]
+        );
+    }
+}

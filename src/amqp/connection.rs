@@ -1,0 +1,746 @@
+//! One AMQP connection: the handshake (protocol header, start/start-ok with PLAIN or AMQPLAIN, tune, open),
+//! then a single task that `select!`s over socket reads, deliveries from queues, store syncs (confirms),
+//! heartbeats, disk alarms and shutdown. Frames are decoded from one read buffer (bodies split off it without
+//! a copy) and replies are gathered in one write buffer flushed once per turn of the loop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ferrymq_amqp_codec::{
+    self as codec, ConnectionClose, ConnectionStart, ConnectionTune, FieldTable, FieldValue, Frame,
+    Method, ProtocolHeader,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::AmqpContext;
+use super::channel::Channel;
+use super::error::{AmqpError, Scope, code};
+use crate::core::queue::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
+use crate::core::{ConnId, Session};
+use crate::store::SyncState;
+
+/// Flush the write buffer once it holds this much, even mid-batch.
+const FLUSH_AT: usize = 256 * 1024;
+/// Deliveries taken from the sink per turn of the loop.
+const DELIVERY_BATCH: usize = 512;
+/// How long to wait for the peer's close-ok after we closed the connection.
+const CLOSE_OK_WAIT: Duration = Duration::from_secs(2);
+
+/// Capabilities the client said it supports (client-properties.capabilities).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ClientCaps {
+    pub consumer_cancel_notify: bool,
+    pub connection_blocked: bool,
+    pub authentication_failure_close: bool,
+}
+
+/// Where a consumer's deliveries go on this connection.
+#[derive(Debug, Clone)]
+pub(super) struct ConsumerRoute {
+    pub channel: u16,
+    pub tag: Arc<str>,
+    pub no_ack: bool,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Peer closed the socket or completed a close handshake.
+    Closed,
+    /// We sent connection.close and must wait for close-ok.
+    AwaitCloseOk,
+}
+
+pub(super) struct Connection<S> {
+    pub ctx: Arc<AmqpContext>,
+    pub peer: SocketAddr,
+    reader: ReadHalf<S>,
+    writer: WriteHalf<S>,
+    inbuf: BytesMut,
+    pub out: BytesMut,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    heartbeat: u16,
+    pub session: Option<Session>,
+    pub conn_id: ConnId,
+    pub channels: HashMap<u16, Channel>,
+    pub consumers: HashMap<ConsumerKey, ConsumerRoute>,
+    pub sink: ConsumerSink,
+    sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
+    pub sync_rx: watch::Receiver<SyncState>,
+    blocked_rx: watch::Receiver<bool>,
+    pub caps: ClientCaps,
+    last_recv: Instant,
+    last_sent: Instant,
+    pub has_published: bool,
+    blocked: bool,
+    /// Write-window credit to hand back to queues once the current batch reaches the socket.
+    written: Vec<(QueueHandle, ConsumerKey, u32)>,
+    user: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+    pub(super) fn new(stream: S, peer: SocketAddr, ctx: Arc<AmqpContext>) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        let (sink, sink_rx) = mpsc::unbounded_channel();
+        let store = ctx.broker.store();
+        let sync_rx = store.sync_state();
+        let blocked_rx = store.blocked();
+        let conn_id = ctx.broker.next_conn_id();
+        Self {
+            frame_max: ctx.config.frame_max,
+            channel_max: ctx.config.channel_max,
+            heartbeat: ctx.config.heartbeat_secs,
+            ctx,
+            peer,
+            reader,
+            writer,
+            inbuf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::with_capacity(64 * 1024),
+            session: None,
+            conn_id,
+            channels: HashMap::new(),
+            consumers: HashMap::new(),
+            sink,
+            sink_rx,
+            sync_rx,
+            blocked_rx,
+            caps: ClientCaps::default(),
+            last_recv: Instant::now(),
+            last_sent: Instant::now(),
+            has_published: false,
+            blocked: false,
+            written: Vec::new(),
+            user: String::new(),
+        }
+    }
+
+    /// Run the connection to its end; always cleans up channels and exclusive queues.
+    pub(super) async fn run(mut self, shutdown: CancellationToken) {
+        let timeout = Duration::from_secs(self.ctx.config.handshake_timeout_secs);
+        let opened = tokio::select! {
+            r = tokio::time::timeout(timeout, self.handshake()) => match r {
+                Ok(Ok(true)) => true,
+                Ok(Ok(false)) => false,
+                Ok(Err(e)) => {
+                    self.fail(e).await;
+                    false
+                }
+                Err(_) => {
+                    debug!(peer = %self.peer, "AMQP handshake timed out");
+                    false
+                }
+            },
+            _ = shutdown.cancelled() => false,
+        };
+        if opened {
+            info!(peer = %self.peer, user = %self.user, conn = self.conn_id, "AMQP connection opened");
+            let end = self.serve(&shutdown).await;
+            let _ = self.flush().await;
+            if let End::AwaitCloseOk = end {
+                self.await_close_ok().await;
+            }
+            self.cleanup().await;
+            info!(peer = %self.peer, conn = self.conn_id, "AMQP connection closed");
+        }
+        let _ = self.writer.shutdown().await;
+    }
+
+    // ---- I/O helpers ----
+
+    pub(super) fn send_method(&mut self, channel: u16, method: &Method) {
+        codec::encode_method(channel, method, &mut self.out);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await?;
+            self.out.clear();
+            self.last_sent = Instant::now();
+        }
+        for (queue, consumer, count) in self.written.drain(..) {
+            queue.written(consumer, count);
+        }
+        Ok(())
+    }
+
+    /// Read until one whole frame is buffered (handshake only; the main loop decodes in batches).
+    async fn read_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
+        loop {
+            if let Some(frame) = codec::decode_frame(&mut self.inbuf, self.frame_max)? {
+                return Ok(Some(frame));
+            }
+            match self.reader.read_buf(&mut self.inbuf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => self.last_recv = Instant::now(),
+            }
+        }
+    }
+
+    // ---- handshake ----
+
+    /// Returns Ok(true) once connection.open-ok was sent; Ok(false) when the peer went away or spoke another
+    /// protocol (answered with our header, as the spec asks).
+    async fn handshake(&mut self) -> Result<bool, AmqpError> {
+        let header = loop {
+            if let Some(h) = codec::decode_protocol_header(&mut self.inbuf) {
+                break h;
+            }
+            match self.reader.read_buf(&mut self.inbuf).await {
+                Ok(0) | Err(_) => return Ok(false),
+                Ok(_) => {}
+            }
+        };
+        if let ProtocolHeader::Mismatch = header {
+            let _ = self.writer.write_all(&codec::PROTOCOL_HEADER).await;
+            return Ok(false);
+        }
+        let start = ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: self.server_properties(),
+            mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+            locales: Bytes::from_static(b"en_US"),
+        };
+        self.send_method(0, &Method::ConnectionStart(start));
+        self.flush().await.map_err(io_closed)?;
+
+        let Some(start_ok) = self.expect_method().await? else {
+            return Ok(false);
+        };
+        let Method::ConnectionStartOk(start_ok) = start_ok else {
+            return Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "expected connection.start-ok",
+            )
+            .during(10, 11));
+        };
+        self.read_caps(&start_ok.client_properties);
+        let (user, pass) = credentials(&start_ok.mechanism, &start_ok.response)?;
+        let user = match self.ctx.broker.authenticate(&user, &pass, self.peer.ip()) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(peer = %self.peer, user = %user, error = %e, "AMQP login refused");
+                let text = format!(
+                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                    start_ok.mechanism
+                );
+                return Err(AmqpError::connection(code::ACCESS_REFUSED, text));
+            }
+        };
+        self.user = user.name.clone();
+
+        let tune = ConnectionTune {
+            channel_max: self.channel_max,
+            frame_max: self.frame_max,
+            heartbeat: self.heartbeat,
+        };
+        self.send_method(0, &Method::ConnectionTune(tune));
+        self.flush().await.map_err(io_closed)?;
+        let Some(Method::ConnectionTuneOk(tune_ok)) = self.expect_method().await? else {
+            return Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "expected connection.tune-ok",
+            )
+            .during(10, 31));
+        };
+        self.negotiate(tune_ok.channel_max, tune_ok.frame_max, tune_ok.heartbeat)?;
+
+        let Some(Method::ConnectionOpen(open)) = self.expect_method().await? else {
+            return Err(
+                AmqpError::connection(code::COMMAND_INVALID, "expected connection.open")
+                    .during(10, 40),
+            );
+        };
+        let session = self
+            .ctx
+            .broker
+            .open_session(user, &open.virtual_host, self.conn_id)
+            .map_err(|e| AmqpError::connection(code::NOT_ALLOWED, e.to_string()).during(10, 40))?;
+        self.session = Some(session);
+        self.send_method(0, &Method::ConnectionOpenOk);
+        self.flush().await.map_err(io_closed)?;
+        Ok(true)
+    }
+
+    async fn expect_method(&mut self) -> Result<Option<Method>, AmqpError> {
+        loop {
+            match self.read_frame().await? {
+                None => return Ok(None),
+                Some(Frame::Heartbeat(_)) => continue,
+                Some(Frame::Method(0, m)) => return Ok(Some(m)),
+                Some(_) => {
+                    return Err(AmqpError::connection(
+                        code::COMMAND_INVALID,
+                        "unexpected frame during the handshake",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn negotiate(
+        &mut self,
+        channel_max: u16,
+        frame_max: u32,
+        heartbeat: u16,
+    ) -> Result<(), AmqpError> {
+        if frame_max != 0 && frame_max < codec::FRAME_MIN_SIZE {
+            return Err(AmqpError::connection(
+                code::SYNTAX_ERROR,
+                format!("frame_max={frame_max} < {} min size", codec::FRAME_MIN_SIZE),
+            ));
+        }
+        if frame_max > self.frame_max {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!("frame_max={frame_max} > {} max size", self.frame_max),
+            ));
+        }
+        if frame_max != 0 {
+            self.frame_max = frame_max;
+        }
+        if channel_max != 0 {
+            self.channel_max = channel_max.min(self.channel_max);
+        }
+        self.heartbeat = heartbeat;
+        Ok(())
+    }
+
+    fn read_caps(&mut self, props: &FieldTable) {
+        let Some(FieldValue::Table(caps)) = props.get("capabilities") else {
+            return;
+        };
+        let on = |k: &str| caps.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        self.caps = ClientCaps {
+            consumer_cancel_notify: on("consumer_cancel_notify"),
+            connection_blocked: on("connection.blocked"),
+            authentication_failure_close: on("authentication_failure_close"),
+        };
+    }
+
+    fn server_properties(&self) -> FieldTable {
+        let s = |v: &str| FieldValue::LongStr(Bytes::copy_from_slice(v.as_bytes()));
+        let mut caps = FieldTable::default();
+        for cap in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "consumer_priorities",
+            "authentication_failure_close",
+            "per_consumer_qos",
+            "direct_reply_to",
+        ] {
+            caps.insert(cap, FieldValue::Bool(true));
+        }
+        let mut props = FieldTable::default();
+        props.insert("capabilities", FieldValue::Table(caps));
+        props.insert("cluster_name", s("ferrymq@localhost"));
+        props.insert("copyright", s("Copyright (c) the FerryMQ authors"));
+        props.insert("information", s("Licensed under the Apache License 2.0"));
+        props.insert(
+            "platform",
+            s(&format!("Rust {}", env!("CARGO_PKG_RUST_VERSION"))),
+        );
+        props.insert("product", s(&self.ctx.config.product));
+        props.insert("version", s(env!("CARGO_PKG_VERSION")));
+        props
+    }
+
+    // ---- main loop ----
+
+    async fn serve(&mut self, shutdown: &CancellationToken) -> End {
+        let hb = Duration::from_secs(self.heartbeat.max(1) as u64);
+        let mut ticker = tokio::time::interval(if self.heartbeat == 0 {
+            Duration::from_secs(3600)
+        } else {
+            hb / 2
+        });
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = self.flush().await {
+                debug!(peer = %self.peer, error = %e, "AMQP write failed");
+                return End::Closed;
+            }
+            let wait_sync = self
+                .channels
+                .values()
+                .any(|c| c.confirms.as_ref().is_some_and(|c| c.waits_for_sync()));
+            let reading = !(self.blocked && self.has_published);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let close = AmqpError::connection(code::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'");
+                    self.send_close(&close);
+                    return End::AwaitCloseOk;
+                }
+                Some(event) = self.sink_rx.recv() => {
+                    self.on_sink(event);
+                    for _ in 1..DELIVERY_BATCH {
+                        match self.sink_rx.try_recv() {
+                            Ok(event) => self.on_sink(event),
+                            Err(_) => break,
+                        }
+                        if self.out.len() >= FLUSH_AT {
+                            break;
+                        }
+                    }
+                }
+                r = self.reader.read_buf(&mut self.inbuf), if reading => match r {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {
+                        self.last_recv = Instant::now();
+                        match self.on_input().await {
+                            Ok(None) => {}
+                            Ok(Some(end)) => return end,
+                            Err(e) => {
+                                self.send_close(&e);
+                                return End::AwaitCloseOk;
+                            }
+                        }
+                    }
+                },
+                r = self.sync_rx.changed(), if wait_sync => {
+                    if r.is_err() {
+                        return End::Closed;
+                    }
+                }
+                r = self.blocked_rx.changed() => {
+                    if r.is_ok() {
+                        self.on_blocked_change();
+                    }
+                }
+                _ = ticker.tick(), if self.heartbeat > 0 => {
+                    if self.last_recv.elapsed() > hb * 2 {
+                        warn!(peer = %self.peer, timeout_s = self.heartbeat, "missed heartbeats from client, closing");
+                        return End::Closed;
+                    }
+                    if self.last_sent.elapsed() >= hb / 2 {
+                        codec::encode_heartbeat(&mut self.out);
+                    }
+                }
+            }
+            self.release_confirms();
+        }
+    }
+
+    /// Decode and handle every complete frame in the read buffer.
+    async fn on_input(&mut self) -> Result<Option<End>, AmqpError> {
+        loop {
+            let Some(frame) = codec::decode_frame(&mut self.inbuf, self.frame_max)? else {
+                return Ok(None);
+            };
+            let channel = frame_channel(&frame);
+            match self.on_frame(frame).await {
+                Ok(Some(end)) => return Ok(Some(end)),
+                Ok(None) => {}
+                Err(e) if e.scope == Scope::Channel && channel != 0 => {
+                    self.close_channel_with(channel, &e)
+                }
+                Err(e) => return Err(e),
+            }
+            if self.out.len() >= FLUSH_AT {
+                self.flush().await.map_err(io_closed)?;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Result<Option<End>, AmqpError> {
+        match frame {
+            Frame::Heartbeat(0) => Ok(None),
+            Frame::Heartbeat(_) => Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                "heartbeat frame on a non-zero channel",
+            )),
+            Frame::Method(0, method) => self.on_connection_method(method),
+            Frame::Method(ch, method) => self.on_channel_method(ch, method).await.map(|_| None),
+            Frame::Header(0, _) | Frame::Body(0, _) => Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "content frame on channel 0",
+            )),
+            Frame::Header(ch, header) => self.on_header(ch, header).await.map(|_| None),
+            Frame::Body(ch, body) => self.on_body(ch, body).await.map(|_| None),
+        }
+    }
+
+    fn on_connection_method(&mut self, method: Method) -> Result<Option<End>, AmqpError> {
+        match method {
+            Method::ConnectionClose(close) => {
+                debug!(peer = %self.peer, code = close.reply_code, text = %close.reply_text, "client closed connection");
+                self.send_method(0, &Method::ConnectionCloseOk);
+                Ok(Some(End::Closed))
+            }
+            Method::ConnectionCloseOk => Ok(Some(End::Closed)),
+            Method::ConnectionUpdateSecret(_) => {
+                self.send_method(0, &Method::ConnectionUpdateSecretOk);
+                Ok(None)
+            }
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked => Ok(None),
+            other => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!("unexpected {} on channel 0", method_name(&other)),
+            )
+            .during(other.class_id(), other.method_id())),
+        }
+    }
+
+    // ---- closing ----
+
+    pub(super) fn send_close(&mut self, e: &AmqpError) {
+        debug!(peer = %self.peer, code = e.code, text = %e.text, "closing AMQP connection");
+        let close = ConnectionClose {
+            reply_code: e.code,
+            reply_text: e.reply_text(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        self.send_method(0, &Method::ConnectionClose(close));
+    }
+
+    /// A failure before the connection opened: report it (when the client can hear it) and stop.
+    async fn fail(&mut self, e: AmqpError) {
+        let silent = e.code == code::ACCESS_REFUSED && !self.caps.authentication_failure_close;
+        if !silent {
+            self.send_close(&e);
+            if self.flush().await.is_ok() {
+                self.await_close_ok().await;
+            }
+        }
+    }
+
+    async fn await_close_ok(&mut self) {
+        if self.flush().await.is_err() {
+            return;
+        }
+        let wait = async {
+            loop {
+                match self.read_frame().await {
+                    Ok(Some(Frame::Method(0, Method::ConnectionCloseOk))) | Ok(None) | Err(_) => {
+                        return;
+                    }
+                    Ok(Some(Frame::Method(0, Method::ConnectionClose(_)))) => {
+                        self.send_method(0, &Method::ConnectionCloseOk);
+                        let _ = self.flush().await;
+                        return;
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_OK_WAIT, wait).await;
+    }
+
+    async fn cleanup(&mut self) {
+        let channels: Vec<u16> = self.channels.keys().copied().collect();
+        for ch in channels {
+            self.drop_channel(ch);
+        }
+        if let Some(session) = &self.session {
+            session.close().await;
+        }
+    }
+
+    // ---- events from the core ----
+
+    fn on_blocked_change(&mut self) {
+        let blocked = *self.blocked_rx.borrow_and_update();
+        if blocked == self.blocked {
+            return;
+        }
+        self.blocked = blocked;
+        if self.caps.connection_blocked {
+            let method = if blocked {
+                Method::ConnectionBlocked(codec::ConnectionBlocked {
+                    reason: "low on disk".into(),
+                })
+            } else {
+                Method::ConnectionUnblocked
+            };
+            self.send_method(0, &method);
+        }
+    }
+
+    fn on_sink(&mut self, event: SinkEvent) {
+        match event {
+            SinkEvent::Deliver(d) => {
+                let Some(route) = self.consumers.get(&d.consumer).cloned() else {
+                    // Cancelled or channel gone while the delivery was in flight: give it back.
+                    d.queue.settle(
+                        vec![d.tag],
+                        crate::core::queue::Settle::Requeue,
+                        Some(d.consumer),
+                    );
+                    d.queue.written(d.consumer, 1);
+                    return;
+                };
+                let Some(channel) = self.channels.get_mut(&route.channel) else {
+                    return;
+                };
+                let unacked = (!route.no_ack).then(|| super::channel::Unacked {
+                    queue: d.queue.clone(),
+                    tag: d.tag,
+                    consumer: Some(d.consumer),
+                });
+                let delivery_tag = channel.deliver(unacked);
+                let method = Method::BasicDeliver(codec::BasicDeliver {
+                    consumer_tag: route.tag.to_string(),
+                    delivery_tag,
+                    redelivered: d.redelivered,
+                    exchange: d.message.exchange.clone(),
+                    routing_key: d.message.routing_key.clone(),
+                });
+                codec::encode_content(
+                    route.channel,
+                    &method,
+                    60,
+                    &d.message.properties,
+                    &d.message.body,
+                    self.frame_max,
+                    &mut self.out,
+                );
+                match self
+                    .written
+                    .iter_mut()
+                    .find(|(q, k, _)| *k == d.consumer && *q == d.queue)
+                {
+                    Some(entry) => entry.2 += 1,
+                    None => self.written.push((d.queue, d.consumer, 1)),
+                }
+            }
+            SinkEvent::Cancelled { consumer } => {
+                let Some(route) = self.consumers.remove(&consumer) else {
+                    return;
+                };
+                if let Some(channel) = self.channels.get_mut(&route.channel) {
+                    channel.consumers.remove(&route.tag);
+                }
+                if self.caps.consumer_cancel_notify {
+                    let cancel = codec::BasicCancel {
+                        consumer_tag: route.tag.to_string(),
+                        no_wait: true,
+                    };
+                    self.send_method(route.channel, &Method::BasicCancel(cancel));
+                }
+            }
+        }
+    }
+
+    /// Send every confirm whose publish is now settled (synced, refused, or failed).
+    fn release_confirms(&mut self) {
+        let state = self.sync_rx.borrow().clone();
+        let mut frames = Vec::new();
+        let mut out = Vec::new();
+        for (&ch, channel) in self.channels.iter_mut() {
+            if let Some(confirms) = channel.confirms.as_mut() {
+                confirms.release(&state, &mut frames);
+                out.extend(frames.drain(..).map(|f| (ch, f)));
+            }
+        }
+        for (ch, f) in out {
+            let method = if f.ack {
+                Method::BasicAck(codec::BasicAck {
+                    delivery_tag: f.tag,
+                    multiple: f.multiple,
+                })
+            } else {
+                Method::BasicNack(codec::BasicNack {
+                    delivery_tag: f.tag,
+                    multiple: f.multiple,
+                    requeue: false,
+                })
+            };
+            self.send_method(ch, &method);
+        }
+    }
+}
+
+fn frame_channel(frame: &Frame) -> u16 {
+    match frame {
+        Frame::Method(c, _) | Frame::Header(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => *c,
+    }
+}
+
+fn io_closed(e: std::io::Error) -> AmqpError {
+    AmqpError::connection(code::CONNECTION_FORCED, format!("socket error: {e}"))
+}
+
+/// A method's name for error texts, e.g. `basic.publish`.
+pub(super) fn method_name(m: &Method) -> String {
+    let debug = format!("{m:?}");
+    let variant = debug
+        .split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut out = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(if out.contains('.') { '-' } else { '.' });
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Extract user and password from a SASL response (PLAIN: `\0user\0pass`; AMQPLAIN: a field table body).
+fn credentials(mechanism: &str, response: &Bytes) -> Result<(String, String), AmqpError> {
+    let refuse =
+        |why: &str| AmqpError::connection(code::ACCESS_REFUSED, why.to_owned()).during(10, 11);
+    match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next();
+            let user = parts
+                .next()
+                .ok_or_else(|| refuse("malformed PLAIN response"))?;
+            let pass = parts
+                .next()
+                .ok_or_else(|| refuse("malformed PLAIN response"))?;
+            Ok((
+                String::from_utf8_lossy(user).into_owned(),
+                String::from_utf8_lossy(pass).into_owned(),
+            ))
+        }
+        "AMQPLAIN" => {
+            let mut framed = BytesMut::with_capacity(response.len() + 4);
+            framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
+            framed.extend_from_slice(response);
+            let table = codec::decode_field_table(&mut framed.freeze())
+                .map_err(|_| refuse("malformed AMQPLAIN response"))?;
+            let get = |k: &str| table.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            Ok((
+                get("LOGIN").unwrap_or_default(),
+                get("PASSWORD").unwrap_or_default(),
+            ))
+        }
+        other => Err(refuse(&format!(
+            "unsupported authentication mechanism '{other}'"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_read_like_the_spec() {
+        assert_eq!(method_name(&Method::ConnectionOpenOk), "connection.open-ok");
+        assert_eq!(method_name(&Method::TxSelect), "tx.select");
+    }
+
+    #[test]
+    fn plain_credentials() {
+        let (u, p) = credentials("PLAIN", &Bytes::from_static(b"\0guest\0secret")).unwrap();
+        assert_eq!((u.as_str(), p.as_str()), ("guest", "secret"));
+        assert!(credentials("PLAIN", &Bytes::from_static(b"nonul")).is_err());
+        assert!(credentials("EXTERNAL", &Bytes::new()).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! The AMQP 0-9-1 session adapter: one task per connection, translating frames to core calls and core events
+//! to frames. `connection` owns the socket loop and handshake, `methods` the channel-level methods,
+//! `channel` the per-channel bookkeeping, `error` the mapping to reply codes. It never talks to other
+//! front ends; it uses the core only through `core::Session`.
+
+mod channel;
+mod connection;
+pub mod error;
+mod methods;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AmqpConfig;
+use crate::core::Broker;
+
+/// Shared state of every AMQP connection.
+#[derive(Debug)]
+pub struct AmqpContext {
+    pub broker: Broker,
+    pub config: AmqpConfig,
+}
+
+impl AmqpContext {
+    pub fn new(broker: Broker, config: &AmqpConfig) -> Arc<Self> {
+        Arc::new(Self {
+            broker,
+            config: config.clone(),
+        })
+    }
+}
+
+/// Serve one AMQP connection until the peer closes, an error closes it, or `shutdown` fires (then the
+/// connection is closed with 320 CONNECTION_FORCED).
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<AmqpContext>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    connection::Connection::new(stream, peer, ctx)
+        .run(shutdown)
+        .await;
+}

@@ -1,0 +1,201 @@
+//! Users and per-vhost permissions, RabbitMQ-style: each (user, vhost) pair has configure, write and read
+//! regexes matched against resource names. The default user may be limited to loopback peers
+//! (`loopback_users`, as RabbitMQ does for `guest`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use regex::Regex;
+
+use super::CoreError;
+
+/// An authenticated user.
+#[derive(Debug)]
+pub struct User {
+    pub name: String,
+    password: String,
+    pub tags: Vec<String>,
+}
+
+/// The three kinds of access RabbitMQ distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Configure,
+    Write,
+    Read,
+}
+
+/// What a user may do in one vhost.
+#[derive(Debug)]
+pub struct Permission {
+    configure: Regex,
+    write: Regex,
+    read: Regex,
+}
+
+impl Permission {
+    /// Compile the three patterns; an empty pattern grants nothing.
+    pub fn new(configure: &str, write: &str, read: &str) -> Result<Self, CoreError> {
+        let compile = |p: &str| {
+            let pattern = if p.is_empty() { "^$a" } else { p };
+            Regex::new(pattern).map_err(|e| {
+                CoreError::PreconditionFailed(format!("invalid permission regex '{p}': {e}"))
+            })
+        };
+        Ok(Self {
+            configure: compile(configure)?,
+            write: compile(write)?,
+            read: compile(read)?,
+        })
+    }
+
+    /// Full access (`.*` for all three).
+    pub fn all() -> Self {
+        // Provably infallible: a constant, valid pattern.
+        #[allow(clippy::unwrap_used)]
+        let any = || Regex::new(".*").unwrap();
+        Self {
+            configure: any(),
+            write: any(),
+            read: any(),
+        }
+    }
+
+    /// Check `access` to a resource; the error text is RabbitMQ's.
+    pub fn check(
+        &self,
+        access: Access,
+        kind: &str,
+        name: &str,
+        vhost: &str,
+        user: &str,
+    ) -> Result<(), CoreError> {
+        let re = match access {
+            Access::Configure => &self.configure,
+            Access::Write => &self.write,
+            Access::Read => &self.read,
+        };
+        if re.is_match(name) {
+            Ok(())
+        } else {
+            Err(CoreError::AccessRefused(format!(
+                "access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'"
+            )))
+        }
+    }
+}
+
+/// The user database.
+#[derive(Debug, Default)]
+pub struct Users {
+    users: RwLock<HashMap<String, Arc<User>>>,
+    permissions: RwLock<HashMap<(String, String), Arc<Permission>>>,
+    loopback_only: Vec<String>,
+}
+
+impl Users {
+    pub fn new(loopback_only: Vec<String>) -> Self {
+        Self {
+            loopback_only,
+            ..Self::default()
+        }
+    }
+
+    /// Add or replace a user.
+    pub fn put_user(&self, name: &str, password: &str, tags: Vec<String>) {
+        let user = Arc::new(User {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            tags,
+        });
+        self.users
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), user);
+    }
+
+    /// Grant permissions in a vhost.
+    pub fn set_permission(&self, user: &str, vhost: &str, permission: Permission) {
+        self.permissions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((user.to_owned(), vhost.to_owned()), Arc::new(permission));
+    }
+
+    /// Check a user's password (and the loopback restriction).
+    pub fn authenticate(
+        &self,
+        name: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<Arc<User>, CoreError> {
+        let refused = || CoreError::AccessRefused(format!("user '{name}' - invalid credentials"));
+        let user = self
+            .users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(refused)?;
+        if user.password != password {
+            return Err(refused());
+        }
+        if !peer.is_loopback() && self.loopback_only.iter().any(|u| u == name) {
+            return Err(CoreError::AccessRefused(format!(
+                "user '{name}' can only connect via localhost"
+            )));
+        }
+        Ok(user)
+    }
+
+    /// The user's permissions in a vhost, if any.
+    pub fn permission(&self, user: &str, vhost: &str) -> Option<Arc<Permission>> {
+        self.permissions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(user.to_owned(), vhost.to_owned()))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_user_refused_from_remote() {
+        let users = Users::new(vec!["guest".into()]);
+        users.put_user("guest", "guest", vec![]);
+        assert!(
+            users
+                .authenticate("guest", "guest", "127.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            users
+                .authenticate("guest", "guest", "10.0.0.1".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            users
+                .authenticate("guest", "nope", "127.0.0.1".parse().unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn permission_patterns() {
+        let p = Permission::new("^app\\.", "", ".*").unwrap();
+        assert!(
+            p.check(Access::Configure, "queue", "app.q", "/", "u")
+                .is_ok()
+        );
+        assert!(
+            p.check(Access::Configure, "queue", "other", "/", "u")
+                .is_err()
+        );
+        assert!(p.check(Access::Write, "exchange", "x", "/", "u").is_err());
+        assert!(p.check(Access::Read, "queue", "anything", "/", "u").is_ok());
+    }
+}

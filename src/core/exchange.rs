@@ -1,0 +1,247 @@
+//! Exchanges and their bindings: direct (hash by key), fanout, topic (trie) and headers (argument match),
+//! each with an index kept beside the plain binding list so routing never scans bindings that cannot match.
+//! Routing across exchange-to-exchange bindings and alternate exchanges is the vhost's job.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use ferrymq_amqp_codec::FieldTable;
+
+use super::CoreError;
+use super::headers::{self, MatchMode};
+use super::queue::QueueHandle;
+use super::topic::TopicTrie;
+
+/// The four exchange types of AMQP 0-9-1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    /// Parse a declare's `type` field (RabbitMQ: an unknown type is 406 on the channel).
+    pub fn parse(kind: &str) -> Result<Self, CoreError> {
+        match kind {
+            "direct" => Ok(Self::Direct),
+            "fanout" => Ok(Self::Fanout),
+            "topic" => Ok(Self::Topic),
+            "headers" => Ok(Self::Headers),
+            other => Err(CoreError::PreconditionFailed(format!(
+                "invalid exchange type '{other}'"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    Queue(QueueHandle),
+    Exchange(String),
+}
+
+#[derive(Debug)]
+struct Binding {
+    destination: Destination,
+    key: String,
+    arguments: FieldTable,
+    mode: MatchMode,
+}
+
+#[derive(Debug, Default)]
+struct Bindings {
+    all: Vec<Binding>,
+    direct: HashMap<String, Vec<Destination>>,
+    topic: TopicTrie<Destination>,
+}
+
+/// An exchange. Its declared properties are immutable; only its bindings change.
+#[derive(Debug)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    /// `alternate-exchange` argument: where unroutable messages go.
+    pub alternate: Option<String>,
+    bindings: RwLock<Bindings>,
+}
+
+impl Exchange {
+    pub fn new(
+        name: String,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        let alternate = arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Self {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            bindings: RwLock::default(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Bindings> {
+        self.bindings.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Bindings> {
+        self.bindings.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a binding; binding twice is a no-op. Returns whether it was new.
+    pub fn bind(
+        &self,
+        destination: Destination,
+        key: &str,
+        arguments: &FieldTable,
+    ) -> Result<bool, CoreError> {
+        let mode = if self.kind == ExchangeKind::Headers {
+            MatchMode::from_arguments(arguments)?
+        } else {
+            MatchMode::All
+        };
+        let mut b = self.write();
+        if b.all
+            .iter()
+            .any(|x| x.destination == destination && x.key == key && x.arguments == *arguments)
+        {
+            return Ok(false);
+        }
+        match self.kind {
+            ExchangeKind::Direct => b
+                .direct
+                .entry(key.to_owned())
+                .or_default()
+                .push(destination.clone()),
+            ExchangeKind::Topic => {
+                b.topic.insert(key, destination.clone());
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+        b.all.push(Binding {
+            destination,
+            key: key.to_owned(),
+            arguments: arguments.clone(),
+            mode,
+        });
+        Ok(true)
+    }
+
+    /// Remove a binding; returns whether it existed.
+    pub fn unbind(&self, destination: &Destination, key: &str, arguments: &FieldTable) -> bool {
+        let mut b = self.write();
+        let Some(pos) = b.all.iter().position(|x| {
+            x.destination == *destination && x.key == key && x.arguments == *arguments
+        }) else {
+            return false;
+        };
+        b.all.remove(pos);
+        Self::unindex(&mut b, self.kind, destination, key);
+        true
+    }
+
+    fn unindex(b: &mut Bindings, kind: ExchangeKind, destination: &Destination, key: &str) {
+        match kind {
+            ExchangeKind::Direct => {
+                if let Some(list) = b.direct.get_mut(key) {
+                    list.retain(|d| d != destination);
+                    if list.is_empty() {
+                        b.direct.remove(key);
+                    }
+                }
+            }
+            ExchangeKind::Topic => {
+                // Another binding with the same key and destination (other arguments) keeps the index entry.
+                if !b
+                    .all
+                    .iter()
+                    .any(|x| x.destination == *destination && x.key == key)
+                {
+                    b.topic.remove(key, destination);
+                }
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+    }
+
+    /// Remove every binding to `destination` (it was deleted). Returns how many were removed.
+    pub fn remove_destination(&self, destination: &Destination) -> usize {
+        let mut b = self.write();
+        let gone: Vec<String> = b
+            .all
+            .iter()
+            .filter(|x| x.destination == *destination)
+            .map(|x| x.key.clone())
+            .collect();
+        b.all.retain(|x| x.destination != *destination);
+        for key in &gone {
+            Self::unindex(&mut b, self.kind, destination, key);
+        }
+        gone.len()
+    }
+
+    /// Number of bindings from this exchange.
+    pub fn binding_count(&self) -> usize {
+        self.read().all.len()
+    }
+
+    /// Every binding as (destination, key, arguments), for listing and definition export.
+    pub fn bindings(&self) -> Vec<(Destination, String, FieldTable)> {
+        self.read()
+            .all
+            .iter()
+            .map(|b| (b.destination.clone(), b.key.clone(), b.arguments.clone()))
+            .collect()
+    }
+
+    /// Call `found` for each destination matching `key` / `headers`.
+    pub fn route(
+        &self,
+        key: &str,
+        headers: Option<&FieldTable>,
+        found: &mut impl FnMut(&Destination),
+    ) {
+        let b = self.read();
+        match self.kind {
+            ExchangeKind::Direct => b
+                .direct
+                .get(key)
+                .into_iter()
+                .flatten()
+                .for_each(|d| found(d)),
+            ExchangeKind::Fanout => b.all.iter().for_each(|x| found(&x.destination)),
+            ExchangeKind::Topic => b.topic.route(key, found),
+            ExchangeKind::Headers => b
+                .all
+                .iter()
+                .filter(|x| headers::matches(x.mode, &x.arguments, headers))
+                .for_each(|x| found(&x.destination)),
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The broker core: vhosts, exchanges, queues, bindings, routing, consumers, users and permissions. Knows no
+//! socket, no protocol name and no HTTP; every front end maps onto it through a [`Session`]
+//! (ARCHITECTURE.md §2). This module owns the [`Broker`] handle: start-up (recovery from the store), login,
+//! and identifiers shared by every front end.
+
+pub mod auth;
+pub mod exchange;
+pub mod headers;
+pub mod message;
+pub mod queue;
+pub mod session;
+pub mod topic;
+pub mod vhost;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::store::{Definition, Recovered, Store};
+pub use auth::{Permission, User, Users};
+pub use message::Message;
+pub use queue::{ConnId, ConsumerKey};
+pub use session::Session;
+use vhost::{ExchangeSpec, Journal, QueueSpec, VHost};
+
+/// The vhost every broker has.
+pub const DEFAULT_VHOST: &str = "/";
+
+/// Options the composition root passes to the core (built from `config::Config`).
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    pub default_user: String,
+    pub default_pass: String,
+    /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            loopback_users: vec!["guest".into()],
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    users: Users,
+    ids: Arc<AtomicU64>,
+    next_conn: AtomicU64,
+    next_consumer: AtomicU64,
+}
+
+/// Cheap-to-clone handle to the broker.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl Broker {
+    /// Recover definitions and messages from the store and start the queue actors.
+    pub async fn start(options: BrokerOptions, store: Arc<dyn Store>) -> Result<Broker, CoreError> {
+        let started = Instant::now();
+        let recovered = store
+            .recover()
+            .map_err(|e| CoreError::Store(e.to_string()))?;
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                vhosts: RwLock::new(HashMap::new()),
+                users: Users::new(options.loopback_users.clone()),
+                ids: Arc::new(AtomicU64::new(recovered.next_id.max(1))),
+                next_conn: AtomicU64::new(1),
+                next_consumer: AtomicU64::new(1),
+            }),
+        };
+        broker.inner.users.put_user(
+            &options.default_user,
+            &options.default_pass,
+            vec!["administrator".into()],
+        );
+        broker
+            .inner
+            .users
+            .set_permission(&options.default_user, DEFAULT_VHOST, Permission::all());
+        broker.add_vhost(DEFAULT_VHOST);
+        let messages = broker.replay(recovered).await;
+        if messages > 0 || started.elapsed().as_millis() > 100 {
+            info!(
+                messages,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "recovered store"
+            );
+        }
+        Ok(broker)
+    }
+
+    fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        let mut vhosts = self.inner.vhosts.write().unwrap_or_else(|e| e.into_inner());
+        vhosts
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                VHost::new(
+                    name.to_owned(),
+                    self.inner.store.clone(),
+                    self.inner.ids.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Apply recovered definitions in journal order, then restore unsettled messages. Returns the count.
+    async fn replay(&self, recovered: Recovered) -> usize {
+        for def in recovered.definitions {
+            if let Err(e) = self.apply(def) {
+                warn!(error = %e, "skipping a recovered definition that no longer applies");
+            }
+        }
+        let mut restored = 0;
+        for (key, messages) in recovered.messages {
+            let Some(queue) = self.vhost(&key.vhost).and_then(|v| v.queue(&key.name)) else {
+                warn!(vhost = %key.vhost, queue = %key.name, count = messages.len(), "messages for a missing queue dropped");
+                continue;
+            };
+            restored += messages.len();
+            queue
+                .restore(messages.into_iter().map(|m| (m.id, m.message)).collect())
+                .await;
+        }
+        restored
+    }
+
+    fn apply(&self, def: Definition) -> Result<(), CoreError> {
+        let vhost = |name: &str| {
+            self.vhost(name)
+                .ok_or_else(|| CoreError::NotFound(format!("no vhost '{name}'")))
+        };
+        match def {
+            Definition::VHost { name } => {
+                self.add_vhost(&name);
+            }
+            Definition::DeleteVHost { name } => {
+                self.inner
+                    .vhosts
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+            }
+            Definition::User {
+                name,
+                password_hash,
+                tags,
+            } => self.inner.users.put_user(&name, &password_hash, tags),
+            Definition::DeleteUser { .. } | Definition::DeletePermission { .. } => {}
+            Definition::Permission {
+                user,
+                vhost,
+                configure,
+                write,
+                read,
+            } => {
+                self.inner.users.set_permission(
+                    &user,
+                    &vhost,
+                    Permission::new(&configure, &write, &read)?,
+                );
+            }
+            Definition::Exchange {
+                vhost: v,
+                name,
+                kind,
+                auto_delete,
+                internal,
+                arguments,
+            } => {
+                let spec = ExchangeSpec {
+                    name,
+                    kind,
+                    durable: true,
+                    auto_delete,
+                    internal,
+                    arguments,
+                };
+                vhost(&v)?.declare_exchange(spec, Journal::Replay)?;
+            }
+            Definition::DeleteExchange { vhost: v, name } => {
+                vhost(&v)?.delete_exchange(&name, false, Journal::Replay)?
+            }
+            Definition::Queue {
+                vhost: v,
+                name,
+                auto_delete,
+                arguments,
+            } => {
+                let spec = QueueSpec {
+                    name,
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete,
+                    arguments,
+                };
+                vhost(&v)?.declare_queue(spec, Journal::Replay)?;
+            }
+            Definition::DeleteQueue { vhost: v, name } => {
+                let v = vhost(&v)?;
+                if let Some(q) = v.queue(&name) {
+                    v.forget_queue_replay(&q);
+                }
+            }
+            Definition::Bind {
+                vhost: v,
+                source,
+                destination,
+                destination_kind,
+                routing_key,
+                arguments,
+            } => vhost(&v)?.bind(
+                &source,
+                &destination,
+                destination_kind,
+                &routing_key,
+                &arguments,
+                Journal::Replay,
+            )?,
+            Definition::Unbind {
+                vhost: v,
+                source,
+                destination,
+                destination_kind,
+                routing_key,
+                arguments,
+            } => vhost(&v)?.unbind(
+                &source,
+                &destination,
+                destination_kind,
+                &routing_key,
+                &arguments,
+                Journal::Replay,
+            )?,
+        }
+        Ok(())
+    }
+
+    /// The store behind this broker (health checks read it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Look up a vhost.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.inner
+            .vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Check credentials.
+    pub fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<Arc<User>, CoreError> {
+        self.inner.users.authenticate(user, password, peer)
+    }
+
+    /// Open a session of `user` in `vhost` for connection `conn` (RabbitMQ: 530 NOT_ALLOWED when refused).
+    pub fn open_session(
+        &self,
+        user: Arc<User>,
+        vhost: &str,
+        conn: ConnId,
+    ) -> Result<Session, CoreError> {
+        let refused = || {
+            CoreError::NotAllowed(format!(
+                "access to vhost '{vhost}' refused for user '{}'",
+                user.name
+            ))
+        };
+        let v = self
+            .vhost(vhost)
+            .ok_or_else(|| CoreError::NotAllowed(format!("vhost {vhost} not found")))?;
+        let permission = self
+            .inner
+            .users
+            .permission(&user.name, vhost)
+            .ok_or_else(refused)?;
+        Ok(Session::new(v, user, permission, conn))
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh consumer key.
+    pub fn next_consumer_key(&self) -> ConsumerKey {
+        self.inner.next_consumer.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stop queue actors and close the store (flushes what is pending).
+    pub async fn shutdown(&self) {
+        self.inner.store.close();
+    }
+}
+
+/// Protocol-neutral errors; each adapter maps them to its own codes in one place.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AccessRefused(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    ResourceLocked(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    Store(String),
+}

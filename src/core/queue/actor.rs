@@ -1,0 +1,727 @@
+//! The queue actor: owns ready messages (per priority level, in publish order), unacked deliveries, leases,
+//! consumers and timers (TTL, x-expires, lease expiry). It processes commands in batches and then hands out
+//! as many messages as consumers have credit for, so a burst of publishes costs one delivery pass.
+//! Dead-lettering routes through the vhost without ever blocking on another queue's channel.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferrymq_amqp_codec::{FieldTable, FieldValue};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{
+    ChannelLimit, Command, ConsumerKey, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle,
+    QueueStats, SinkEvent, WRITE_WINDOW,
+};
+use crate::core::CoreError;
+use crate::core::message::Message;
+use crate::core::vhost::VHost;
+use crate::store::{MsgId, Store};
+
+/// Commands handled per batch before a delivery pass.
+const BATCH: usize = 256;
+
+pub(super) fn spawn(
+    me: QueueHandle,
+    rx: mpsc::Receiver<Command>,
+    vhost: Weak<VHost>,
+    store: Arc<dyn Store>,
+) {
+    let levels = me.args.max_priority.map_or(1, |p| p as usize + 1);
+    let actor = Actor {
+        me,
+        vhost,
+        store,
+        ready: (0..levels).map(|_| VecDeque::new()).collect(),
+        ready_count: 0,
+        ready_bytes: 0,
+        outstanding: HashMap::new(),
+        leases: BTreeSet::new(),
+        consumers: Vec::new(),
+        rr: 0,
+        next_tag: 1,
+        last_used: Instant::now(),
+        had_consumers: false,
+        stopped: false,
+    };
+    tokio::spawn(actor.run(rx));
+}
+
+struct Entry {
+    tag: u64,
+    message: Arc<Message>,
+    store_id: Option<MsgId>,
+    expires_at: Option<Instant>,
+    redelivered: bool,
+}
+
+struct Outstanding {
+    entry: Entry,
+    holder: Option<ConsumerKey>,
+    lease_until: Option<Instant>,
+    channel_limit: Option<Arc<ChannelLimit>>,
+}
+
+struct Consumer {
+    spec: ConsumerSpec,
+    unacked: u32,
+    unwritten: u32,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        self.unwritten < WRITE_WINDOW
+            && (self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
+    }
+}
+
+struct Actor {
+    me: QueueHandle,
+    vhost: Weak<VHost>,
+    store: Arc<dyn Store>,
+    ready: Vec<VecDeque<Entry>>,
+    ready_count: usize,
+    ready_bytes: u64,
+    outstanding: HashMap<u64, Outstanding>,
+    leases: BTreeSet<(Instant, u64)>,
+    consumers: Vec<Consumer>,
+    rr: usize,
+    next_tag: u64,
+    last_used: Instant,
+    had_consumers: bool,
+    stopped: bool,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while !self.stopped {
+            let deadline = self.next_deadline();
+            let first = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => break,
+                },
+                _ = sleep_until(deadline) => None,
+            };
+            self.on_timers(Instant::now());
+            if let Some(cmd) = first {
+                self.handle(cmd);
+                for _ in 1..BATCH {
+                    if self.stopped {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(cmd) => self.handle(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !self.stopped {
+                self.deliver();
+            }
+        }
+        self.me.mark_deleted();
+        debug!(queue = %self.me.name, vhost = %self.me.vhost, "queue actor stopped");
+    }
+
+    // ---- commands ----
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish {
+                message,
+                store_id,
+                reply,
+            } => {
+                let outcome = self.enqueue(message, store_id);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Command::Consume { spec, reply } => {
+                let _ = reply.send(self.add_consumer(spec));
+            }
+            Command::Cancel { consumer, reply } => {
+                self.remove_consumer(consumer, false);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            Command::Get {
+                no_ack,
+                lease,
+                reply,
+            } => {
+                self.last_used = Instant::now();
+                let delivery = self.get(no_ack, lease);
+                let _ = reply.send(delivery);
+            }
+            Command::Settle {
+                tags,
+                outcome,
+                consumer,
+            } => self.settle(tags, outcome, consumer),
+            Command::Written { consumer, count } => {
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == consumer) {
+                    c.unwritten = c.unwritten.saturating_sub(count);
+                }
+            }
+            Command::Wake => {}
+            Command::Stats { reply } => {
+                self.last_used = Instant::now();
+                let _ = reply.send(self.stats());
+            }
+            Command::Purge { reply } => {
+                let _ = reply.send(self.purge());
+            }
+            Command::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                let _ = reply.send(self.delete(if_unused, if_empty));
+            }
+            Command::Restore { messages } => {
+                for (id, message) in messages {
+                    let tag = self.take_tag();
+                    let expires_at = self.expiry_of(&message);
+                    self.push_ready(Entry {
+                        tag,
+                        message,
+                        store_id: Some(id),
+                        expires_at,
+                        redelivered: true,
+                    });
+                }
+            }
+        }
+    }
+
+    fn take_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+
+    fn expiry_of(&self, message: &Message) -> Option<Instant> {
+        let per_message = message
+            .properties
+            .expiration
+            .as_deref()
+            .and_then(|e| e.parse::<u64>().ok());
+        let ttl_ms = match (
+            self.me.args.message_ttl.map(|d| d.as_millis() as u64),
+            per_message,
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(Instant::now() + Duration::from_millis(ttl_ms))
+    }
+
+    fn enqueue(&mut self, message: Arc<Message>, store_id: Option<MsgId>) -> Enqueued {
+        let size = message.body.len() as u64;
+        let tag = self.take_tag();
+        let expires_at = self.expiry_of(&message);
+        let entry = Entry {
+            tag,
+            message,
+            store_id,
+            expires_at,
+            redelivered: false,
+        };
+        let me = self.me.clone();
+        let over = me
+            .args
+            .max_length
+            .is_some_and(|max| self.ready_count as u64 + 1 > max)
+            || me
+                .args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes + size > max);
+        if over {
+            match me.args.overflow {
+                Overflow::DropHead => {}
+                Overflow::RejectPublish => {
+                    self.drop_entry(entry);
+                    return Enqueued::Rejected;
+                }
+                Overflow::RejectPublishDlx => {
+                    self.dead_letter(entry, "maxlen");
+                    return Enqueued::Rejected;
+                }
+            }
+        }
+        self.push_ready(entry);
+        if self.me.args.overflow == Overflow::DropHead {
+            while self.ready_count > 0 && self.exceeds_limits() {
+                if let Some(head) = self.pop_ready_lowest() {
+                    self.dead_letter(head, "maxlen");
+                }
+            }
+        }
+        Enqueued::Accepted
+    }
+
+    fn exceeds_limits(&self) -> bool {
+        let args = &self.me.args;
+        args.max_length
+            .is_some_and(|max| self.ready_count as u64 > max)
+            || args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes > max)
+    }
+
+    fn add_consumer(&mut self, spec: ConsumerSpec) -> Result<(), CoreError> {
+        let exclusive_taken = self.consumers.iter().any(|c| c.spec.exclusive);
+        if exclusive_taken || (spec.exclusive && !self.consumers.is_empty()) {
+            return Err(CoreError::AccessRefused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.me.name, self.me.vhost
+            )));
+        }
+        self.last_used = Instant::now();
+        self.had_consumers = true;
+        self.consumers.push(Consumer {
+            spec,
+            unacked: 0,
+            unwritten: 0,
+        });
+        Ok(())
+    }
+
+    /// Remove a consumer. When its sink is gone (`lost`), its unacked deliveries are requeued here; otherwise
+    /// they stay with the channel, which settles them.
+    fn remove_consumer(&mut self, key: ConsumerKey, lost: bool) {
+        let Some(pos) = self.consumers.iter().position(|c| c.spec.key == key) else {
+            return;
+        };
+        self.consumers.remove(pos);
+        self.last_used = Instant::now();
+        if lost {
+            let tags: Vec<u64> = self
+                .outstanding
+                .iter()
+                .filter(|(_, o)| o.holder == Some(key))
+                .map(|(t, _)| *t)
+                .collect();
+            self.settle(tags, super::Settle::Requeue, Some(key));
+        }
+        if self.consumers.is_empty() && self.had_consumers && self.me.auto_delete {
+            self.self_delete("auto-delete: last consumer gone");
+        }
+    }
+
+    fn get(&mut self, no_ack: bool, lease: Option<Duration>) -> Option<Delivery> {
+        let entry = self.pop_ready()?;
+        let remaining = self.ready_count as u32;
+        let delivery = Delivery {
+            consumer: 0,
+            queue: self.me.clone(),
+            tag: entry.tag,
+            message: entry.message.clone(),
+            redelivered: entry.redelivered,
+            remaining,
+        };
+        if no_ack {
+            self.drop_entry(entry);
+        } else {
+            let lease_until = lease.map(|d| Instant::now() + d);
+            if let Some(until) = lease_until {
+                self.leases.insert((until, entry.tag));
+            }
+            self.outstanding.insert(
+                entry.tag,
+                Outstanding {
+                    entry,
+                    holder: None,
+                    lease_until,
+                    channel_limit: None,
+                },
+            );
+        }
+        Some(delivery)
+    }
+
+    fn settle(&mut self, tags: Vec<u64>, outcome: super::Settle, consumer: Option<ConsumerKey>) {
+        let mut released = 0u32;
+        for tag in tags {
+            let Some(out) = self.outstanding.get(&tag) else {
+                continue;
+            };
+            if out.holder != consumer {
+                continue; // stale settle from a channel that no longer holds this delivery
+            }
+            let Some(out) = self.outstanding.remove(&tag) else {
+                continue;
+            };
+            if let Some(until) = out.lease_until {
+                self.leases.remove(&(until, tag));
+            }
+            if let Some(limit) = &out.channel_limit {
+                limit.release(1);
+            }
+            released += 1;
+            match outcome {
+                super::Settle::Ack => self.drop_entry(out.entry),
+                super::Settle::Requeue => self.requeue(out.entry),
+                super::Settle::Reject => self.dead_letter(out.entry, "rejected"),
+            }
+        }
+        if let Some(key) = consumer
+            && let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == key)
+        {
+            c.unacked = c.unacked.saturating_sub(released);
+        }
+    }
+
+    fn stats(&self) -> QueueStats {
+        QueueStats {
+            messages: self.ready_count as u32,
+            consumers: self.consumers.len() as u32,
+            unacked: self.outstanding.len() as u32,
+        }
+    }
+
+    fn purge(&mut self) -> u32 {
+        let count = self.ready_count as u32;
+        let levels = std::mem::take(&mut self.ready);
+        self.ready = (0..levels.len()).map(|_| VecDeque::new()).collect();
+        self.ready_count = 0;
+        self.ready_bytes = 0;
+        for entry in levels.into_iter().flatten() {
+            self.settle_in_store(&entry);
+        }
+        count
+    }
+
+    fn delete(&mut self, if_unused: bool, if_empty: bool) -> Result<u32, CoreError> {
+        if if_unused && !self.consumers.is_empty() {
+            return Err(CoreError::PreconditionFailed(format!(
+                "queue '{}' in vhost '{}' in use",
+                self.me.name, self.me.vhost
+            )));
+        }
+        if if_empty && self.ready_count > 0 {
+            return Err(CoreError::PreconditionFailed(format!(
+                "queue '{}' in vhost '{}' is not empty",
+                self.me.name, self.me.vhost
+            )));
+        }
+        Ok(self.stop())
+    }
+
+    /// Cancel every consumer and stop; returns the ready count at the time.
+    fn stop(&mut self) -> u32 {
+        for c in self.consumers.drain(..) {
+            let _ = c.spec.sink.send(SinkEvent::Cancelled {
+                consumer: c.spec.key,
+            });
+        }
+        for out in self.outstanding.values() {
+            if let Some(limit) = &out.channel_limit {
+                limit.release(1);
+            }
+        }
+        self.me.mark_deleted();
+        self.stopped = true;
+        self.ready_count as u32
+    }
+
+    /// Delete this queue on its own initiative (x-expires, auto-delete).
+    fn self_delete(&mut self, why: &str) {
+        debug!(queue = %self.me.name, vhost = %self.me.vhost, why, "queue deleting itself");
+        if let Some(vhost) = self.vhost.upgrade() {
+            vhost.forget_queue(&self.me);
+        }
+        self.stop();
+    }
+
+    // ---- ready list ----
+
+    fn level_of(&self, message: &Message) -> usize {
+        let top = self.ready.len() - 1;
+        (message.properties.priority.unwrap_or(0) as usize).min(top)
+    }
+
+    fn push_ready(&mut self, entry: Entry) {
+        let level = self.level_of(&entry.message);
+        self.ready_count += 1;
+        self.ready_bytes += entry.message.body.len() as u64;
+        self.ready[level].push_back(entry);
+    }
+
+    fn requeue(&mut self, mut entry: Entry) {
+        entry.redelivered = true;
+        let level = self.level_of(&entry.message);
+        self.ready_count += 1;
+        self.ready_bytes += entry.message.body.len() as u64;
+        let list = &mut self.ready[level];
+        let at = list.partition_point(|e| e.tag < entry.tag);
+        list.insert(at, entry);
+    }
+
+    fn take_from(&mut self, level: usize) -> Option<Entry> {
+        let entry = self.ready[level].pop_front()?;
+        self.ready_count -= 1;
+        self.ready_bytes -= entry.message.body.len() as u64;
+        Some(entry)
+    }
+
+    /// Highest priority first.
+    fn pop_ready(&mut self) -> Option<Entry> {
+        let level = (0..self.ready.len())
+            .rev()
+            .find(|l| !self.ready[*l].is_empty())?;
+        self.take_from(level)
+    }
+
+    /// Lowest priority first (what drop-head drops).
+    fn pop_ready_lowest(&mut self) -> Option<Entry> {
+        let level = (0..self.ready.len()).find(|l| !self.ready[*l].is_empty())?;
+        self.take_from(level)
+    }
+
+    // ---- settlement ----
+
+    fn settle_in_store(&self, entry: &Entry) {
+        if let Some(id) = entry.store_id
+            && let Err(e) = self.store.settle(&self.me.key, id)
+        {
+            warn!(queue = %self.me.name, error = %e, "could not journal settlement");
+        }
+    }
+
+    fn drop_entry(&mut self, entry: Entry) {
+        self.settle_in_store(&entry);
+    }
+
+    fn dead_letter(&mut self, entry: Entry, reason: &'static str) {
+        self.settle_in_store(&entry);
+        let Some(dlx) = self.me.args.dead_letter_exchange.clone() else {
+            return;
+        };
+        let Some(vhost) = self.vhost.upgrade() else {
+            return;
+        };
+        let message = dead_lettered(&entry.message, &self.me, &dlx, reason);
+        let mut targets = vhost.route(&dlx, &message);
+        // Cycle: a message dead-lettered back into this queue for a reason other than rejection is dropped.
+        if reason != "rejected" {
+            targets.retain(|q| q != &self.me);
+        }
+        vhost.enqueue_detached(Arc::new(message), &targets);
+    }
+
+    // ---- delivery ----
+
+    fn deliver(&mut self) {
+        if self.consumers.is_empty() {
+            return;
+        }
+        let mut blocked: Vec<ConsumerKey> = Vec::new();
+        while self.ready_count > 0 {
+            let Some(index) = self.pick_consumer(&mut blocked) else {
+                break;
+            };
+            let Some(entry) = self.pop_ready() else { break };
+            self.hand_to(index, entry);
+        }
+    }
+
+    fn pick_consumer(&mut self, blocked: &mut Vec<ConsumerKey>) -> Option<usize> {
+        loop {
+            let eligible = |c: &Consumer| c.has_credit() && !blocked.contains(&c.spec.key);
+            let n = self.consumers.len();
+            let index = if self.me.args.single_active_consumer {
+                eligible(&self.consumers[0]).then_some(0)?
+            } else {
+                let best = self
+                    .consumers
+                    .iter()
+                    .filter(|c| eligible(c))
+                    .map(|c| c.spec.priority)
+                    .max()?;
+                (0..n).map(|i| (self.rr + i) % n).find(|&i| {
+                    eligible(&self.consumers[i]) && self.consumers[i].spec.priority == best
+                })?
+            };
+            let consumer = &self.consumers[index];
+            let channel_ok = consumer.spec.no_ack
+                || consumer
+                    .spec
+                    .channel_limit
+                    .as_ref()
+                    .is_none_or(|l| l.try_acquire());
+            if channel_ok {
+                self.rr = index + 1;
+                return Some(index);
+            }
+            blocked.push(consumer.spec.key);
+        }
+    }
+
+    fn hand_to(&mut self, index: usize, entry: Entry) {
+        let consumer = &mut self.consumers[index];
+        let delivery = Delivery {
+            consumer: consumer.spec.key,
+            queue: self.me.clone(),
+            tag: entry.tag,
+            message: entry.message.clone(),
+            redelivered: entry.redelivered,
+            remaining: 0,
+        };
+        let key = consumer.spec.key;
+        let no_ack = consumer.spec.no_ack;
+        let limit = if no_ack {
+            None
+        } else {
+            consumer.spec.channel_limit.clone()
+        };
+        if consumer
+            .spec
+            .sink
+            .send(SinkEvent::Deliver(delivery))
+            .is_err()
+        {
+            if let Some(limit) = limit {
+                limit.release(1);
+            }
+            self.requeue(entry);
+            self.remove_consumer(key, true);
+            return;
+        }
+        consumer.unwritten += 1;
+        if no_ack {
+            self.drop_entry(entry);
+        } else {
+            consumer.unacked += 1;
+            self.outstanding.insert(
+                entry.tag,
+                Outstanding {
+                    entry,
+                    holder: Some(key),
+                    lease_until: None,
+                    channel_limit: limit,
+                },
+            );
+        }
+    }
+
+    // ---- timers ----
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let heads = self
+            .ready
+            .iter()
+            .filter_map(|l| l.front().and_then(|e| e.expires_at));
+        let lease = self.leases.first().map(|(t, _)| *t);
+        let idle = match (self.me.args.expires, self.consumers.is_empty()) {
+            (Some(d), true) => Some(self.last_used + d),
+            _ => None,
+        };
+        heads.chain(lease).chain(idle).min()
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        for level in 0..self.ready.len() {
+            while self.ready[level]
+                .front()
+                .and_then(|e| e.expires_at)
+                .is_some_and(|t| t <= now)
+            {
+                if let Some(entry) = self.take_from(level) {
+                    self.dead_letter(entry, "expired");
+                }
+            }
+        }
+        while let Some(&(until, tag)) = self.leases.first() {
+            if until > now {
+                break;
+            }
+            self.leases.pop_first();
+            if let Some(out) = self.outstanding.remove(&tag) {
+                self.requeue(out.entry);
+            }
+        }
+        if let Some(d) = self.me.args.expires
+            && self.consumers.is_empty()
+            && now >= self.last_used + d
+        {
+            self.self_delete("x-expires: unused");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn long_str(s: &str) -> FieldValue {
+    FieldValue::LongStr(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// The copy of `original` that goes to the dead-letter exchange: RabbitMQ's x-death bookkeeping
+/// (one entry per queue and reason, most recent first, with a count), x-first-death-* and x-last-death-*,
+/// the per-message expiration moved to `original-expiration`.
+fn dead_lettered(original: &Message, queue: &QueueHandle, dlx: &str, reason: &str) -> Message {
+    let mut message = original.clone();
+    let routing_key = queue
+        .args
+        .dead_letter_routing_key
+        .clone()
+        .unwrap_or_else(|| original.routing_key.clone());
+    let mut headers = message.properties.headers.take().unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut deaths = match headers.remove("x-death") {
+        Some(FieldValue::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let same = |v: &FieldValue| match v {
+        FieldValue::Table(t) => {
+            t.get("queue").and_then(|q| q.as_str()) == Some(queue.name.as_str())
+                && t.get("reason").and_then(|r| r.as_str()) == Some(reason)
+        }
+        _ => false,
+    };
+    let previous = deaths.iter().position(same).map(|i| deaths.remove(i));
+    let count = match &previous {
+        Some(FieldValue::Table(t)) => t.get("count").and_then(|c| c.as_i64()).unwrap_or(0) + 1,
+        _ => 1,
+    };
+    let mut death = FieldTable::default();
+    death.insert("count", FieldValue::I64(count));
+    death.insert("reason", long_str(reason));
+    death.insert("queue", long_str(&queue.name));
+    death.insert("time", FieldValue::Timestamp(now));
+    death.insert("exchange", long_str(&original.exchange));
+    death.insert(
+        "routing-keys",
+        FieldValue::Array(vec![long_str(&original.routing_key)]),
+    );
+    if let Some(expiration) = message.properties.expiration.take() {
+        death.insert("original-expiration", long_str(&expiration));
+    }
+    deaths.insert(0, FieldValue::Table(death));
+    if headers.get("x-first-death-reason").is_none() {
+        headers.insert("x-first-death-reason", long_str(reason));
+        headers.insert("x-first-death-queue", long_str(&queue.name));
+        headers.insert("x-first-death-exchange", long_str(&original.exchange));
+    }
+    headers.insert("x-last-death-reason", long_str(reason));
+    headers.insert("x-last-death-queue", long_str(&queue.name));
+    headers.insert("x-last-death-exchange", long_str(&original.exchange));
+    headers.insert("x-death", FieldValue::Array(deaths));
+    message.properties.headers = Some(headers);
+    message.exchange = dlx.to_string();
+    message.routing_key = routing_key;
+    message
+}

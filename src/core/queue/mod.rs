@@ -1,0 +1,418 @@
+//! Queues as actors: each queue is one tokio task owning its messages and consumers, driven by commands over a
+//! bounded channel (per-queue ordering and back-pressure, no global lock). This module owns the handle other
+//! parts hold and the vocabulary they speak to the actor with; `actor` owns the state machine, `args` the
+//! typed `x-*` arguments.
+
+mod actor;
+pub mod args;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use ferrymq_amqp_codec::FieldTable;
+use tokio::sync::{mpsc, oneshot};
+
+use super::CoreError;
+use super::message::Message;
+use super::vhost::VHost;
+use crate::store::{MsgId, QueueKey, Store};
+pub use args::{Overflow, QueueArgs};
+
+/// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
+const COMMAND_CAPACITY: usize = 4096;
+
+/// Identifies a consumer across the broker (allocated by [`crate::core::Broker::next_consumer_key`]).
+pub type ConsumerKey = u64;
+
+/// Identifies a connection (owner of exclusive queues).
+pub type ConnId = u64;
+
+/// How many deliveries a consumer may have handed to its sink but not yet written to the wire: bounds the
+/// memory a slow socket can pin, independently of prefetch (which bounds unacked messages).
+pub const WRITE_WINDOW: u32 = 2000;
+
+/// Where a consumer's deliveries go: one channel per connection, read by the connection's writer.
+pub type ConsumerSink = mpsc::UnboundedSender<SinkEvent>;
+
+/// What a queue tells a consumer's connection.
+#[derive(Debug)]
+pub enum SinkEvent {
+    Deliver(Delivery),
+    /// The queue cancelled the consumer (queue deleted): RabbitMQ's consumer_cancel_notify.
+    Cancelled {
+        consumer: ConsumerKey,
+    },
+}
+
+/// One message handed to a consumer or returned by `get`.
+#[derive(Debug)]
+pub struct Delivery {
+    pub consumer: ConsumerKey,
+    pub queue: QueueHandle,
+    /// Queue-local id used to settle the delivery.
+    pub tag: u64,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+    /// Messages still ready in the queue after this one (for basic.get-ok).
+    pub remaining: u32,
+}
+
+/// Per-channel prefetch shared by all consumers of one channel (AMQP basic.qos with global=true).
+#[derive(Debug, Default)]
+pub struct ChannelLimit {
+    pub limit: AtomicU32,
+    pub unacked: AtomicU32,
+}
+
+impl ChannelLimit {
+    /// Take one unit of credit; false when the channel is at its limit.
+    pub fn try_acquire(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit == 0 {
+            self.unacked.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+    /// Return `n` units of credit.
+    pub fn release(&self, n: u32) {
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+}
+
+/// A consumer as the queue needs to know it.
+#[derive(Debug)]
+pub struct ConsumerSpec {
+    pub key: ConsumerKey,
+    pub tag: Arc<str>,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub priority: i32,
+    /// Per-consumer prefetch count; 0 = unlimited.
+    pub prefetch: u32,
+    pub channel_limit: Option<Arc<ChannelLimit>>,
+    pub sink: ConsumerSink,
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Acked: removed for good.
+    Ack,
+    /// Put back at its original position, marked redelivered.
+    Requeue,
+    /// Rejected without requeue: dead-lettered if the queue has a DLX, else dropped.
+    Reject,
+}
+
+/// Outcome of enqueueing one publish, reported only when the publisher asked (confirm mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Accepted,
+    /// Refused by `x-overflow = reject-publish(-dlx)`: the publisher gets a nack.
+    Rejected,
+}
+
+pub(crate) enum Command {
+    Publish {
+        message: Arc<Message>,
+        store_id: Option<MsgId>,
+        reply: Option<oneshot::Sender<Enqueued>>,
+    },
+    Consume {
+        spec: ConsumerSpec,
+        reply: oneshot::Sender<Result<(), CoreError>>,
+    },
+    Cancel {
+        consumer: ConsumerKey,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    Get {
+        no_ack: bool,
+        lease: Option<Duration>,
+        reply: oneshot::Sender<Option<Delivery>>,
+    },
+    Settle {
+        tags: Vec<u64>,
+        outcome: Settle,
+        consumer: Option<ConsumerKey>,
+    },
+    /// Deliveries a consumer's connection has written out (returns write-window credit).
+    Written {
+        consumer: ConsumerKey,
+        count: u32,
+    },
+    /// Re-try deliveries (channel credit was released elsewhere).
+    Wake,
+    Stats {
+        reply: oneshot::Sender<QueueStats>,
+    },
+    Purge {
+        reply: oneshot::Sender<u32>,
+    },
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<Result<u32, CoreError>>,
+    },
+    /// Recovered messages, restored before any publish.
+    Restore {
+        messages: Vec<(MsgId, Arc<Message>)>,
+    },
+}
+
+/// Counts reported by a queue (queue.declare-ok, purge, health).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u32,
+    pub consumers: u32,
+    pub unacked: u32,
+}
+
+/// Immutable facts about a queue plus the command channel to its actor.
+#[derive(Debug)]
+pub struct QueueShared {
+    pub name: String,
+    pub vhost: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    /// Connection owning an exclusive queue.
+    pub exclusive_owner: Option<ConnId>,
+    pub arguments: FieldTable,
+    pub args: QueueArgs,
+    pub key: QueueKey,
+    tx: mpsc::Sender<Command>,
+    deleted: AtomicBool,
+}
+
+/// Cheap-to-clone handle to a queue actor; equal when it names the same queue instance.
+#[derive(Debug, Clone)]
+pub struct QueueHandle(Arc<QueueShared>);
+
+impl PartialEq for QueueHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for QueueHandle {}
+
+impl std::ops::Deref for QueueHandle {
+    type Target = QueueShared;
+    fn deref(&self) -> &QueueShared {
+        &self.0
+    }
+}
+
+/// What a new queue is made of.
+#[derive(Debug)]
+pub(crate) struct QueueInit {
+    pub name: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub exclusive_owner: Option<ConnId>,
+    pub arguments: FieldTable,
+    pub args: QueueArgs,
+}
+
+impl QueueHandle {
+    /// Spawn the actor for a new queue.
+    pub(crate) fn spawn(init: QueueInit, vhost: &Arc<VHost>, store: Arc<dyn Store>) -> QueueHandle {
+        let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let shared = QueueShared {
+            key: QueueKey::new(vhost.name.clone(), init.name.clone()),
+            name: init.name,
+            vhost: vhost.name.clone(),
+            durable: init.durable,
+            auto_delete: init.auto_delete,
+            exclusive_owner: init.exclusive_owner,
+            arguments: init.arguments,
+            args: init.args,
+            tx,
+            deleted: AtomicBool::new(false),
+        };
+        let handle = QueueHandle(Arc::new(shared));
+        actor::spawn(handle.clone(), rx, Arc::downgrade(vhost), store);
+        handle
+    }
+
+    /// Whether the queue has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    fn gone(&self) -> CoreError {
+        CoreError::NotFound(format!(
+            "no queue '{}' in vhost '{}'",
+            self.name, self.vhost
+        ))
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), CoreError> {
+        self.tx.send(cmd).await.map_err(|_| self.gone())
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| self.gone())
+    }
+
+    /// Enqueue a routed message. With `want_outcome`, the returned receiver says whether the queue took it.
+    pub(crate) async fn publish(
+        &self,
+        message: Arc<Message>,
+        store_id: Option<MsgId>,
+        want_outcome: bool,
+    ) -> Option<oneshot::Receiver<Enqueued>> {
+        let (reply, rx) = if want_outcome {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        // A queue deleted under a publisher simply drops the message, as in RabbitMQ.
+        let _ = self
+            .tx
+            .send(Command::Publish {
+                message,
+                store_id,
+                reply,
+            })
+            .await;
+        rx
+    }
+
+    /// Enqueue without waiting (dead-lettering from another queue's actor must never block on a full channel).
+    pub(crate) fn publish_detached(&self, message: Arc<Message>, store_id: Option<MsgId>) {
+        let cmd = Command::Publish {
+            message,
+            store_id,
+            reply: None,
+        };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
+    /// Register a consumer.
+    pub async fn consume(&self, spec: ConsumerSpec) -> Result<(), CoreError> {
+        self.ask(|reply| Command::Consume { spec, reply }).await?
+    }
+
+    /// Cancel a consumer; its unacked deliveries stay unacked until settled.
+    pub async fn cancel(&self, consumer: ConsumerKey) {
+        let _ = self
+            .ask(|reply| Command::Cancel {
+                consumer,
+                reply: Some(reply),
+            })
+            .await;
+    }
+
+    /// Cancel without waiting for the queue (used when a channel closes).
+    pub fn cancel_detached(&self, consumer: ConsumerKey) {
+        let _ = self.try_or_spawn(Command::Cancel {
+            consumer,
+            reply: None,
+        });
+    }
+
+    /// Take one message. `no_ack` removes it at once; otherwise it stays unacked (until settled, or until the
+    /// lease runs out when one is given: SQS visibility).
+    pub async fn get(
+        &self,
+        no_ack: bool,
+        lease: Option<Duration>,
+    ) -> Result<Option<Delivery>, CoreError> {
+        self.ask(|reply| Command::Get {
+            no_ack,
+            lease,
+            reply,
+        })
+        .await
+    }
+
+    /// Settle deliveries of this queue. Never blocks on a full command channel.
+    pub fn settle(&self, tags: Vec<u64>, outcome: Settle, consumer: Option<ConsumerKey>) {
+        if tags.is_empty() {
+            return;
+        }
+        self.try_or_spawn(Command::Settle {
+            tags,
+            outcome,
+            consumer,
+        });
+    }
+
+    /// Return write-window credit for `count` deliveries written to the wire.
+    pub fn written(&self, consumer: ConsumerKey, count: u32) {
+        self.try_or_spawn(Command::Written { consumer, count });
+    }
+
+    /// Ask the queue to retry deliveries.
+    pub fn wake(&self) {
+        let _ = self.tx.try_send(Command::Wake);
+    }
+
+    fn try_or_spawn(&self, cmd: Command) {
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
+    /// Message, consumer and unacked counts, ordered after every command already sent.
+    pub async fn stats(&self) -> Result<QueueStats, CoreError> {
+        self.ask(|reply| Command::Stats { reply }).await
+    }
+
+    /// Drop every ready message; returns how many.
+    pub async fn purge(&self) -> Result<u32, CoreError> {
+        self.ask(|reply| Command::Purge { reply }).await
+    }
+
+    /// Stop the actor: cancels consumers, drops messages. Returns the number of ready messages dropped.
+    pub(crate) async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, CoreError> {
+        self.ask(|reply| Command::Delete {
+            if_unused,
+            if_empty,
+            reply,
+        })
+        .await?
+    }
+
+    /// Stop the actor without waiting (replay of a journaled deletion).
+    pub(crate) fn wake_stop(&self) {
+        let (reply, _) = oneshot::channel();
+        self.try_or_spawn(Command::Delete {
+            if_unused: false,
+            if_empty: false,
+            reply,
+        });
+    }
+
+    pub(crate) async fn restore(&self, messages: Vec<(MsgId, Arc<Message>)>) {
+        let _ = self.send(Command::Restore { messages }).await;
+    }
+}

@@ -1,0 +1,674 @@
+//! A virtual host: the namespace of exchanges and queues, and the routing that crosses them (default
+//! exchange, exchange-to-exchange bindings, alternate exchanges, CC/BCC sender-selected distribution).
+//! Definition changes of durable entities are journaled here, so every front end gets the same behaviour.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use ferrymq_amqp_codec::{FieldTable, FieldValue};
+use tracing::warn;
+
+use super::CoreError;
+use super::exchange::{Destination, Exchange, ExchangeKind};
+use super::message::Message;
+use super::queue::{ConnId, QueueArgs, QueueHandle, QueueInit};
+use crate::store::{Definition, DestinationKind, MsgId, Store};
+
+/// Exchanges every vhost has: the default exchange and the `amq.*` ones.
+const PREDECLARED: [(&str, ExchangeKind); 6] = [
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// How deep exchange-to-exchange and alternate-exchange chains are followed.
+const MAX_ROUTE_DEPTH: usize = 16;
+
+/// Arguments of exchange.declare.
+#[derive(Debug, Clone)]
+pub struct ExchangeSpec {
+    pub name: String,
+    pub kind: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// Arguments of queue.declare (the name already generated when the client left it empty).
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// Whether a declare should journal its definition (live declares do; replay at recovery does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Journal {
+    Write,
+    Replay,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct VHost {
+    pub name: String,
+    exchanges: RwLock<HashMap<String, Arc<Exchange>>>,
+    queues: RwLock<HashMap<String, QueueHandle>>,
+    store: Arc<dyn Store>,
+    ids: Arc<AtomicU64>,
+    me: Weak<VHost>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VHost {
+    pub(crate) fn new(name: String, store: Arc<dyn Store>, ids: Arc<AtomicU64>) -> Arc<Self> {
+        let exchanges = PREDECLARED
+            .iter()
+            .map(|(n, k)| {
+                let ex = Exchange::new(
+                    (*n).to_owned(),
+                    *k,
+                    true,
+                    false,
+                    false,
+                    FieldTable::default(),
+                );
+                ((*n).to_owned(), Arc::new(ex))
+            })
+            .collect();
+        Arc::new_cyclic(|me| VHost {
+            name,
+            exchanges: RwLock::new(exchanges),
+            queues: RwLock::new(HashMap::new()),
+            store,
+            ids,
+            me: me.clone(),
+        })
+    }
+
+    fn no_exchange(&self, name: &str) -> CoreError {
+        CoreError::NotFound(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+    fn no_queue(&self, name: &str) -> CoreError {
+        CoreError::NotFound(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn journal(
+        &self,
+        journal: Journal,
+        definition: impl FnOnce() -> Definition,
+    ) -> Result<(), CoreError> {
+        if journal == Journal::Write {
+            self.store
+                .define(&definition())
+                .map_err(|e| CoreError::Store(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Look up an exchange.
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        read(&self.exchanges).get(name).cloned()
+    }
+
+    /// Look up a queue.
+    pub fn queue(&self, name: &str) -> Option<QueueHandle> {
+        read(&self.queues).get(name).cloned()
+    }
+
+    /// Every queue (for connection cleanup, stats and recovery).
+    pub fn queues(&self) -> Vec<QueueHandle> {
+        read(&self.queues).values().cloned().collect()
+    }
+
+    /// Every exchange.
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        read(&self.exchanges).values().cloned().collect()
+    }
+
+    /// Look up an exchange or fail with RabbitMQ's 404 text.
+    pub fn existing_exchange(&self, name: &str) -> Result<Arc<Exchange>, CoreError> {
+        self.exchange(name).ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// Look up a queue or fail with RabbitMQ's 404 text.
+    pub fn existing_queue(&self, name: &str) -> Result<QueueHandle, CoreError> {
+        self.queue(name).ok_or_else(|| self.no_queue(name))
+    }
+
+    // ---- exchanges ----
+
+    pub(crate) fn declare_exchange(
+        &self,
+        spec: ExchangeSpec,
+        journal: Journal,
+    ) -> Result<(), CoreError> {
+        if spec.name.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        let kind = ExchangeKind::parse(&spec.kind)?;
+        if let Some(existing) = self.exchange(&spec.name) {
+            return self.check_equivalent_exchange(&existing, kind, &spec);
+        }
+        if spec.name.starts_with("amq.") && journal == Journal::Write {
+            return Err(CoreError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        if spec.durable {
+            self.journal(journal, || Definition::Exchange {
+                vhost: self.name.clone(),
+                name: spec.name.clone(),
+                kind: spec.kind.clone(),
+                auto_delete: spec.auto_delete,
+                internal: spec.internal,
+                arguments: spec.arguments.clone(),
+            })?;
+        }
+        let exchange = Exchange::new(
+            spec.name.clone(),
+            kind,
+            spec.durable,
+            spec.auto_delete,
+            spec.internal,
+            spec.arguments,
+        );
+        write(&self.exchanges)
+            .entry(spec.name)
+            .or_insert_with(|| Arc::new(exchange));
+        Ok(())
+    }
+
+    fn check_equivalent_exchange(
+        &self,
+        ex: &Exchange,
+        kind: ExchangeKind,
+        spec: &ExchangeSpec,
+    ) -> Result<(), CoreError> {
+        let differs = |field: &str, got: String, have: String| {
+            CoreError::PreconditionFailed(format!(
+                "inequivalent arg '{field}' for exchange '{}' in vhost '{}': received '{got}' but current is '{have}'",
+                ex.name, self.name
+            ))
+        };
+        if ex.kind != kind {
+            return Err(differs("type", spec.kind.clone(), ex.kind.as_str().into()));
+        }
+        if ex.durable != spec.durable {
+            return Err(differs(
+                "durable",
+                spec.durable.to_string(),
+                ex.durable.to_string(),
+            ));
+        }
+        if ex.auto_delete != spec.auto_delete {
+            return Err(differs(
+                "auto_delete",
+                spec.auto_delete.to_string(),
+                ex.auto_delete.to_string(),
+            ));
+        }
+        if ex.internal != spec.internal {
+            return Err(differs(
+                "internal",
+                spec.internal.to_string(),
+                ex.internal.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn delete_exchange(
+        &self,
+        name: &str,
+        if_unused: bool,
+        journal: Journal,
+    ) -> Result<(), CoreError> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(CoreError::AccessRefused(format!(
+                "operation not permitted on the {} exchange",
+                if name.is_empty() {
+                    "default".to_string()
+                } else {
+                    format!("system exchange '{name}'")
+                }
+            )));
+        }
+        let ex = self.existing_exchange(name)?;
+        if if_unused && ex.binding_count() > 0 {
+            return Err(CoreError::PreconditionFailed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        self.remove_exchange(&ex, journal)
+    }
+
+    fn remove_exchange(&self, ex: &Arc<Exchange>, journal: Journal) -> Result<(), CoreError> {
+        if ex.durable {
+            self.journal(journal, || Definition::DeleteExchange {
+                vhost: self.name.clone(),
+                name: ex.name.clone(),
+            })?;
+        }
+        write(&self.exchanges).remove(&ex.name);
+        let dest = Destination::Exchange(ex.name.clone());
+        self.remove_destination_everywhere(&dest, journal);
+        Ok(())
+    }
+
+    /// Drop every binding to `dest`; source exchanges that are auto-delete and lose their last binding go too.
+    fn remove_destination_everywhere(&self, dest: &Destination, journal: Journal) {
+        for source in self.exchanges() {
+            if source.remove_destination(dest) > 0
+                && source.auto_delete
+                && source.binding_count() == 0
+            {
+                if let Err(e) = self.remove_exchange(&source, journal) {
+                    warn!(exchange = %source.name, error = %e, "auto-delete of exchange failed");
+                }
+            }
+        }
+    }
+
+    // ---- bindings ----
+
+    fn destination(
+        &self,
+        destination: &str,
+        kind: DestinationKind,
+    ) -> Result<Destination, CoreError> {
+        match kind {
+            DestinationKind::Queue => Ok(Destination::Queue(self.existing_queue(destination)?)),
+            DestinationKind::Exchange => {
+                self.existing_exchange(destination)?;
+                Ok(Destination::Exchange(destination.to_owned()))
+            }
+        }
+    }
+
+    fn durable(&self, dest: &Destination) -> bool {
+        match dest {
+            Destination::Queue(q) => q.durable && q.exclusive_owner.is_none(),
+            Destination::Exchange(name) => self.exchange(name).is_some_and(|e| e.durable),
+        }
+    }
+
+    pub(crate) fn bind(
+        &self,
+        source: &str,
+        destination: &str,
+        kind: DestinationKind,
+        routing_key: &str,
+        arguments: &FieldTable,
+        journal: Journal,
+    ) -> Result<(), CoreError> {
+        let dest = self.destination(destination, kind)?;
+        let src = self.existing_exchange(source)?;
+        if source.is_empty() {
+            return Err(CoreError::AccessRefused(format!(
+                "operation not permitted on the default exchange (binding '{destination}')"
+            )));
+        }
+        let durable = src.durable && self.durable(&dest);
+        if src.bind(dest, routing_key, arguments)? && durable {
+            let def = || Definition::Bind {
+                vhost: self.name.clone(),
+                source: source.to_owned(),
+                destination: destination.to_owned(),
+                destination_kind: kind,
+                routing_key: routing_key.to_owned(),
+                arguments: arguments.clone(),
+            };
+            self.journal(journal, def)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unbind(
+        &self,
+        source: &str,
+        destination: &str,
+        kind: DestinationKind,
+        routing_key: &str,
+        arguments: &FieldTable,
+        journal: Journal,
+    ) -> Result<(), CoreError> {
+        let dest = self.destination(destination, kind)?;
+        let src = self.existing_exchange(source)?;
+        if source.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        let durable = src.durable && self.durable(&dest);
+        if src.unbind(&dest, routing_key, arguments) {
+            if durable {
+                let def = || Definition::Unbind {
+                    vhost: self.name.clone(),
+                    source: source.to_owned(),
+                    destination: destination.to_owned(),
+                    destination_kind: kind,
+                    routing_key: routing_key.to_owned(),
+                    arguments: arguments.clone(),
+                };
+                self.journal(journal, def)?;
+            }
+            if src.auto_delete && src.binding_count() == 0 {
+                self.remove_exchange(&src, journal)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- queues ----
+
+    /// Declare (or find an equivalent) queue. Returns the queue and whether it was created.
+    pub(crate) fn declare_queue(
+        &self,
+        spec: QueueSpec,
+        journal: Journal,
+    ) -> Result<(QueueHandle, bool), CoreError> {
+        if let Some(existing) = self.queue(&spec.name) {
+            self.check_exclusive_access(&existing, spec.exclusive_owner)?;
+            self.check_equivalent_queue(&existing, &spec)?;
+            return Ok((existing, false));
+        }
+        let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name)?;
+        if spec.durable && spec.exclusive_owner.is_none() {
+            self.journal(journal, || Definition::Queue {
+                vhost: self.name.clone(),
+                name: spec.name.clone(),
+                auto_delete: spec.auto_delete,
+                arguments: spec.arguments.clone(),
+            })?;
+        }
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| CoreError::NotFound(format!("vhost '{}' is gone", self.name)))?;
+        let mut queues = write(&self.queues);
+        if let Some(existing) = queues.get(&spec.name) {
+            return Ok((existing.clone(), false)); // lost a race with an identical declare
+        }
+        let init = QueueInit {
+            name: spec.name.clone(),
+            durable: spec.durable,
+            auto_delete: spec.auto_delete,
+            exclusive_owner: spec.exclusive_owner,
+            arguments: spec.arguments,
+            args,
+        };
+        let handle = QueueHandle::spawn(init, &me, self.store.clone());
+        queues.insert(spec.name, handle.clone());
+        Ok((handle, true))
+    }
+
+    /// RabbitMQ: 405 RESOURCE_LOCKED when another connection owns an exclusive queue.
+    pub fn check_exclusive_access(
+        &self,
+        queue: &QueueHandle,
+        conn: Option<ConnId>,
+    ) -> Result<(), CoreError> {
+        match queue.exclusive_owner {
+            Some(owner) if Some(owner) != conn => Err(CoreError::ResourceLocked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally \
+                 declared on another connection or the exclusive property value does not match that of the \
+                 original declaration.",
+                queue.name, self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_equivalent_queue(&self, q: &QueueHandle, spec: &QueueSpec) -> Result<(), CoreError> {
+        let differs = |field: &str, got: String, have: String| {
+            CoreError::PreconditionFailed(format!(
+                "inequivalent arg '{field}' for queue '{}' in vhost '{}': received '{got}' but current is '{have}'",
+                q.name, self.name
+            ))
+        };
+        if q.durable != spec.durable {
+            return Err(differs(
+                "durable",
+                spec.durable.to_string(),
+                q.durable.to_string(),
+            ));
+        }
+        if q.auto_delete != spec.auto_delete {
+            return Err(differs(
+                "auto_delete",
+                spec.auto_delete.to_string(),
+                q.auto_delete.to_string(),
+            ));
+        }
+        if q.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
+            let (got, have) = (spec.exclusive_owner.is_some(), q.exclusive_owner.is_some());
+            return Err(differs("exclusive", got.to_string(), have.to_string()));
+        }
+        for key in [
+            "x-message-ttl",
+            "x-expires",
+            "x-max-length",
+            "x-max-length-bytes",
+            "x-overflow",
+            "x-dead-letter-exchange",
+            "x-dead-letter-routing-key",
+            "x-max-priority",
+            "x-single-active-consumer",
+        ] {
+            let (got, have) = (spec.arguments.get(key), q.arguments.get(key));
+            let same = match (got, have) {
+                (Some(a), Some(b)) => a == b || (a.as_i64().is_some() && a.as_i64() == b.as_i64()),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                return Err(differs(key, show(got), show(have)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a deleted queue from the namespace: its bindings go, and its definition is journaled away.
+    pub(crate) fn forget_queue(&self, queue: &QueueHandle) {
+        self.forget(queue, Journal::Write);
+    }
+
+    /// The same while replaying the journal: nothing is written back.
+    pub(crate) fn forget_queue_replay(&self, queue: &QueueHandle) {
+        self.forget(queue, Journal::Replay);
+        queue.wake_stop();
+    }
+
+    fn forget(&self, queue: &QueueHandle, journal: Journal) {
+        {
+            let mut queues = write(&self.queues);
+            if queues.get(&queue.name) != Some(queue) {
+                return;
+            }
+            queues.remove(&queue.name);
+        }
+        queue.mark_deleted();
+        if queue.durable && queue.exclusive_owner.is_none() && journal == Journal::Write {
+            let def = Definition::DeleteQueue {
+                vhost: self.name.clone(),
+                name: queue.name.clone(),
+            };
+            if let Err(e) = self.store.define(&def) {
+                warn!(queue = %queue.name, error = %e, "could not journal queue deletion");
+            }
+        }
+        self.remove_destination_everywhere(&Destination::Queue(queue.clone()), journal);
+    }
+
+    /// Delete a queue (queue.delete). Returns the number of messages it held.
+    pub(crate) async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, CoreError> {
+        let Some(queue) = self.queue(name) else {
+            return Ok(0); // RabbitMQ: deleting a missing queue is not an error
+        };
+        let count = queue.delete(if_unused, if_empty).await?;
+        self.forget_queue(&queue);
+        Ok(count)
+    }
+
+    /// Delete every exclusive queue owned by a connection that closed.
+    pub(crate) async fn drop_exclusive(&self, conn: ConnId) {
+        let owned: Vec<QueueHandle> = self
+            .queues()
+            .into_iter()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .collect();
+        for queue in owned {
+            let _ = queue.delete(false, false).await;
+            self.forget_queue(&queue);
+        }
+    }
+
+    // ---- routing ----
+
+    /// The queues a message published to `exchange` reaches (deduplicated); none for a missing exchange.
+    pub fn route(&self, exchange: &str, message: &Message) -> Vec<QueueHandle> {
+        let mut out = Vec::new();
+        let Some(ex) = self.exchange(exchange) else {
+            return out;
+        };
+        let headers = message.properties.headers.as_ref();
+        let mut keys = vec![message.routing_key.as_str()];
+        if let Some(h) = headers {
+            for name in ["CC", "BCC"] {
+                if let Some(FieldValue::Array(items)) = h.get(name) {
+                    keys.extend(items.iter().filter_map(|v| v.as_str()));
+                }
+            }
+        }
+        for key in keys {
+            let mut visited = Vec::new();
+            self.route_from(&ex, key, headers, &mut out, &mut visited);
+        }
+        out
+    }
+
+    fn route_from(
+        &self,
+        ex: &Arc<Exchange>,
+        key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+        visited: &mut Vec<String>,
+    ) {
+        if visited.len() >= MAX_ROUTE_DEPTH || visited.contains(&ex.name) {
+            return;
+        }
+        visited.push(ex.name.clone());
+        let before = out.len();
+        if ex.name.is_empty() {
+            if let Some(q) = self.queue(key) {
+                push_unique(out, q);
+            }
+            return;
+        }
+        let mut next: Vec<String> = Vec::new();
+        ex.route(key, headers, &mut |dest| match dest {
+            Destination::Queue(q) => push_unique(out, q.clone()),
+            Destination::Exchange(name) => next.push(name.clone()),
+        });
+        let mut routed_via_exchange = false;
+        for name in next {
+            if let Some(e) = self.exchange(&name) {
+                let mark = out.len();
+                self.route_from(&e, key, headers, out, visited);
+                routed_via_exchange |= out.len() > mark;
+            }
+        }
+        if out.len() == before
+            && !routed_via_exchange
+            && let Some(alternate) = ex.alternate.as_deref().and_then(|a| self.exchange(a))
+        {
+            self.route_from(&alternate, key, headers, out, visited);
+        }
+    }
+
+    /// Allocate a message id for the store.
+    pub(crate) fn next_message_id(&self) -> MsgId {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Which of `targets` journal a message and the store id to use; journals it when any does.
+    pub(crate) fn persist(
+        &self,
+        message: &Message,
+        targets: &[QueueHandle],
+    ) -> Result<Option<(MsgId, crate::store::SyncPoint)>, CoreError> {
+        if !message.is_persistent() {
+            return Ok(None);
+        }
+        let keys: Vec<_> = targets
+            .iter()
+            .filter(|q| q.durable)
+            .map(|q| q.key.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let id = self.next_message_id();
+        let point = self
+            .store
+            .publish(id, &keys, message)
+            .map_err(|e| CoreError::Store(e.to_string()))?;
+        Ok(Some((id, point)))
+    }
+
+    /// Enqueue a message produced inside the broker (dead-lettering) without waiting on any queue.
+    pub(crate) fn enqueue_detached(&self, message: Arc<Message>, targets: &[QueueHandle]) {
+        let id = match self.persist(&message, targets) {
+            Ok(id) => id.map(|(id, _)| id),
+            Err(e) => {
+                warn!(error = %e, "dead-lettered message could not be journaled; dropped");
+                return;
+            }
+        };
+        for q in targets {
+            q.publish_detached(message.clone(), if q.durable { id } else { None });
+        }
+    }
+}
+
+fn push_unique(out: &mut Vec<QueueHandle>, q: QueueHandle) {
+    if !out.contains(&q) {
+        out.push(q);
+    }
+}
+
+fn show(v: Option<&FieldValue>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) => v
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| v.as_i64().map(|n| n.to_string()))
+            .unwrap_or_else(|| format!("{v:?}")),
+    }
+}

@@ -1,0 +1,215 @@
+//! The persistence seam between the broker core and the disk.
+//!
+//! The core calls a [`Store`] for three things: durable definitions (vhosts, users, permissions, exchanges,
+//! queues, bindings), persistent messages routed to durable queues, and the settlement (ack, drop, expiry,
+//! dead-lettering) of those messages. Appends return a [`SyncPoint`]; a confirm for the append may be sent
+//! only once [`Store::sync_state`] reports a synced point at or past it. That is how the durability contract
+//! (ARCHITECTURE.md §5: "confirm only after an fdatasync covering the record") reaches every protocol: the
+//! adapter waits on the watch channel instead of the store calling back into protocol code.
+//!
+//! This module owns the trait and the value types that cross it; `memory` is the implementation used when no
+//! durability is wanted (tests, `--store memory`); `journal` is the durable one (segment files, group commit).
+//! It knows nothing of sockets or protocols.
+
+pub mod memory;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use ferrymq_amqp_codec::FieldTable;
+use tokio::sync::watch;
+
+use crate::core::message::Message;
+
+pub use memory::MemoryStore;
+
+/// Identifier of a persistent message, unique for the life of a data dir (recovery returns the next free one).
+pub type MsgId = u64;
+
+/// A durable queue, as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    pub vhost: String,
+    pub name: String,
+}
+
+impl QueueKey {
+    pub fn new(vhost: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            vhost: vhost.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// A position in the store's append order. Every append returns the point that must be synced for it to be
+/// durable; points only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SyncPoint(pub u64);
+
+/// What the store's writer has made durable so far, published on a watch channel.
+#[derive(Debug, Clone, Default)]
+pub struct SyncState {
+    /// Every append at or before this point is on disk.
+    pub synced: SyncPoint,
+    /// Set once a write or sync failed: nothing after `synced` will ever become durable, and no further
+    /// persistent write is accepted (ARCHITECTURE.md §5: never retried blindly, never ignored).
+    pub failed: Option<Arc<StoreError>>,
+}
+
+impl SyncState {
+    /// Whether an append at `point` is durable, still pending, or lost to a failure.
+    pub fn status(&self, point: SyncPoint) -> SyncStatus {
+        if point <= self.synced {
+            SyncStatus::Durable
+        } else if self.failed.is_some() {
+            SyncStatus::Failed
+        } else {
+            SyncStatus::Pending
+        }
+    }
+}
+
+/// See [`SyncState::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStatus {
+    Durable,
+    Pending,
+    Failed,
+}
+
+/// Whether a binding's destination is a queue or an exchange (exchange-to-exchange bindings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationKind {
+    Queue,
+    Exchange,
+}
+
+/// A durable definition change, journaled in order and replayed in order at recovery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Definition {
+    VHost {
+        name: String,
+    },
+    DeleteVHost {
+        name: String,
+    },
+    User {
+        name: String,
+        password_hash: String,
+        tags: Vec<String>,
+    },
+    DeleteUser {
+        name: String,
+    },
+    Permission {
+        user: String,
+        vhost: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    DeletePermission {
+        user: String,
+        vhost: String,
+    },
+    Exchange {
+        vhost: String,
+        name: String,
+        kind: String,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+    },
+    Queue {
+        vhost: String,
+        name: String,
+        auto_delete: bool,
+        arguments: FieldTable,
+    },
+    DeleteQueue {
+        vhost: String,
+        name: String,
+    },
+    Bind {
+        vhost: String,
+        source: String,
+        destination: String,
+        destination_kind: DestinationKind,
+        routing_key: String,
+        arguments: FieldTable,
+    },
+    Unbind {
+        vhost: String,
+        source: String,
+        destination: String,
+        destination_kind: DestinationKind,
+        routing_key: String,
+        arguments: FieldTable,
+    },
+}
+
+/// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.
+#[derive(Debug, Clone)]
+pub struct RecoveredMessage {
+    pub id: MsgId,
+    pub message: Arc<Message>,
+}
+
+/// Everything the store hands back at start-up.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Definition changes in journal order, to be replayed as they were made.
+    pub definitions: Vec<Definition>,
+    /// Unsettled persistent messages per durable queue, in publish order.
+    pub messages: HashMap<QueueKey, Vec<RecoveredMessage>>,
+    /// The first message id not used by any recovered record.
+    pub next_id: MsgId,
+}
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store is failed and accepts no persistent writes: {0}")]
+    Failed(String),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("unsupported store format version {found} (this build reads up to {supported})")]
+    FutureVersion { found: u32, supported: u32 },
+    #[error("disk free space below the low-water mark")]
+    DiskLow,
+}
+
+/// The persistence seam. Implementations must be cheap to call from many tasks at once: appends only enqueue
+/// work for the writer and never wait for the disk (waiting is done on [`Store::sync_state`]).
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Journal a persistent message once, referenced by every durable queue in `queues`.
+    fn publish(
+        &self,
+        id: MsgId,
+        queues: &[QueueKey],
+        message: &Message,
+    ) -> Result<SyncPoint, StoreError>;
+    /// Settle (ack, drop, expire, dead-letter) a message in one queue. Synced lazily: after a crash the
+    /// message may come back as redelivered, never be lost.
+    fn settle(&self, queue: &QueueKey, id: MsgId) -> Result<(), StoreError>;
+    /// Journal a definition change.
+    fn define(&self, definition: &Definition) -> Result<SyncPoint, StoreError>;
+    /// Watch what has been synced so far (and whether the store failed).
+    fn sync_state(&self) -> watch::Receiver<SyncState>;
+    /// Read back everything durable, once, before any append.
+    fn recover(&self) -> Result<Recovered, StoreError>;
+    /// Whether the store accepts persistent writes right now (health/ready).
+    fn healthy(&self) -> Result<(), String>;
+    /// Whether publishers should be blocked (disk below the low-water mark).
+    fn blocked(&self) -> watch::Receiver<bool>;
+    /// Sync and stop the writer; called once at shutdown.
+    fn close(&self);
+}
