@@ -1,0 +1,244 @@
+//! Raw-socket AMQP tests: what real clients never send. Each case must end in the right connection.close
+//! reply code (or the protocol header for a wrong header) and leave the broker serving other clients.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::TestBroker;
+use ferrymq_amqp_codec::{self as codec, Frame, Method};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    async fn connect(broker: &TestBroker) -> Raw {
+        let stream = TcpStream::connect(broker.amqp_addr()).await.expect("connect");
+        Raw { stream, buf: BytesMut::new() }
+    }
+
+    /// Protocol header, start-ok (PLAIN guest/guest), tune-ok, open "/".
+    async fn open(broker: &TestBroker) -> Raw {
+        let mut raw = Raw::connect(broker).await;
+        raw.send(&codec::PROTOCOL_HEADER).await;
+        assert!(matches!(raw.frame().await, Some(Frame::Method(0, Method::ConnectionStart(_)))));
+        raw.method(
+            0,
+            Method::ConnectionStartOk(codec::ConnectionStartOk {
+                client_properties: Default::default(),
+                mechanism: "PLAIN".into(),
+                response: Bytes::from_static(b"\0guest\0guest"),
+                locale: "en_US".into(),
+            }),
+        )
+        .await;
+        let Some(Frame::Method(0, Method::ConnectionTune(tune))) = raw.frame().await else { panic!("no tune") };
+        raw.method(
+            0,
+            Method::ConnectionTuneOk(codec::ConnectionTuneOk { channel_max: 16, frame_max: tune.frame_max, heartbeat: 0 }),
+        )
+        .await;
+        raw.method(0, Method::ConnectionOpen(codec::ConnectionOpen { virtual_host: "/".into() })).await;
+        assert!(matches!(raw.frame().await, Some(Frame::Method(0, Method::ConnectionOpenOk))));
+        raw
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    async fn method(&mut self, channel: u16, method: Method) {
+        let mut out = BytesMut::new();
+        codec::encode_method(channel, &method, &mut out);
+        self.send(&out).await;
+    }
+
+    async fn frame(&mut self) -> Option<Frame> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(f) = codec::decode_frame(&mut self.buf, 1 << 20).expect("server sent a valid frame") {
+                    return Some(f);
+                }
+                if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .expect("server answered in time")
+    }
+
+    /// The reply code of the connection.close the server sends next (skipping other frames).
+    async fn close_code(&mut self) -> u16 {
+        loop {
+            match self.frame().await {
+                Some(Frame::Method(0, Method::ConnectionClose(c))) => {
+                    self.method(0, Method::ConnectionCloseOk).await;
+                    return c.reply_code;
+                }
+                Some(_) => continue,
+                None => panic!("connection dropped without connection.close"),
+            }
+        }
+    }
+}
+
+async fn still_serving(broker: &TestBroker) {
+    let mut raw = Raw::open(broker).await;
+    raw.method(1, Method::ChannelOpen).await;
+    assert!(matches!(raw.frame().await, Some(Frame::Method(1, Method::ChannelOpenOk))));
+}
+
+#[tokio::test]
+async fn wrong_protocol_header_is_answered_with_ours() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker).await;
+    raw.send(b"AMQP\x01\x01\x00\x0a").await;
+    let mut reply = [0u8; 8];
+    tokio::time::timeout(WAIT, raw.stream.read_exact(&mut reply)).await.unwrap().unwrap();
+    assert_eq!(&reply, b"AMQP\x00\x00\x09\x01");
+    let n = tokio::time::timeout(WAIT, raw.stream.read(&mut reply)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "connection closed after the header");
+    still_serving(&broker).await;
+}
+
+#[tokio::test]
+async fn http_request_on_the_amqp_port_gets_the_protocol_header() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker).await;
+    raw.send(b"GET / HTTP/1.1\r\n\r\n").await;
+    let mut reply = [0u8; 8];
+    tokio::time::timeout(WAIT, raw.stream.read_exact(&mut reply)).await.unwrap().unwrap();
+    assert_eq!(&reply, b"AMQP\x00\x00\x09\x01");
+}
+
+#[tokio::test]
+async fn oversize_frame_is_a_frame_error() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    // A method frame header announcing 100 MB: refused from the header alone, nothing buffered.
+    raw.send(&[1, 0, 1, 0x05, 0xF5, 0xE1, 0x00]).await;
+    assert_eq!(raw.close_code().await, 501);
+    still_serving(&broker).await;
+}
+
+#[tokio::test]
+async fn bad_frame_end_is_a_frame_error() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    let mut out = BytesMut::new();
+    codec::encode_method(1, &Method::ChannelOpen, &mut out);
+    let last = out.len() - 1;
+    out[last] = 0x00;
+    raw.send(&out).await;
+    assert_eq!(raw.close_code().await, 501);
+}
+
+#[tokio::test]
+async fn method_on_an_unopened_channel_is_a_channel_error() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(7, Method::BasicQos(codec::BasicQos { prefetch_size: 0, prefetch_count: 1, global: false })).await;
+    assert_eq!(raw.close_code().await, 504);
+}
+
+#[tokio::test]
+async fn unknown_method_is_not_implemented() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    // class 60 (basic), method 999, on channel 0
+    raw.send(&[1, 0, 0, 0, 0, 0, 4, 0, 60, 0x03, 0xE7, 0xCE]).await;
+    assert_eq!(raw.close_code().await, 540);
+}
+
+#[tokio::test]
+async fn content_header_without_publish_is_an_unexpected_frame() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(1, Method::ChannelOpen).await;
+    assert!(matches!(raw.frame().await, Some(Frame::Method(1, Method::ChannelOpenOk))));
+    let mut out = BytesMut::new();
+    let header = codec::ContentHeader { class_id: 60, body_size: 3, properties: Default::default() };
+    codec::encode_frame(&Frame::Header(1, header), &mut out);
+    raw.send(&out).await;
+    assert_eq!(raw.close_code().await, 505);
+}
+
+#[tokio::test]
+async fn method_in_the_middle_of_content_is_an_unexpected_frame() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(1, Method::ChannelOpen).await;
+    raw.frame().await;
+    let publish = codec::BasicPublish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false };
+    raw.method(1, Method::BasicPublish(publish)).await;
+    raw.method(1, Method::BasicQos(codec::BasicQos { prefetch_size: 0, prefetch_count: 1, global: false })).await;
+    assert_eq!(raw.close_code().await, 505);
+}
+
+#[tokio::test]
+async fn channel_beyond_channel_max_is_refused() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(17, Method::ChannelOpen).await;
+    assert_eq!(raw.close_code().await, 530);
+}
+
+#[tokio::test]
+async fn heartbeat_on_a_channel_is_a_frame_error() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.send(&[8, 0, 1, 0, 0, 0, 0, 0xCE]).await;
+    assert_eq!(raw.close_code().await, 501);
+}
+
+#[tokio::test]
+async fn message_larger_than_the_limit_closes_the_channel_with_406() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(1, Method::ChannelOpen).await;
+    raw.frame().await;
+    let publish = codec::BasicPublish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false };
+    raw.method(1, Method::BasicPublish(publish)).await;
+    let mut out = BytesMut::new();
+    let header = codec::ContentHeader { class_id: 60, body_size: 1 << 40, properties: Default::default() };
+    codec::encode_frame(&Frame::Header(1, header), &mut out);
+    raw.send(&out).await;
+    let Some(Frame::Method(1, Method::ChannelClose(close))) = raw.frame().await else { panic!("expected channel.close") };
+    assert_eq!(close.reply_code, 406);
+    assert!(close.reply_text.contains("larger than configured max size"), "{}", close.reply_text);
+    raw.method(1, Method::ChannelCloseOk).await;
+    // The connection is still usable: reopen the channel.
+    raw.method(1, Method::ChannelOpen).await;
+    assert!(matches!(raw.frame().await, Some(Frame::Method(1, Method::ChannelOpenOk))));
+}
+
+#[tokio::test]
+async fn bad_credentials_with_auth_failure_close_get_403() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker).await;
+    raw.send(&codec::PROTOCOL_HEADER).await;
+    raw.frame().await;
+    let mut caps = codec::FieldTable::default();
+    caps.insert("authentication_failure_close", codec::FieldValue::Bool(true));
+    let mut props = codec::FieldTable::default();
+    props.insert("capabilities", codec::FieldValue::Table(caps));
+    raw.method(
+        0,
+        Method::ConnectionStartOk(codec::ConnectionStartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: Bytes::from_static(b"\0guest\0wrong"),
+            locale: "en_US".into(),
+        }),
+    )
+    .await;
+    assert_eq!(raw.close_code().await, 403);
+}
