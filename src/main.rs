@@ -1,1 +1,238 @@
-fn main() {}
+//! The `ferrymq` binary: command line -> [`Config`] -> logging -> tokio runtime -> [`server::start`], then run
+//! until SIGINT or SIGTERM and drain gracefully (exit status 0).
+//!
+//! Everything the broker does lives in the library; this file owns only process concerns: argument and
+//! configuration errors (printed to stderr, exit status 2), the tracing subscriber (`RUST_LOG`, default
+//! `info`; text or JSON lines on stderr), the runtime, and signals. A second signal during the drain exits at
+//! once. `anyhow` is used here and nowhere else.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use ferrymq::config::{Cli, Config, LogFormat};
+use ferrymq::server;
+
+/// Exit status for a configuration the broker refuses (as clap uses for bad arguments).
+const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status when a second signal cuts the drain short (128 + SIGINT, as shells report it).
+const EXIT_FORCED: i32 = 130;
+/// How long the runtime waits for stray blocking work after the server has shut down.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ferrymq: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(config.log.format);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "ferrymq failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Log to stderr, filtered by `RUST_LOG` (default `info`), in the configured format.
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|e| {
+        if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+            eprintln!("ferrymq: ignoring invalid RUST_LOG ({e}); logging at info");
+        }
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferrymq")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let result = runtime.block_on(async {
+        let mut signals = Signals::new().context("cannot install signal handlers")?;
+        let server = server::start(config)
+            .await
+            .context("cannot start FerryMQ")?;
+        let signal = signals.next().await;
+        info!(
+            signal,
+            "shutdown requested; draining (send the signal again to exit at once)"
+        );
+        tokio::spawn(async move {
+            let signal = signals.next().await;
+            warn!(signal, "second signal: exiting without finishing the drain");
+            std::process::exit(EXIT_FORCED);
+        });
+        server.shutdown().await;
+        anyhow::Ok(())
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    result
+}
+
+/// SIGINT and SIGTERM (Ctrl-C only, off Unix).
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Wait for the next shutdown signal; returns its name.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "ctrl-c",
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// `[log] format = "json"`: one JSON object per event, without pulling in tracing-subscriber's `json` feature.
+mod json {
+    use std::fmt;
+
+    use serde_json::{Map, Value};
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Writes `{"timestamp":..,"level":..,"target":..,"message":..,<fields>..,"spans":[..]}` per line.
+    pub struct JsonLines;
+
+    impl<S, N> FormatEvent<S, N> for JsonLines
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let mut timestamp = String::new();
+            SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+            let meta = event.metadata();
+            let mut fields = Fields(Vec::new());
+            event.record(&mut fields);
+            let mut line: Vec<(String, Value)> = vec![
+                ("timestamp".into(), Value::String(timestamp)),
+                ("level".into(), Value::String(meta.level().to_string())),
+                ("target".into(), Value::String(meta.target().to_owned())),
+            ];
+            // The message first, then the fields in the order they were written.
+            fields.0.sort_by_key(|(name, _)| name != "message");
+            line.extend(fields.0);
+            if let Some(scope) = ctx.event_scope() {
+                let spans: Vec<Value> = scope
+                    .from_root()
+                    .map(|span| {
+                        let mut entry = Map::new();
+                        entry.insert("name".into(), Value::String(span.name().to_owned()));
+                        if let Some(fields) = span.extensions().get::<FormattedFields<N>>()
+                            && !fields.is_empty()
+                        {
+                            entry.insert("fields".into(), Value::String(fields.fields.clone()));
+                        }
+                        Value::Object(entry)
+                    })
+                    .collect();
+                line.push(("spans".into(), Value::Array(spans)));
+            }
+            let mut text = String::from("{");
+            for (i, (name, value)) in line.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&Value::String(name.clone()).to_string());
+                text.push(':');
+                text.push_str(&value.to_string());
+            }
+            text.push('}');
+            writeln!(writer, "{text}")
+        }
+    }
+
+    /// Records an event's fields as JSON values in order, keeping numbers and booleans typed.
+    struct Fields(Vec<(String, Value)>);
+
+    impl Fields {
+        fn insert(&mut self, field: &Field, value: Value) {
+            self.0.push((field.name().to_owned(), value));
+        }
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.insert(field, Value::String(value.to_owned()));
+        }
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.insert(field, Value::Bool(value));
+        }
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.insert(field, Value::from(value));
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            self.insert(field, Value::from(value));
+        }
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            self.insert(field, Value::from(value));
+        }
+        fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+            self.insert(field, Value::String(value.to_string()));
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.insert(field, Value::String(format!("{value:?}")));
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Byte transports under the protocol adapters: TCP listeners, TLS termination and connection limits.
+//!
+//! `tcp` runs accept loops that hand each accepted connection, as a [`ClientStream`], to a protocol handler
+//! in its own task; `tls` loads certificates and builds the rustls acceptor. The adapters (AMQP today; MQTT
+//! and STOMP later, and WebSocket as another stream variant) see only `AsyncRead + AsyncWrite` and never know
+//! whether TLS was involved. Nothing here knows a protocol: frames, handshakes and close codes belong to the
+//! adapters.
+
+pub mod tcp;
+pub mod tls;
+
+pub use tcp::{AcceptOptions, ClientStream, Lifecycle, serve_listener};
+pub use tls::{TlsError, load_acceptor};

@@ -1,0 +1,349 @@
+//! TCP accept loops shared by every socket protocol.
+//!
+//! [`serve_listener`] accepts connections until told to stop, enforces the connection limit (a connection
+//! over the limit is accepted and closed at once, so the client sees a prompt close instead of a hanging
+//! SYN backlog), sets `TCP_NODELAY`, and spawns one task per connection on the server's [`TaskTracker`].
+//! That task performs the TLS handshake when the listener has an acceptor (bounded by a timeout and by
+//! shutdown, so a slow client never stalls the accept loop) and then runs the protocol handler on a
+//! [`ClientStream`]. The [`Lifecycle`] carries the two shutdown phases: stop accepting, then close
+//! connections.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Pause after an accept error that is not about one connection (e.g. out of file descriptors), so the
+/// loop does not spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// An accepted client connection, plain or TLS; protocol handlers only see `AsyncRead + AsyncWrite`.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// A plain TCP connection.
+    Plain(TcpStream),
+    /// A TLS connection whose handshake has completed (boxed: the TLS state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The shutdown phases every listener and connection task follows.
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    /// Cancelled first: accept loops return and drop their listening sockets.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled next: connection tasks close their connections (AMQP: 320 CONNECTION_FORCED) and end.
+    /// Cancelling it also cancels `stop_accepting`.
+    pub close_connections: CancellationToken,
+    /// Every connection task, so shutdown can wait for them to finish.
+    pub connections: TaskTracker,
+}
+
+impl Lifecycle {
+    /// A lifecycle with nothing cancelled yet.
+    pub fn new() -> Self {
+        let close_connections = CancellationToken::new();
+        Self {
+            stop_accepting: close_connections.child_token(),
+            close_connections,
+            connections: TaskTracker::new(),
+        }
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How one listener treats the connections it accepts.
+#[derive(Clone)]
+pub struct AcceptOptions {
+    /// Listener name for logs (`amqp`, `amqps`).
+    pub name: &'static str,
+    /// Present for TLS listeners: the handshake is completed before the handler runs.
+    pub tls: Option<TlsAcceptor>,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// One permit per open connection; may be shared by several listeners (AMQP and AMQPS share one limit).
+    pub connection_limit: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for AcceptOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptOptions")
+            .field("name", &self.name)
+            .field("tls", &self.tls.is_some())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("connection_limit", &self.connection_limit)
+            .finish()
+    }
+}
+
+/// Accept connections on `listener` until `lifecycle.stop_accepting` is cancelled, running `handler` on each
+/// in its own task tracked by `lifecycle.connections`. The handler must end when `close_connections` fires.
+pub async fn serve_listener<H, F>(
+    listener: TcpListener,
+    options: AcceptOptions,
+    handler: H,
+    lifecycle: Lifecycle,
+) where
+    H: Fn(ClientStream, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let name = options.name;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = lifecycle.stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => on_accept(tcp, peer, &options, &handler, &lifecycle),
+            Err(e) if is_connection_error(&e) => {
+                debug!(listener = name, error = %e, "accept failed for one connection")
+            }
+            Err(e) => {
+                warn!(listener = name, error = %e, "accept failed; pausing the listener briefly");
+                tokio::select! {
+                    _ = lifecycle.stop_accepting.cancelled() => break,
+                    _ = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                }
+            }
+        }
+    }
+    info!(listener = name, "stopped accepting");
+}
+
+fn on_accept<H, F>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    options: &AcceptOptions,
+    handler: &Arc<H>,
+    lifecycle: &Lifecycle,
+) where
+    H: Fn(ClientStream, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Ok(permit) = options.connection_limit.clone().try_acquire_owned() else {
+        warn!(listener = options.name, %peer, "connection limit reached; closing the new connection");
+        return;
+    };
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(listener = options.name, %peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    debug!(listener = options.name, %peer, "accepted connection");
+    let options = options.clone();
+    let handler = handler.clone();
+    let closing = lifecycle.close_connections.clone();
+    lifecycle.connections.spawn(async move {
+        let _permit = permit;
+        let stream = match &options.tls {
+            None => ClientStream::Plain(tcp),
+            Some(acceptor) => match tls_handshake(acceptor, tcp, peer, &options, &closing).await {
+                Some(stream) => stream,
+                None => return,
+            },
+        };
+        handler(stream, peer).await;
+    });
+}
+
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    options: &AcceptOptions,
+    closing: &CancellationToken,
+) -> Option<ClientStream> {
+    let handshake = tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp));
+    let outcome = tokio::select! {
+        _ = closing.cancelled() => return None,
+        outcome = handshake => outcome,
+    };
+    match outcome {
+        Ok(Ok(stream)) => Some(ClientStream::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            info!(listener = options.name, %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(listener = options.name, %peer, timeout_secs = options.handshake_timeout.as_secs(), "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Errors about one half-open connection that says nothing about the listener's health.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn echo(mut stream: ClientStream, _peer: SocketAddr) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn start(limit: usize) -> (SocketAddr, Lifecycle, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = AcceptOptions {
+            name: "test",
+            tls: None,
+            handshake_timeout: Duration::from_secs(5),
+            connection_limit: Arc::new(Semaphore::new(limit)),
+        };
+        let lifecycle = Lifecycle::new();
+        let task = tokio::spawn(serve_listener(listener, options, echo, lifecycle.clone()));
+        (addr, lifecycle, task)
+    }
+
+    async fn round_trip(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+        stream.write_all(b"ping").await?;
+        let mut buf = vec![0u8; 4];
+        stream.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_reach_the_handler() {
+        let (addr, lifecycle, task) = start(10).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(round_trip(&mut client).await.expect("echo"), b"ping");
+        lifecycle.stop_accepting.cancel();
+        task.await.expect("accept loop ends");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_closed_at_once() {
+        let (addr, _lifecycle, _task) = start(1).await;
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(
+            round_trip(&mut first).await.expect("first is served"),
+            b"ping"
+        );
+
+        let mut second = TcpStream::connect(addr).await.expect("the kernel accepts");
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+            .await
+            .expect("closed promptly");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "over-limit connection must be closed, got {read:?}"
+        );
+
+        drop(first);
+        // The permit comes back when the first connection's task ends.
+        let mut third = None;
+        for _ in 0..50 {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            if round_trip(&mut client).await.is_ok() {
+                third = Some(client);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(third.is_some(), "a slot frees up once a connection closes");
+    }
+
+    #[tokio::test]
+    async fn stopping_the_accept_loop_releases_the_port() {
+        let (addr, lifecycle, task) = start(10).await;
+        lifecycle.stop_accepting.cancel();
+        task.await.expect("accept loop ends");
+        TcpListener::bind(addr).await.expect("port is free again");
+    }
+}
