@@ -251,7 +251,9 @@ impl VHost {
                 }
             )));
         }
-        let ex = self.existing_exchange(name)?;
+        let Some(ex) = self.exchange(name) else {
+            return Ok(()); // RabbitMQ: deleting a missing exchange is not an error
+        };
         if if_unused && ex.binding_count() > 0 {
             return Err(CoreError::PreconditionFailed(format!(
                 "exchange '{name}' in vhost '{}' in use",
