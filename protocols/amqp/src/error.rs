@@ -50,7 +50,7 @@ pub mod reply_code {
 
 /// A frame or method the codec could not decode. All of these are connection errors in AMQP 0-9-1
 /// (spec §4.2.3, §4.8): the adapter replies `connection.close` with [`CodecError::reply_code`] and closes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The frame header announced a frame (size + 8 framing octets) above the negotiated `frame_max`
     /// (spec §4.2.3, XML reference `connection.tune` frame-max). `size` is the total frame size.

@@ -130,6 +130,18 @@ pub enum Frame {
     Heartbeat(u16),
 }
 
+impl Frame {
+    /// The channel the frame belongs to (0 = the connection itself, spec §4.3).
+    pub fn channel(&self) -> u16 {
+        match self {
+            Self::Method(channel, _)
+            | Self::Header(channel, _)
+            | Self::Body(channel, _)
+            | Self::Heartbeat(channel) => *channel,
+        }
+    }
+}
+
 /// Decodes one frame from the front of `buf` if a whole one is buffered (spec §4.2.3).
 ///
 /// `Ok(None)` means more bytes are needed; nothing is consumed then (and capacity for the rest of the

@@ -9,6 +9,30 @@
 //! the adapter's business, as is turning a [`CodecError`] into `connection.close` with
 //! [`CodecError::reply_code`].
 //!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use ferrymq_amqp_codec::*;
+//!
+//! // What a client sends: the protocol header, then a publish with its content.
+//! let mut read_buf = BytesMut::from(&PROTOCOL_HEADER[..]);
+//! let publish = Method::BasicPublish(BasicPublish {
+//!     routing_key: "hello".into(),
+//!     ..Default::default()
+//! });
+//! let body = Bytes::from_static(b"hi");
+//! encode_content(1, &publish, class::BASIC, &BasicProperties::default(), &body, FRAME_MIN_SIZE, &mut read_buf);
+//!
+//! // What the adapter does with it.
+//! assert_eq!(decode_protocol_header(&mut read_buf), Some(ProtocolHeader::Ok));
+//! let mut frames = Vec::new();
+//! while let Some(frame) = decode_frame(&mut read_buf, FRAME_MIN_SIZE)? {
+//!     frames.push(frame);
+//! }
+//! assert_eq!(frames.len(), 3); // method, content header, one body frame
+//! assert_eq!(frames[2], Frame::Body(1, body));
+//! # Ok::<(), CodecError>(())
+//! ```
+//!
 //! Section numbers cite the AMQP 0-9-1 specification (amqp0-9-1.pdf, "spec §4.2.x") and its generated XML
 //! reference (amqp-xml-doc0-9-1.pdf, "XML reference §1.x"); RabbitMQ extensions follow RabbitMQ's
 //! `amqp0-9-1.extended.xml`.
