@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# AMQP interop: run pika's and kombu/py-amqp's own integration suites (../shared/conformance/run) against a
+# fresh FerryMQ and, with --peer, against RabbitMQ from ../shared/peers/start.sh (127.0.0.1:5673), printing
+# both pass counts. Each suite gets a broker with a fresh data dir (kombu leaves durable entities behind).
+#   scripts/interop-amqp.sh [--peer]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runners=../shared/conformance/run
+port=${FERRYMQ_INTEROP_PORT:-5682}
+
+cargo build --release --quiet --bin ferrymq
+
+up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+
+with_ferrymq() { # run "$@" against a fresh broker
+  local data pid rc=0
+  data=$(mktemp -d)
+  RUST_LOG=warn target/release/ferrymq --data-dir "$data" --amqp-port "$port" --http-port 0 >"$data.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
+  "$@" 127.0.0.1 "$port" || rc=$?
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$data" "$data.log"
+  return $rc
+}
+
+summary=()
+for suite in pika kombu; do
+  echo "== $suite against FerryMQ (127.0.0.1:$port)"
+  out=$(with_ferrymq "$runners/$suite.sh" 2>&1) || true
+  echo "$out" | grep -E '^FAIL|passed' || true
+  summary+=("$suite FerryMQ: $(echo "$out" | tail -n 1)")
+done
+
+if [ "${1:-}" = "--peer" ]; then
+  ../shared/peers/start.sh rabbitmq >/dev/null
+  for suite in pika kombu; do
+    echo "== $suite against RabbitMQ (127.0.0.1:5673)"
+    out=$("$runners/$suite.sh" 127.0.0.1 5673 2>&1) || true
+    echo "$out" | grep -E '^FAIL|passed' || true
+    summary+=("$suite RabbitMQ: $(echo "$out" | tail -n 1)")
+  done
+fi
+
+printf '%s\n' "${summary[@]}"
