@@ -1,0 +1,53 @@
+//! `ferrymq-bench`: load generator for FerryMQ and peer brokers. Prints one JSON line per run.
+//!
+//!   ferrymq-bench amqp --url amqp://guest:guest@127.0.0.1:5672/%2f --publishers 1 --consumers 1 --duration 10
+//!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
+//!
+//! See shared/design/ARCHITECTURE.md §8 for the method (same machine, same run, compare ratios).
+
+mod ferrymq_bench;
+
+use clap::{Parser, Subcommand};
+
+use ferrymq_bench::{amqp, relay};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrymq-bench",
+    version,
+    about = "Load generator for FerryMQ and peer brokers; prints one JSON line per run"
+)]
+struct Cli {
+    /// Runtime worker threads (default: number of CPUs).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// AMQP 0-9-1 publish/consume load (publishers x consumers x queues).
+    Amqp(amqp::Args),
+    /// Trivial TCP forwarder, the "relay" baseline: bench through it to see the machine's limit.
+    Relay(relay::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build()?;
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Amqp(a) => amqp::run(a).await,
+            Command::Relay(a) => relay::run(a).await,
+        }
+    });
+    // Do not wait for client library tasks still winding down.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
