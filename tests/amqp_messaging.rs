@@ -353,7 +353,7 @@ async fn errors_close_the_channel_with_rabbitmq_codes() {
         (406, Box::new(|ch| Box::pin(async move { ch.exchange_declare("bad-type".into(), ExchangeKind::Custom("zzz".into()), ExchangeDeclareOptions::default(), FieldTable::default()).await }))),
         (406, Box::new(|ch| Box::pin(async move { ch.queue_declare("qq".into(), QueueDeclareOptions::default(), args(&[("x-queue-type", text("quorum"))])).await.map(|_| ()) }))),
         (403, Box::new(|ch| Box::pin(async move { ch.exchange_declare("amq.mine".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default()).await }))),
-        (404, Box::new(|ch| Box::pin(async move { ch.basic_publish("no-such-exchange".into(), "k".into(), BasicPublishOptions::default(), b"x", BasicProperties::default()).await?; ch.queue_declare("after".into(), QueueDeclareOptions::default(), FieldTable::default()).await.map(|_| ()) }))),
+        (404, Box::new(|ch| Box::pin(async move { ch.confirm_select(ConfirmSelectOptions::default()).await?; ch.basic_publish("no-such-exchange".into(), "k".into(), BasicPublishOptions::default(), b"x", BasicProperties::default()).await?.await.map(|_| ()) }))),
     ];
     for (expected, op) in cases {
         let ch = conn.create_channel().await.unwrap();
@@ -448,4 +448,101 @@ async fn wrong_password_and_unknown_vhost_are_refused() {
     let bad_vhost = Connection::connect(&format!("amqp://guest:guest@{addr}/nope"), ConnectionProperties::default()).await;
     let err = bad_vhost.expect_err("unknown vhost");
     assert_eq!(reply_code(&err), Some(530), "{err:?}");
+}
+
+#[tokio::test]
+async fn single_active_consumer_gets_everything_until_it_cancels() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = connect(&broker).await;
+    declare(&ch, "sac", args(&[("x-single-active-consumer", AMQPValue::Boolean(true))])).await;
+    let first = ch.basic_consume("sac".into(), "first".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut second = ch.basic_consume("sac".into(), "second".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut first = first;
+    for _ in 0..3 {
+        publish(&ch, "", "sac", b"m", BasicProperties::default()).await;
+    }
+    for _ in 0..3 {
+        let d = tokio::time::timeout(WAIT, first.next()).await.unwrap().unwrap().unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(200), second.next()).await.is_err());
+    ch.basic_cancel("first".into(), BasicCancelOptions::default()).await.unwrap();
+    publish(&ch, "", "sac", b"next", BasicProperties::default()).await;
+    let d = tokio::time::timeout(WAIT, second.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.data, b"next");
+}
+
+#[tokio::test]
+async fn auto_delete_queue_goes_with_its_last_consumer_and_x_expires_with_idleness() {
+    let broker = TestBroker::start().await;
+    let (conn, ch) = connect(&broker).await;
+    ch.queue_declare("ad".into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    ch.basic_consume("ad".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    ch.basic_cancel("c".into(), BasicCancelOptions::default()).await.unwrap();
+    declare(&ch, "idle", args(&[("x-expires", AMQPValue::LongInt(100))])).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for q in ["ad", "idle"] {
+        let ch = conn.create_channel().await.unwrap();
+        let err = ch.queue_declare(q.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap_err();
+        assert_eq!(reply_code(&err), Some(404), "queue {q} should be gone");
+    }
+}
+
+#[tokio::test]
+async fn global_prefetch_limits_the_whole_channel() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = connect(&broker).await;
+    declare(&ch, "ga", FieldTable::default()).await;
+    declare(&ch, "gb", FieldTable::default()).await;
+    for q in ["ga", "gb"] {
+        for _ in 0..5 {
+            publish(&ch, "", q, b"m", BasicProperties::default()).await;
+        }
+    }
+    ch.basic_qos(4, BasicQosOptions { global: true }).await.unwrap();
+    let a = ch.basic_consume("ga".into(), "a".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let b = ch.basic_consume("gb".into(), "b".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut merged = futures_lite::stream::or(a, b);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::time::timeout(WAIT, merged.next()).await.unwrap().unwrap().unwrap());
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(300), merged.next()).await.is_err(), "channel limit 4 exceeded");
+    held.pop().unwrap().ack(BasicAckOptions::default()).await.unwrap();
+    tokio::time::timeout(WAIT, merged.next()).await.expect("one more after an ack").unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn basic_recover_redelivers_unacked_messages() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = connect(&broker).await;
+    declare(&ch, "rec", FieldTable::default()).await;
+    publish(&ch, "", "rec", b"r", BasicProperties::default()).await;
+    let mut consumer = ch.basic_consume("rec".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let first = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+    assert!(!first.redelivered);
+    ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
+    let again = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+    assert!(again.redelivered);
+    assert_eq!(again.data, b"r");
+}
+
+#[tokio::test]
+async fn dead_letter_on_max_length_overflow_and_cc_routing() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = connect(&broker).await;
+    declare(&ch, "overflowed", FieldTable::default()).await;
+    declare(&ch, "one", args(&[("x-max-length", AMQPValue::LongInt(1)), ("x-dead-letter-exchange", text("")), ("x-dead-letter-routing-key", text("overflowed"))])).await;
+    publish(&ch, "", "one", b"old", BasicProperties::default()).await;
+    publish(&ch, "", "one", b"new", BasicProperties::default()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get_body(&ch, "overflowed").await.unwrap(), b"old");
+    assert_eq!(get_body(&ch, "one").await.unwrap(), b"new");
+
+    declare(&ch, "cc-a", FieldTable::default()).await;
+    declare(&ch, "cc-b", FieldTable::default()).await;
+    let cc = BasicProperties::default().with_headers(args(&[("CC", AMQPValue::FieldArray(vec![text("cc-b")].into()))]));
+    publish(&ch, "", "cc-a", b"both", cc).await;
+    assert_eq!(get_body(&ch, "cc-a").await.unwrap(), b"both");
+    assert_eq!(get_body(&ch, "cc-b").await.unwrap(), b"both");
 }
