@@ -113,6 +113,17 @@ mod tests {
         }
     }
 
+    fn load_error(cert: &Path, key: &Path) -> TlsError {
+        match load_acceptor(cert, key) {
+            Ok(_) => panic!(
+                "loading {} and {} should fail",
+                cert.display(),
+                key.display()
+            ),
+            Err(e) => e,
+        }
+    }
+
     fn self_signed() -> (String, String) {
         let certified =
             rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("generate");
@@ -130,11 +141,10 @@ mod tests {
     fn missing_certificate_file_names_the_path() {
         let files = Files::new();
         let (_, key) = self_signed();
-        let err = load_acceptor(
+        let err = load_error(
             Path::new("/nonexistent/cert.pem"),
             &files.write("k.pem", &key),
-        )
-        .expect_err("missing");
+        );
         assert!(matches!(err, TlsError::ReadCert { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
@@ -144,7 +154,7 @@ mod tests {
         let files = Files::new();
         let (_, key) = self_signed();
         let key_path = files.write("k.pem", &key);
-        let err = load_acceptor(&key_path, &key_path).expect_err("not a certificate");
+        let err = load_error(&key_path, &key_path);
         assert!(matches!(err, TlsError::NoCert { .. }), "{err}");
     }
 
@@ -153,7 +163,7 @@ mod tests {
         let files = Files::new();
         let (cert, _) = self_signed();
         let cert_path = files.write("c.pem", &cert);
-        let err = load_acceptor(&cert_path, &cert_path).expect_err("not a key");
+        let err = load_error(&cert_path, &cert_path);
         assert!(matches!(err, TlsError::NoKey { .. }), "{err}");
     }
 
@@ -162,11 +172,10 @@ mod tests {
         let files = Files::new();
         let (cert, _) = self_signed();
         let (_, other_key) = self_signed();
-        let err = load_acceptor(
+        let err = load_error(
             &files.write("c.pem", &cert),
             &files.write("k.pem", &other_key),
-        )
-        .expect_err("mismatch");
+        );
         assert!(matches!(err, TlsError::Rustls { .. }), "{err}");
     }
 }
