@@ -731,7 +731,8 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected_with_the_option_name() {
-        let cases: [(&str, fn(&mut Config)); 5] = [
+        type Breakage = fn(&mut Config);
+        let cases: [(&str, Breakage); 5] = [
             ("amqp.channel_max", |c| c.amqp.channel_max = 0),
             ("amqp.max_connections", |c| c.amqp.max_connections = 0),
             ("amqp.handshake_timeout_secs", |c| {

@@ -10,13 +10,13 @@
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use ferrymq::config::{Config, StoreKind};
+use ferrymq::config::{AmqpConfig, Config, HttpConfig, StoreConfig, StoreKind};
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
 use tempfile::TempDir;
@@ -39,15 +39,25 @@ fn init_test_tracing() {
 
 /// The configuration every test broker starts from: loopback only, every port 0, memory store, data in `dir`.
 pub fn test_config(dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_owned();
-    config.amqp.bind = [127, 0, 0, 1].into();
-    config.amqp.port = 0;
-    config.amqp.tls_port = 0;
-    config.http.bind = [127, 0, 0, 1].into();
-    config.http.port = 0;
-    config.store.kind = StoreKind::Memory;
-    config
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    Config {
+        data_dir: dir.to_owned(),
+        amqp: AmqpConfig {
+            bind: loopback,
+            port: 0,
+            tls_port: 0,
+            ..AmqpConfig::default()
+        },
+        http: HttpConfig {
+            bind: loopback,
+            port: 0,
+        },
+        store: StoreConfig {
+            kind: StoreKind::Memory,
+            ..StoreConfig::default()
+        },
+        ..Config::default()
+    }
 }
 
 /// FerryMQ running in this process on 127.0.0.1 with ephemeral ports and a temporary data dir (removed when
