@@ -589,17 +589,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     consumer: Some(d.consumer),
                 });
                 let delivery_tag = channel.deliver(unacked);
-                let method = Method::BasicDeliver(codec::BasicDeliver {
-                    consumer_tag: route.tag.to_string(),
-                    delivery_tag,
-                    redelivered: d.redelivered,
-                    exchange: d.message.exchange.clone(),
-                    routing_key: d.message.routing_key.clone(),
-                });
-                codec::encode_content(
+                codec::encode_deliver(
                     route.channel,
-                    &method,
-                    60,
+                    &route.tag,
+                    delivery_tag,
+                    d.redelivered,
+                    &d.message.exchange,
+                    &d.message.routing_key,
                     &d.message.properties,
                     &d.message.body,
                     self.frame_max,

@@ -29,36 +29,58 @@ pub enum Access {
 /// What a user may do in one vhost.
 #[derive(Debug)]
 pub struct Permission {
-    configure: Regex,
-    write: Regex,
-    read: Regex,
+    configure: Pattern,
+    write: Pattern,
+    read: Pattern,
+}
+
+/// A permission pattern; `.*` (the common case) is checked without running the regex engine.
+#[derive(Debug)]
+enum Pattern {
+    Any,
+    Regex(Regex),
+}
+
+impl Pattern {
+    fn compile(p: &str) -> Result<Self, CoreError> {
+        match p {
+            ".*" | "^.*$" | "^.*" => Ok(Pattern::Any),
+            // An empty pattern grants nothing.
+            "" => {
+                Ok(Pattern::Regex(Regex::new("^$a").map_err(|e| {
+                    CoreError::PreconditionFailed(e.to_string())
+                })?))
+            }
+            _ => Regex::new(p).map(Pattern::Regex).map_err(|e| {
+                CoreError::PreconditionFailed(format!("invalid permission regex '{p}': {e}"))
+            }),
+        }
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Regex(re) => re.is_match(name),
+        }
+    }
 }
 
 impl Permission {
     /// Compile the three patterns; an empty pattern grants nothing.
     pub fn new(configure: &str, write: &str, read: &str) -> Result<Self, CoreError> {
-        let compile = |p: &str| {
-            let pattern = if p.is_empty() { "^$a" } else { p };
-            Regex::new(pattern).map_err(|e| {
-                CoreError::PreconditionFailed(format!("invalid permission regex '{p}': {e}"))
-            })
-        };
         Ok(Self {
-            configure: compile(configure)?,
-            write: compile(write)?,
-            read: compile(read)?,
+            configure: Pattern::compile(configure)?,
+            write: Pattern::compile(write)?,
+            read: Pattern::compile(read)?,
         })
     }
 
     /// Full access (`.*` for all three).
     pub fn all() -> Self {
-        // Provably infallible: a constant, valid pattern.
-        #[allow(clippy::unwrap_used)]
-        let any = || Regex::new(".*").unwrap();
         Self {
-            configure: any(),
-            write: any(),
-            read: any(),
+            configure: Pattern::Any,
+            write: Pattern::Any,
+            read: Pattern::Any,
         }
     }
 

@@ -579,12 +579,14 @@ impl VHost {
         key: &str,
         headers: Option<&FieldTable>,
         out: &mut Vec<QueueHandle>,
-        visited: &mut Vec<String>,
+        visited: &mut Vec<*const Exchange>,
     ) {
-        if visited.len() >= MAX_ROUTE_DEPTH || visited.contains(&ex.name) {
+        // Exchanges are identified by address: no allocation per hop on the publish path.
+        let id = Arc::as_ptr(ex);
+        if visited.len() >= MAX_ROUTE_DEPTH || visited.contains(&id) {
             return;
         }
-        visited.push(ex.name.clone());
+        visited.push(id);
         let before = out.len();
         if ex.name.is_empty() {
             if let Some(q) = self.queue(key) {

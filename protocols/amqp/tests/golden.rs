@@ -272,3 +272,39 @@ fn basic_deliver_with_content_as_rabbitmq_sends_it() {
     );
     assert_eq!(out.to_vec(), [deliver, header, body].concat());
 }
+
+#[test]
+fn encode_deliver_matches_encode_content_byte_for_byte() {
+    use bytes::{Bytes, BytesMut};
+    use ferrymq_amqp_codec::{
+        BasicDeliver, BasicProperties, Method, encode_content, encode_deliver,
+    };
+    let props = BasicProperties {
+        content_type: Some("text/plain".into()),
+        delivery_mode: Some(2),
+        ..Default::default()
+    };
+    let body = Bytes::from(vec![7u8; 10_000]);
+    let method = Method::BasicDeliver(BasicDeliver {
+        consumer_tag: "ctag".into(),
+        delivery_tag: 42,
+        redelivered: true,
+        exchange: "amq.topic".into(),
+        routing_key: "a.b".into(),
+    });
+    let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+    encode_content(3, &method, 60, &props, &body, 4096, &mut a);
+    encode_deliver(
+        3,
+        "ctag",
+        42,
+        true,
+        "amq.topic",
+        "a.b",
+        &props,
+        &body,
+        4096,
+        &mut b,
+    );
+    assert_eq!(a, b);
+}
