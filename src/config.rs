@@ -114,7 +114,8 @@ pub struct AmqpConfig {
     pub max_connections: usize,
     /// The `product` server property; some clients branch on it.
     pub product: String,
-    /// Seconds a client has to complete the TLS and AMQP handshakes before it is disconnected.
+    /// Seconds a client has for the TLS handshake, and again for the AMQP handshake, before it is
+    /// disconnected.
     pub handshake_timeout_secs: u64,
 }
 
