@@ -141,6 +141,7 @@ fn broker_options(auth: &AuthConfig) -> BrokerOptions {
         default_user: auth.default_user.clone(),
         default_pass: auth.default_pass.clone(),
         loopback_users: auth.loopback_users.clone(),
+        ..BrokerOptions::default()
     }
 }
 

@@ -37,6 +37,30 @@ pub struct BrokerOptions {
     pub default_pass: String,
     /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// Extra vhosts created at start-up (besides `/`).
+    pub vhosts: Vec<String>,
+    /// Extra users created at start-up.
+    pub users: Vec<UserSpec>,
+    /// Permissions granted at start-up.
+    pub permissions: Vec<PermissionSpec>,
+}
+
+/// A user defined in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub name: String,
+    pub password: String,
+    pub tags: Vec<String>,
+}
+
+/// A permission defined in the configuration (RabbitMQ's configure / write / read regexes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionSpec {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
 }
 
 impl Default for BrokerOptions {
@@ -45,6 +69,9 @@ impl Default for BrokerOptions {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             loopback_users: vec!["guest".into()],
+            vhosts: Vec::new(),
+            users: Vec::new(),
+            permissions: Vec::new(),
         }
     }
 }
@@ -82,16 +109,7 @@ impl Broker {
                 next_consumer: AtomicU64::new(1),
             }),
         };
-        broker.inner.users.put_user(
-            &options.default_user,
-            &options.default_pass,
-            vec!["administrator".into()],
-        );
-        broker
-            .inner
-            .users
-            .set_permission(&options.default_user, DEFAULT_VHOST, Permission::all());
-        broker.add_vhost(DEFAULT_VHOST);
+        broker.configure(&options)?;
         let messages = broker.replay(recovered).await;
         if messages > 0 || started.elapsed().as_millis() > 100 {
             info!(
@@ -101,6 +119,38 @@ impl Broker {
             );
         }
         Ok(broker)
+    }
+
+    /// Create the default vhost and user and whatever the configuration adds.
+    fn configure(&self, options: &BrokerOptions) -> Result<(), CoreError> {
+        let users = &self.inner.users;
+        users.put_user(
+            &options.default_user,
+            &options.default_pass,
+            vec!["administrator".into()],
+        );
+        users.set_permission(&options.default_user, DEFAULT_VHOST, Permission::all());
+        self.add_vhost(DEFAULT_VHOST);
+        for vhost in &options.vhosts {
+            self.add_vhost(vhost);
+        }
+        for user in &options.users {
+            users.put_user(&user.name, &user.password, user.tags.clone());
+        }
+        for p in &options.permissions {
+            if self.vhost(&p.vhost).is_none() {
+                return Err(CoreError::NotFound(format!(
+                    "permission for user '{}' names unknown vhost '{}'",
+                    p.user, p.vhost
+                )));
+            }
+            users.set_permission(
+                &p.user,
+                &p.vhost,
+                Permission::new(&p.configure, &p.write, &p.read)?,
+            );
+        }
+        Ok(())
     }
 
     fn add_vhost(&self, name: &str) -> Arc<VHost> {
