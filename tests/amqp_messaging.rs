@@ -7,33 +7,46 @@ use std::time::Duration;
 
 use common::TestBroker;
 use futures_lite::StreamExt;
-use lapin::options::*;
 use lapin::Confirmation;
+use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn connect(broker: &TestBroker) -> (Connection, Channel) {
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.expect("connect");
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     (conn, ch)
 }
 
 async fn declare(ch: &Channel, name: &str, args: FieldTable) {
-    ch.queue_declare(name.into(), QueueDeclareOptions::default(), args).await.expect("queue.declare");
+    ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
+        .await
+        .expect("queue.declare");
 }
 
 async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
-    ch.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)
-        .await
-        .expect("publish")
-        .await
-        .expect("publish confirm");
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("publish confirm");
 }
 
 async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
-    let msg = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic.get")?;
+    let msg = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")?;
     Some(msg.delivery.data.clone())
 }
 
@@ -61,13 +74,31 @@ async fn publish_then_consume_through_the_default_exchange() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "hello", FieldTable::default()).await;
-    let mut consumer =
-        ch.basic_consume("hello".into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "hello".into(),
+            "c1".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     for i in 0..100u32 {
-        publish(&ch, "", "hello", &i.to_be_bytes(), BasicProperties::default()).await;
+        publish(
+            &ch,
+            "",
+            "hello",
+            &i.to_be_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
     }
     for i in 0..100u32 {
-        let d = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(d.data, i.to_be_bytes(), "messages arrive in publish order");
         assert!(!d.redelivered);
         assert_eq!(d.routing_key.as_str(), "hello");
@@ -89,12 +120,20 @@ async fn large_message_spans_many_frames_and_arrives_intact() {
 async fn confirms_ack_every_publish() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     declare(&ch, "confirmed", FieldTable::default()).await;
     let mut confirms = Vec::new();
     for _ in 0..500 {
         let c = ch
-            .basic_publish("".into(), "confirmed".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                "confirmed".into(),
+                BasicPublishOptions::default(),
+                b"x",
+                BasicProperties::default(),
+            )
             .await
             .unwrap();
         confirms.push(c);
@@ -102,7 +141,17 @@ async fn confirms_ack_every_publish() {
     for c in confirms {
         assert!(matches!(c.await.unwrap(), Confirmation::Ack(None)));
     }
-    let q = ch.queue_declare("confirmed".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let q = ch
+        .queue_declare(
+            "confirmed".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(q.message_count(), 500);
 }
 
@@ -110,12 +159,17 @@ async fn confirms_ack_every_publish() {
 async fn mandatory_unroutable_message_is_returned_with_no_route() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let confirm = ch
         .basic_publish(
             "".into(),
             "nowhere".into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
             b"lost",
             BasicProperties::default(),
         )
@@ -123,7 +177,9 @@ async fn mandatory_unroutable_message_is_returned_with_no_route() {
         .unwrap()
         .await
         .unwrap();
-    let Confirmation::Ack(Some(returned)) = confirm else { panic!("expected ack with a returned message, got {confirm:?}") };
+    let Confirmation::Ack(Some(returned)) = confirm else {
+        panic!("expected ack with a returned message, got {confirm:?}")
+    };
     assert_eq!(returned.reply_code, 312);
     assert_eq!(returned.reply_text.as_str(), "NO_ROUTE");
     assert_eq!(returned.delivery.data, b"lost");
@@ -136,12 +192,25 @@ async fn basic_get_returns_messages_then_get_empty() {
     declare(&ch, "g", FieldTable::default()).await;
     publish(&ch, "", "g", b"one", BasicProperties::default()).await;
     publish(&ch, "", "g", b"two", BasicProperties::default()).await;
-    let first = ch.basic_get("g".into(), BasicGetOptions { no_ack: false }).await.unwrap().unwrap();
+    let first = ch
+        .basic_get("g".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.delivery.data, b"one");
     assert_eq!(first.message_count, 1);
-    first.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    first
+        .delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .unwrap();
     assert_eq!(get_body(&ch, "g").await.unwrap(), b"two");
-    assert!(ch.basic_get("g".into(), BasicGetOptions { no_ack: true }).await.unwrap().is_none());
+    assert!(
+        ch.basic_get("g".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -150,10 +219,24 @@ async fn nack_with_requeue_redelivers_with_the_redelivered_flag() {
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "rq", FieldTable::default()).await;
     publish(&ch, "", "rq", b"again", BasicProperties::default()).await;
-    let m = ch.basic_get("rq".into(), BasicGetOptions::default()).await.unwrap().unwrap();
+    let m = ch
+        .basic_get("rq".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!m.delivery.redelivered);
-    m.delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await.unwrap();
-    let again = ch.basic_get("rq".into(), BasicGetOptions::default()).await.unwrap().unwrap();
+    m.delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await
+        .unwrap();
+    let again = ch
+        .basic_get("rq".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.delivery.data, b"again");
     assert!(again.delivery.redelivered);
 }
@@ -167,14 +250,29 @@ async fn unacked_messages_return_in_order_when_the_channel_closes() {
         publish(&ch, "", "order", &[i], BasicProperties::default()).await;
     }
     let ch2 = conn.create_channel().await.unwrap();
-    let mut consumer =
-        ch2.basic_consume("order".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = ch2
+        .basic_consume(
+            "order".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     for _ in 0..10 {
-        tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
     ch2.close(200, "bye".into()).await.unwrap();
     for i in 0..10u8 {
-        let m = ch.basic_get("order".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("requeued");
+        let m = ch
+            .basic_get("order".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("requeued");
         assert_eq!(m.delivery.data, [i]);
         assert!(m.delivery.redelivered);
     }
@@ -189,15 +287,37 @@ async fn prefetch_limits_unacked_deliveries_per_consumer() {
         publish(&ch, "", "pf", &[i], BasicProperties::default()).await;
     }
     ch.basic_qos(3, BasicQosOptions::default()).await.unwrap();
-    let mut consumer =
-        ch.basic_consume("pf".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "pf".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        got.push(tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap());
+        got.push(
+            tokio::time::timeout(WAIT, consumer.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
     }
-    assert!(tokio::time::timeout(Duration::from_millis(300), consumer.next()).await.is_err(), "a 4th delivery exceeded prefetch 3");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), consumer.next())
+            .await
+            .is_err(),
+        "a 4th delivery exceeded prefetch 3"
+    );
     got[0].ack(BasicAckOptions::default()).await.unwrap();
-    let fourth = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+    let fourth = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(fourth.data, [3]);
 }
 
@@ -208,18 +328,63 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
     for q in ["t-star", "t-hash", "fan1", "fan2", "h-all", "h-any"] {
         declare(&ch, q, FieldTable::default()).await;
     }
-    ch.queue_bind("t-star".into(), "amq.topic".into(), "sensors.*.temp".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
-    ch.queue_bind("t-hash".into(), "amq.topic".into(), "sensors.#".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
-    publish(&ch, "amq.topic", "sensors.room1.temp", b"a", BasicProperties::default()).await;
-    publish(&ch, "amq.topic", "sensors.room1.humidity.x", b"b", BasicProperties::default()).await;
+    ch.queue_bind(
+        "t-star".into(),
+        "amq.topic".into(),
+        "sensors.*.temp".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "t-hash".into(),
+        "amq.topic".into(),
+        "sensors.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    publish(
+        &ch,
+        "amq.topic",
+        "sensors.room1.temp",
+        b"a",
+        BasicProperties::default(),
+    )
+    .await;
+    publish(
+        &ch,
+        "amq.topic",
+        "sensors.room1.humidity.x",
+        b"b",
+        BasicProperties::default(),
+    )
+    .await;
     assert_eq!(get_body(&ch, "t-star").await.unwrap(), b"a");
     assert!(get_body(&ch, "t-star").await.is_none());
     assert_eq!(get_body(&ch, "t-hash").await.unwrap(), b"a");
     assert_eq!(get_body(&ch, "t-hash").await.unwrap(), b"b");
 
-    ch.exchange_declare("fan".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    ch.exchange_declare(
+        "fan".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     for q in ["fan1", "fan2"] {
-        ch.queue_bind(q.into(), "fan".into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+        ch.queue_bind(
+            q.into(),
+            "fan".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
     publish(&ch, "fan", "ignored", b"f", BasicProperties::default()).await;
     assert_eq!(get_body(&ch, "fan1").await.unwrap(), b"f");
@@ -227,8 +392,24 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
 
     let all = args(&[("x-match", text("all")), ("a", text("1")), ("b", text("2"))]);
     let any = args(&[("x-match", text("any")), ("a", text("1")), ("b", text("2"))]);
-    ch.queue_bind("h-all".into(), "amq.headers".into(), "".into(), QueueBindOptions::default(), all).await.unwrap();
-    ch.queue_bind("h-any".into(), "amq.headers".into(), "".into(), QueueBindOptions::default(), any).await.unwrap();
+    ch.queue_bind(
+        "h-all".into(),
+        "amq.headers".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        all,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "h-any".into(),
+        "amq.headers".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        any,
+    )
+    .await
+    .unwrap();
     let only_a = BasicProperties::default().with_headers(args(&[("a", text("1"))]));
     publish(&ch, "amq.headers", "", b"h", only_a).await;
     assert!(get_body(&ch, "h-all").await.is_none());
@@ -239,15 +420,67 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
 async fn exchange_to_exchange_binding_and_alternate_exchange() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
-    ch.exchange_declare("src".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default()).await.unwrap();
-    ch.exchange_declare("dst".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default()).await.unwrap();
-    ch.exchange_declare("ae".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default()).await.unwrap();
-    ch.exchange_declare("with-ae".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), args(&[("alternate-exchange", text("ae"))])).await.unwrap();
+    ch.exchange_declare(
+        "src".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "dst".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "ae".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "with-ae".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        args(&[("alternate-exchange", text("ae"))]),
+    )
+    .await
+    .unwrap();
     declare(&ch, "via-e2e", FieldTable::default()).await;
     declare(&ch, "unrouted", FieldTable::default()).await;
-    ch.exchange_bind("dst".into(), "src".into(), "k".into(), ExchangeBindOptions::default(), FieldTable::default()).await.unwrap();
-    ch.queue_bind("via-e2e".into(), "dst".into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
-    ch.queue_bind("unrouted".into(), "ae".into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+    ch.exchange_bind(
+        "dst".into(),
+        "src".into(),
+        "k".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "via-e2e".into(),
+        "dst".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "unrouted".into(),
+        "ae".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     publish(&ch, "src", "k", b"e2e", BasicProperties::default()).await;
     publish(&ch, "src", "other", b"dropped", BasicProperties::default()).await;
     publish(&ch, "with-ae", "nobody", b"alt", BasicProperties::default()).await;
@@ -261,13 +494,32 @@ async fn rejected_message_is_dead_lettered_with_x_death() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "dlq", FieldTable::default()).await;
-    declare(&ch, "work", args(&[("x-dead-letter-exchange", text("")), ("x-dead-letter-routing-key", text("dlq"))])).await;
+    declare(
+        &ch,
+        "work",
+        args(&[
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text("dlq")),
+        ]),
+    )
+    .await;
     publish(&ch, "", "work", b"bad", BasicProperties::default()).await;
-    let m = ch.basic_get("work".into(), BasicGetOptions::default()).await.unwrap().unwrap();
-    m.delivery.reject(BasicRejectOptions { requeue: false }).await.unwrap();
+    let m = ch
+        .basic_get("work".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    m.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
     let dead = tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(m) = ch.basic_get("dlq".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            if let Some(m) = ch
+                .basic_get("dlq".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
                 return m;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -276,9 +528,18 @@ async fn rejected_message_is_dead_lettered_with_x_death() {
     .await
     .unwrap();
     assert_eq!(dead.delivery.data, b"bad");
-    let headers = dead.delivery.properties.headers().clone().expect("x-death headers");
-    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else { panic!("no x-death: {headers:?}") };
-    let AMQPValue::FieldTable(first) = &deaths.as_slice()[0] else { panic!("x-death entry is not a table") };
+    let headers = dead
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .expect("x-death headers");
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+        panic!("no x-death: {headers:?}")
+    };
+    let AMQPValue::FieldTable(first) = &deaths.as_slice()[0] else {
+        panic!("x-death entry is not a table")
+    };
     assert_eq!(first.inner().get("reason"), Some(&text("rejected")));
     assert_eq!(first.inner().get("queue"), Some(&text("work")));
 }
@@ -288,9 +549,25 @@ async fn message_ttl_expires_messages_to_the_dead_letter_exchange() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "expired", FieldTable::default()).await;
-    declare(&ch, "short", args(&[("x-message-ttl", AMQPValue::LongInt(50)), ("x-dead-letter-exchange", text("")), ("x-dead-letter-routing-key", text("expired"))])).await;
+    declare(
+        &ch,
+        "short",
+        args(&[
+            ("x-message-ttl", AMQPValue::LongInt(50)),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text("expired")),
+        ]),
+    )
+    .await;
     publish(&ch, "", "short", b"ttl", BasicProperties::default()).await;
-    publish(&ch, "", "short", b"per-message", BasicProperties::default().with_expiration("10".into())).await;
+    publish(
+        &ch,
+        "",
+        "short",
+        b"per-message",
+        BasicProperties::default().with_expiration("10".into()),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(get_body(&ch, "short").await.is_none());
     assert_eq!(get_body(&ch, "expired").await.unwrap(), b"ttl");
@@ -301,30 +578,86 @@ async fn message_ttl_expires_messages_to_the_dead_letter_exchange() {
 async fn max_length_drops_head_or_nacks_publishes() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
-    declare(&ch, "capped", args(&[("x-max-length", AMQPValue::LongInt(2))])).await;
+    declare(
+        &ch,
+        "capped",
+        args(&[("x-max-length", AMQPValue::LongInt(2))]),
+    )
+    .await;
     for b in [b"1", b"2", b"3"] {
         publish(&ch, "", "capped", b, BasicProperties::default()).await;
     }
     assert_eq!(get_body(&ch, "capped").await.unwrap(), b"2");
     assert_eq!(get_body(&ch, "capped").await.unwrap(), b"3");
 
-    declare(&ch, "full", args(&[("x-max-length", AMQPValue::LongInt(1)), ("x-overflow", text("reject-publish"))])).await;
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    let first = ch.basic_publish("".into(), "full".into(), BasicPublishOptions::default(), b"a", BasicProperties::default()).await.unwrap().await.unwrap();
-    let second = ch.basic_publish("".into(), "full".into(), BasicPublishOptions::default(), b"b", BasicProperties::default()).await.unwrap().await.unwrap();
+    declare(
+        &ch,
+        "full",
+        args(&[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-overflow", text("reject-publish")),
+        ]),
+    )
+    .await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let first = ch
+        .basic_publish(
+            "".into(),
+            "full".into(),
+            BasicPublishOptions::default(),
+            b"a",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let second = ch
+        .basic_publish(
+            "".into(),
+            "full".into(),
+            BasicPublishOptions::default(),
+            b"b",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert!(first.is_ack());
-    assert!(second.is_nack(), "reject-publish nacks the publish that does not fit");
+    assert!(
+        second.is_nack(),
+        "reject-publish nacks the publish that does not fit"
+    );
 }
 
 #[tokio::test]
 async fn priority_queue_delivers_higher_priority_first() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
-    declare(&ch, "prio", args(&[("x-max-priority", AMQPValue::ShortShortUInt(10))])).await;
+    declare(
+        &ch,
+        "prio",
+        args(&[("x-max-priority", AMQPValue::ShortShortUInt(10))]),
+    )
+    .await;
     for p in [1u8, 5, 9, 5] {
-        publish(&ch, "", "prio", &[p], BasicProperties::default().with_priority(p)).await;
+        publish(
+            &ch,
+            "",
+            "prio",
+            &[p],
+            BasicProperties::default().with_priority(p),
+        )
+        .await;
     }
-    let order: Vec<u8> = futures_lite::stream::iter(0..4).then(|_| get_body(&ch, "prio")).map(|b| b.unwrap()[0]).collect().await;
+    let order: Vec<u8> = futures_lite::stream::iter(0..4)
+        .then(|_| get_body(&ch, "prio"))
+        .map(|b| b.unwrap()[0])
+        .collect()
+        .await;
     assert_eq!(order, vec![9, 5, 5, 1]);
 }
 
@@ -337,7 +670,17 @@ async fn transactions_publish_on_commit_only() {
     publish(&ch, "", "txq", b"rolled back", BasicProperties::default()).await;
     ch.tx_rollback().await.unwrap();
     publish(&ch, "", "txq", b"committed", BasicProperties::default()).await;
-    let before = ch.queue_declare("txq".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let before = ch
+        .queue_declare(
+            "txq".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(before.message_count(), 0);
     ch.tx_commit().await.unwrap();
     assert_eq!(get_body(&ch, "txq").await.unwrap(), b"committed");
@@ -348,12 +691,87 @@ async fn transactions_publish_on_commit_only() {
 async fn errors_close_the_channel_with_rabbitmq_codes() {
     let broker = TestBroker::start().await;
     let (conn, _ch) = connect(&broker).await;
-    let cases: Vec<(u16, Box<dyn Fn(Channel) -> futures_lite::future::Boxed<Result<(), lapin::Error>>>)> = vec![
-        (404, Box::new(|ch| Box::pin(async move { ch.queue_declare("missing".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.map(|_| ()) }))),
-        (406, Box::new(|ch| Box::pin(async move { ch.exchange_declare("bad-type".into(), ExchangeKind::Custom("zzz".into()), ExchangeDeclareOptions::default(), FieldTable::default()).await }))),
-        (406, Box::new(|ch| Box::pin(async move { ch.queue_declare("qq".into(), QueueDeclareOptions::default(), args(&[("x-queue-type", text("quorum"))])).await.map(|_| ()) }))),
-        (403, Box::new(|ch| Box::pin(async move { ch.exchange_declare("amq.mine".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default()).await }))),
-        (404, Box::new(|ch| Box::pin(async move { ch.confirm_select(ConfirmSelectOptions::default()).await?; ch.basic_publish("no-such-exchange".into(), "k".into(), BasicPublishOptions::default(), b"x", BasicProperties::default()).await?.await.map(|_| ()) }))),
+    let cases: Vec<(
+        u16,
+        Box<dyn Fn(Channel) -> futures_lite::future::Boxed<Result<(), lapin::Error>>>,
+    )> = vec![
+        (
+            404,
+            Box::new(|ch| {
+                Box::pin(async move {
+                    ch.queue_declare(
+                        "missing".into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            }),
+        ),
+        (
+            406,
+            Box::new(|ch| {
+                Box::pin(async move {
+                    ch.exchange_declare(
+                        "bad-type".into(),
+                        ExchangeKind::Custom("zzz".into()),
+                        ExchangeDeclareOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                })
+            }),
+        ),
+        (
+            406,
+            Box::new(|ch| {
+                Box::pin(async move {
+                    ch.queue_declare(
+                        "qq".into(),
+                        QueueDeclareOptions::default(),
+                        args(&[("x-queue-type", text("quorum"))]),
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            }),
+        ),
+        (
+            403,
+            Box::new(|ch| {
+                Box::pin(async move {
+                    ch.exchange_declare(
+                        "amq.mine".into(),
+                        ExchangeKind::Direct,
+                        ExchangeDeclareOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                })
+            }),
+        ),
+        (
+            404,
+            Box::new(|ch| {
+                Box::pin(async move {
+                    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+                    ch.basic_publish(
+                        "no-such-exchange".into(),
+                        "k".into(),
+                        BasicPublishOptions::default(),
+                        b"x",
+                        BasicProperties::default(),
+                    )
+                    .await?
+                    .await
+                    .map(|_| ())
+                })
+            }),
+        ),
     ];
     for (expected, op) in cases {
         let ch = conn.create_channel().await.unwrap();
@@ -370,7 +788,17 @@ async fn redeclare_with_different_properties_is_inequivalent() {
     let broker = TestBroker::start().await;
     let (conn, ch) = connect(&broker).await;
     declare(&ch, "eq", FieldTable::default()).await;
-    let err = ch.queue_declare("eq".into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap_err();
+    let err = ch
+        .queue_declare(
+            "eq".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(reply_code(&err), Some(406));
     let ch = conn.create_channel().await.unwrap();
     declare(&ch, "eq", FieldTable::default()).await;
@@ -380,14 +808,41 @@ async fn redeclare_with_different_properties_is_inequivalent() {
 async fn exclusive_queue_is_locked_to_its_connection_and_deleted_with_it() {
     let broker = TestBroker::start().await;
     let (owner, ch) = connect(&broker).await;
-    ch.queue_declare("mine".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    ch.queue_declare(
+        "mine".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let (_other, ch2) = connect(&broker).await;
-    let err = ch2.basic_consume("mine".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap_err();
+    let err = ch2
+        .basic_consume(
+            "mine".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(reply_code(&err), Some(405));
     owner.close(200, "bye".into()).await.unwrap();
     let (_third, ch3) = connect(&broker).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let err = ch3.queue_declare("mine".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap_err();
+    let err = ch3
+        .queue_declare(
+            "mine".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(reply_code(&err), Some(404));
 }
 
@@ -396,12 +851,26 @@ async fn deleting_a_queue_cancels_its_consumers() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "doomed", FieldTable::default()).await;
-    let mut consumer =
-        ch.basic_consume("doomed".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "doomed".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let (_c2, ch2) = connect(&broker).await;
-    ch2.queue_delete("doomed".into(), QueueDeleteOptions::default()).await.unwrap();
-    let end = tokio::time::timeout(WAIT, consumer.next()).await.expect("consumer notified");
-    assert!(end.is_none() || end.unwrap().is_err(), "the consumer stream ends when the server cancels it");
+    ch2.queue_delete("doomed".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("consumer notified");
+    assert!(
+        end.is_none() || end.unwrap().is_err(),
+        "the consumer stream ends when the server cancels it"
+    );
 }
 
 #[tokio::test]
@@ -409,15 +878,39 @@ async fn consumer_priorities_prefer_the_higher_priority_consumer() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "cp", FieldTable::default()).await;
-    let mut low = ch.basic_consume("cp".into(), "low".into(), BasicConsumeOptions::default(), args(&[("x-priority", AMQPValue::LongInt(1))])).await.unwrap();
-    let mut high = ch.basic_consume("cp".into(), "high".into(), BasicConsumeOptions::default(), args(&[("x-priority", AMQPValue::LongInt(10))])).await.unwrap();
+    let mut low = ch
+        .basic_consume(
+            "cp".into(),
+            "low".into(),
+            BasicConsumeOptions::default(),
+            args(&[("x-priority", AMQPValue::LongInt(1))]),
+        )
+        .await
+        .unwrap();
+    let mut high = ch
+        .basic_consume(
+            "cp".into(),
+            "high".into(),
+            BasicConsumeOptions::default(),
+            args(&[("x-priority", AMQPValue::LongInt(10))]),
+        )
+        .await
+        .unwrap();
     for _ in 0..5 {
         publish(&ch, "", "cp", b"m", BasicProperties::default()).await;
     }
     for _ in 0..5 {
-        tokio::time::timeout(WAIT, high.next()).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(WAIT, high.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
-    assert!(tokio::time::timeout(Duration::from_millis(200), low.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), low.next())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -427,15 +920,45 @@ async fn direct_reply_to_routes_replies_to_the_requesting_channel() {
     let (_s, server) = connect(&broker).await;
     declare(&server, "rpc", FieldTable::default()).await;
     let mut replies = client
-        .basic_consume("amq.rabbitmq.reply-to".into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
-    publish(&client, "", "rpc", b"ping", BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into())).await;
-    let req = server.basic_get("rpc".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    publish(
+        &client,
+        "",
+        "rpc",
+        b"ping",
+        BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+    )
+    .await;
+    let req = server
+        .basic_get("rpc".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
     let reply_to = req.delivery.properties.reply_to().clone().unwrap();
     assert!(reply_to.as_str().starts_with("amq.rabbitmq.reply-to."));
-    publish(&server, "", reply_to.as_str(), b"pong", BasicProperties::default()).await;
-    let reply = tokio::time::timeout(WAIT, replies.next()).await.unwrap().unwrap().unwrap();
+    publish(
+        &server,
+        "",
+        reply_to.as_str(),
+        b"pong",
+        BasicProperties::default(),
+    )
+    .await;
+    let reply = tokio::time::timeout(WAIT, replies.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(reply.data, b"pong");
 }
 
@@ -443,9 +966,17 @@ async fn direct_reply_to_routes_replies_to_the_requesting_channel() {
 async fn wrong_password_and_unknown_vhost_are_refused() {
     let broker = TestBroker::start().await;
     let addr = broker.amqp_addr();
-    let bad_pass = Connection::connect(&format!("amqp://guest:nope@{addr}/%2f"), ConnectionProperties::default()).await;
+    let bad_pass = Connection::connect(
+        &format!("amqp://guest:nope@{addr}/%2f"),
+        ConnectionProperties::default(),
+    )
+    .await;
     assert!(bad_pass.is_err());
-    let bad_vhost = Connection::connect(&format!("amqp://guest:guest@{addr}/nope"), ConnectionProperties::default()).await;
+    let bad_vhost = Connection::connect(
+        &format!("amqp://guest:guest@{addr}/nope"),
+        ConnectionProperties::default(),
+    )
+    .await;
     let err = bad_vhost.expect_err("unknown vhost");
     assert_eq!(reply_code(&err), Some(530), "{err:?}");
 }
@@ -454,21 +985,56 @@ async fn wrong_password_and_unknown_vhost_are_refused() {
 async fn single_active_consumer_gets_everything_until_it_cancels() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
-    declare(&ch, "sac", args(&[("x-single-active-consumer", AMQPValue::Boolean(true))])).await;
-    let first = ch.basic_consume("sac".into(), "first".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let mut second = ch.basic_consume("sac".into(), "second".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    declare(
+        &ch,
+        "sac",
+        args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await;
+    let first = ch
+        .basic_consume(
+            "sac".into(),
+            "first".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut second = ch
+        .basic_consume(
+            "sac".into(),
+            "second".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let mut first = first;
     for _ in 0..3 {
         publish(&ch, "", "sac", b"m", BasicProperties::default()).await;
     }
     for _ in 0..3 {
-        let d = tokio::time::timeout(WAIT, first.next()).await.unwrap().unwrap().unwrap();
+        let d = tokio::time::timeout(WAIT, first.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
-    assert!(tokio::time::timeout(Duration::from_millis(200), second.next()).await.is_err());
-    ch.basic_cancel("first".into(), BasicCancelOptions::default()).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), second.next())
+            .await
+            .is_err()
+    );
+    ch.basic_cancel("first".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
     publish(&ch, "", "sac", b"next", BasicProperties::default()).await;
-    let d = tokio::time::timeout(WAIT, second.next()).await.unwrap().unwrap().unwrap();
+    let d = tokio::time::timeout(WAIT, second.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(d.data, b"next");
 }
 
@@ -476,14 +1042,42 @@ async fn single_active_consumer_gets_everything_until_it_cancels() {
 async fn auto_delete_queue_goes_with_its_last_consumer_and_x_expires_with_idleness() {
     let broker = TestBroker::start().await;
     let (conn, ch) = connect(&broker).await;
-    ch.queue_declare("ad".into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-    ch.basic_consume("ad".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    ch.basic_cancel("c".into(), BasicCancelOptions::default()).await.unwrap();
+    ch.queue_declare(
+        "ad".into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_consume(
+        "ad".into(),
+        "c".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_cancel("c".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
     declare(&ch, "idle", args(&[("x-expires", AMQPValue::LongInt(100))])).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     for q in ["ad", "idle"] {
         let ch = conn.create_channel().await.unwrap();
-        let err = ch.queue_declare(q.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap_err();
+        let err = ch
+            .queue_declare(
+                q.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(reply_code(&err), Some(404), "queue {q} should be gone");
     }
 }
@@ -499,17 +1093,54 @@ async fn global_prefetch_limits_the_whole_channel() {
             publish(&ch, "", q, b"m", BasicProperties::default()).await;
         }
     }
-    ch.basic_qos(4, BasicQosOptions { global: true }).await.unwrap();
-    let a = ch.basic_consume("ga".into(), "a".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let b = ch.basic_consume("gb".into(), "b".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    ch.basic_qos(4, BasicQosOptions { global: true })
+        .await
+        .unwrap();
+    let a = ch
+        .basic_consume(
+            "ga".into(),
+            "a".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let b = ch
+        .basic_consume(
+            "gb".into(),
+            "b".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let mut merged = futures_lite::stream::or(a, b);
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(tokio::time::timeout(WAIT, merged.next()).await.unwrap().unwrap().unwrap());
+        held.push(
+            tokio::time::timeout(WAIT, merged.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
     }
-    assert!(tokio::time::timeout(Duration::from_millis(300), merged.next()).await.is_err(), "channel limit 4 exceeded");
-    held.pop().unwrap().ack(BasicAckOptions::default()).await.unwrap();
-    tokio::time::timeout(WAIT, merged.next()).await.expect("one more after an ack").unwrap().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), merged.next())
+            .await
+            .is_err(),
+        "channel limit 4 exceeded"
+    );
+    held.pop()
+        .unwrap()
+        .ack(BasicAckOptions::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, merged.next())
+        .await
+        .expect("one more after an ack")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -518,11 +1149,29 @@ async fn basic_recover_redelivers_unacked_messages() {
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "rec", FieldTable::default()).await;
     publish(&ch, "", "rec", b"r", BasicProperties::default()).await;
-    let mut consumer = ch.basic_consume("rec".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let first = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "rec".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(!first.redelivered);
-    ch.basic_recover(BasicRecoverOptions { requeue: true }).await.unwrap();
-    let again = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+    ch.basic_recover(BasicRecoverOptions { requeue: true })
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(again.redelivered);
     assert_eq!(again.data, b"r");
 }
@@ -532,7 +1181,16 @@ async fn dead_letter_on_max_length_overflow_and_cc_routing() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = connect(&broker).await;
     declare(&ch, "overflowed", FieldTable::default()).await;
-    declare(&ch, "one", args(&[("x-max-length", AMQPValue::LongInt(1)), ("x-dead-letter-exchange", text("")), ("x-dead-letter-routing-key", text("overflowed"))])).await;
+    declare(
+        &ch,
+        "one",
+        args(&[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text("overflowed")),
+        ]),
+    )
+    .await;
     publish(&ch, "", "one", b"old", BasicProperties::default()).await;
     publish(&ch, "", "one", b"new", BasicProperties::default()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -541,7 +1199,10 @@ async fn dead_letter_on_max_length_overflow_and_cc_routing() {
 
     declare(&ch, "cc-a", FieldTable::default()).await;
     declare(&ch, "cc-b", FieldTable::default()).await;
-    let cc = BasicProperties::default().with_headers(args(&[("CC", AMQPValue::FieldArray(vec![text("cc-b")].into()))]));
+    let cc = BasicProperties::default().with_headers(args(&[(
+        "CC",
+        AMQPValue::FieldArray(vec![text("cc-b")].into()),
+    )]));
     publish(&ch, "", "cc-a", b"both", cc).await;
     assert_eq!(get_body(&ch, "cc-a").await.unwrap(), b"both");
     assert_eq!(get_body(&ch, "cc-b").await.unwrap(), b"both");

@@ -20,15 +20,27 @@ struct Raw {
 
 impl Raw {
     async fn connect(broker: &TestBroker) -> Raw {
-        let stream = TcpStream::connect(broker.amqp_addr()).await.expect("connect");
-        Raw { stream, buf: BytesMut::new() }
+        let stream = TcpStream::connect(broker.amqp_addr())
+            .await
+            .expect("connect");
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
     }
 
     /// Protocol header, start-ok (PLAIN guest/guest), tune-ok, open "/".
     async fn open(broker: &TestBroker) -> Raw {
+        Raw::open_with_heartbeat(broker, 0).await
+    }
+
+    async fn open_with_heartbeat(broker: &TestBroker, heartbeat: u16) -> Raw {
         let mut raw = Raw::connect(broker).await;
         raw.send(&codec::PROTOCOL_HEADER).await;
-        assert!(matches!(raw.frame().await, Some(Frame::Method(0, Method::ConnectionStart(_)))));
+        assert!(matches!(
+            raw.frame().await,
+            Some(Frame::Method(0, Method::ConnectionStart(_)))
+        ));
         raw.method(
             0,
             Method::ConnectionStartOk(codec::ConnectionStartOk {
@@ -39,14 +51,29 @@ impl Raw {
             }),
         )
         .await;
-        let Some(Frame::Method(0, Method::ConnectionTune(tune))) = raw.frame().await else { panic!("no tune") };
+        let Some(Frame::Method(0, Method::ConnectionTune(tune))) = raw.frame().await else {
+            panic!("no tune")
+        };
         raw.method(
             0,
-            Method::ConnectionTuneOk(codec::ConnectionTuneOk { channel_max: 16, frame_max: tune.frame_max, heartbeat: 0 }),
+            Method::ConnectionTuneOk(codec::ConnectionTuneOk {
+                channel_max: 16,
+                frame_max: tune.frame_max,
+                heartbeat,
+            }),
         )
         .await;
-        raw.method(0, Method::ConnectionOpen(codec::ConnectionOpen { virtual_host: "/".into() })).await;
-        assert!(matches!(raw.frame().await, Some(Frame::Method(0, Method::ConnectionOpenOk))));
+        raw.method(
+            0,
+            Method::ConnectionOpen(codec::ConnectionOpen {
+                virtual_host: "/".into(),
+            }),
+        )
+        .await;
+        assert!(matches!(
+            raw.frame().await,
+            Some(Frame::Method(0, Method::ConnectionOpenOk))
+        ));
         raw
     }
 
@@ -63,7 +90,9 @@ impl Raw {
     async fn frame(&mut self) -> Option<Frame> {
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Some(f) = codec::decode_frame(&mut self.buf, 1 << 20).expect("server sent a valid frame") {
+                if let Some(f) =
+                    codec::decode_frame(&mut self.buf, 1 << 20).expect("server sent a valid frame")
+                {
                     return Some(f);
                 }
                 if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
@@ -93,7 +122,10 @@ impl Raw {
 async fn still_serving(broker: &TestBroker) {
     let mut raw = Raw::open(broker).await;
     raw.method(1, Method::ChannelOpen).await;
-    assert!(matches!(raw.frame().await, Some(Frame::Method(1, Method::ChannelOpenOk))));
+    assert!(matches!(
+        raw.frame().await,
+        Some(Frame::Method(1, Method::ChannelOpenOk))
+    ));
 }
 
 #[tokio::test]
@@ -102,9 +134,15 @@ async fn wrong_protocol_header_is_answered_with_ours() {
     let mut raw = Raw::connect(&broker).await;
     raw.send(b"AMQP\x01\x01\x00\x0a").await;
     let mut reply = [0u8; 8];
-    tokio::time::timeout(WAIT, raw.stream.read_exact(&mut reply)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, raw.stream.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&reply, b"AMQP\x00\x00\x09\x01");
-    let n = tokio::time::timeout(WAIT, raw.stream.read(&mut reply)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(WAIT, raw.stream.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0, "connection closed after the header");
     still_serving(&broker).await;
 }
@@ -115,7 +153,10 @@ async fn http_request_on_the_amqp_port_gets_the_protocol_header() {
     let mut raw = Raw::connect(&broker).await;
     raw.send(b"GET / HTTP/1.1\r\n\r\n").await;
     let mut reply = [0u8; 8];
-    tokio::time::timeout(WAIT, raw.stream.read_exact(&mut reply)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, raw.stream.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&reply, b"AMQP\x00\x00\x09\x01");
 }
 
@@ -145,7 +186,15 @@ async fn bad_frame_end_is_a_frame_error() {
 async fn method_on_an_unopened_channel_is_a_channel_error() {
     let broker = TestBroker::start().await;
     let mut raw = Raw::open(&broker).await;
-    raw.method(7, Method::BasicQos(codec::BasicQos { prefetch_size: 0, prefetch_count: 1, global: false })).await;
+    raw.method(
+        7,
+        Method::BasicQos(codec::BasicQos {
+            prefetch_size: 0,
+            prefetch_count: 1,
+            global: false,
+        }),
+    )
+    .await;
     assert_eq!(raw.close_code().await, 504);
 }
 
@@ -154,7 +203,8 @@ async fn unknown_method_is_not_implemented() {
     let broker = TestBroker::start().await;
     let mut raw = Raw::open(&broker).await;
     // class 60 (basic), method 999, on channel 0
-    raw.send(&[1, 0, 0, 0, 0, 0, 4, 0, 60, 0x03, 0xE7, 0xCE]).await;
+    raw.send(&[1, 0, 0, 0, 0, 0, 4, 0, 60, 0x03, 0xE7, 0xCE])
+        .await;
     assert_eq!(raw.close_code().await, 540);
 }
 
@@ -163,9 +213,16 @@ async fn content_header_without_publish_is_an_unexpected_frame() {
     let broker = TestBroker::start().await;
     let mut raw = Raw::open(&broker).await;
     raw.method(1, Method::ChannelOpen).await;
-    assert!(matches!(raw.frame().await, Some(Frame::Method(1, Method::ChannelOpenOk))));
+    assert!(matches!(
+        raw.frame().await,
+        Some(Frame::Method(1, Method::ChannelOpenOk))
+    ));
     let mut out = BytesMut::new();
-    let header = codec::ContentHeader { class_id: 60, body_size: 3, properties: Default::default() };
+    let header = codec::ContentHeader {
+        class_id: 60,
+        body_size: 3,
+        properties: Default::default(),
+    };
     codec::encode_frame(&Frame::Header(1, header), &mut out);
     raw.send(&out).await;
     assert_eq!(raw.close_code().await, 505);
@@ -177,9 +234,22 @@ async fn method_in_the_middle_of_content_is_an_unexpected_frame() {
     let mut raw = Raw::open(&broker).await;
     raw.method(1, Method::ChannelOpen).await;
     raw.frame().await;
-    let publish = codec::BasicPublish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false };
+    let publish = codec::BasicPublish {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        mandatory: false,
+        immediate: false,
+    };
     raw.method(1, Method::BasicPublish(publish)).await;
-    raw.method(1, Method::BasicQos(codec::BasicQos { prefetch_size: 0, prefetch_count: 1, global: false })).await;
+    raw.method(
+        1,
+        Method::BasicQos(codec::BasicQos {
+            prefetch_size: 0,
+            prefetch_count: 1,
+            global: false,
+        }),
+    )
+    .await;
     assert_eq!(raw.close_code().await, 505);
 }
 
@@ -205,19 +275,37 @@ async fn message_larger_than_the_limit_closes_the_channel_with_406() {
     let mut raw = Raw::open(&broker).await;
     raw.method(1, Method::ChannelOpen).await;
     raw.frame().await;
-    let publish = codec::BasicPublish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false };
+    let publish = codec::BasicPublish {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        mandatory: false,
+        immediate: false,
+    };
     raw.method(1, Method::BasicPublish(publish)).await;
     let mut out = BytesMut::new();
-    let header = codec::ContentHeader { class_id: 60, body_size: 1 << 40, properties: Default::default() };
+    let header = codec::ContentHeader {
+        class_id: 60,
+        body_size: 1 << 40,
+        properties: Default::default(),
+    };
     codec::encode_frame(&Frame::Header(1, header), &mut out);
     raw.send(&out).await;
-    let Some(Frame::Method(1, Method::ChannelClose(close))) = raw.frame().await else { panic!("expected channel.close") };
+    let Some(Frame::Method(1, Method::ChannelClose(close))) = raw.frame().await else {
+        panic!("expected channel.close")
+    };
     assert_eq!(close.reply_code, 406);
-    assert!(close.reply_text.contains("larger than configured max size"), "{}", close.reply_text);
+    assert!(
+        close.reply_text.contains("larger than configured max size"),
+        "{}",
+        close.reply_text
+    );
     raw.method(1, Method::ChannelCloseOk).await;
     // The connection is still usable: reopen the channel.
     raw.method(1, Method::ChannelOpen).await;
-    assert!(matches!(raw.frame().await, Some(Frame::Method(1, Method::ChannelOpenOk))));
+    assert!(matches!(
+        raw.frame().await,
+        Some(Frame::Method(1, Method::ChannelOpenOk))
+    ));
 }
 
 #[tokio::test]
@@ -227,7 +315,10 @@ async fn bad_credentials_with_auth_failure_close_get_403() {
     raw.send(&codec::PROTOCOL_HEADER).await;
     raw.frame().await;
     let mut caps = codec::FieldTable::default();
-    caps.insert("authentication_failure_close", codec::FieldValue::Bool(true));
+    caps.insert(
+        "authentication_failure_close",
+        codec::FieldValue::Bool(true),
+    );
     let mut props = codec::FieldTable::default();
     props.insert("capabilities", codec::FieldValue::Table(caps));
     raw.method(
@@ -241,4 +332,28 @@ async fn bad_credentials_with_auth_failure_close_get_403() {
     )
     .await;
     assert_eq!(raw.close_code().await, 403);
+}
+
+#[tokio::test]
+async fn server_sends_heartbeats_and_drops_a_silent_peer() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open_with_heartbeat(&broker, 1).await;
+    let started = std::time::Instant::now();
+    assert!(
+        matches!(raw.frame().await, Some(Frame::Heartbeat(0))),
+        "a heartbeat within the interval"
+    );
+    // We send nothing: after two missed intervals the broker closes the socket.
+    loop {
+        match raw.frame().await {
+            Some(Frame::Heartbeat(0)) => continue,
+            None => break,
+            Some(other) => panic!("unexpected frame {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
+        "closed after {elapsed:?}"
+    );
 }
