@@ -11,6 +11,7 @@
 //! durability is wanted (tests, `--store memory`); `journal` is the durable one (segment files, group commit).
 //! It knows nothing of sockets or protocols.
 
+pub mod journal;
 pub mod memory;
 
 use std::collections::HashMap;

@@ -1,0 +1,639 @@
+//! What the journal knows about its own contents, kept in memory: which messages are live in which queues and
+//! which segment holds each one's current copy, per-segment live bytes and deletion dependencies, the folded
+//! durable definitions, and the next free message id.
+//!
+//! Recovery builds it by replaying every record; the writer then keeps it current as it appends. Both go
+//! through the same methods ([`Index::publish`], [`Index::settle`], [`Index::define`], [`Index::checkpoint`]),
+//! so the writer's view after a restart is the one it had before.
+//!
+//! Deletion order matters. A settle (or a queue deletion, or a compacted copy) in segment `k` that retires a
+//! message whose publish record sits in an older segment `j` is a tombstone: if `k` were deleted while `j`
+//! still exists, the message would come back at the next recovery. So each segment records the older segments
+//! its tombstones point into (`depends_on`), and a segment is deleted only when it has no live messages and
+//! none of those segments exists any more. Compaction of old, mostly dead segments (rewriting their few live
+//! messages into the head) is what eventually frees such chains; [`Index::compaction_candidate`] picks one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::BytesMut;
+use ferrymq_amqp_codec::encode_field_table;
+
+use crate::store::{Definition, DestinationKind, MsgId, QueueKey};
+
+/// Per-segment accounting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SegmentStats {
+    /// Bytes in the file (header included).
+    pub(crate) size: u64,
+    /// Bytes of publish records whose message is live with its current copy here.
+    pub(crate) live_bytes: u64,
+    /// Number of such messages.
+    pub(crate) live_msgs: u64,
+    /// Older segments holding publish records that tombstones in this segment retire.
+    pub(crate) depends_on: BTreeSet<u64>,
+}
+
+/// A live message: where its current copy is and which queues still hold it (interned queue numbers).
+#[derive(Debug, Clone)]
+struct Live {
+    segment: u64,
+    len: u32,
+    queues: Vec<u32>,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    queue_ids: HashMap<QueueKey, u32>,
+    queue_keys: Vec<QueueKey>,
+    messages: HashMap<MsgId, Live>,
+    segments: BTreeMap<u64, SegmentStats>,
+    definitions: Definitions,
+    next_id: MsgId,
+}
+
+impl Index {
+    /// Starts accounting for a segment of `size` bytes (its header and anything already in it).
+    pub(crate) fn add_segment(&mut self, segment: u64, size: u64) {
+        self.segments.entry(segment).or_default().size = size;
+    }
+
+    /// Records that `bytes` were appended to `segment`.
+    pub(crate) fn grow(&mut self, segment: u64, bytes: u64) {
+        self.segments.entry(segment).or_default().size += bytes;
+    }
+
+    /// Forgets a deleted segment.
+    pub(crate) fn remove_segment(&mut self, segment: u64) {
+        self.segments.remove(&segment);
+    }
+
+    /// The segments being accounted for, oldest first.
+    pub(crate) fn segment_numbers(&self) -> Vec<u64> {
+        self.segments.keys().copied().collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segment(&self, segment: u64) -> Option<&SegmentStats> {
+        self.segments.get(&segment)
+    }
+
+    /// The first message id no record has used.
+    pub(crate) fn next_id(&self) -> MsgId {
+        self.next_id
+    }
+
+    /// The folded definitions, in an order that replays to the current state.
+    pub(crate) fn definitions(&self) -> Vec<Definition> {
+        self.definitions.current()
+    }
+
+    /// Number of live messages.
+    pub(crate) fn live_messages(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn see_id(&mut self, id: MsgId) {
+        self.next_id = self.next_id.max(id.saturating_add(1));
+    }
+
+    fn intern(&mut self, q: &QueueKey) -> u32 {
+        if let Some(n) = self.queue_ids.get(q) {
+            return *n;
+        }
+        let n = u32::try_from(self.queue_keys.len()).unwrap_or(u32::MAX);
+        self.queue_ids.insert(q.clone(), n);
+        self.queue_keys.push(q.clone());
+        n
+    }
+
+    /// The queues still holding a live message, or `None` if it is not live.
+    pub(crate) fn live_queues(&self, id: MsgId) -> Option<Vec<QueueKey>> {
+        let live = self.messages.get(&id)?;
+        Some(
+            live.queues
+                .iter()
+                .filter_map(|n| self.queue_keys.get(*n as usize).cloned())
+                .collect(),
+        )
+    }
+
+    /// Where the current copy of a live message is.
+    pub(crate) fn location(&self, id: MsgId) -> Option<u64> {
+        self.messages.get(&id).map(|l| l.segment)
+    }
+
+    /// Retires the copy of `live` in its segment; `by` is the segment holding the record that retires it.
+    fn retire(&mut self, live: &Live, by: u64) {
+        if let Some(s) = self.segments.get_mut(&live.segment) {
+            s.live_bytes = s.live_bytes.saturating_sub(u64::from(live.len));
+            s.live_msgs = s.live_msgs.saturating_sub(1);
+        }
+        if live.segment != by
+            && let Some(s) = self.segments.get_mut(&by)
+        {
+            s.depends_on.insert(live.segment);
+        }
+    }
+
+    /// A publish record of `len` bytes in `segment`. A second record for a live id is a compacted copy: it moves
+    /// the message and narrows its queues to the ones listed. Returns whether the message is live afterwards.
+    pub(crate) fn publish(
+        &mut self,
+        segment: u64,
+        len: u64,
+        id: MsgId,
+        queues: &[QueueKey],
+    ) -> bool {
+        self.see_id(id);
+        if let Some(old) = self.messages.remove(&id) {
+            self.retire(&old, segment);
+        }
+        let mut interned: Vec<u32> = queues.iter().map(|q| self.intern(q)).collect();
+        interned.sort_unstable();
+        interned.dedup();
+        if interned.is_empty() {
+            return false;
+        }
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        if let Some(s) = self.segments.get_mut(&segment) {
+            s.live_bytes += u64::from(len);
+            s.live_msgs += 1;
+        }
+        self.messages.insert(
+            id,
+            Live {
+                segment,
+                len,
+                queues: interned,
+            },
+        );
+        true
+    }
+
+    /// A settle record in `segment`. Returns `true` when this made the message dead in every queue.
+    pub(crate) fn settle(&mut self, segment: u64, queue: &QueueKey, id: MsgId) -> bool {
+        self.see_id(id);
+        let Some(&q) = self.queue_ids.get(queue) else {
+            return false;
+        };
+        let Some(live) = self.messages.get_mut(&id) else {
+            return false;
+        };
+        let Some(pos) = live.queues.iter().position(|n| *n == q) else {
+            return false;
+        };
+        live.queues.remove(pos);
+        let emptied = live.queues.is_empty();
+        let copy_in = live.segment;
+        if emptied {
+            if let Some(old) = self.messages.remove(&id) {
+                self.retire(&old, segment);
+            }
+        } else if copy_in != segment
+            && let Some(s) = self.segments.get_mut(&segment)
+        {
+            // The narrowing is a tombstone too: without it the message would come back in this queue.
+            s.depends_on.insert(copy_in);
+        }
+        emptied
+    }
+
+    /// A definition record in `segment`. Deleting a queue (or its vhost) drops its messages; returns the ids
+    /// that became dead.
+    pub(crate) fn define(&mut self, segment: u64, def: &Definition) -> Vec<MsgId> {
+        self.definitions.apply(def);
+        let doomed: Box<dyn Fn(&QueueKey) -> bool> = match def {
+            Definition::DeleteQueue { vhost, name } => {
+                let key = QueueKey::new(vhost.clone(), name.clone());
+                Box::new(move |q| *q == key)
+            }
+            Definition::DeleteVHost { name } => {
+                let vhost = name.clone();
+                Box::new(move |q| q.vhost == vhost)
+            }
+            _ => return Vec::new(),
+        };
+        let gone: Vec<u32> = self
+            .queue_keys
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| doomed(q))
+            .filter_map(|(n, _)| u32::try_from(n).ok())
+            .collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        let mut touched = Vec::new();
+        let mut dead = Vec::new();
+        for (id, live) in &mut self.messages {
+            let before = live.queues.len();
+            live.queues.retain(|n| !gone.contains(n));
+            if live.queues.len() != before {
+                touched.push(live.segment);
+                if live.queues.is_empty() {
+                    dead.push(*id);
+                }
+            }
+        }
+        for id in &dead {
+            if let Some(old) = self.messages.remove(id) {
+                self.retire(&old, segment);
+            }
+        }
+        if let Some(s) = self.segments.get_mut(&segment) {
+            s.depends_on
+                .extend(touched.into_iter().filter(|t| *t != segment));
+        }
+        dead
+    }
+
+    /// A checkpoint record: the definitions in force when its segment was started.
+    pub(crate) fn checkpoint(&mut self, next_id: MsgId, definitions: &[Definition]) {
+        self.next_id = self.next_id.max(next_id);
+        self.definitions = Definitions::default();
+        for d in definitions {
+            self.definitions.apply(d);
+        }
+    }
+
+    /// Segments other than `head` that can be deleted now: no live messages, and every segment their
+    /// tombstones point into is gone. Oldest first; deleting them may make more deletable (call again).
+    pub(crate) fn deletable(&self, head: u64) -> Vec<u64> {
+        self.segments
+            .iter()
+            .filter(|(n, s)| {
+                **n != head
+                    && s.live_msgs == 0
+                    && s.depends_on.iter().all(|d| !self.segments.contains_key(d))
+            })
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The sealed segment most worth compacting, if any: one of the older segments (the two newest sealed ones
+    /// are left alone, their messages are usually about to be consumed) whose live bytes are less than half of
+    /// what compacting it frees (its own dead bytes plus the dead segments its deletion unpins).
+    pub(crate) fn compaction_candidate(&self, head: u64) -> Option<u64> {
+        let sealed: Vec<u64> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|n| *n != head)
+            .collect();
+        let old = sealed.len().saturating_sub(2);
+        let mut pinned: HashMap<u64, u64> = HashMap::new();
+        for (n, s) in &self.segments {
+            if *n == head || s.live_msgs != 0 {
+                continue;
+            }
+            for d in s
+                .depends_on
+                .iter()
+                .filter(|d| self.segments.contains_key(d))
+            {
+                *pinned.entry(*d).or_default() += s.size;
+            }
+        }
+        sealed[..old].iter().copied().find(|n| {
+            let Some(s) = self.segments.get(n) else {
+                return false;
+            };
+            let frees = s.size.saturating_sub(s.live_bytes) + pinned.get(n).copied().unwrap_or(0);
+            s.live_msgs > 0 && s.live_bytes.saturating_mul(2) < frees
+        })
+    }
+}
+
+/// Identity of a definition, for folding: a later definition with the same key replaces an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DefKey {
+    VHost(String),
+    User(String),
+    Permission {
+        user: String,
+        vhost: String,
+    },
+    Exchange {
+        vhost: String,
+        name: String,
+    },
+    Queue {
+        vhost: String,
+        name: String,
+    },
+    Binding {
+        vhost: String,
+        source: String,
+        destination: String,
+        to_exchange: bool,
+        key: String,
+        args: Vec<u8>,
+    },
+}
+
+impl DefKey {
+    fn vhost(&self) -> Option<&str> {
+        match self {
+            DefKey::VHost(v)
+            | DefKey::Permission { vhost: v, .. }
+            | DefKey::Exchange { vhost: v, .. }
+            | DefKey::Queue { vhost: v, .. }
+            | DefKey::Binding { vhost: v, .. } => Some(v),
+            DefKey::User(_) => None,
+        }
+    }
+}
+
+fn binding_key(
+    vhost: &str,
+    source: &str,
+    destination: &str,
+    kind: DestinationKind,
+    key: &str,
+    args: &ferrymq_amqp_codec::FieldTable,
+) -> DefKey {
+    let mut raw = BytesMut::new();
+    encode_field_table(args, &mut raw);
+    DefKey::Binding {
+        vhost: vhost.to_owned(),
+        source: source.to_owned(),
+        destination: destination.to_owned(),
+        to_exchange: kind == DestinationKind::Exchange,
+        key: key.to_owned(),
+        args: raw.to_vec(),
+    }
+}
+
+/// The durable definitions in force, folded from a sequence of changes with RabbitMQ's cascades (deleting a
+/// vhost removes everything in it, deleting a user its permissions, deleting an exchange or queue the bindings
+/// that name it). Entries keep the position of their first declaration, so replaying [`Definitions::current`]
+/// declares exchanges and queues before the bindings that need them.
+#[derive(Debug, Default)]
+struct Definitions {
+    entries: Vec<Option<(DefKey, Definition)>>,
+    positions: HashMap<DefKey, usize>,
+    removed: usize,
+}
+
+impl Definitions {
+    fn current(&self) -> Vec<Definition> {
+        self.entries
+            .iter()
+            .flatten()
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    fn upsert(&mut self, key: DefKey, def: &Definition) {
+        match self.positions.get(&key) {
+            Some(i) => self.entries[*i] = Some((key, def.clone())),
+            None => {
+                self.positions.insert(key.clone(), self.entries.len());
+                self.entries.push(Some((key, def.clone())));
+            }
+        }
+    }
+
+    fn remove_where(&mut self, doomed: impl Fn(&DefKey) -> bool) {
+        for slot in &mut self.entries {
+            if let Some((key, _)) = slot
+                && doomed(key)
+            {
+                self.positions.remove(key);
+                *slot = None;
+                self.removed += 1;
+            }
+        }
+        if self.removed > 64 && self.removed * 2 > self.entries.len() {
+            self.entries.retain(Option::is_some);
+            self.removed = 0;
+            self.positions = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.as_ref().map(|(k, _)| (k.clone(), i)))
+                .collect();
+        }
+    }
+
+    fn apply(&mut self, def: &Definition) {
+        match def {
+            Definition::VHost { name } => self.upsert(DefKey::VHost(name.clone()), def),
+            Definition::DeleteVHost { name } => {
+                self.remove_where(|k| k.vhost() == Some(name.as_str()))
+            }
+            Definition::User { name, .. } => self.upsert(DefKey::User(name.clone()), def),
+            Definition::DeleteUser { name } => self.remove_where(|k| match k {
+                DefKey::User(u) | DefKey::Permission { user: u, .. } => u == name,
+                _ => false,
+            }),
+            Definition::Permission { user, vhost, .. } => self.upsert(
+                DefKey::Permission {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                },
+                def,
+            ),
+            Definition::DeletePermission { user, vhost } => {
+                let key = DefKey::Permission {
+                    user: user.clone(),
+                    vhost: vhost.clone(),
+                };
+                self.remove_where(|k| *k == key)
+            }
+            Definition::Exchange { vhost, name, .. } => self.upsert(
+                DefKey::Exchange {
+                    vhost: vhost.clone(),
+                    name: name.clone(),
+                },
+                def,
+            ),
+            Definition::DeleteExchange { vhost, name } => self.remove_where(|k| match k {
+                DefKey::Exchange { vhost: v, name: n } => v == vhost && n == name,
+                DefKey::Binding {
+                    vhost: v,
+                    source,
+                    destination,
+                    to_exchange,
+                    ..
+                } => v == vhost && (source == name || (*to_exchange && destination == name)),
+                _ => false,
+            }),
+            Definition::Queue { vhost, name, .. } => self.upsert(
+                DefKey::Queue {
+                    vhost: vhost.clone(),
+                    name: name.clone(),
+                },
+                def,
+            ),
+            Definition::DeleteQueue { vhost, name } => self.remove_where(|k| match k {
+                DefKey::Queue { vhost: v, name: n } => v == vhost && n == name,
+                DefKey::Binding {
+                    vhost: v,
+                    destination,
+                    to_exchange,
+                    ..
+                } => v == vhost && !*to_exchange && destination == name,
+                _ => false,
+            }),
+            Definition::Bind {
+                vhost,
+                source,
+                destination,
+                destination_kind,
+                routing_key,
+                arguments,
+            } => {
+                let key = binding_key(
+                    vhost,
+                    source,
+                    destination,
+                    *destination_kind,
+                    routing_key,
+                    arguments,
+                );
+                self.upsert(key, def)
+            }
+            Definition::Unbind {
+                vhost,
+                source,
+                destination,
+                destination_kind,
+                routing_key,
+                arguments,
+            } => {
+                let key = binding_key(
+                    vhost,
+                    source,
+                    destination,
+                    *destination_kind,
+                    routing_key,
+                    arguments,
+                );
+                self.remove_where(|k| *k == key)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrymq_amqp_codec::FieldTable;
+
+    use super::*;
+
+    fn q(name: &str) -> QueueKey {
+        QueueKey::new("/", name)
+    }
+
+    #[test]
+    fn settle_in_a_later_segment_pins_it_behind_the_publish_segment() {
+        let mut ix = Index::default();
+        ix.add_segment(1, 100);
+        ix.add_segment(2, 100);
+        ix.add_segment(3, 16);
+        ix.publish(1, 40, 1, &[q("a")]);
+        ix.publish(1, 40, 2, &[q("a")]);
+        ix.settle(2, &q("a"), 1);
+        assert_eq!(
+            ix.segment(1).map(|s| (s.live_msgs, s.live_bytes)),
+            Some((1, 40))
+        );
+        // Segment 2 has no live messages but its tombstone points into segment 1.
+        assert!(ix.deletable(3).is_empty());
+        // Compact message 2 into the head: segment 1 empties and goes first, then segment 2.
+        ix.publish(3, 40, 2, &[q("a")]);
+        assert_eq!(ix.deletable(3), vec![1]);
+        ix.remove_segment(1);
+        assert_eq!(ix.deletable(3), vec![2]);
+    }
+
+    #[test]
+    fn delete_queue_drops_its_messages_only() {
+        let mut ix = Index::default();
+        ix.add_segment(1, 16);
+        ix.publish(1, 10, 1, &[q("a"), q("b")]);
+        ix.publish(1, 10, 2, &[q("a")]);
+        let dead = ix.define(
+            1,
+            &Definition::DeleteQueue {
+                vhost: "/".into(),
+                name: "a".into(),
+            },
+        );
+        assert_eq!(dead, vec![2]);
+        assert_eq!(ix.live_queues(1), Some(vec![q("b")]));
+        assert_eq!(ix.next_id(), 3);
+    }
+
+    #[test]
+    fn definitions_fold_with_cascades_and_keep_declaration_order() {
+        let mut ix = Index::default();
+        let t = FieldTable::new();
+        let bind = |dest: &str| Definition::Bind {
+            vhost: "/".into(),
+            source: "e".into(),
+            destination: dest.into(),
+            destination_kind: DestinationKind::Queue,
+            routing_key: "k".into(),
+            arguments: t.clone(),
+        };
+        let ex = Definition::Exchange {
+            vhost: "/".into(),
+            name: "e".into(),
+            kind: "direct".into(),
+            auto_delete: false,
+            internal: false,
+            arguments: t.clone(),
+        };
+        let queue = |n: &str| Definition::Queue {
+            vhost: "/".into(),
+            name: n.into(),
+            auto_delete: false,
+            arguments: t.clone(),
+        };
+        for d in [
+            ex.clone(),
+            queue("a"),
+            queue("b"),
+            bind("a"),
+            bind("b"),
+            bind("b"),
+        ] {
+            ix.define(1, &d);
+        }
+        ix.define(
+            1,
+            &Definition::DeleteQueue {
+                vhost: "/".into(),
+                name: "a".into(),
+            },
+        );
+        assert_eq!(ix.definitions(), vec![ex.clone(), queue("b"), bind("b")]);
+        ix.define(
+            1,
+            &Definition::DeleteExchange {
+                vhost: "/".into(),
+                name: "e".into(),
+            },
+        );
+        assert_eq!(ix.definitions(), vec![queue("b")]);
+        ix.define(1, &Definition::DeleteVHost { name: "/".into() });
+        assert!(ix.definitions().is_empty());
+    }
+
+    #[test]
+    fn compaction_prefers_old_mostly_dead_segments() {
+        let mut ix = Index::default();
+        for s in 1..=5 {
+            ix.add_segment(s, 1000);
+        }
+        ix.publish(1, 10, 1, &[q("a")]); // 1% live: candidate
+        ix.publish(2, 900, 2, &[q("a")]); // 90% live: not worth it
+        ix.publish(4, 10, 3, &[q("a")]); // too recent
+        assert_eq!(ix.compaction_candidate(5), Some(1));
+        ix.publish(5, 10, 1, &[q("a")]);
+        assert_eq!(ix.compaction_candidate(5), None);
+    }
+}

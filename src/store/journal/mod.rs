@@ -1,0 +1,219 @@
+//! The durable store: an append-only journal of segment files with group commit (ARCHITECTURE.md §5).
+//!
+//! [`open`] recovers whatever the data directory holds (verifying every record, cutting a torn tail), starts a
+//! fresh head segment, and starts the writer thread; the [`JournalStore`] it returns implements
+//! [`Store`]. Appends encode their record on the caller's thread and queue it; the writer batches everything
+//! queued into one write and one `fdatasync` and then advances the synced point on the watch channel, which is
+//! what releases confirms. Any write or sync error fails the journal for good (no blind retry, no confirm for
+//! data that is not on disk); [`Store::healthy`] then says why.
+//!
+//! Layout of this module, one concern per file:
+//! - `fs`: the file layer as traits (real, and a fault-injecting wrapper for tests);
+//! - `record`: the bytes of one record (framing, CRC32C, payload encodings);
+//! - `segment`: segment names, the versioned header, a reader over framed records;
+//! - `index`: the in-memory view of the journal (live messages per segment, tombstone dependencies,
+//!   folded definitions) shared by recovery and the writer;
+//! - `recovery`: start-up scan, truncation, replay;
+//! - `writer`: the writer thread (group commit, roll, compaction, deletion, disk-free watch).
+
+mod fs;
+mod index;
+mod record;
+mod recovery;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info};
+
+pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
+
+use self::writer::{Op, Shared, Writer, WriterConfig};
+use super::{Definition, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint, SyncState};
+use crate::core::message::Message;
+
+/// When the writer syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// As soon as there is a record that needs it, batching whatever queued up while the previous sync ran.
+    /// This is the durability contract's default.
+    Always,
+    /// Wait up to this long after the first record that needs a sync, to gather a larger batch.
+    BatchWindow(Duration),
+}
+
+/// How to open a journal. The composition root builds it from the `store` section of the config.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// The data directory (created if missing; locked while the journal is open).
+    pub dir: PathBuf,
+    /// A segment is rolled when the next record would take it past this size (a record larger than a whole
+    /// segment gets a segment of its own).
+    pub segment_size: u64,
+    /// When to sync.
+    pub sync: SyncMode,
+    /// Publishers are blocked (`Store::blocked`) while free disk space is below this many bytes; 0 disables the
+    /// check.
+    pub disk_low_water: u64,
+}
+
+/// The smallest segment size accepted; smaller values are raised to it.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+
+impl JournalOptions {
+    /// Defaults: 64 MiB segments, [`SyncMode::Always`], 50 MB low-water mark (as RabbitMQ's default
+    /// `disk_free_limit`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_size: 64 * 1024 * 1024,
+            sync: SyncMode::Always,
+            disk_low_water: 50_000_000,
+        }
+    }
+}
+
+/// Opens (recovering) the journal in `opts.dir` on the real file system.
+pub fn open(opts: JournalOptions) -> Result<Arc<JournalStore>, StoreError> {
+    open_with_fs(opts, Arc::new(RealFs))
+}
+
+/// Opens the journal on the given file layer (tests use this to inject faults).
+pub fn open_with_fs(
+    opts: JournalOptions,
+    fs: Arc<dyn StoreFs>,
+) -> Result<Arc<JournalStore>, StoreError> {
+    fs.create_dir_all(&opts.dir)?;
+    let lock = fs.lock_dir(&opts.dir)?;
+    let outcome = recovery::recover(fs.as_ref(), &opts.dir)?;
+    let first = outcome.last_segment.map_or(1, |n| n + 1);
+    let shared = Arc::new(Shared::new(false));
+    let config = WriterConfig {
+        dir: opts.dir.clone(),
+        segment_size: opts.segment_size.max(MIN_SEGMENT_SIZE),
+        sync: opts.sync,
+        disk_low_water: opts.disk_low_water,
+    };
+    let writer = Writer::new(shared.clone(), fs, config, outcome.index, first)?;
+    let handle = std::thread::Builder::new()
+        .name("ferrymq-journal".into())
+        .spawn(move || writer.run())?;
+    info!(dir = %opts.dir.display(), head = first, "journal open");
+    Ok(Arc::new(JournalStore {
+        shared,
+        writer: Mutex::new(Some(handle)),
+        recovered: Mutex::new(Some(outcome.recovered)),
+        dir: opts.dir,
+        _lock: lock,
+    }))
+}
+
+/// The journal-backed [`Store`]; see the module docs.
+pub struct JournalStore {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    recovered: Mutex<Option<Recovered>>,
+    dir: PathBuf,
+    _lock: DirLock,
+}
+
+impl fmt::Debug for JournalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalStore {
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    fn encoded<T>(r: Result<T, record::DecodeError>) -> Result<T, StoreError> {
+        r.map_err(|e| StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0)))
+    }
+}
+
+impl Store for JournalStore {
+    fn publish(
+        &self,
+        id: MsgId,
+        queues: &[QueueKey],
+        message: &Message,
+    ) -> Result<SyncPoint, StoreError> {
+        let record = Self::encoded(record::encode_publish(id, queues, message))?;
+        self.shared.submit(Op::Publish {
+            id,
+            queues: queues.to_vec(),
+            record,
+        })
+    }
+
+    fn settle(&self, queue: &QueueKey, id: MsgId) -> Result<(), StoreError> {
+        let record = Self::encoded(record::encode_settle(queue, id))?;
+        self.shared
+            .submit(Op::Settle {
+                queue: queue.clone(),
+                id,
+                record,
+            })
+            .map(|_| ())
+    }
+
+    fn define(&self, definition: &Definition) -> Result<SyncPoint, StoreError> {
+        let record = Self::encoded(record::encode_define(definition))?;
+        self.shared.submit(Op::Define {
+            definition: definition.clone(),
+            record,
+        })
+    }
+
+    fn sync_state(&self) -> watch::Receiver<SyncState> {
+        self.shared.sync_tx.subscribe()
+    }
+
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        self.recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                StoreError::Failed("the journal was already recovered; recover() runs once".into())
+            })
+    }
+
+    fn healthy(&self) -> Result<(), String> {
+        self.shared.unhealthy().map_or(Ok(()), Err)
+    }
+
+    fn blocked(&self) -> watch::Receiver<bool> {
+        self.shared.blocked_tx.subscribe()
+    }
+
+    fn close(&self) {
+        self.shared.request_close();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            error!("journal writer thread panicked");
+        }
+    }
+}
+
+impl Drop for JournalStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

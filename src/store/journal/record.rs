@@ -1,0 +1,854 @@
+//! The journal's record format: how one publish, settle, definition change, checkpoint or segment deletion is
+//! laid out as bytes, and back.
+//!
+//! A framed record is `len: u32 LE | crc: u32 LE | payload[len]`, where `crc` is CRC32C over the four length
+//! bytes followed by the payload (so a damaged length is caught too) and the payload starts with a kind octet.
+//! Integers are little-endian; strings and byte strings carry a `u32` length. Message properties and field
+//! tables use the AMQP codec's own encodings (`BasicProperties::encode`, `encode_field_table`), so the journal
+//! stores exactly what the wire carried.
+//!
+//! Decoding never trusts a length or a count: each is checked against the bytes left in the payload before
+//! anything is allocated, and any mismatch is a [`DecodeError`] (the caller turns it into `StoreError::Corrupt`
+//! with the segment and offset). This module does no I/O and knows nothing of segments or the writer.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ferrymq_amqp_codec::{BasicProperties, FieldTable, decode_field_table, encode_field_table};
+
+use crate::core::message::Message;
+use crate::store::{Definition, DestinationKind, MsgId, QueueKey};
+
+/// Bytes of the frame header in front of each payload: length and CRC.
+pub(crate) const FRAME_HEADER: usize = 8;
+
+/// The largest payload a record may have. A length field above it is corruption, never an allocation.
+pub(crate) const MAX_RECORD: u32 = 256 * 1024 * 1024;
+
+const KIND_PUBLISH: u8 = 1;
+const KIND_SETTLE: u8 = 2;
+const KIND_DEFINE: u8 = 3;
+const KIND_CHECKPOINT: u8 = 4;
+const KIND_SEGMENT_DELETED: u8 = 5;
+
+/// A payload that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct DecodeError(pub(crate) String);
+
+impl DecodeError {
+    fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
+
+/// The state a segment starts from: written as the first record of every segment, so that older segments hold
+/// only messages and can be deleted without losing definitions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Checkpoint {
+    /// No message id below this is ever handed out again.
+    pub(crate) next_id: MsgId,
+    /// The segments that existed when this one was started (used to detect a missing segment).
+    pub(crate) segments: Vec<u64>,
+    /// All durable definitions in force, in an order that replays to the same state.
+    pub(crate) definitions: Vec<Definition>,
+}
+
+/// A decoded publish record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PublishRecord {
+    pub(crate) id: MsgId,
+    pub(crate) queues: Vec<QueueKey>,
+    pub(crate) message: Message,
+}
+
+/// A decoded record payload.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Record {
+    Publish(PublishRecord),
+    Settle {
+        queue: QueueKey,
+        id: MsgId,
+    },
+    Define(Definition),
+    Checkpoint(Checkpoint),
+    /// A segment is about to be removed: its absence afterwards is expected, not a lost file.
+    SegmentDeleted {
+        segment: u64,
+    },
+}
+
+// ---- framing ----
+
+/// Starts a framed record: reserves the frame header and writes the kind octet.
+fn begin(kind: u8, capacity: usize) -> BytesMut {
+    let mut out = BytesMut::with_capacity(FRAME_HEADER + 1 + capacity);
+    out.put_bytes(0, FRAME_HEADER);
+    out.put_u8(kind);
+    out
+}
+
+/// Fills in the frame header of a record started with [`begin`].
+fn finish(mut out: BytesMut) -> Result<Bytes, DecodeError> {
+    let len = u32::try_from(out.len() - FRAME_HEADER)
+        .ok()
+        .filter(|len| *len <= MAX_RECORD)
+        .ok_or_else(|| {
+            DecodeError::new(format!(
+                "record of {} bytes exceeds the journal's maximum of {MAX_RECORD}",
+                out.len()
+            ))
+        })?;
+    let len_bytes = len.to_le_bytes();
+    let crc = frame_crc(len_bytes, &out[FRAME_HEADER..]);
+    out[0..4].copy_from_slice(&len_bytes);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(out.freeze())
+}
+
+/// The CRC a frame must carry for this length and payload.
+pub(crate) fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload)
+}
+
+/// Splits a frame header into (payload length, expected CRC).
+pub(crate) fn parse_frame_header(header: [u8; FRAME_HEADER]) -> (u32, u32) {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    (len, crc)
+}
+
+// ---- encoding ----
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+    // Lengths above u32::MAX cannot be framed anyway: `finish` rejects records above MAX_RECORD, and a string
+    // that long makes the record longer than that.
+    out.put_u32_le(u32::try_from(b.len()).unwrap_or(u32::MAX));
+    out.put_slice(b);
+}
+
+fn put_count(out: &mut BytesMut, n: usize) {
+    out.put_u32_le(u32::try_from(n).unwrap_or(u32::MAX));
+}
+
+fn put_queue(out: &mut BytesMut, q: &QueueKey) {
+    put_str(out, &q.vhost);
+    put_str(out, &q.name);
+}
+
+/// Writes a nested item with a `u32` length slot in front of it.
+fn put_nested(out: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) {
+    let slot = out.len();
+    out.put_u32_le(0);
+    f(out);
+    let len = u32::try_from(out.len() - slot - 4).unwrap_or(u32::MAX);
+    out[slot..slot + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The part of a publish payload after the id and queue list: what compaction copies verbatim.
+fn put_message(out: &mut BytesMut, m: &Message) {
+    put_str(out, &m.exchange);
+    put_str(out, &m.routing_key);
+    put_nested(out, |out| m.properties.encode(out));
+    put_bytes(out, &m.body);
+}
+
+fn put_publish_head(out: &mut BytesMut, id: MsgId, queues: &[QueueKey]) {
+    out.put_u64_le(id);
+    put_count(out, queues.len());
+    for q in queues {
+        put_queue(out, q);
+    }
+}
+
+/// A framed publish record: the body is written once, whatever the number of queues.
+pub(crate) fn encode_publish(
+    id: MsgId,
+    queues: &[QueueKey],
+    message: &Message,
+) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_PUBLISH, 128 + message.body.len());
+    put_publish_head(&mut out, id, queues);
+    put_message(&mut out, message);
+    finish(out)
+}
+
+/// A framed publish record for a message part taken verbatim from an older record (compaction), with the
+/// queue list narrowed to the queues still holding it.
+pub(crate) fn reencode_publish(
+    id: MsgId,
+    queues: &[QueueKey],
+    message_part: &[u8],
+) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_PUBLISH, 64 + message_part.len());
+    put_publish_head(&mut out, id, queues);
+    out.put_slice(message_part);
+    finish(out)
+}
+
+/// A framed settle record.
+pub(crate) fn encode_settle(queue: &QueueKey, id: MsgId) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_SETTLE, 16 + queue.vhost.len() + queue.name.len());
+    put_queue(&mut out, queue);
+    out.put_u64_le(id);
+    finish(out)
+}
+
+/// A framed definition record.
+pub(crate) fn encode_define(def: &Definition) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_DEFINE, 64);
+    put_definition(&mut out, def);
+    finish(out)
+}
+
+/// A framed checkpoint record.
+pub(crate) fn encode_checkpoint(cp: &Checkpoint) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_CHECKPOINT, 64 + 64 * cp.definitions.len());
+    out.put_u64_le(cp.next_id);
+    put_count(&mut out, cp.segments.len());
+    for s in &cp.segments {
+        out.put_u64_le(*s);
+    }
+    put_count(&mut out, cp.definitions.len());
+    for d in &cp.definitions {
+        put_nested(&mut out, |out| put_definition(out, d));
+    }
+    finish(out)
+}
+
+/// A framed segment-deleted record.
+pub(crate) fn encode_segment_deleted(segment: u64) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_SEGMENT_DELETED, 8);
+    out.put_u64_le(segment);
+    finish(out)
+}
+
+const DEF_VHOST: u8 = 1;
+const DEF_DELETE_VHOST: u8 = 2;
+const DEF_USER: u8 = 3;
+const DEF_DELETE_USER: u8 = 4;
+const DEF_PERMISSION: u8 = 5;
+const DEF_DELETE_PERMISSION: u8 = 6;
+const DEF_EXCHANGE: u8 = 7;
+const DEF_DELETE_EXCHANGE: u8 = 8;
+const DEF_QUEUE: u8 = 9;
+const DEF_DELETE_QUEUE: u8 = 10;
+const DEF_BIND: u8 = 11;
+const DEF_UNBIND: u8 = 12;
+
+fn put_definition(out: &mut BytesMut, def: &Definition) {
+    match def {
+        Definition::VHost { name } => {
+            out.put_u8(DEF_VHOST);
+            put_str(out, name);
+        }
+        Definition::DeleteVHost { name } => {
+            out.put_u8(DEF_DELETE_VHOST);
+            put_str(out, name);
+        }
+        Definition::User {
+            name,
+            password_hash,
+            tags,
+        } => {
+            out.put_u8(DEF_USER);
+            put_str(out, name);
+            put_str(out, password_hash);
+            put_count(out, tags.len());
+            for t in tags {
+                put_str(out, t);
+            }
+        }
+        Definition::DeleteUser { name } => {
+            out.put_u8(DEF_DELETE_USER);
+            put_str(out, name);
+        }
+        Definition::Permission {
+            user,
+            vhost,
+            configure,
+            write,
+            read,
+        } => {
+            out.put_u8(DEF_PERMISSION);
+            for s in [user, vhost, configure, write, read] {
+                put_str(out, s);
+            }
+        }
+        Definition::DeletePermission { user, vhost } => {
+            out.put_u8(DEF_DELETE_PERMISSION);
+            put_str(out, user);
+            put_str(out, vhost);
+        }
+        Definition::Exchange {
+            vhost,
+            name,
+            kind,
+            auto_delete,
+            internal,
+            arguments,
+        } => {
+            out.put_u8(DEF_EXCHANGE);
+            for s in [vhost, name, kind] {
+                put_str(out, s);
+            }
+            out.put_u8(u8::from(*auto_delete));
+            out.put_u8(u8::from(*internal));
+            encode_field_table(arguments, out);
+        }
+        Definition::DeleteExchange { vhost, name } => {
+            out.put_u8(DEF_DELETE_EXCHANGE);
+            put_str(out, vhost);
+            put_str(out, name);
+        }
+        Definition::Queue {
+            vhost,
+            name,
+            auto_delete,
+            arguments,
+        } => {
+            out.put_u8(DEF_QUEUE);
+            put_str(out, vhost);
+            put_str(out, name);
+            out.put_u8(u8::from(*auto_delete));
+            encode_field_table(arguments, out);
+        }
+        Definition::DeleteQueue { vhost, name } => {
+            out.put_u8(DEF_DELETE_QUEUE);
+            put_str(out, vhost);
+            put_str(out, name);
+        }
+        Definition::Bind {
+            vhost,
+            source,
+            destination,
+            destination_kind,
+            routing_key,
+            arguments,
+        } => {
+            out.put_u8(DEF_BIND);
+            put_binding(
+                out,
+                vhost,
+                source,
+                destination,
+                *destination_kind,
+                routing_key,
+                arguments,
+            );
+        }
+        Definition::Unbind {
+            vhost,
+            source,
+            destination,
+            destination_kind,
+            routing_key,
+            arguments,
+        } => {
+            out.put_u8(DEF_UNBIND);
+            put_binding(
+                out,
+                vhost,
+                source,
+                destination,
+                *destination_kind,
+                routing_key,
+                arguments,
+            );
+        }
+    }
+}
+
+fn put_binding(
+    out: &mut BytesMut,
+    vhost: &str,
+    source: &str,
+    destination: &str,
+    kind: DestinationKind,
+    routing_key: &str,
+    arguments: &FieldTable,
+) {
+    for s in [vhost, source, destination] {
+        put_str(out, s);
+    }
+    out.put_u8(match kind {
+        DestinationKind::Queue => 0,
+        DestinationKind::Exchange => 1,
+    });
+    put_str(out, routing_key);
+    encode_field_table(arguments, out);
+}
+
+// ---- decoding ----
+
+/// A bounds-checked reader over one payload.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError::new(format!(
+                "{what}: needs {n} bytes, only {} left in the record",
+                self.buf.len()
+            )));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn bool(&mut self, what: &str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(DecodeError::new(format!("{what}: {v} is not a boolean"))),
+        }
+    }
+
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32(what)? as usize;
+        self.take(len, what)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+        let b = self.bytes(what)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::new(format!("{what}: not valid UTF-8")))
+    }
+
+    /// A count of items each at least `min_size` bytes long, checked against what is left.
+    fn count(&mut self, min_size: usize, what: &str) -> Result<usize, DecodeError> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min_size) > self.buf.len() {
+            return Err(DecodeError::new(format!(
+                "{what}: {n} items cannot fit in the {} bytes left",
+                self.buf.len()
+            )));
+        }
+        Ok(n)
+    }
+
+    fn queue(&mut self) -> Result<QueueKey, DecodeError> {
+        Ok(QueueKey {
+            vhost: self.string("queue vhost")?,
+            name: self.string("queue name")?,
+        })
+    }
+
+    fn table(&mut self, what: &str) -> Result<FieldTable, DecodeError> {
+        let len = {
+            let mut peek = Reader { buf: self.buf };
+            peek.u32(what)? as usize
+        };
+        let raw = self.take(4 + len, what)?;
+        let mut bytes = Bytes::copy_from_slice(raw);
+        decode_field_table(&mut bytes).map_err(|e| DecodeError::new(format!("{what}: {e}")))
+    }
+
+    fn end(&self, what: &str) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::new(format!(
+                "{what}: {} unexpected trailing bytes",
+                self.buf.len()
+            )))
+        }
+    }
+}
+
+/// Decodes a payload (the bytes after the frame header, CRC already verified).
+pub(crate) fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
+    let mut r = Reader { buf: payload };
+    let record = match r.u8("record kind")? {
+        KIND_PUBLISH => {
+            let (id, queues, part) = publish_parts(&mut r)?;
+            Record::Publish(PublishRecord {
+                id,
+                queues,
+                message: decode_message(part)?,
+            })
+        }
+        KIND_SETTLE => {
+            let queue = r.queue()?;
+            let id = r.u64("settle id")?;
+            Record::Settle { queue, id }
+        }
+        KIND_DEFINE => Record::Define(get_definition(&mut r)?),
+        KIND_CHECKPOINT => Record::Checkpoint(get_checkpoint(&mut r)?),
+        KIND_SEGMENT_DELETED => Record::SegmentDeleted {
+            segment: r.u64("deleted segment")?,
+        },
+        kind => return Err(DecodeError::new(format!("unknown record kind {kind}"))),
+    };
+    r.end("record")?;
+    Ok(record)
+}
+
+/// For compaction: the id, queue list and verbatim message part of a publish payload, or `None` for any other
+/// kind of record.
+pub(crate) fn decode_publish_head(
+    payload: &[u8],
+) -> Result<Option<(MsgId, Vec<QueueKey>, &[u8])>, DecodeError> {
+    let mut r = Reader { buf: payload };
+    if r.u8("record kind")? != KIND_PUBLISH {
+        return Ok(None);
+    }
+    publish_parts(&mut r).map(Some)
+}
+
+fn publish_parts<'a>(r: &mut Reader<'a>) -> Result<(MsgId, Vec<QueueKey>, &'a [u8]), DecodeError> {
+    let id = r.u64("publish id")?;
+    let n = r.count(8, "publish queue count")?;
+    let mut queues = Vec::with_capacity(n);
+    for _ in 0..n {
+        queues.push(r.queue()?);
+    }
+    let part = r.buf;
+    r.buf = &[];
+    Ok((id, queues, part))
+}
+
+fn decode_message(part: &[u8]) -> Result<Message, DecodeError> {
+    let mut r = Reader { buf: part };
+    let exchange = r.string("exchange")?;
+    let routing_key = r.string("routing key")?;
+    let mut props = Bytes::copy_from_slice(r.bytes("properties")?);
+    let properties = BasicProperties::decode(&mut props)
+        .map_err(|e| DecodeError::new(format!("properties: {e}")))?;
+    if !props.is_empty() {
+        return Err(DecodeError::new("properties: trailing bytes"));
+    }
+    let body = Bytes::copy_from_slice(r.bytes("body")?);
+    r.end("message")?;
+    Ok(Message {
+        exchange,
+        routing_key,
+        properties,
+        body,
+    })
+}
+
+fn get_checkpoint(r: &mut Reader<'_>) -> Result<Checkpoint, DecodeError> {
+    let next_id = r.u64("checkpoint next id")?;
+    let n = r.count(8, "checkpoint segment count")?;
+    let mut segments = Vec::with_capacity(n);
+    for _ in 0..n {
+        segments.push(r.u64("checkpoint segment")?);
+    }
+    let n = r.count(5, "checkpoint definition count")?;
+    let mut definitions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut inner = Reader {
+            buf: r.bytes("checkpoint definition")?,
+        };
+        definitions.push(get_definition(&mut inner)?);
+        inner.end("checkpoint definition")?;
+    }
+    Ok(Checkpoint {
+        next_id,
+        segments,
+        definitions,
+    })
+}
+
+fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
+    let def = match r.u8("definition kind")? {
+        DEF_VHOST => Definition::VHost {
+            name: r.string("vhost")?,
+        },
+        DEF_DELETE_VHOST => Definition::DeleteVHost {
+            name: r.string("vhost")?,
+        },
+        DEF_USER => {
+            let name = r.string("user")?;
+            let password_hash = r.string("password hash")?;
+            let n = r.count(4, "tag count")?;
+            let mut tags = Vec::with_capacity(n);
+            for _ in 0..n {
+                tags.push(r.string("tag")?);
+            }
+            Definition::User {
+                name,
+                password_hash,
+                tags,
+            }
+        }
+        DEF_DELETE_USER => Definition::DeleteUser {
+            name: r.string("user")?,
+        },
+        DEF_PERMISSION => Definition::Permission {
+            user: r.string("user")?,
+            vhost: r.string("vhost")?,
+            configure: r.string("configure")?,
+            write: r.string("write")?,
+            read: r.string("read")?,
+        },
+        DEF_DELETE_PERMISSION => Definition::DeletePermission {
+            user: r.string("user")?,
+            vhost: r.string("vhost")?,
+        },
+        DEF_EXCHANGE => Definition::Exchange {
+            vhost: r.string("vhost")?,
+            name: r.string("exchange")?,
+            kind: r.string("exchange type")?,
+            auto_delete: r.bool("auto-delete")?,
+            internal: r.bool("internal")?,
+            arguments: r.table("exchange arguments")?,
+        },
+        DEF_DELETE_EXCHANGE => Definition::DeleteExchange {
+            vhost: r.string("vhost")?,
+            name: r.string("exchange")?,
+        },
+        DEF_QUEUE => Definition::Queue {
+            vhost: r.string("vhost")?,
+            name: r.string("queue")?,
+            auto_delete: r.bool("auto-delete")?,
+            arguments: r.table("queue arguments")?,
+        },
+        DEF_DELETE_QUEUE => Definition::DeleteQueue {
+            vhost: r.string("vhost")?,
+            name: r.string("queue")?,
+        },
+        kind @ (DEF_BIND | DEF_UNBIND) => {
+            let vhost = r.string("vhost")?;
+            let source = r.string("binding source")?;
+            let destination = r.string("binding destination")?;
+            let destination_kind = match r.u8("destination kind")? {
+                0 => DestinationKind::Queue,
+                1 => DestinationKind::Exchange,
+                v => {
+                    return Err(DecodeError::new(format!(
+                        "unknown binding destination kind {v}"
+                    )));
+                }
+            };
+            let routing_key = r.string("routing key")?;
+            let arguments = r.table("binding arguments")?;
+            if kind == DEF_BIND {
+                Definition::Bind {
+                    vhost,
+                    source,
+                    destination,
+                    destination_kind,
+                    routing_key,
+                    arguments,
+                }
+            } else {
+                Definition::Unbind {
+                    vhost,
+                    source,
+                    destination,
+                    destination_kind,
+                    routing_key,
+                    arguments,
+                }
+            }
+        }
+        kind => return Err(DecodeError::new(format!("unknown definition kind {kind}"))),
+    };
+    Ok(def)
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrymq_amqp_codec::FieldValue;
+
+    use super::*;
+
+    fn payload(framed: &Bytes) -> &[u8] {
+        &framed[FRAME_HEADER..]
+    }
+
+    fn table() -> FieldTable {
+        let mut t = FieldTable::new();
+        t.insert("x-message-ttl", FieldValue::I32(60_000));
+        t.insert("x-dead-letter-exchange", FieldValue::from("dlx"));
+        t
+    }
+
+    fn every_definition() -> Vec<Definition> {
+        vec![
+            Definition::VHost { name: "v".into() },
+            Definition::DeleteVHost { name: "v".into() },
+            Definition::User {
+                name: "u".into(),
+                password_hash: "h".into(),
+                tags: vec!["a".into(), "b".into()],
+            },
+            Definition::DeleteUser { name: "u".into() },
+            Definition::Permission {
+                user: "u".into(),
+                vhost: "/".into(),
+                configure: ".*".into(),
+                write: "w".into(),
+                read: "".into(),
+            },
+            Definition::DeletePermission {
+                user: "u".into(),
+                vhost: "/".into(),
+            },
+            Definition::Exchange {
+                vhost: "/".into(),
+                name: "e".into(),
+                kind: "topic".into(),
+                auto_delete: true,
+                internal: false,
+                arguments: table(),
+            },
+            Definition::DeleteExchange {
+                vhost: "/".into(),
+                name: "e".into(),
+            },
+            Definition::Queue {
+                vhost: "/".into(),
+                name: "q".into(),
+                auto_delete: false,
+                arguments: table(),
+            },
+            Definition::DeleteQueue {
+                vhost: "/".into(),
+                name: "q".into(),
+            },
+            Definition::Bind {
+                vhost: "/".into(),
+                source: "e".into(),
+                destination: "q".into(),
+                destination_kind: DestinationKind::Queue,
+                routing_key: "a.#".into(),
+                arguments: table(),
+            },
+            Definition::Unbind {
+                vhost: "/".into(),
+                source: "e".into(),
+                destination: "e2".into(),
+                destination_kind: DestinationKind::Exchange,
+                routing_key: "".into(),
+                arguments: FieldTable::new(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_definition_round_trips() -> Result<(), DecodeError> {
+        for def in every_definition() {
+            let framed = encode_define(&def)?;
+            assert_eq!(decode(payload(&framed))?, Record::Define(def));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn publish_round_trips_with_properties_and_queues() -> Result<(), DecodeError> {
+        let message = Message {
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+            properties: BasicProperties {
+                delivery_mode: Some(2),
+                headers: Some(table()),
+                message_id: Some("m1".into()),
+                ..Default::default()
+            },
+            body: Bytes::from_static(b"hello"),
+        };
+        let queues = vec![QueueKey::new("/", "q1"), QueueKey::new("v", "q2")];
+        let framed = encode_publish(7, &queues, &message)?;
+        let want = Record::Publish(PublishRecord {
+            id: 7,
+            queues: queues.clone(),
+            message: message.clone(),
+        });
+        assert_eq!(decode(payload(&framed))?, want);
+
+        let Some((id, qs, part)) = decode_publish_head(payload(&framed))? else {
+            panic!("not a publish");
+        };
+        assert_eq!((id, qs), (7, queues.clone()));
+        let narrowed = reencode_publish(7, &queues[1..], part)?;
+        let want = Record::Publish(PublishRecord {
+            id: 7,
+            queues: queues[1..].to_vec(),
+            message,
+        });
+        assert_eq!(decode(payload(&narrowed))?, want);
+        Ok(())
+    }
+
+    #[test]
+    fn checkpoint_settle_and_deletion_round_trip() -> Result<(), DecodeError> {
+        let cp = Checkpoint {
+            next_id: 42,
+            segments: vec![1, 5, 9],
+            definitions: every_definition(),
+        };
+        assert_eq!(
+            decode(payload(&encode_checkpoint(&cp)?))?,
+            Record::Checkpoint(cp)
+        );
+        let q = QueueKey::new("/", "q");
+        assert_eq!(
+            decode(payload(&encode_settle(&q, 3)?))?,
+            Record::Settle { queue: q, id: 3 }
+        );
+        assert_eq!(
+            decode(payload(&encode_segment_deleted(4)?))?,
+            Record::SegmentDeleted { segment: 4 }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn frame_crc_covers_length_and_payload() -> Result<(), DecodeError> {
+        let framed = encode_segment_deleted(4)?;
+        let mut header = [0u8; FRAME_HEADER];
+        header.copy_from_slice(&framed[..FRAME_HEADER]);
+        let (len, crc) = parse_frame_header(header);
+        assert_eq!(len as usize, framed.len() - FRAME_HEADER);
+        assert_eq!(crc, frame_crc(len.to_le_bytes(), payload(&framed)));
+        assert_ne!(crc, frame_crc((len + 1).to_le_bytes(), payload(&framed)));
+        Ok(())
+    }
+
+    #[test]
+    fn huge_counts_are_rejected_before_allocating() {
+        // A checkpoint claiming u32::MAX segments in a 20-byte payload.
+        let mut p = vec![KIND_CHECKPOINT];
+        p.extend_from_slice(&0u64.to_le_bytes());
+        p.extend_from_slice(&u32::MAX.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        let err = decode(&p).expect_err("must not decode");
+        assert!(err.0.contains("cannot fit"), "{err}");
+    }
+
+    #[test]
+    fn every_truncation_of_a_payload_is_an_error_not_a_panic() -> Result<(), DecodeError> {
+        let def = every_definition().remove(6);
+        let framed = encode_define(&def)?;
+        let p = payload(&framed);
+        for cut in 0..p.len() {
+            assert!(decode(&p[..cut]).is_err(), "cut at {cut} decoded");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,616 @@
+//! The journal writer: one dedicated OS thread that owns the head segment, does group commit, rolls segments,
+//! and keeps the space in check (compaction, deletion, the disk-free watch).
+//!
+//! Group commit. Appenders (any task, any thread) encode their record on their own thread, then take the inbox
+//! lock only to push it and get the next [`SyncPoint`]; they never wait for the disk. The writer takes
+//! everything queued, writes it in one go, runs one `fdatasync`, and publishes the last point it took on the
+//! watch channel. While that sync runs, new appends pile up in the inbox and become the next batch, so the
+//! number of syncs adapts to the disk: one per batch, not one per message. With [`SyncMode::BatchWindow`] the
+//! writer also waits up to the window after the first record that needs a sync, to gather more. Settle records
+//! never ask for a sync; they are written with the next batch that does (or after a second, or when a lot of
+//! them pile up), because a lost settle means a redelivery, never a loss.
+//!
+//! Failure. Any write or sync error fails the journal for good: the inbox refuses further appends with
+//! [`StoreError::Failed`], the watch channel reports `failed` with `synced` left where the last successful sync
+//! put it, and the thread stops. Nothing is retried: after a failed `fdatasync` the kernel may have dropped the
+//! dirty pages, so a second attempt that "succeeds" proves nothing.
+//!
+//! Segments. A new segment is created when the head would exceed the configured size: the old head is synced
+//! first (so every segment but the last is complete on disk), and the new one starts with its header and a
+//! checkpoint record (all definitions in force, the next message id, the segments that exist), synced with
+//! its directory entry before anything is written after it. That is what lets old segments be deleted as
+//! soon as their messages are settled: they never hold the only copy of a definition.
+//!
+//! Space. Every ~100 ms between batches the writer deletes segments the [`Index`] reports deletable (a
+//! deletion record is synced first, then the file is removed and the directory synced) and compacts at most one
+//! mostly dead segment by re-appending its live publish records to the head. Every second it compares the free
+//! space with the low-water mark and flips the `blocked` watch.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use super::SyncMode;
+use super::fs::{SegmentFile, StoreFs};
+use super::index::Index;
+use super::record::{self, Checkpoint};
+use super::segment::{self, SegmentReader, Step};
+use crate::store::{Definition, MsgId, QueueKey, StoreError, SyncPoint, SyncState};
+
+/// How often the writer looks at deletable and compactable segments.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
+/// How often the writer checks the free disk space.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long settle records may wait for a batch that syncs before the writer writes them anyway.
+const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Queued bytes after which settles alone wake the writer.
+const WAKE_BYTES: usize = 1024 * 1024;
+/// Write buffer size: bytes gathered before one `write` call.
+const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+
+/// One record waiting for the writer, with what the index needs to know about it.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Publish {
+        id: MsgId,
+        queues: Vec<QueueKey>,
+        record: Bytes,
+    },
+    Settle {
+        queue: QueueKey,
+        id: MsgId,
+        record: Bytes,
+    },
+    Define {
+        definition: Definition,
+        record: Bytes,
+    },
+}
+
+impl Op {
+    fn record(&self) -> &Bytes {
+        match self {
+            Op::Publish { record, .. } | Op::Settle { record, .. } | Op::Define { record, .. } => {
+                record
+            }
+        }
+    }
+
+    fn needs_sync(&self) -> bool {
+        !matches!(self, Op::Settle { .. })
+    }
+}
+
+/// Whether the journal takes appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Open,
+    Closing,
+    Closed,
+    Failed(String),
+}
+
+/// Records queued for the writer.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    ops: Vec<Op>,
+    /// The point handed to the last append.
+    last_point: u64,
+    /// When the oldest queued record that needs a sync arrived.
+    first_sync_at: Option<Instant>,
+    bytes: usize,
+    pub(crate) life: Lifecycle,
+}
+
+/// State shared by the appenders, the writer thread and the store handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+    pub(crate) sync_tx: watch::Sender<SyncState>,
+    pub(crate) blocked_tx: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(blocked: bool) -> Self {
+        Self {
+            inbox: Mutex::new(Inbox {
+                ops: Vec::new(),
+                last_point: 0,
+                first_sync_at: None,
+                bytes: 0,
+                life: Lifecycle::Open,
+            }),
+            wake: Condvar::new(),
+            sync_tx: watch::Sender::new(SyncState::default()),
+            blocked_tx: watch::Sender::new(blocked),
+        }
+    }
+
+    /// The inbox, even if a thread panicked while holding it (its state is still consistent: every critical
+    /// section is a few field updates).
+    pub(crate) fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a record for the writer and returns the point that must be synced for it to be durable.
+    pub(crate) fn submit(&self, op: Op) -> Result<SyncPoint, StoreError> {
+        let mut inbox = self.inbox();
+        match &inbox.life {
+            Lifecycle::Open => {}
+            Lifecycle::Failed(reason) => return Err(StoreError::Failed(reason.clone())),
+            Lifecycle::Closing | Lifecycle::Closed => {
+                return Err(StoreError::Failed("the journal is closed".into()));
+            }
+        }
+        inbox.last_point += 1;
+        let point = SyncPoint(inbox.last_point);
+        inbox.bytes += op.record().len();
+        let wake = if op.needs_sync() {
+            let first = inbox.first_sync_at.is_none();
+            if first {
+                inbox.first_sync_at = Some(Instant::now());
+            }
+            first
+        } else {
+            inbox.bytes >= WAKE_BYTES
+        };
+        inbox.ops.push(op);
+        drop(inbox);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(point)
+    }
+
+    /// Asks the writer to write what is queued, sync, and stop.
+    pub(crate) fn request_close(&self) {
+        let mut inbox = self.inbox();
+        if inbox.life == Lifecycle::Open {
+            inbox.life = Lifecycle::Closing;
+        }
+        drop(inbox);
+        self.wake.notify_one();
+    }
+
+    /// Marks the journal failed for good: appends are refused and the watch channel reports the failure.
+    fn fail(&self, reason: String) {
+        error!(reason = %reason, "journal failed");
+        {
+            let mut inbox = self.inbox();
+            inbox.life = Lifecycle::Failed(reason.clone());
+            inbox.ops.clear();
+            inbox.first_sync_at = None;
+            inbox.bytes = 0;
+        }
+        self.sync_tx
+            .send_modify(|s| s.failed = Some(Arc::new(StoreError::Failed(reason))));
+    }
+
+    /// Why the journal takes no appends, if it does not.
+    pub(crate) fn unhealthy(&self) -> Option<String> {
+        match &self.inbox().life {
+            Lifecycle::Open => None,
+            Lifecycle::Failed(reason) => Some(reason.clone()),
+            Lifecycle::Closing | Lifecycle::Closed => Some("the journal is closed".into()),
+        }
+    }
+}
+
+/// What the writer thread needs besides the shared state.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) segment_size: u64,
+    pub(crate) sync: SyncMode,
+    pub(crate) disk_low_water: u64,
+}
+
+/// The head segment: the only one written to.
+#[derive(Debug)]
+struct Head {
+    number: u64,
+    file: Box<dyn SegmentFile>,
+    /// Bytes in the file plus bytes buffered for it.
+    size: u64,
+    /// Size right after its header and checkpoint; a head this small is never rolled.
+    base: u64,
+}
+
+/// A batch taken from the inbox.
+#[derive(Debug)]
+struct Batch {
+    ops: Vec<Op>,
+    point: u64,
+    closing: bool,
+}
+
+/// The writer thread's state; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    fs: Arc<dyn StoreFs>,
+    config: WriterConfig,
+    index: Index,
+    head: Head,
+    buf: Vec<u8>,
+    last_maintenance: Instant,
+    last_disk_check: Instant,
+    last_write: Instant,
+    /// Segments whose deletion records are written but whose files are not removed yet: a checkpoint written
+    /// meanwhile must not list them, or their (expected) absence would look like a lost file.
+    doomed: Vec<u64>,
+}
+
+impl Writer {
+    /// Creates segment `first` as the head (after recovery, so the index is complete) and checks the disk.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        fs: Arc<dyn StoreFs>,
+        config: WriterConfig,
+        mut index: Index,
+        first: u64,
+    ) -> Result<Self, StoreError> {
+        let head = create_segment(fs.as_ref(), &config, &mut index, first, &[])?;
+        let now = Instant::now();
+        let mut writer = Self {
+            shared,
+            fs,
+            config,
+            index,
+            head,
+            buf: Vec::new(),
+            last_maintenance: now,
+            last_disk_check: now,
+            last_write: now,
+            doomed: Vec::new(),
+        };
+        writer.check_disk();
+        Ok(writer)
+    }
+
+    /// The thread body: batches until closed or failed.
+    pub(crate) fn run(mut self) {
+        let _guard = FailOnPanic(self.shared.clone());
+        loop {
+            let batch = self.next_batch();
+            if !batch.ops.is_empty()
+                && let Err(e) = self.write_batch(batch.ops, batch.point)
+            {
+                self.fail(&e);
+                return;
+            }
+            if self.last_maintenance.elapsed() >= MAINTENANCE_EVERY
+                && let Err(e) = self.maintain()
+            {
+                self.fail(&e);
+                return;
+            }
+            if batch.closing {
+                self.shared.inbox().life = Lifecycle::Closed;
+                debug!(segment = self.head.number, "journal writer stopped");
+                return;
+            }
+        }
+    }
+
+    /// Waits for work: a record that needs a sync (immediately, or when the batch window closes), a pile of
+    /// settles, a close request, or maintenance time.
+    fn next_batch(&self) -> Batch {
+        let mut inbox = self.shared.inbox();
+        loop {
+            let now = Instant::now();
+            if matches!(
+                inbox.life,
+                Lifecycle::Closing | Lifecycle::Closed | Lifecycle::Failed(_)
+            ) {
+                return take(&mut inbox, true);
+            }
+            let wait = match (inbox.first_sync_at, self.config.sync) {
+                (Some(_), SyncMode::Always) => return take(&mut inbox, false),
+                (Some(first), SyncMode::BatchWindow(window)) => {
+                    let deadline = first + window;
+                    if now >= deadline {
+                        return take(&mut inbox, false);
+                    }
+                    deadline - now
+                }
+                (None, _) if inbox.bytes >= WAKE_BYTES => return take(&mut inbox, false),
+                (None, _) => {
+                    let due = self.last_maintenance + MAINTENANCE_EVERY;
+                    if now >= due {
+                        // Write idle settles once in a while so they do not sit in memory.
+                        let flush_settles =
+                            !inbox.ops.is_empty() && self.last_write.elapsed() >= IDLE_FLUSH_EVERY;
+                        return if flush_settles {
+                            take(&mut inbox, false)
+                        } else {
+                            Batch {
+                                ops: Vec::new(),
+                                point: inbox.last_point,
+                                closing: false,
+                            }
+                        };
+                    }
+                    due - now
+                }
+            };
+            inbox = match self.shared.wake.wait_timeout(inbox, wait) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Writes a batch, syncs once, and publishes the new synced point.
+    fn write_batch(&mut self, ops: Vec<Op>, point: u64) -> io::Result<()> {
+        for op in ops {
+            let len = op.record().len() as u64;
+            let segment = self.append(op.record())?;
+            match op {
+                Op::Publish { id, queues, .. } => {
+                    self.index.publish(segment, len, id, &queues);
+                }
+                Op::Settle { queue, id, .. } => {
+                    self.index.settle(segment, &queue, id);
+                }
+                Op::Define { definition, .. } => {
+                    self.index.define(segment, &definition);
+                }
+            }
+        }
+        self.sync()?;
+        self.last_write = Instant::now();
+        self.shared
+            .sync_tx
+            .send_modify(|s| s.synced = s.synced.max(SyncPoint(point)));
+        Ok(())
+    }
+
+    /// Appends one framed record to the head (rolling first if it would overflow); returns the segment it went
+    /// to. The bytes may still be in the write buffer.
+    fn append(&mut self, record: &[u8]) -> io::Result<u64> {
+        let len = record.len() as u64;
+        if self.head.size + len > self.config.segment_size && self.head.size > self.head.base {
+            self.roll()?;
+        }
+        self.buf.extend_from_slice(record);
+        self.head.size += len;
+        self.index.grow(self.head.number, len);
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(self.head.number)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.head.file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.head.file.sync_data()
+    }
+
+    /// Seals the head (synced, so only the last segment can ever be torn) and starts the next segment.
+    fn roll(&mut self) -> io::Result<()> {
+        self.sync()?;
+        let next = self.head.number + 1;
+        let head = create_segment(
+            self.fs.as_ref(),
+            &self.config,
+            &mut self.index,
+            next,
+            &self.doomed,
+        )
+        .map_err(into_io)?;
+        debug!(
+            sealed = self.head.number,
+            head = next,
+            "journal segment rolled"
+        );
+        self.head = head;
+        Ok(())
+    }
+
+    /// Deletion, compaction and the disk check; see the module docs.
+    fn maintain(&mut self) -> io::Result<()> {
+        self.last_maintenance = Instant::now();
+        if self.last_disk_check.elapsed() >= DISK_CHECK_EVERY {
+            self.last_disk_check = Instant::now();
+            self.check_disk();
+        }
+        if let Some(victim) = self.index.compaction_candidate(self.head.number) {
+            self.compact(victim)?;
+        }
+        self.delete_dead()
+    }
+
+    /// Deletes every deletable segment: deletion records first (synced), then the files, then the directory.
+    fn delete_dead(&mut self) -> io::Result<()> {
+        loop {
+            let dead = self.index.deletable(self.head.number);
+            if dead.is_empty() {
+                return Ok(());
+            }
+            self.doomed.clone_from(&dead);
+            for n in &dead {
+                let rec = record::encode_segment_deleted(*n).map_err(|e| io::Error::other(e.0))?;
+                self.append(&rec)?;
+            }
+            self.sync()?;
+            self.doomed.clear();
+            for n in dead {
+                let path = segment::path(&self.config.dir, n);
+                if let Err(e) = self.fs.remove(&path) {
+                    warn!(segment = %path.display(), error = %e, "could not delete a dead journal segment");
+                    return Ok(());
+                }
+                self.index.remove_segment(n);
+                debug!(segment = n, "deleted dead journal segment");
+            }
+            self.fs.sync_dir(&self.config.dir)?;
+        }
+    }
+
+    /// Re-appends the live publish records of `victim` to the head (with their queue lists narrowed to the
+    /// queues still holding them) and syncs, leaving `victim` with no live messages.
+    fn compact(&mut self, victim: u64) -> io::Result<()> {
+        let started = Instant::now();
+        let path = segment::path(&self.config.dir, victim);
+        let file = self.fs.open(&path)?;
+        let mut reader = SegmentReader::new(file.as_ref())?;
+        let (mut copied, mut bytes) = (0u64, 0u64);
+        loop {
+            let (id, part) = match reader.next_step()? {
+                Step::End => break,
+                Step::Bad { offset, reason } => {
+                    error!(segment = %path.display(), offset, reason = %reason, "sealed journal segment is damaged; compaction skipped");
+                    break;
+                }
+                Step::Record { payload, .. } => match record::decode_publish_head(payload) {
+                    Ok(Some((id, _, part))) if self.index.location(id) == Some(victim) => {
+                        (id, part.to_vec())
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        error!(segment = %path.display(), error = %e, "undecodable record; compaction skipped");
+                        break;
+                    }
+                },
+            };
+            let queues = self.index.live_queues(id).unwrap_or_default();
+            let rec =
+                record::reencode_publish(id, &queues, &part).map_err(|e| io::Error::other(e.0))?;
+            let len = rec.len() as u64;
+            let segment = self.append(&rec)?;
+            self.index.publish(segment, len, id, &queues);
+            copied += 1;
+            bytes += len;
+        }
+        self.sync()?;
+        info!(
+            segment = victim,
+            messages = copied,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted journal segment"
+        );
+        Ok(())
+    }
+
+    /// Flips the `blocked` watch when free space crosses the low-water mark.
+    fn check_disk(&mut self) {
+        if self.config.disk_low_water == 0 {
+            return;
+        }
+        match self.fs.available_space(&self.config.dir) {
+            Ok(free) => {
+                let low = free < self.config.disk_low_water;
+                let changed = self
+                    .shared
+                    .blocked_tx
+                    .send_if_modified(|b| std::mem::replace(b, low) != low);
+                if changed && low {
+                    warn!(
+                        free,
+                        low_water = self.config.disk_low_water,
+                        "disk free space below the low-water mark; blocking publishers"
+                    );
+                } else if changed {
+                    info!(
+                        free,
+                        low_water = self.config.disk_low_water,
+                        "disk free space back above the low-water mark"
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "could not read free disk space"),
+        }
+    }
+
+    /// Fails the journal for good; see the module docs.
+    fn fail(&mut self, e: &io::Error) {
+        let reason = format!(
+            "journal write or sync failed in segment {}: {e}; no further persistent writes are accepted",
+            segment::file_name(self.head.number)
+        );
+        self.shared.fail(reason);
+    }
+}
+
+/// Fails the journal if the writer thread panics, so appends are refused instead of waiting forever.
+struct FailOnPanic(Arc<Shared>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(
+                "the journal writer thread panicked; no further persistent writes are accepted"
+                    .into(),
+            );
+        }
+    }
+}
+
+/// Takes everything queued.
+fn take(inbox: &mut Inbox, closing: bool) -> Batch {
+    inbox.first_sync_at = None;
+    inbox.bytes = 0;
+    Batch {
+        ops: std::mem::take(&mut inbox.ops),
+        point: inbox.last_point,
+        closing,
+    }
+}
+
+fn into_io(e: StoreError) -> io::Error {
+    match e {
+        StoreError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Creates segment `number` with its header and checkpoint, synced together with its directory entry.
+fn create_segment(
+    fs: &dyn StoreFs,
+    config: &WriterConfig,
+    index: &mut Index,
+    number: u64,
+    doomed: &[u64],
+) -> Result<Head, StoreError> {
+    let checkpoint = Checkpoint {
+        next_id: index.next_id(),
+        segments: index
+            .segment_numbers()
+            .into_iter()
+            .filter(|n| !doomed.contains(n))
+            .collect(),
+        definitions: index.definitions(),
+    };
+    let cp = record::encode_checkpoint(&checkpoint).map_err(|e| StoreError::Failed(e.0))?;
+    let mut bytes = Vec::with_capacity(segment::HEADER_LEN as usize + cp.len());
+    bytes.extend_from_slice(&segment::header(number));
+    bytes.extend_from_slice(&cp);
+    let mut file = fs.create(&segment::path(&config.dir, number))?;
+    file.write_all(&bytes)?;
+    file.sync_data()?;
+    fs.sync_dir(&config.dir)?;
+    let size = bytes.len() as u64;
+    index.add_segment(number, size);
+    Ok(Head {
+        number,
+        file,
+        size,
+        base: size,
+    })
+}
