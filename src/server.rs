@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::amqp::{self, AmqpContext};
 use crate::config::{AuthConfig, Config, ConfigError, StoreKind};
-use crate::core::{Broker, BrokerOptions, CoreError};
+use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{self, AcceptOptions, Lifecycle, TlsError};
 
@@ -81,11 +81,17 @@ pub struct RunningServer {
     _cancel_on_drop: DropGuard,
 }
 
-/// Listening sockets bound but not yet serving.
+/// A listening socket bound but not yet serving, with the address it got.
+struct BoundSocket {
+    socket: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Every listening socket, bound but not yet serving.
 struct Bound {
-    amqp: TcpListener,
-    amqps: Option<(TcpListener, TlsAcceptor)>,
-    http: TcpListener,
+    amqp: BoundSocket,
+    amqps: Option<(BoundSocket, TlsAcceptor)>,
+    http: BoundSocket,
 }
 
 /// Start FerryMQ as `config` says and return once every listener accepts connections.
@@ -110,7 +116,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             return Err(e);
         }
     };
-    let server = serve(config, broker, bound)?;
+    let server = serve(config, broker, bound);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %server.config.data_dir.display(),
@@ -141,7 +147,27 @@ fn broker_options(auth: &AuthConfig) -> BrokerOptions {
         default_user: auth.default_user.clone(),
         default_pass: auth.default_pass.clone(),
         loopback_users: auth.loopback_users.clone(),
-        ..BrokerOptions::default()
+        vhosts: auth.vhosts.clone(),
+        users: auth
+            .users
+            .iter()
+            .map(|u| UserSpec {
+                name: u.name.clone(),
+                password: u.password.clone(),
+                tags: u.tags.clone(),
+            })
+            .collect(),
+        permissions: auth
+            .permissions
+            .iter()
+            .map(|p| PermissionSpec {
+                user: p.user.clone(),
+                vhost: p.vhost.clone(),
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -156,32 +182,19 @@ async fn bind_all(config: &Config, tls: Option<TlsAcceptor>) -> Result<Bound, St
     Ok(Bound { amqp, amqps, http })
 }
 
-async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            listener,
-            addr,
-            source,
-        })
-}
-
-fn local_addr(
-    listener: &'static str,
-    socket: &TcpListener,
-    configured: SocketAddr,
-) -> Result<SocketAddr, StartError> {
-    let addr = socket.local_addr().map_err(|source| StartError::Bind {
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<BoundSocket, StartError> {
+    let error = |source| StartError::Bind {
         listener,
-        addr: configured,
+        addr,
         source,
-    })?;
-    info!(listener, addr = %addr, "listening");
-    Ok(addr)
+    };
+    let socket = TcpListener::bind(addr).await.map_err(error)?;
+    let addr = socket.local_addr().map_err(error)?;
+    Ok(BoundSocket { socket, addr })
 }
 
-/// Spawn the accept loops and the HTTP server on the bound sockets.
-fn serve(config: Config, broker: Broker, bound: Bound) -> Result<RunningServer, StartError> {
+/// Spawn the accept loops and the HTTP server on the bound sockets, logging each address.
+fn serve(config: Config, broker: Broker, bound: Bound) -> RunningServer {
     let lifecycle = Lifecycle::new();
     let listeners = TaskTracker::new();
     let ctx = AmqpContext::new(broker.clone(), &config.amqp);
@@ -196,44 +209,43 @@ fn serve(config: Config, broker: Broker, bound: Bound) -> Result<RunningServer, 
         )),
     };
 
-    let amqp_addr = local_addr("amqp", &bound.amqp, config.amqp.addr())?;
+    let amqp_addr = bound.amqp.addr;
+    info!(listener = "amqp", addr = %amqp_addr, "listening");
     listeners.spawn(transport::serve_listener(
-        bound.amqp,
+        bound.amqp.socket,
         accept.clone(),
         amqp_handler.clone(),
         lifecycle.clone(),
     ));
 
-    let amqps_addr = match bound.amqps {
-        Some((socket, acceptor)) => {
-            let addr = local_addr("amqps", &socket, config.amqp.tls_addr())?;
-            let options = AcceptOptions {
-                name: "amqps",
-                tls: Some(acceptor),
-                ..accept
-            };
-            listeners.spawn(transport::serve_listener(
-                socket,
-                options,
-                amqp_handler,
-                lifecycle.clone(),
-            ));
-            Some(addr)
-        }
-        None => None,
-    };
+    let amqps_addr = bound.amqps.map(|(bound, acceptor)| {
+        info!(listener = "amqps", addr = %bound.addr, "listening");
+        let options = AcceptOptions {
+            name: "amqps",
+            tls: Some(acceptor),
+            ..accept
+        };
+        listeners.spawn(transport::serve_listener(
+            bound.socket,
+            options,
+            amqp_handler,
+            lifecycle.clone(),
+        ));
+        bound.addr
+    });
 
-    let http_addr = local_addr("http", &bound.http, config.http.addr())?;
+    let http_addr = bound.http.addr;
+    info!(listener = "http", addr = %http_addr, "listening");
     let router = admin::router(broker.clone());
     let stop_http = lifecycle.stop_accepting.clone();
     listeners.spawn(async move {
-        if let Err(e) = admin::serve(bound.http, router, stop_http).await {
+        if let Err(e) = admin::serve(bound.http.socket, router, stop_http).await {
             error!(listener = "http", error = %e, "HTTP listener failed");
         }
     });
     listeners.close();
 
-    Ok(RunningServer {
+    RunningServer {
         amqp_addr,
         amqps_addr,
         http_addr,
@@ -242,7 +254,7 @@ fn serve(config: Config, broker: Broker, bound: Bound) -> Result<RunningServer, 
         _cancel_on_drop: lifecycle.close_connections.clone().drop_guard(),
         lifecycle,
         listeners,
-    })
+    }
 }
 
 impl RunningServer {
