@@ -7,6 +7,8 @@
 
 mod ferrymq_bench;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 use ferrymq_bench::{amqp, relay};
@@ -33,7 +35,17 @@ enum Command {
     Relay(relay::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrymq-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();

@@ -31,6 +31,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Clock, Latency, Report, RunArgs, Sampler, host_port, rate};
 
+mod raw;
+
+/// Which client drives publishers and consumers.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// Minimal built-in AMQP client: no per-message allocation, batched writes, in-place parsing.
+    Raw,
+    /// lapin, a complete client library (heavier per message; a cross-check, and for amqps://).
+    Lapin,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// AMQP URL of the broker (vhost URL-encoded: %2f is "/").
@@ -76,6 +87,9 @@ pub struct Args {
     /// Queue name prefix.
     #[arg(long, default_value = "bench-q-")]
     pub queue_prefix: String,
+    /// Client engine for publishers and consumers (queue setup always uses lapin).
+    #[arg(long, value_enum, default_value_t = Client::Raw)]
+    pub client: Client,
 }
 
 /// What a publisher did.
@@ -94,6 +108,11 @@ struct ConStats {
     errors: u64,
     latency: Latency,
     last: Option<Instant>,
+}
+
+enum PubConn {
+    Lapin(Channel),
+    Raw(raw::Conn),
 }
 
 enum Outcome {
@@ -139,20 +158,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.confirm && args.confirm_window == 0 || args.pipeline == 0 {
         bail!("--confirm-window and --pipeline must be at least 1");
     }
+    let raw_url = match args.client {
+        Client::Raw => Some(raw::Url::parse(&args.url)?),
+        Client::Lapin => None,
+    };
     let args = Arc::new(args);
-    let queue_names: Arc<Vec<ShortString>> = Arc::new(
+    let names: Arc<Vec<String>> = Arc::new(
         (0..args.queues)
-            .map(|i| format!("{}{i}", args.queue_prefix).into())
+            .map(|i| format!("{}{i}", args.queue_prefix))
             .collect(),
     );
+    let queue_names: Arc<Vec<ShortString>> =
+        Arc::new(names.iter().map(|n| n.as_str().into()).collect());
 
     // Setup: fresh queues.
-    let (setup_conn, setup_ch) = connect(&args.url, "ferrymq-bench-setup".into()).await?;
+    let (setup_conn, mut setup_ch) = connect(&args.url, "ferrymq-bench-setup".into()).await?;
     for q in queue_names.iter() {
-        setup_ch
+        // RabbitMQ answers delete of a missing queue with delete-ok; a broker that closes the channel
+        // with 404 instead is fine too: open a new channel and go on.
+        if setup_ch
             .queue_delete(q.clone(), QueueDeleteOptions::default())
             .await
-            .with_context(|| format!("queue.delete {q}"))?;
+            .is_err()
+        {
+            setup_ch = setup_conn
+                .create_channel()
+                .await
+                .context("channel.open after queue.delete")?;
+        }
         setup_ch
             .queue_declare(
                 q.clone(),
@@ -174,12 +207,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut consumer_conns = Vec::new();
     let mut consumer_tasks = Vec::new();
     for c in 0..args.consumers {
-        let (conn, ch) = connect(&args.url, format!("ferrymq-bench-con-{c}")).await?;
-        if args.manual_ack {
-            ch.basic_qos(args.prefetch, BasicQosOptions::default())
-                .await
-                .context("basic.qos")?;
-        }
         let mine: Vec<usize> = if args.consumers >= args.queues {
             vec![c % args.queues]
         } else {
@@ -187,6 +214,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .filter(|q| q % args.consumers == c)
                 .collect()
         };
+        let name = format!("ferrymq-bench-con-{c}");
+        if let Some(url) = &raw_url {
+            let mut conn = raw::Conn::connect(url, &name).await?;
+            let qs: Vec<String> = mine.iter().map(|&q| names[q].clone()).collect();
+            conn.subscribe(
+                &qs,
+                !args.manual_ack,
+                args.manual_ack.then_some(args.prefetch),
+            )
+            .await
+            .with_context(|| format!("{name}: subscribe"))?;
+            consumer_tasks.push(tokio::spawn(raw::consumer(
+                conn,
+                args.clone(),
+                clock,
+                received.clone(),
+                stop_consumers.clone(),
+            )));
+            continue;
+        }
+        let (conn, ch) = connect(&args.url, name).await?;
+        if args.manual_ack {
+            ch.basic_qos(args.prefetch, BasicQosOptions::default())
+                .await
+                .context("basic.qos")?;
+        }
         let mut streams = Vec::new();
         for q in mine {
             streams.push(
@@ -217,13 +270,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut publisher_chans = Vec::new();
     let mut publisher_conns = Vec::new();
     for p in 0..args.publishers {
-        let (conn, ch) = connect(&args.url, format!("ferrymq-bench-pub-{p}")).await?;
+        let name = format!("ferrymq-bench-pub-{p}");
+        if let Some(url) = &raw_url {
+            let mut conn = raw::Conn::connect(url, &name).await?;
+            if args.confirm {
+                conn.confirm_select()
+                    .await
+                    .with_context(|| format!("{name}: confirm.select"))?;
+            }
+            publisher_chans.push(PubConn::Raw(conn));
+            continue;
+        }
+        let (conn, ch) = connect(&args.url, name).await?;
         if args.confirm {
             ch.confirm_select(ConfirmSelectOptions::default())
                 .await
                 .context("confirm.select")?;
         }
-        publisher_chans.push(ch);
+        publisher_chans.push(PubConn::Lapin(ch));
         publisher_conns.push(conn);
     }
 
@@ -241,17 +305,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(total) => total / n + u64::from((p as u64) < total % n),
                 None => u64::MAX,
             };
-            tokio::spawn(publisher(
-                ch,
-                p,
-                args.clone(),
-                queue_names.clone(),
-                clock,
-                t0,
-                quota,
-                deadline,
-                hard_stop,
-            ))
+            match ch {
+                PubConn::Lapin(ch) => tokio::spawn(publisher(
+                    ch,
+                    p,
+                    args.clone(),
+                    queue_names.clone(),
+                    clock,
+                    t0,
+                    quota,
+                    deadline,
+                    hard_stop,
+                )),
+                PubConn::Raw(conn) => tokio::spawn(raw::publisher(
+                    conn,
+                    p,
+                    args.clone(),
+                    names.clone(),
+                    clock,
+                    t0,
+                    quota,
+                    deadline,
+                    hard_stop,
+                )),
+            }
         })
         .collect();
 
