@@ -651,8 +651,8 @@ impl AuthConfig {
 }
 
 impl StoreConfig {
-    /// Smallest segment accepted: smaller segments would mean a file per handful of messages.
-    const MIN_SEGMENT_SIZE: u64 = MIB;
+    /// Smallest segment accepted (one page; tests use small segments to exercise rolling and compaction).
+    const MIN_SEGMENT_SIZE: u64 = 4 * KIB;
     /// Longest batch window accepted (ARCHITECTURE.md §5: "a few hundred microseconds of batching at most";
     /// anything beyond this is certainly a unit mistake).
     const MAX_BATCH_WINDOW_US: u64 = 100_000;
@@ -662,7 +662,7 @@ impl StoreConfig {
             return Err(ConfigError::invalid(
                 "store.segment_size",
                 format!(
-                    "{} bytes is below the minimum of {} (1 MiB)",
+                    "{} bytes is below the minimum of {} (4 KiB)",
                     self.segment_size,
                     Self::MIN_SEGMENT_SIZE
                 ),

@@ -25,8 +25,9 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::amqp::{self, AmqpContext};
-use crate::config::{AuthConfig, Config, ConfigError, StoreKind};
+use crate::config::{AuthConfig, Config, ConfigError, StoreKind, SyncPolicy};
 use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
+use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{self, AcceptOptions, Lifecycle, TlsError};
 
@@ -126,17 +127,29 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     Ok(server)
 }
 
-/// The one place that decides which store backs the broker; the durable journal (`store::journal::open`
-/// with `config.store`) plugs in here for [`StoreKind::Journal`].
+/// The one place that decides which store backs the broker: the durable journal in `<data_dir>/store`, or
+/// memory. Opening the journal recovers it (blocking file I/O; nothing else runs yet at that point).
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match config.store.kind {
-        StoreKind::Memory => Ok(Arc::new(MemoryStore::default())),
-        StoreKind::Journal => {
-            warn!(
-                dir = %config.store.dir.display(),
-                "the journal store is not part of this build yet; messages are kept in memory and do not survive a restart"
-            );
+        StoreKind::Memory => {
+            info!("memory store: messages and definitions do not survive a restart");
             Ok(Arc::new(MemoryStore::default()))
+        }
+        StoreKind::Journal => {
+            let sync = match config.store.sync {
+                SyncPolicy::Always => SyncMode::Always,
+                SyncPolicy::BatchWindow => {
+                    SyncMode::BatchWindow(Duration::from_micros(config.store.batch_window_us))
+                }
+            };
+            let options = JournalOptions {
+                dir: config.store.dir.clone(),
+                segment_size: config.store.segment_size,
+                sync,
+                disk_low_water: config.store.disk_low_water,
+            };
+            let store: Arc<dyn Store> = journal::open(options)?;
+            Ok(store)
         }
     }
 }

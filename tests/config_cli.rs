@@ -394,3 +394,64 @@ async fn shutdown_closes_open_amqp_connections_with_320() {
     };
     assert_eq!(code, Some(320), "expected 320 CONNECTION_FORCED, got {err}");
 }
+
+#[tokio::test]
+async fn kill9_and_restart_reuse_the_data_dir_and_keep_confirmed_persistent_messages() {
+    use lapin::options::{
+        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let mut broker = BrokerProcess::start();
+    let data_dir = broker.data_dir().to_owned();
+    {
+        let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare("crash".into(), durable, FieldTable::default())
+            .await
+            .expect("declare");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm.select");
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "crash".into(),
+                BasicPublishOptions::default(),
+                b"survives",
+                persistent,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(
+            confirm.is_ack(),
+            "the broker confirmed the persistent message"
+        );
+    }
+
+    broker.kill9();
+    broker.restart();
+    assert_eq!(broker.data_dir(), data_dir, "restart reuses the data dir");
+    assert_eq!(http_get(broker.http_addr(), "/health/ready").await.0, 200);
+
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("reconnect");
+    let ch = conn.create_channel().await.expect("channel");
+    let message = ch
+        .basic_get("crash".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .expect("the confirmed persistent message survived kill -9");
+    assert_eq!(message.delivery.data, b"survives");
+}
