@@ -181,6 +181,7 @@ fn broker_options(auth: &AuthConfig) -> BrokerOptions {
                 read: p.read.clone(),
             })
             .collect(),
+        ..BrokerOptions::default()
     }
 }
 

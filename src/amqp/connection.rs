@@ -74,6 +74,7 @@ pub(super) struct Connection<S> {
     sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
     pub sync_rx: watch::Receiver<SyncState>,
     blocked_rx: watch::Receiver<bool>,
+    memory_rx: watch::Receiver<bool>,
     pub caps: ClientCaps,
     last_recv: Instant,
     last_sent: Instant,
@@ -91,6 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let store = ctx.broker.store();
         let sync_rx = store.sync_state();
         let blocked_rx = store.blocked();
+        let memory_rx = ctx.broker.memory().alarm();
         let conn_id = ctx.broker.next_conn_id();
         Self {
             frame_max: ctx.config.frame_max,
@@ -110,6 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             sink_rx,
             sync_rx,
             blocked_rx,
+            memory_rx,
             caps: ClientCaps::default(),
             last_recv: Instant::now(),
             last_sent: Instant::now(),
@@ -364,6 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             hb / 2
         });
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.on_blocked_change(); // an alarm already raised before this connection opened
         loop {
             if let Err(e) = self.flush().await {
                 debug!(peer = %self.peer, error = %e, "AMQP write failed");
@@ -412,11 +416,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         return End::Closed;
                     }
                 }
-                r = self.blocked_rx.changed() => {
-                    if r.is_ok() {
-                        self.on_blocked_change();
-                    }
-                }
+                Ok(()) = self.blocked_rx.changed() => self.on_blocked_change(),
+                Ok(()) = self.memory_rx.changed() => self.on_blocked_change(),
                 _ = ticker.tick(), if self.heartbeat > 0 => {
                     if self.last_recv.elapsed() > hb * 2 {
                         warn!(peer = %self.peer, timeout_s = self.heartbeat, "missed heartbeats from client, closing");
@@ -549,16 +550,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     // ---- events from the core ----
 
+    /// A resource alarm changed: block publishers (stop reading from connections that publish, tell clients
+    /// that asked for connection.blocked) or unblock them.
     fn on_blocked_change(&mut self) {
-        let blocked = *self.blocked_rx.borrow_and_update();
+        let disk = *self.blocked_rx.borrow_and_update();
+        let memory = *self.memory_rx.borrow_and_update();
+        let blocked = disk || memory;
         if blocked == self.blocked {
             return;
         }
         self.blocked = blocked;
         if self.caps.connection_blocked {
             let method = if blocked {
+                let reason = if memory {
+                    "low on memory"
+                } else {
+                    "low on disk"
+                };
                 Method::ConnectionBlocked(codec::ConnectionBlocked {
-                    reason: "low on disk".into(),
+                    reason: reason.into(),
                 })
             } else {
                 Method::ConnectionUnblocked

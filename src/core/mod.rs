@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod exchange;
 pub mod headers;
+pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod session;
@@ -22,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::store::{Definition, Recovered, Store};
 pub use auth::{Permission, User, Users};
+use memory::MemoryGauge;
 pub use message::Message;
 pub use queue::{ConnId, ConsumerKey};
 pub use session::Session;
@@ -43,6 +45,8 @@ pub struct BrokerOptions {
     pub users: Vec<UserSpec>,
     /// Permissions granted at start-up.
     pub permissions: Vec<PermissionSpec>,
+    /// Memory high-water mark for messages held by queues, in bytes (0 = no alarm).
+    pub memory_limit: u64,
 }
 
 /// A user defined in the configuration.
@@ -72,6 +76,7 @@ impl Default for BrokerOptions {
             vhosts: Vec::new(),
             users: Vec::new(),
             permissions: Vec::new(),
+            memory_limit: 0,
         }
     }
 }
@@ -82,6 +87,7 @@ struct Inner {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: Users,
     ids: Arc<AtomicU64>,
+    memory: Arc<MemoryGauge>,
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
 }
@@ -105,6 +111,7 @@ impl Broker {
                 vhosts: RwLock::new(HashMap::new()),
                 users: Users::new(options.loopback_users.clone()),
                 ids: Arc::new(AtomicU64::new(recovered.next_id.max(1))),
+                memory: Arc::new(MemoryGauge::new(options.memory_limit)),
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
             }),
@@ -162,6 +169,7 @@ impl Broker {
                     name.to_owned(),
                     self.inner.store.clone(),
                     self.inner.ids.clone(),
+                    self.inner.memory.clone(),
                 )
             })
             .clone()
@@ -302,6 +310,11 @@ impl Broker {
     /// The store behind this broker (health checks read it).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The memory gauge (alarm and usage).
+    pub fn memory(&self) -> &MemoryGauge {
+        &self.inner.memory
     }
 
     /// Look up a vhost.

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::CoreError;
 use super::exchange::{Destination, Exchange, ExchangeKind};
+use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::{ConnId, QueueArgs, QueueHandle, QueueInit};
 use crate::store::{Definition, DestinationKind, MsgId, Store};
@@ -64,6 +65,7 @@ pub struct VHost {
     queues: RwLock<HashMap<String, QueueHandle>>,
     store: Arc<dyn Store>,
     ids: Arc<AtomicU64>,
+    memory: Arc<MemoryGauge>,
     me: Weak<VHost>,
 }
 
@@ -75,7 +77,12 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl VHost {
-    pub(crate) fn new(name: String, store: Arc<dyn Store>, ids: Arc<AtomicU64>) -> Arc<Self> {
+    pub(crate) fn new(
+        name: String,
+        store: Arc<dyn Store>,
+        ids: Arc<AtomicU64>,
+        memory: Arc<MemoryGauge>,
+    ) -> Arc<Self> {
         let exchanges = PREDECLARED
             .iter()
             .map(|(n, k)| {
@@ -96,6 +103,7 @@ impl VHost {
             queues: RwLock::new(HashMap::new()),
             store,
             ids,
+            memory,
             me: me.clone(),
         })
     }
@@ -118,6 +126,11 @@ impl VHost {
                 .map_err(|e| CoreError::Store(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The broker-wide memory gauge queues account their messages in.
+    pub(crate) fn memory(&self) -> &Arc<MemoryGauge> {
+        &self.memory
     }
 
     /// Look up an exchange.

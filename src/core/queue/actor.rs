@@ -17,6 +17,7 @@ use super::{
     QueueStats, SinkEvent, WRITE_WINDOW,
 };
 use crate::core::CoreError;
+use crate::core::memory::{MESSAGE_OVERHEAD, MemoryGauge};
 use crate::core::message::Message;
 use crate::core::vhost::VHost;
 use crate::store::{MsgId, Store};
@@ -29,12 +30,14 @@ pub(super) fn spawn(
     rx: mpsc::Receiver<Command>,
     vhost: Weak<VHost>,
     store: Arc<dyn Store>,
+    memory: Arc<MemoryGauge>,
 ) {
     let levels = me.args.max_priority.map_or(1, |p| p as usize + 1);
     let actor = Actor {
         me,
         vhost,
         store,
+        memory,
         ready: (0..levels).map(|_| VecDeque::new()).collect(),
         ready_count: 0,
         ready_bytes: 0,
@@ -82,6 +85,7 @@ struct Actor {
     me: QueueHandle,
     vhost: Weak<VHost>,
     store: Arc<dyn Store>,
+    memory: Arc<MemoryGauge>,
     ready: Vec<VecDeque<Entry>>,
     ready_count: usize,
     ready_bytes: u64,
@@ -186,24 +190,32 @@ impl Actor {
             }
             Command::Restore { messages } => {
                 for (id, message) in messages {
-                    let tag = self.take_tag();
-                    let expires_at = self.expiry_of(&message);
-                    self.push_ready(Entry {
-                        tag,
-                        message,
-                        store_id: Some(id),
-                        expires_at,
-                        redelivered: true,
-                    });
+                    let entry = self.new_entry(message, Some(id), true);
+                    self.push_ready(entry);
                 }
             }
         }
     }
 
-    fn take_tag(&mut self) -> u64 {
+    /// A message entering the queue: numbered, given its expiry, and counted by the memory gauge until
+    /// [`Actor::retire`] lets it go.
+    fn new_entry(
+        &mut self,
+        message: Arc<Message>,
+        store_id: Option<MsgId>,
+        redelivered: bool,
+    ) -> Entry {
         let tag = self.next_tag;
         self.next_tag += 1;
-        tag
+        let expires_at = self.expiry_of(&message);
+        self.memory.add(entry_cost(&message));
+        Entry {
+            tag,
+            message,
+            store_id,
+            expires_at,
+            redelivered,
+        }
     }
 
     fn expiry_of(&self, message: &Message) -> Option<Instant> {
@@ -224,15 +236,7 @@ impl Actor {
 
     fn enqueue(&mut self, message: Arc<Message>, store_id: Option<MsgId>) -> Enqueued {
         let size = message.body.len() as u64;
-        let tag = self.take_tag();
-        let expires_at = self.expiry_of(&message);
-        let entry = Entry {
-            tag,
-            message,
-            store_id,
-            expires_at,
-            redelivered: false,
-        };
+        let entry = self.new_entry(message, store_id, false);
         let me = self.me.clone();
         let over = me
             .args
@@ -393,7 +397,7 @@ impl Actor {
         self.ready_count = 0;
         self.ready_bytes = 0;
         for entry in levels.into_iter().flatten() {
-            self.settle_in_store(&entry);
+            self.retire(&entry);
         }
         count
     }
@@ -426,6 +430,14 @@ impl Actor {
                 limit.release(1);
             }
         }
+        let held: u64 = self
+            .ready
+            .iter()
+            .flatten()
+            .chain(self.outstanding.values().map(|o| &o.entry))
+            .map(|e| entry_cost(&e.message))
+            .sum();
+        self.memory.sub(held);
         self.me.mark_deleted();
         self.stopped = true;
         self.ready_count as u32
@@ -487,7 +499,9 @@ impl Actor {
 
     // ---- settlement ----
 
-    fn settle_in_store(&self, entry: &Entry) {
+    /// A message leaves the queue for good: its settlement is journaled and its memory released.
+    fn retire(&self, entry: &Entry) {
+        self.memory.sub(entry_cost(&entry.message));
         if let Some(id) = entry.store_id
             && let Err(e) = self.store.settle(&self.me.key, id)
         {
@@ -496,11 +510,11 @@ impl Actor {
     }
 
     fn drop_entry(&mut self, entry: Entry) {
-        self.settle_in_store(&entry);
+        self.retire(&entry);
     }
 
     fn dead_letter(&mut self, entry: Entry, reason: &'static str) {
-        self.settle_in_store(&entry);
+        self.retire(&entry);
         let Some(dlx) = self.me.args.dead_letter_exchange.clone() else {
             return;
         };
@@ -654,6 +668,11 @@ impl Actor {
             self.self_delete("x-expires: unused");
         }
     }
+}
+
+/// What a held message counts for in the memory gauge.
+fn entry_cost(message: &Message) -> u64 {
+    message.body.len() as u64 + MESSAGE_OVERHEAD
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -240,7 +240,13 @@ impl QueueHandle {
             deleted: AtomicBool::new(false),
         };
         let handle = QueueHandle(Arc::new(shared));
-        actor::spawn(handle.clone(), rx, Arc::downgrade(vhost), store);
+        actor::spawn(
+            handle.clone(),
+            rx,
+            Arc::downgrade(vhost),
+            store,
+            vhost.memory().clone(),
+        );
         handle
     }
 
