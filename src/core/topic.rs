@@ -53,7 +53,7 @@ impl<T: PartialEq> TopicTrie<T> {
     /// Add a binding; a duplicate `(pattern, value)` is kept once. Returns whether it was new.
     pub fn insert(&mut self, pattern: &str, value: T) -> bool {
         let mut node = &mut self.root;
-        for word in pattern.split('.') {
+        for word in words_of(pattern) {
             node = match word {
                 "*" => node.star.get_or_insert_with(Box::default),
                 "#" => node.hash.get_or_insert_with(Box::default),
@@ -70,7 +70,7 @@ impl<T: PartialEq> TopicTrie<T> {
 
     /// Remove a binding; returns whether it existed. Empty branches are pruned.
     pub fn remove(&mut self, pattern: &str, value: &T) -> bool {
-        let words: Vec<&str> = pattern.split('.').collect();
+        let words: Vec<&str> = words_of(pattern).collect();
         let removed = Self::remove_at(&mut self.root, &words, value);
         if removed {
             self.len -= 1;
@@ -127,11 +127,7 @@ impl<T> TopicTrie<T> {
     /// Call `found` for every value whose pattern matches `key`. A value bound by two matching patterns is
     /// reported twice; callers deduplicate destinations.
     pub fn route<'a>(&'a self, key: &str, found: &mut impl FnMut(&'a T)) {
-        let words: Vec<&str> = if key.is_empty() {
-            vec![""]
-        } else {
-            key.split('.').collect()
-        };
+        let words: Vec<&str> = words_of(key).collect();
         Self::walk(&self.root, &words, found);
     }
 
@@ -153,6 +149,11 @@ impl<T> TopicTrie<T> {
             Self::walk(star, rest, found);
         }
     }
+}
+
+/// The words of a key or pattern; as in RabbitMQ, the empty string has no words at all.
+fn words_of(s: &str) -> impl Iterator<Item = &str> {
+    s.split('.').filter(move |_| !s.is_empty())
 }
 
 #[cfg(test)]
