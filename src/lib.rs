@@ -1,1 +1,11 @@
-//! FerryMQ
+//! FerryMQ: an open-protocol message broker speaking AMQP 0-9-1 over one shared broker core with a durable
+//! journal. See README.md and ARCHITECTURE.md (shared design) for the layout: `server` composes `transport`,
+//! the protocol adapters (`amqp`), `core`, `store` and `admin`.
+
+pub mod admin;
+pub mod amqp;
+pub mod config;
+pub mod core;
+pub mod server;
+pub mod store;
+pub mod transport;
