@@ -109,7 +109,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
     let store = open_store(&config)?;
-    let broker = Broker::start(broker_options(&config.auth), store).await?;
+    let broker = match Broker::start(broker_options(&config.auth), store.clone()).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            store.close();
+            return Err(e.into());
+        }
+    };
     let bound = match bind_all(&config, tls).await {
         Ok(bound) => bound,
         Err(e) => {
