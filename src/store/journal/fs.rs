@@ -25,6 +25,10 @@ pub trait SegmentFile: Send + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Cut the file to `len` bytes; later appends go after it.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }

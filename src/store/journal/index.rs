@@ -271,17 +271,15 @@ impl Index {
             .collect()
     }
 
-    /// The sealed segment most worth compacting, if any: one of the older segments (the two newest sealed ones
-    /// are left alone, their messages are usually about to be consumed) whose live bytes are less than half of
-    /// what compacting it frees (its own dead bytes plus the dead segments its deletion unpins).
-    pub(crate) fn compaction_candidate(&self, head: u64) -> Option<u64> {
-        let sealed: Vec<u64> = self
-            .segments
-            .keys()
-            .copied()
-            .filter(|n| *n != head)
-            .collect();
-        let old = sealed.len().saturating_sub(2);
+    /// The sealed segment most worth compacting, if any: the oldest of the segments `eligible` accepts (the
+    /// writer leaves recently sealed ones alone, their messages are usually about to be consumed) whose live
+    /// bytes are less than half of what compacting it frees (its own dead bytes plus the dead segments that its
+    /// deletion unpins).
+    pub(crate) fn compaction_candidate(
+        &self,
+        head: u64,
+        eligible: impl Fn(u64) -> bool,
+    ) -> Option<u64> {
         let mut pinned: HashMap<u64, u64> = HashMap::new();
         for (n, s) in &self.segments {
             if *n == head || s.live_msgs != 0 {
@@ -295,7 +293,12 @@ impl Index {
                 *pinned.entry(*d).or_default() += s.size;
             }
         }
-        sealed[..old].iter().copied().find(|n| {
+        let mut sealed = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|n| *n != head && eligible(*n));
+        sealed.find(|n| {
             let Some(s) = self.segments.get(n) else {
                 return false;
             };
@@ -632,8 +635,9 @@ mod tests {
         ix.publish(1, 10, 1, &[q("a")]); // 1% live: candidate
         ix.publish(2, 900, 2, &[q("a")]); // 90% live: not worth it
         ix.publish(4, 10, 3, &[q("a")]); // too recent
-        assert_eq!(ix.compaction_candidate(5), Some(1));
+        let old = |n: u64| n < 4;
+        assert_eq!(ix.compaction_candidate(5, old), Some(1));
         ix.publish(5, 10, 1, &[q("a")]);
-        assert_eq!(ix.compaction_candidate(5), None);
+        assert_eq!(ix.compaction_candidate(5, old), None);
     }
 }

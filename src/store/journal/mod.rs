@@ -37,7 +37,7 @@ use tracing::{error, info};
 
 pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 
-use self::writer::{Op, Shared, Writer, WriterConfig};
+use self::writer::{Op, Shared, Tuning, Writer, WriterConfig};
 use super::{Definition, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint, SyncState};
 use crate::core::message::Message;
 
@@ -92,6 +92,14 @@ pub fn open_with_fs(
     opts: JournalOptions,
     fs: Arc<dyn StoreFs>,
 ) -> Result<Arc<JournalStore>, StoreError> {
+    open_tuned(opts, fs, Tuning::default())
+}
+
+fn open_tuned(
+    opts: JournalOptions,
+    fs: Arc<dyn StoreFs>,
+    tuning: Tuning,
+) -> Result<Arc<JournalStore>, StoreError> {
     fs.create_dir_all(&opts.dir)?;
     let lock = fs.lock_dir(&opts.dir)?;
     let outcome = recovery::recover(fs.as_ref(), &opts.dir)?;
@@ -102,6 +110,7 @@ pub fn open_with_fs(
         segment_size: opts.segment_size.max(MIN_SEGMENT_SIZE),
         sync: opts.sync,
         disk_low_water: opts.disk_low_water,
+        tuning,
     };
     let writer = Writer::new(shared.clone(), fs, config, outcome.index, first)?;
     let handle = std::thread::Builder::new()
@@ -113,7 +122,7 @@ pub fn open_with_fs(
         writer: Mutex::new(Some(handle)),
         recovered: Mutex::new(Some(outcome.recovered)),
         dir: opts.dir,
-        _lock: lock,
+        lock: Mutex::new(Some(lock)),
     }))
 }
 
@@ -123,7 +132,8 @@ pub struct JournalStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     recovered: Mutex<Option<Recovered>>,
     dir: PathBuf,
-    _lock: DirLock,
+    /// Held until [`Store::close`] returns, so a closed journal can be reopened in the same process.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl fmt::Debug for JournalStore {
@@ -209,6 +219,7 @@ impl Store for JournalStore {
         {
             error!("journal writer thread panicked");
         }
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

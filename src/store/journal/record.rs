@@ -63,7 +63,7 @@ pub(crate) struct PublishRecord {
 /// A decoded record payload.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Record {
-    Publish(PublishRecord),
+    Publish(Box<PublishRecord>),
     Settle {
         queue: QueueKey,
         id: MsgId,
@@ -457,9 +457,10 @@ impl<'a> Reader<'a> {
     }
 
     fn table(&mut self, what: &str) -> Result<FieldTable, DecodeError> {
-        let len = {
-            let mut peek = Reader { buf: self.buf };
-            peek.u32(what)? as usize
+        // Field tables carry an AMQP (big-endian) length prefix.
+        let len = match self.buf.get(..4) {
+            Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            None => return Err(DecodeError::new(format!("{what}: truncated length"))),
         };
         let raw = self.take(4 + len, what)?;
         let mut bytes = Bytes::copy_from_slice(raw);
@@ -484,11 +485,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
     let record = match r.u8("record kind")? {
         KIND_PUBLISH => {
             let (id, queues, part) = publish_parts(&mut r)?;
-            Record::Publish(PublishRecord {
+            Record::Publish(Box::new(PublishRecord {
                 id,
                 queues,
                 message: decode_message(part)?,
-            })
+            }))
         }
         KIND_SETTLE => {
             let queue = r.queue()?;
@@ -508,9 +509,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
 
 /// For compaction: the id, queue list and verbatim message part of a publish payload, or `None` for any other
 /// kind of record.
-pub(crate) fn decode_publish_head(
-    payload: &[u8],
-) -> Result<Option<(MsgId, Vec<QueueKey>, &[u8])>, DecodeError> {
+pub(crate) fn decode_publish_head(payload: &[u8]) -> Result<Option<PublishHead<'_>>, DecodeError> {
     let mut r = Reader { buf: payload };
     if r.u8("record kind")? != KIND_PUBLISH {
         return Ok(None);
@@ -518,7 +517,10 @@ pub(crate) fn decode_publish_head(
     publish_parts(&mut r).map(Some)
 }
 
-fn publish_parts<'a>(r: &mut Reader<'a>) -> Result<(MsgId, Vec<QueueKey>, &'a [u8]), DecodeError> {
+/// A publish record's id, queue list, and its message part as raw bytes.
+pub(crate) type PublishHead<'a> = (MsgId, Vec<QueueKey>, &'a [u8]);
+
+fn publish_parts<'a>(r: &mut Reader<'a>) -> Result<PublishHead<'a>, DecodeError> {
     let id = r.u64("publish id")?;
     let n = r.count(8, "publish queue count")?;
     let mut queues = Vec::with_capacity(n);
@@ -774,11 +776,11 @@ mod tests {
         };
         let queues = vec![QueueKey::new("/", "q1"), QueueKey::new("v", "q2")];
         let framed = encode_publish(7, &queues, &message)?;
-        let want = Record::Publish(PublishRecord {
+        let want = Record::Publish(Box::new(PublishRecord {
             id: 7,
             queues: queues.clone(),
             message: message.clone(),
-        });
+        }));
         assert_eq!(decode(payload(&framed))?, want);
 
         let Some((id, qs, part)) = decode_publish_head(payload(&framed))? else {
@@ -786,11 +788,11 @@ mod tests {
         };
         assert_eq!((id, qs), (7, queues.clone()));
         let narrowed = reencode_publish(7, &queues[1..], part)?;
-        let want = Record::Publish(PublishRecord {
+        let want = Record::Publish(Box::new(PublishRecord {
             id: 7,
             queues: queues[1..].to_vec(),
             message,
-        });
+        }));
         assert_eq!(decode(payload(&narrowed))?, want);
         Ok(())
     }

@@ -26,6 +26,7 @@
 //! mostly dead segment by re-appending its live publish records to the head. Every second it compares the free
 //! space with the low-water mark and flips the `blocked` watch.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -42,10 +43,6 @@ use super::record::{self, Checkpoint};
 use super::segment::{self, SegmentReader, Step};
 use crate::store::{Definition, MsgId, QueueKey, StoreError, SyncPoint, SyncState};
 
-/// How often the writer looks at deletable and compactable segments.
-const MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
-/// How often the writer checks the free disk space.
-const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long settle records may wait for a batch that syncs before the writer writes them anyway.
 const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Queued bytes after which settles alone wake the writer.
@@ -209,6 +206,28 @@ pub(crate) struct WriterConfig {
     pub(crate) segment_size: u64,
     pub(crate) sync: SyncMode,
     pub(crate) disk_low_water: u64,
+    pub(crate) tuning: Tuning,
+}
+
+/// Timings of the writer's housekeeping; only tests change them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tuning {
+    /// How often the writer looks at deletable and compactable segments.
+    pub(crate) maintenance_every: Duration,
+    /// How often the writer checks the free disk space.
+    pub(crate) disk_check_every: Duration,
+    /// How long a segment must have been sealed before it may be compacted.
+    pub(crate) compact_after: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            maintenance_every: Duration::from_millis(100),
+            disk_check_every: Duration::from_secs(1),
+            compact_after: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The head segment: the only one written to.
@@ -245,6 +264,8 @@ pub(crate) struct Writer {
     /// Segments whose deletion records are written but whose files are not removed yet: a checkpoint written
     /// meanwhile must not list them, or their (expected) absence would look like a lost file.
     doomed: Vec<u64>,
+    /// When each sealed segment was sealed (recovered ones: when the journal was opened).
+    sealed_at: HashMap<u64, Instant>,
 }
 
 impl Writer {
@@ -258,6 +279,12 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let head = create_segment(fs.as_ref(), &config, &mut index, first, &[])?;
         let now = Instant::now();
+        let sealed_at = index
+            .segment_numbers()
+            .into_iter()
+            .filter(|n| *n != first)
+            .map(|n| (n, now))
+            .collect();
         let mut writer = Self {
             shared,
             fs,
@@ -269,6 +296,7 @@ impl Writer {
             last_disk_check: now,
             last_write: now,
             doomed: Vec::new(),
+            sealed_at,
         };
         writer.check_disk();
         Ok(writer)
@@ -285,7 +313,7 @@ impl Writer {
                 self.fail(&e);
                 return;
             }
-            if self.last_maintenance.elapsed() >= MAINTENANCE_EVERY
+            if self.last_maintenance.elapsed() >= self.config.tuning.maintenance_every
                 && let Err(e) = self.maintain()
             {
                 self.fail(&e);
@@ -322,7 +350,7 @@ impl Writer {
                 }
                 (None, _) if inbox.bytes >= WAKE_BYTES => return take(&mut inbox, false),
                 (None, _) => {
-                    let due = self.last_maintenance + MAINTENANCE_EVERY;
+                    let due = self.last_maintenance + self.config.tuning.maintenance_every;
                     if now >= due {
                         // Write idle settles once in a while so they do not sit in memory.
                         let flush_settles =
@@ -418,6 +446,7 @@ impl Writer {
             head = next,
             "journal segment rolled"
         );
+        self.sealed_at.insert(self.head.number, Instant::now());
         self.head = head;
         Ok(())
     }
@@ -425,11 +454,17 @@ impl Writer {
     /// Deletion, compaction and the disk check; see the module docs.
     fn maintain(&mut self) -> io::Result<()> {
         self.last_maintenance = Instant::now();
-        if self.last_disk_check.elapsed() >= DISK_CHECK_EVERY {
+        if self.last_disk_check.elapsed() >= self.config.tuning.disk_check_every {
             self.last_disk_check = Instant::now();
             self.check_disk();
         }
-        if let Some(victim) = self.index.compaction_candidate(self.head.number) {
+        let min_age = self.config.tuning.compact_after;
+        let sealed_at = &self.sealed_at;
+        let old_enough = |n: u64| sealed_at.get(&n).is_some_and(|t| t.elapsed() >= min_age);
+        if let Some(victim) = self
+            .index
+            .compaction_candidate(self.head.number, old_enough)
+        {
             self.compact(victim)?;
         }
         self.delete_dead()
@@ -456,6 +491,7 @@ impl Writer {
                     return Ok(());
                 }
                 self.index.remove_segment(n);
+                self.sealed_at.remove(&n);
                 debug!(segment = n, "deleted dead journal segment");
             }
             self.fs.sync_dir(&self.config.dir)?;
