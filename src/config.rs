@@ -73,6 +73,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Message and definition storage.
     pub store: StoreConfig,
+    /// Memory alarm for messages held by queues.
+    pub memory: MemoryConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -87,6 +89,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
+            memory: MemoryConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -329,6 +332,15 @@ impl StoreConfig {
     }
 }
 
+/// The memory alarm: above the high-water mark, publishers are blocked (AMQP `connection.blocked`) until
+/// consumers bring the memory held by queued messages back down.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Bytes of message data held by queues above which publishers are blocked; 0 disables the alarm.
+    pub high_water: u64,
+}
+
 /// Log output settings. Verbosity comes from `RUST_LOG` (default `info`).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -386,6 +398,9 @@ pub struct Cli {
     /// When the journal syncs.
     #[arg(long, env = "FERRYMQ_STORE_SYNC", value_name = "POLICY")]
     pub store_sync: Option<SyncPolicy>,
+    /// Memory high-water mark in bytes for queued messages (0 disables the alarm).
+    #[arg(long, env = "FERRYMQ_MEMORY_HIGH_WATER", value_name = "BYTES")]
+    pub memory_high_water: Option<u64>,
     /// Maximum number of open AMQP connections.
     #[arg(long, env = "FERRYMQ_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -422,6 +437,7 @@ impl Cli {
         set(&mut config.store.kind, &self.store);
         set(&mut config.store.sync, &self.store_sync);
         set(&mut config.amqp.max_connections, &self.max_connections);
+        set(&mut config.memory.high_water, &self.memory_high_water);
         set(&mut config.log.format, &self.log_format);
     }
 }
@@ -788,6 +804,8 @@ mod tests {
             "127.0.0.1",
             "--store",
             "memory",
+            "--memory-high-water",
+            "1000000",
         ]))
         .expect("valid");
         assert_eq!(config.amqp.port, 0);
@@ -803,6 +821,7 @@ mod tests {
         );
         assert_eq!(config.store.kind, StoreKind::Memory);
         assert_eq!(config.store.dir, PathBuf::from("/tmp/x/store"));
+        assert_eq!(config.memory.high_water, 1_000_000);
     }
 
     #[test]

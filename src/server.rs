@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::amqp::{self, AmqpContext};
-use crate::config::{AuthConfig, Config, ConfigError, StoreKind, SyncPolicy};
+use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
 use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
@@ -109,7 +109,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
     let store = open_store(&config)?;
-    let broker = match Broker::start(broker_options(&config.auth), store.clone()).await {
+    let broker = match Broker::start(broker_options(&config), store.clone()).await {
         Ok(broker) => broker,
         Err(e) => {
             store.close();
@@ -160,8 +160,9 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// The core's view of the `[auth]` section.
-fn broker_options(auth: &AuthConfig) -> BrokerOptions {
+/// The core's view of the configuration (`[auth]` and `[memory]`).
+fn broker_options(config: &Config) -> BrokerOptions {
+    let auth = &config.auth;
     BrokerOptions {
         default_user: auth.default_user.clone(),
         default_pass: auth.default_pass.clone(),
@@ -187,6 +188,7 @@ fn broker_options(auth: &AuthConfig) -> BrokerOptions {
                 read: p.read.clone(),
             })
             .collect(),
+        memory_limit: config.memory.high_water,
         ..BrokerOptions::default()
     }
 }
