@@ -10,6 +10,8 @@ pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod session;
+#[cfg(test)]
+mod tests;
 pub mod topic;
 pub mod vhost;
 

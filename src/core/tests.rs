@@ -1,0 +1,120 @@
+//! Core-level tests that need no protocol: leases (the SQS visibility mechanism), memory accounting, and the
+//! persistence seam as seen from a queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrymq_amqp_codec::{BasicProperties, FieldTable};
+
+use super::queue::Settle;
+use super::{Broker, BrokerOptions, Message, Session};
+use crate::store::MemoryStore;
+
+async fn session() -> (Broker, Session) {
+    let broker = Broker::start(BrokerOptions::default(), Arc::new(MemoryStore::default()))
+        .await
+        .unwrap();
+    let user = broker
+        .authenticate("guest", "guest", "127.0.0.1".parse().unwrap())
+        .unwrap();
+    let session = broker
+        .open_session(user, "/", broker.next_conn_id())
+        .unwrap();
+    (broker, session)
+}
+
+fn message(queue: &str, body: &'static [u8]) -> Message {
+    Message {
+        exchange: String::new(),
+        routing_key: queue.into(),
+        properties: BasicProperties::default(),
+        body: Bytes::from_static(body),
+    }
+}
+
+#[tokio::test]
+async fn a_leased_message_returns_when_its_lease_runs_out() {
+    let (_broker, s) = session().await;
+    s.declare_queue("lease", false, false, false, FieldTable::default(), false)
+        .await
+        .unwrap();
+    s.publish(message("lease", b"m"), false).await.unwrap();
+    let first = s
+        .get("lease", false, Some(Duration::from_millis(100)))
+        .await
+        .unwrap()
+        .expect("message");
+    assert!(!first.redelivered);
+    assert!(
+        s.get("lease", false, None).await.unwrap().is_none(),
+        "invisible while leased"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let again = s
+        .get("lease", false, None)
+        .await
+        .unwrap()
+        .expect("visible again after the lease");
+    assert!(again.redelivered);
+    assert_eq!(again.message.body, first.message.body);
+}
+
+#[tokio::test]
+async fn acking_within_the_lease_removes_the_message() {
+    let (_broker, s) = session().await;
+    s.declare_queue(
+        "lease-ack",
+        false,
+        false,
+        false,
+        FieldTable::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    s.publish(message("lease-ack", b"m"), false).await.unwrap();
+    let d = s
+        .get("lease-ack", false, Some(Duration::from_millis(100)))
+        .await
+        .unwrap()
+        .unwrap();
+    d.queue.settle(vec![d.tag], Settle::Ack, None);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let stats = d.queue.stats().await.unwrap();
+    assert_eq!((stats.messages, stats.unacked), (0, 0));
+}
+
+#[tokio::test]
+async fn a_settle_from_a_consumer_that_does_not_hold_the_delivery_is_ignored() {
+    let (_broker, s) = session().await;
+    s.declare_queue("stale", false, false, false, FieldTable::default(), false)
+        .await
+        .unwrap();
+    s.publish(message("stale", b"m"), false).await.unwrap();
+    let d = s.get("stale", false, None).await.unwrap().unwrap();
+    d.queue.settle(vec![d.tag], Settle::Ack, Some(999));
+    let stats = d.queue.stats().await.unwrap();
+    assert_eq!(stats.unacked, 1, "still held by the get");
+}
+
+#[tokio::test]
+async fn memory_gauge_counts_held_messages_and_releases_them() {
+    let (broker, s) = session().await;
+    s.declare_queue("mem", false, false, false, FieldTable::default(), false)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        s.publish(message("mem", b"0123456789"), false)
+            .await
+            .unwrap();
+    }
+    let (q, stats) = s
+        .declare_queue("mem", false, false, false, FieldTable::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(stats.messages, 10);
+    assert!(broker.memory().used() >= 100);
+    q.purge().await.unwrap();
+    assert_eq!(broker.memory().used(), 0);
+}
