@@ -687,14 +687,14 @@ async fn transactions_publish_on_commit_only() {
     assert!(get_body(&ch, "txq").await.is_none());
 }
 
+/// An operation on a fresh channel that is expected to fail.
+type ChannelOp = Box<dyn Fn(Channel) -> futures_lite::future::Boxed<Result<(), lapin::Error>>>;
+
 #[tokio::test]
 async fn errors_close_the_channel_with_rabbitmq_codes() {
     let broker = TestBroker::start().await;
     let (conn, _ch) = connect(&broker).await;
-    let cases: Vec<(
-        u16,
-        Box<dyn Fn(Channel) -> futures_lite::future::Boxed<Result<(), lapin::Error>>>,
-    )> = vec![
+    let cases: Vec<(u16, ChannelOp)> = vec![
         (
             404,
             Box::new(|ch| {

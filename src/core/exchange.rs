@@ -234,7 +234,7 @@ impl Exchange {
                 .get(key)
                 .into_iter()
                 .flatten()
-                .for_each(|d| found(d)),
+                .for_each(&mut *found),
             ExchangeKind::Fanout => b.all.iter().for_each(|x| found(&x.destination)),
             ExchangeKind::Topic => b.topic.route(key, found),
             ExchangeKind::Headers => b

@@ -84,7 +84,7 @@ impl<T: PartialEq> TopicTrie<T> {
             node.values.retain(|v| v != value);
             return node.values.len() != before;
         };
-        let removed = match *first {
+        match *first {
             "*" => Self::remove_boxed(&mut node.star, rest, value),
             "#" => Self::remove_boxed(&mut node.hash, rest, value),
             word => match node.words.get_mut(word) {
@@ -97,8 +97,7 @@ impl<T: PartialEq> TopicTrie<T> {
                 }
                 None => false,
             },
-        };
-        removed
+        }
     }
 
     fn remove_boxed(slot: &mut Option<Box<Node<T>>>, rest: &[&str], value: &T) -> bool {
@@ -139,7 +138,7 @@ impl<T> TopicTrie<T> {
             }
         }
         let Some((first, rest)) = words.split_first() else {
-            node.values.iter().for_each(|v| found(v));
+            node.values.iter().for_each(&mut *found);
             return;
         };
         if let Some(child) = node.words.get(*first) {

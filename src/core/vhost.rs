@@ -295,10 +295,9 @@ impl VHost {
             if source.remove_destination(dest) > 0
                 && source.auto_delete
                 && source.binding_count() == 0
+                && let Err(e) = self.remove_exchange(&source, journal)
             {
-                if let Err(e) = self.remove_exchange(&source, journal) {
-                    warn!(exchange = %source.name, error = %e, "auto-delete of exchange failed");
-                }
+                warn!(exchange = %source.name, error = %e, "auto-delete of exchange failed");
             }
         }
     }

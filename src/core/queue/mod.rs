@@ -336,7 +336,7 @@ impl QueueHandle {
 
     /// Cancel without waiting for the queue (used when a channel closes).
     pub fn cancel_detached(&self, consumer: ConsumerKey) {
-        let _ = self.try_or_spawn(Command::Cancel {
+        self.try_or_spawn(Command::Cancel {
             consumer,
             reply: None,
         });
