@@ -1,0 +1,331 @@
+//! Durability through AMQP with the journal store: what survives a clean restart (durable definitions and
+//! persistent messages in durable queues, unacked ones as redelivered) and what does not (transient ones);
+//! confirms in confirm mode only after the sync; transactions committed durably.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestBroker;
+use ferrymq::config::StoreKind;
+use futures_lite::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn journal_broker() -> TestBroker {
+    TestBroker::with(|c| c.store.kind = StoreKind::Journal).await
+}
+
+async fn channel(broker: &TestBroker) -> (Connection, Channel) {
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn count(ch: &Channel, queue: &str) -> Option<u32> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count())
+}
+
+#[tokio::test]
+async fn durable_definitions_and_persistent_messages_survive_a_restart() {
+    let broker = journal_broker().await;
+    {
+        let (conn, ch) = channel(&broker).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            "dx".into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.exchange_declare(
+            "tx-ex".into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare("dq".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_declare(
+            "tq".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "dq".into(),
+            "dx".into(),
+            "a.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        for i in 0..50u32 {
+            ch.basic_publish(
+                "dx".into(),
+                "a.b".into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                persistent(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        ch.basic_publish(
+            "dx".into(),
+            "a.b".into(),
+            BasicPublishOptions::default(),
+            b"transient",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        ch.basic_publish(
+            "".into(),
+            "tq".into(),
+            BasicPublishOptions::default(),
+            b"in a transient queue",
+            persistent(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        // Take ten and leave them unacked: they come back, flagged redelivered.
+        ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                "dq".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            tokio::time::timeout(WAIT, consumer.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        // Ack nothing; close the connection after the restart begins.
+        drop(consumer);
+        let _ = conn;
+        let broker = broker.restart().await;
+        let (_conn, ch) = channel(&broker).await;
+        assert_eq!(
+            count(&ch, "dq").await,
+            Some(50),
+            "every persistent message is back, the transient one is not"
+        );
+        let (_c2, ch2) = channel(&broker).await;
+        assert_eq!(count(&ch2, "tq").await, None, "the transient queue is gone");
+        let (_c3, ch3) = channel(&broker).await;
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch3.exchange_declare(
+            "dx".into(),
+            ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable exchange back");
+        let err = ch3
+            .exchange_declare(
+                "tx-ex".into(),
+                ExchangeKind::Topic,
+                passive,
+                FieldTable::default(),
+            )
+            .await;
+        assert!(err.is_err(), "the transient exchange is gone");
+        // The binding is back: publish through it again.
+        let (_c4, ch4) = channel(&broker).await;
+        ch4.basic_publish(
+            "dx".into(),
+            "a.z".into(),
+            BasicPublishOptions::default(),
+            b"via binding",
+            persistent(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        assert_eq!(count(&ch4, "dq").await, Some(51));
+        let mut seen = Vec::new();
+        let mut redelivered = 0;
+        while let Some(m) = ch4
+            .basic_get("dq".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            redelivered += usize::from(m.delivery.redelivered);
+            seen.push(m.delivery.data.clone());
+        }
+        assert_eq!(seen.len(), 51);
+        assert_eq!(
+            redelivered, 50,
+            "recovered messages are flagged redelivered"
+        );
+        assert_eq!(seen[0], 0u32.to_be_bytes(), "recovered in publish order");
+        broker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn acked_messages_stay_acked_after_a_restart() {
+    let broker = journal_broker().await;
+    let (_conn, ch) = channel(&broker).await;
+    ch.queue_declare(
+        "acked".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..20u8 {
+        ch.basic_publish(
+            "".into(),
+            "acked".into(),
+            BasicPublishOptions::default(),
+            &[i],
+            persistent(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    for _ in 0..15 {
+        let m = ch
+            .basic_get("acked".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let broker = broker.restart().await;
+    let (_conn, ch) = channel(&broker).await;
+    assert_eq!(count(&ch, "acked").await, Some(5));
+    let first = ch
+        .basic_get("acked".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.delivery.data, [15]);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn deleted_durable_queue_stays_deleted_after_a_restart() {
+    let broker = journal_broker().await;
+    let (_conn, ch) = channel(&broker).await;
+    ch.queue_declare(
+        "gone".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "gone".into(),
+        BasicPublishOptions::default(),
+        b"x",
+        persistent(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    ch.queue_delete("gone".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let broker = broker.restart().await;
+    let (_conn, ch) = channel(&broker).await;
+    assert_eq!(count(&ch, "gone").await, None);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn transaction_commit_waits_for_the_journal() {
+    let broker = journal_broker().await;
+    let (_conn, ch) = channel(&broker).await;
+    ch.queue_declare(
+        "txd".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.tx_select().await.unwrap();
+    for i in 0..10u8 {
+        ch.basic_publish(
+            "".into(),
+            "txd".into(),
+            BasicPublishOptions::default(),
+            &[i],
+            persistent(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.tx_commit().await.unwrap();
+    let broker = broker.restart().await;
+    let (_conn, ch) = channel(&broker).await;
+    assert_eq!(count(&ch, "txd").await, Some(10));
+    broker.stop().await;
+}
