@@ -1,4 +1,8 @@
-//! `ferrymq-bench amqp`: AMQP 0-9-1 publish/consume load with lapin.
+//! `ferrymq-bench amqp`: AMQP 0-9-1 publish/consume load.
+//!
+//! Two client engines drive publishers and consumers: `raw` (default, [`raw`]), a minimal built-in
+//! client that costs the load generator next to nothing per message, and `lapin`, the complete client
+//! library, as a cross-check and for amqps://. Queue setup and teardown always use lapin.
 //!
 //! Layout of a run: one setup connection deletes and declares `bench-q-0..N` (durable iff --persistent);
 //! every consumer and every publisher gets its own connection and channel; consumers subscribe first;
@@ -9,7 +13,7 @@
 //! Each body starts with the send time (8 bytes, little endian, nanoseconds since a base instant shared
 //! by the whole process); consumers record now - send time in a histogram.
 //!
-//! The client must not be the bottleneck: publishes are pipelined (a window of in-flight
+//! The client must not be the bottleneck. With lapin, publishes are pipelined (a window of in-flight
 //! `basic_publish` futures, each of which resolves once its frames are written), and with --confirm a
 //! window of outstanding confirms is awaited as they arrive rather than one at a time.
 
@@ -68,7 +72,8 @@ pub struct Args {
     /// Outstanding unconfirmed publishes per publisher with --confirm.
     #[arg(long, default_value_t = 256)]
     pub confirm_window: usize,
-    /// Publishes handed to the client library but not yet written, per publisher, without --confirm.
+    /// With --client lapin and without --confirm: publishes handed to lapin but not yet written, per
+    /// publisher (the raw client writes in batches of up to 128 KiB instead).
     #[arg(long, default_value_t = 1024)]
     pub pipeline: usize,
     /// delivery-mode 2 and durable queues.

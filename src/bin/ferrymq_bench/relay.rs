@@ -1,4 +1,4 @@
-//! `ferrymq-bench relay`: a trivial TCP forwarder, the "relay" baseline of ARCHITECTURE §8.
+//! `ferrymq-bench relay`: a trivial TCP forwarder (a copy loop per direction), the "relay" baseline of ARCHITECTURE §8.
 //!
 //! Benchmarking a broker through the relay (`amqp --url amqp://...@127.0.0.1:<listen>`) puts one more
 //! process copying every byte on the same machine: the gap between the direct and the relayed run shows
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -118,26 +120,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn forward(
-    mut client: TcpStream,
+    client: TcpStream,
     target: &str,
     buffer: usize,
     counters: &Counters,
 ) -> anyhow::Result<()> {
-    let mut upstream = TcpStream::connect(target)
+    let upstream = TcpStream::connect(target)
         .await
         .with_context(|| format!("connect {target}"))?;
     client.set_nodelay(true)?;
     upstream.set_nodelay(true)?;
-    let result =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, buffer, buffer).await;
-    match result {
-        Ok((up, down)) => {
-            counters.to_target.fetch_add(up, Ordering::Relaxed);
-            counters.to_client.fetch_add(down, Ordering::Relaxed);
-            Ok(())
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
+    // copy_bidirectional, with byte counts kept up to date while the connection is open.
+    let (up, down) = tokio::join!(
+        pump(cr, uw, buffer, &counters.to_target),
+        pump(ur, cw, buffer, &counters.to_client)
+    );
+    up.and(down)
+}
+
+/// Copies one direction until EOF, then shuts the write side down so the peer sees the EOF too.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    buffer: usize,
+    count: &AtomicU64,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; buffer.max(1)];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            // A peer resetting the connection at the end of a run is not worth reporting.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return Ok(());
+            }
+            return Err(e.into());
         }
-        // A peer resetting the connection at the end of a run is not worth reporting.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
-        Err(e) => Err(e.into()),
+        count.fetch_add(n as u64, Ordering::Relaxed);
     }
+    let _ = to.shutdown().await;
+    Ok(())
 }

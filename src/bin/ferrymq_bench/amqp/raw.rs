@@ -326,15 +326,17 @@ impl Conn {
         Ok(())
     }
 
-    /// Closes the connection politely, waiting a moment for close-ok.
-    pub async fn close(mut self) {
+    /// Closes the connection politely, waiting up to `wait` for close-ok. The socket must not be dropped
+    /// before the server has read everything: if the server writes to a socket we closed, our kernel
+    /// answers with a reset and the server's kernel discards publishes it had not read yet.
+    pub async fn close(mut self, wait: Duration) {
         let close = Method::ConnectionClose(ConnectionClose {
             reply_code: 200,
             reply_text: "bye".into(),
             class_id: 0,
             method_id: 0,
         });
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(wait, async {
             self.send_on(0, &close).await?;
             // Deliveries and confirms may still be in flight before close-ok.
             loop {
@@ -664,14 +666,17 @@ pub async fn publisher(
         stats.errors += 1;
     }
     stats.finished = Some(Instant::now());
-    drop((rh, wh));
     Conn {
         stream,
         rbuf,
         frame_max,
         heartbeat: 0,
     }
-    .close()
+    .close(
+        hard_stop
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(2)),
+    )
     .await;
     stats
 }
@@ -893,14 +898,13 @@ pub async fn consumer(
         stats.errors += 1;
     }
     stats.last = (stats.received > 0).then(|| clock.instant_at(last_ns));
-    drop((rh, wh));
     Conn {
         stream,
         rbuf,
         frame_max,
         heartbeat: 0,
     }
-    .close()
+    .close(Duration::from_secs(2))
     .await;
     stats
 }
@@ -941,7 +945,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = Url::parse("amqp://guest:gu%40st@127.0.0.1:5673/%2f").unwrap();
+        let u = Url::parse("amqp://guest:gu%40st@127.0.0.1:5673/%2f").expect("valid URL");
         assert_eq!(
             (
                 u.user.as_str(),
@@ -952,9 +956,9 @@ mod tests {
             ),
             ("guest", "gu@st", "127.0.0.1", 5673, "/")
         );
-        let u = Url::parse("amqp://localhost").unwrap();
+        let u = Url::parse("amqp://localhost").expect("valid URL");
         assert_eq!((u.port, u.vhost.as_str()), (5672, "/"));
-        let u = Url::parse("amqp://h:1/").unwrap();
+        let u = Url::parse("amqp://h:1/").expect("valid URL");
         assert_eq!(u.vhost, "");
         assert!(Url::parse("amqps://h").is_err());
     }

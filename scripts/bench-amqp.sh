@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# AMQP benchmark: the same scenarios against FerryMQ and RabbitMQ in one run on one machine, one JSON line per
+# run on stdout (progress on stderr). Compare ratios, not absolute numbers (ARCHITECTURE.md §8).
+#
+#   scripts/bench-amqp.sh                 # 10 s per run
+#   DURATION=5 scripts/bench-amqp.sh      # shorter runs
+#   OUT=bench.jsonl scripts/bench-amqp.sh # also append the JSON lines to a file
+#
+# Scenarios, each against FerryMQ then RabbitMQ:
+#   a  transient, 16 B, 1 publisher / 1 consumer, as fast as possible       (issue 3: FerryMQ >= 5x RabbitMQ)
+#   b  transient, 16 B, fixed 5000 msg/s: latency                          (issue 3: p99 < 1 ms)
+#   c  persistent + publisher confirms + manual acks, 1 KiB                 (issue 4: FerryMQ >= 4x RabbitMQ)
+#   a through the relay (a plain TCP forwarder in front of each broker): the cost of moving the bytes alone.
+#
+# Environment: DURATION (s, default 10), FERRYMQ_PORT (5672), RABBITMQ_PORT (5673, as shared/peers/start.sh
+# sets it up), RELAY_PORT (5690), RELAY=0 to skip the relay runs, FERRYMQ_ARGS (extra broker flags),
+# BENCH_ARGS (extra ferrymq-bench flags, e.g. "--client lapin"), PEERS (path of shared/peers/start.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10}"
+FERRYMQ_PORT="${FERRYMQ_PORT:-5672}"
+RABBITMQ_PORT="${RABBITMQ_PORT:-5673}"
+RELAY_PORT="${RELAY_PORT:-5690}"
+RELAY="${RELAY:-1}"
+PEERS="${PEERS:-../shared/peers/start.sh}"
+OUT="${OUT:-}"
+read -r -a FERRYMQ_EXTRA <<<"${FERRYMQ_ARGS:-}"
+read -r -a BENCH_EXTRA <<<"${BENCH_ARGS:-}"
+
+log() { echo "bench-amqp: $*" >&2; }
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_up() { # port seconds
+  for _ in $(seq $(($2 * 10))); do up "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
+log "building (release)"
+cargo build --release --bin ferrymq --bin ferrymq-bench >&2
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+BENCH="$TARGET_DIR/release/ferrymq-bench"
+FERRYMQ="$TARGET_DIR/release/ferrymq"
+
+# Processes this script starts, stopped on exit (and only those).
+FERRYMQ_PID=""
+RELAY_PID=""
+DATA_DIR="$(mktemp -d)"
+FERRYMQ_LOG="$DATA_DIR.log"
+cleanup() {
+  if [ -n "$RELAY_PID" ]; then kill "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
+  if [ -n "$FERRYMQ_PID" ]; then kill "$FERRYMQ_PID" 2>/dev/null || true; wait "$FERRYMQ_PID" 2>/dev/null || true; fi
+  rm -rf "$DATA_DIR"
+}
+trap cleanup EXIT
+
+log "starting RabbitMQ ($PEERS rabbitmq)"
+"$PEERS" rabbitmq >&2 || log "peer start script failed"
+RABBITMQ_PID=""
+if wait_up "$RABBITMQ_PORT" 5; then
+  RABBITMQ_PID="$(pgrep -f 'beam.smp.*rabbit' | head -n1 || true)"
+  [ -n "$RABBITMQ_PID" ] || RABBITMQ_PID="$(pgrep -f beam.smp | head -n1 || true)"
+else
+  log "RabbitMQ is not listening on 127.0.0.1:$RABBITMQ_PORT: skipping its runs"
+fi
+
+if up "$FERRYMQ_PORT"; then
+  log "something already listens on 127.0.0.1:$FERRYMQ_PORT: not starting FerryMQ there (set FERRYMQ_PORT)"
+else
+  log "starting FerryMQ on 127.0.0.1:$FERRYMQ_PORT (data in $DATA_DIR, log in $FERRYMQ_LOG)"
+  "$FERRYMQ" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port "$FERRYMQ_PORT" --http-port 0 \
+    "${FERRYMQ_EXTRA[@]}" >"$FERRYMQ_LOG" 2>&1 &
+  FERRYMQ_PID=$!
+  if ! wait_up "$FERRYMQ_PORT" 30; then
+    log "FerryMQ did not come up; its log:"
+    tail -n 20 "$FERRYMQ_LOG" >&2 || true
+    kill "$FERRYMQ_PID" 2>/dev/null || true
+    FERRYMQ_PID=""
+  fi
+fi
+
+emit() { # one JSON line
+  echo "$1"
+  if [ -n "$OUT" ]; then echo "$1" >>"$OUT"; fi
+}
+
+bench() { # label port pid args...
+  local label="$1" port="$2" pid="$3"
+  shift 3
+  local pid_args=()
+  [ -n "$pid" ] && pid_args=(--pid "$pid")
+  log "run $label"
+  local line
+  if line="$("$BENCH" amqp --url "amqp://guest:guest@127.0.0.1:$port/%2f" --label "$label" \
+    --duration "$DURATION" "${pid_args[@]}" "$@" "${BENCH_EXTRA[@]}")"; then
+    emit "$line"
+  else
+    log "run $label failed"
+  fi
+  sleep 2 # let the broker settle before the next run
+}
+
+targets=()
+[ -n "$FERRYMQ_PID" ] && targets+=("ferrymq:$FERRYMQ_PORT:$FERRYMQ_PID")
+[ -n "$RABBITMQ_PID" ] && targets+=("rabbitmq:$RABBITMQ_PORT:$RABBITMQ_PID")
+[ ${#targets[@]} -gt 0 ] || { log "no broker to benchmark"; exit 1; }
+
+for scenario in a b c; do
+  for t in "${targets[@]}"; do
+    IFS=: read -r name port pid <<<"$t"
+    case "$scenario" in
+      a) bench "$name-a-transient-16B" "$port" "$pid" --publishers 1 --consumers 1 --size 16 ;;
+      b) bench "$name-b-latency-5k" "$port" "$pid" --publishers 1 --consumers 1 --size 16 --rate 5000 ;;
+      c) bench "$name-c-persistent-confirm-1KiB" "$port" "$pid" --publishers 1 --consumers 1 --size 1024 \
+        --persistent --confirm --manual-ack ;;
+    esac
+  done
+done
+
+if [ "$RELAY" = 1 ]; then
+  for t in "${targets[@]}"; do
+    IFS=: read -r name port pid <<<"$t"
+    "$BENCH" relay --listen "127.0.0.1:$RELAY_PORT" --target "127.0.0.1:$port" --label "relay-$name" >&2 &
+    RELAY_PID=$!
+    if wait_up "$RELAY_PORT" 10; then
+      bench "$name-a-via-relay" "$RELAY_PORT" "$pid" --publishers 1 --consumers 1 --size 16
+    else
+      log "relay did not come up on 127.0.0.1:$RELAY_PORT"
+    fi
+    kill "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || true
+    RELAY_PID=""
+  done
+fi
