@@ -35,6 +35,14 @@ impl Raw {
     }
 
     async fn open_with_heartbeat(broker: &TestBroker, heartbeat: u16) -> Raw {
+        Raw::open_with(broker, heartbeat, codec::FieldTable::default()).await
+    }
+
+    async fn open_with(
+        broker: &TestBroker,
+        heartbeat: u16,
+        client_properties: codec::FieldTable,
+    ) -> Raw {
         let mut raw = Raw::connect(broker).await;
         raw.send(&codec::PROTOCOL_HEADER).await;
         assert!(matches!(
@@ -44,7 +52,7 @@ impl Raw {
         raw.method(
             0,
             Method::ConnectionStartOk(codec::ConnectionStartOk {
-                client_properties: Default::default(),
+                client_properties,
                 mechanism: "PLAIN".into(),
                 response: Bytes::from_static(b"\0guest\0guest"),
                 locale: "en_US".into(),
@@ -356,4 +364,75 @@ async fn server_sends_heartbeats_and_drops_a_silent_peer() {
         elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
         "closed after {elapsed:?}"
     );
+}
+
+#[tokio::test]
+async fn memory_alarm_blocks_publishers_until_consumers_drain() {
+    let broker = TestBroker::with(|c| c.memory.high_water = 64 * 1024).await;
+    let mut caps = codec::FieldTable::default();
+    caps.insert("connection.blocked", codec::FieldValue::Bool(true));
+    let mut props = codec::FieldTable::default();
+    props.insert("capabilities", codec::FieldValue::Table(caps));
+    let mut raw = Raw::open_with(&broker, 0, props).await;
+    raw.method(1, Method::ChannelOpen).await;
+    raw.frame().await;
+    let declare = codec::QueueDeclare {
+        queue: "mem".into(),
+        passive: false,
+        durable: false,
+        exclusive: false,
+        auto_delete: false,
+        no_wait: false,
+        arguments: Default::default(),
+    };
+    raw.method(1, Method::QueueDeclare(declare)).await;
+    assert!(matches!(
+        raw.frame().await,
+        Some(Frame::Method(1, Method::QueueDeclareOk(_)))
+    ));
+    let body = Bytes::from(vec![0u8; 8 * 1024]);
+    let publish = Method::BasicPublish(codec::BasicPublish {
+        exchange: "".into(),
+        routing_key: "mem".into(),
+        mandatory: false,
+        immediate: false,
+    });
+    for _ in 0..10 {
+        let mut out = BytesMut::new();
+        codec::encode_content(
+            1,
+            &publish,
+            60,
+            &Default::default(),
+            &body,
+            131072,
+            &mut out,
+        );
+        raw.send(&out).await;
+    }
+    let Some(Frame::Method(0, Method::ConnectionBlocked(b))) = raw.frame().await else {
+        panic!("expected connection.blocked")
+    };
+    assert_eq!(b.reason, "low on memory");
+    // Another connection drains the queue; the alarm clears and the publisher is unblocked.
+    let mut drain = Raw::open(&broker).await;
+    drain.method(1, Method::ChannelOpen).await;
+    drain.frame().await;
+    drain
+        .method(
+            1,
+            Method::QueuePurge(codec::QueuePurge {
+                queue: "mem".into(),
+                no_wait: false,
+            }),
+        )
+        .await;
+    assert!(matches!(
+        drain.frame().await,
+        Some(Frame::Method(1, Method::QueuePurgeOk(_)))
+    ));
+    assert!(matches!(
+        raw.frame().await,
+        Some(Frame::Method(0, Method::ConnectionUnblocked))
+    ));
 }
