@@ -697,11 +697,20 @@ fn a_failed_sync_while_rolling_a_segment_fails_the_store() -> TestResult {
 
 #[derive(Debug, Clone)]
 enum ModelOp {
-    Publish { queues: Vec<usize>, size: usize },
-    Settle { queue: usize, pick: usize },
+    Publish {
+        queues: Vec<usize>,
+        size: usize,
+    },
+    Settle {
+        queue: usize,
+        pick: usize,
+    },
     Declare(usize),
     Delete(usize),
     Reopen,
+    /// Recover a copy of the files as they are right now, the writer still running: what a process crash
+    /// leaves behind. Settles need not have reached the disk, so settled messages may come back.
+    Crash,
 }
 
 const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
@@ -714,6 +723,7 @@ fn model_op() -> impl Strategy<Value = ModelOp> {
         1 => (0..3usize).prop_map(ModelOp::Declare),
         1 => (0..3usize).prop_map(ModelOp::Delete),
         1 => Just(ModelOp::Reopen),
+        1 => Just(ModelOp::Crash),
     ]
 }
 
@@ -723,6 +733,9 @@ struct Model {
     messages: BTreeMap<MsgId, (Bytes, BTreeSet<usize>)>,
     definitions: Vec<Definition>,
     next_id: MsgId,
+    /// (message, queue) pairs settled so far: after a crash those may be back.
+    settled: BTreeSet<(MsgId, usize)>,
+    bodies: BTreeMap<MsgId, Bytes>,
 }
 
 impl Model {
@@ -754,6 +767,69 @@ fn check_recovered(store: &JournalStore, model: &Model) -> Result<(), TestCaseEr
     Ok(())
 }
 
+/// Copies the journal's files as they are now (some may vanish while copying: a deleted segment).
+fn snapshot(from: &Path, to: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        match std::fs::copy(e.path(), to.join(e.file_name())) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+fn check_crash_copy(dir: &Path, model: &Model) -> Result<(), TestCaseError> {
+    let io = |e: std::io::Error| TestCaseError::fail(e.to_string());
+    let copy = tempfile::tempdir().map_err(io)?;
+    snapshot(dir, copy.path()).map_err(io)?;
+    let _ = std::fs::remove_file(copy.path().join("LOCK"));
+    let store = open_real(copy.path(), 4096).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let r = store
+        .recover()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got = summary(&r);
+    let want = model.expected();
+    for (i, name) in QUEUES.iter().enumerate() {
+        let key = q(name);
+        let got: BTreeMap<MsgId, Bytes> = got
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let want: BTreeMap<MsgId, Bytes> = want
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for (id, body) in &want {
+            prop_assert_eq!(
+                got.get(id),
+                Some(body),
+                "durable message {} lost from {} in a crash",
+                id,
+                name
+            );
+        }
+        for (id, body) in &got {
+            if !want.contains_key(id) {
+                prop_assert!(
+                    model.settled.contains(&(*id, i)),
+                    "message {} back in {} but never settled there",
+                    id,
+                    name
+                );
+                prop_assert_eq!(model.bodies.get(id), Some(body));
+            }
+        }
+    }
+    prop_assert_eq!(fold(&r.definitions), fold(&model.definitions));
+    Ok(())
+}
+
 fn run_model(ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
     let fail = |e: StoreError| TestCaseError::fail(e.to_string());
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -770,6 +846,7 @@ fn run_model(ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
                 let body = Bytes::from(vec![(id % 251) as u8; size]);
                 let p = store.publish(id, &keys, &message(&body)).map_err(fail)?;
                 prop_assert_eq!(wait(&store, p), SyncStatus::Durable);
+                model.bodies.insert(id, body.clone());
                 model.messages.insert(id, (body, set));
             }
             ModelOp::Settle { queue, pick } => {
@@ -784,6 +861,7 @@ fn run_model(ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
                 }
                 let id = held[pick % held.len()];
                 store.settle(&q(QUEUES[queue]), id).map_err(fail)?;
+                model.settled.insert((id, queue));
                 if let Some((_, qs)) = model.messages.get_mut(&id) {
                     qs.remove(&queue);
                     if qs.is_empty() {
@@ -810,6 +888,7 @@ fn run_model(ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
                 }
                 model.messages.retain(|_, (_, qs)| !qs.is_empty());
             }
+            ModelOp::Crash => check_crash_copy(dir.path(), &model)?,
             ModelOp::Reopen => {
                 // A clean close syncs the settles too; a crash is modelled by the fault tests and by the
                 // torn-tail tests. Dropping without close() would be the same as close() here.
