@@ -49,7 +49,7 @@ FERRYMQ_LOG="$DATA_DIR.log"
 cleanup() {
   if [ -n "$RELAY_PID" ]; then kill "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
   if [ -n "$FERRYMQ_PID" ]; then kill "$FERRYMQ_PID" 2>/dev/null || true; wait "$FERRYMQ_PID" 2>/dev/null || true; fi
-  rm -rf "$DATA_DIR"
+  rm -rf "$DATA_DIR" "$FERRYMQ_LOG"
 }
 trap cleanup EXIT
 
