@@ -116,7 +116,9 @@ for scenario in a b c; do
   done
 done
 
-if [ "$RELAY" = 1 ]; then
+if [ "$RELAY" = 1 ] && up "$RELAY_PORT"; then
+  log "something already listens on 127.0.0.1:$RELAY_PORT: skipping the relay runs (set RELAY_PORT)"
+elif [ "$RELAY" = 1 ]; then
   for t in "${targets[@]}"; do
     IFS=: read -r name port pid <<<"$t"
     "$BENCH" relay --listen "127.0.0.1:$RELAY_PORT" --target "127.0.0.1:$port" --label "relay-$name" >&2 &
