@@ -5,26 +5,8 @@ use ferrymq_amqp_codec::CodecError;
 
 use crate::core::CoreError;
 
-/// AMQP 0-9-1 reply codes (spec §1.9, constants).
-pub mod code {
-    pub const REPLY_SUCCESS: u16 = 200;
-    pub const CONTENT_TOO_LARGE: u16 = 311;
-    pub const NO_ROUTE: u16 = 312;
-    pub const CONNECTION_FORCED: u16 = 320;
-    pub const ACCESS_REFUSED: u16 = 403;
-    pub const NOT_FOUND: u16 = 404;
-    pub const RESOURCE_LOCKED: u16 = 405;
-    pub const PRECONDITION_FAILED: u16 = 406;
-    pub const FRAME_ERROR: u16 = 501;
-    pub const SYNTAX_ERROR: u16 = 502;
-    pub const COMMAND_INVALID: u16 = 503;
-    pub const CHANNEL_ERROR: u16 = 504;
-    pub const UNEXPECTED_FRAME: u16 = 505;
-    pub const RESOURCE_ERROR: u16 = 506;
-    pub const NOT_ALLOWED: u16 = 530;
-    pub const NOT_IMPLEMENTED: u16 = 540;
-    pub const INTERNAL_ERROR: u16 = 541;
-}
+/// AMQP 0-9-1 reply codes (the codec's table, XML reference §1.2).
+pub use ferrymq_amqp_codec::reply_code as code;
 
 /// The symbolic name RabbitMQ prefixes reply texts with.
 pub fn code_name(code: u16) -> &'static str {

@@ -126,11 +126,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 Ok(())
             }
             Method::ExchangeBind(m) => {
-                let s = self.session()?;
-                s.bind(
+                let target = (m.destination.as_str(), DestinationKind::Exchange);
+                self.session()?.bind(
                     &m.source,
-                    &m.destination,
-                    DestinationKind::Exchange,
+                    target.0,
+                    target.1,
                     &m.routing_key,
                     &m.arguments,
                     BindOp::Bind,
@@ -139,11 +139,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 Ok(())
             }
             Method::ExchangeUnbind(m) => {
-                let s = self.session()?;
-                s.bind(
+                let target = (m.destination.as_str(), DestinationKind::Exchange);
+                self.session()?.bind(
                     &m.source,
-                    &m.destination,
-                    DestinationKind::Exchange,
+                    target.0,
+                    target.1,
                     &m.routing_key,
                     &m.arguments,
                     BindOp::Unbind,
@@ -179,11 +179,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             Method::QueueBind(m) => {
                 let queue = self.queue_name(ch, &m.queue)?;
-                let s = self.session()?;
-                s.bind(
+                let target = (queue.as_str(), DestinationKind::Queue);
+                self.session()?.bind(
                     &m.exchange,
-                    &queue,
-                    DestinationKind::Queue,
+                    target.0,
+                    target.1,
                     &m.routing_key,
                     &m.arguments,
                     BindOp::Bind,
@@ -193,11 +193,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             Method::QueueUnbind(m) => {
                 let queue = self.queue_name(ch, &m.queue)?;
-                let s = self.session()?;
-                s.bind(
+                let target = (queue.as_str(), DestinationKind::Queue);
+                self.session()?.bind(
                     &m.exchange,
-                    &queue,
-                    DestinationKind::Queue,
+                    target.0,
+                    target.1,
                     &m.routing_key,
                     &m.arguments,
                     BindOp::Unbind,

@@ -265,6 +265,18 @@ pub fn encode_content(
     // One reservation for the whole message; the method and header frames are usually well under 256 bytes.
     out.reserve(256 + body.len() + body_frames * FRAME_OVERHEAD);
     encode_method(channel, method, out);
+    encode_header_and_body(channel, class_id, properties, body, chunk, out);
+}
+
+/// The content header frame and the body frames (at most `chunk` bytes each) that follow a content method.
+fn encode_header_and_body(
+    channel: u16,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &Bytes,
+    chunk: usize,
+    out: &mut BytesMut,
+) {
     put_frame(out, FRAME_HEADER, channel, |out| {
         encode_header_payload(class_id, body.len() as u64, properties, out);
     });
@@ -301,12 +313,7 @@ pub fn encode_deliver(
         crate::wire::put_shortstr(out, exchange);
         crate::wire::put_shortstr(out, routing_key);
     });
-    put_frame(out, FRAME_HEADER, channel, |out| {
-        encode_header_payload(60, body.len() as u64, properties, out);
-    });
-    for piece in body.chunks(chunk) {
-        encode_body(channel, piece, out);
-    }
+    encode_header_and_body(channel, 60, properties, body, chunk, out);
 }
 
 /// Appends a heartbeat frame: type 8, channel 0, empty payload (spec §4.2.7).
