@@ -22,8 +22,8 @@ async fn journal_broker() -> TestBroker {
 async fn channel(broker: &TestBroker) -> (Connection, Channel) {
     let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
         .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
     (conn, ch)
 }
 

@@ -1207,3 +1207,17 @@ async fn dead_letter_on_max_length_overflow_and_cc_routing() {
     assert_eq!(get_body(&ch, "cc-a").await.unwrap(), b"both");
     assert_eq!(get_body(&ch, "cc-b").await.unwrap(), b"both");
 }
+
+#[tokio::test]
+async fn deleting_missing_queues_and_exchanges_succeeds_as_in_rabbitmq() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = connect(&broker).await;
+    let deleted = ch
+        .queue_delete("never-declared".into(), QueueDeleteOptions::default())
+        .await;
+    assert_eq!(deleted.expect("delete-ok"), 0);
+    ch.exchange_delete("never-declared".into(), ExchangeDeleteOptions::default())
+        .await
+        .expect("delete-ok");
+    declare(&ch, "after", FieldTable::default()).await;
+}

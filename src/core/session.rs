@@ -214,9 +214,11 @@ impl Session {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32, CoreError> {
-        let q = self.usable_queue(name)?;
         self.check(Access::Configure, "queue", name)?;
-        drop(q);
+        let Some(queue) = self.vhost.queue(name) else {
+            return Ok(0); // RabbitMQ 3.x: deleting a missing queue is delete-ok with 0 messages
+        };
+        self.vhost.check_exclusive_access(&queue, Some(self.conn))?;
         self.vhost.delete_queue(name, if_unused, if_empty).await
     }
 
