@@ -191,9 +191,8 @@ impl Broker {
                 continue;
             };
             restored += messages.len();
-            queue
-                .restore(messages.into_iter().map(|m| (m.id, m.message)).collect())
-                .await;
+            // Bodies recovery left on disk (`message: None`) stay there: the queue reads them back when needed.
+            queue.restore(messages).await;
         }
         restored
     }

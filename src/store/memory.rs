@@ -55,6 +55,10 @@ impl Store for MemoryStore {
     fn recover(&self) -> Result<Recovered, StoreError> {
         Ok(Recovered::default())
     }
+    /// The memory store keeps no bodies: queues never page messages that have no journal copy to read back.
+    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+        Err(StoreError::NotFound(id))
+    }
     fn healthy(&self) -> Result<(), String> {
         Ok(())
     }

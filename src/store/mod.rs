@@ -156,10 +156,43 @@ pub enum Definition {
 }
 
 /// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.
+///
+/// Recovery loads only the first bodies of a large store (see the journal's recovery budget); the rest come back
+/// as `message: None` and are read with [`Store::read`] when the queue needs them. The small fields a queue needs
+/// without the body (size, priority, per-message TTL) are always present.
 #[derive(Debug, Clone)]
 pub struct RecoveredMessage {
     pub id: MsgId,
-    pub message: Arc<Message>,
+    /// The message, or `None` while it is still only on disk.
+    pub message: Option<Arc<Message>>,
+    /// Body length in bytes.
+    pub size: u32,
+    /// The message's priority property (0 when absent).
+    pub priority: u8,
+    /// The per-message TTL (the `expiration` property) in milliseconds, if it has a valid one.
+    pub expiration_ms: Option<u64>,
+}
+
+impl RecoveredMessage {
+    /// Describes `message`, keeping its body only when `keep` is set.
+    pub fn new(id: MsgId, message: Arc<Message>, keep: bool) -> Self {
+        Self {
+            id,
+            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            priority: message.properties.priority.unwrap_or(0),
+            expiration_ms: message_ttl_ms(&message),
+            message: keep.then_some(message),
+        }
+    }
+}
+
+/// The per-message TTL of `message` (its `expiration` property, milliseconds as a decimal string).
+pub fn message_ttl_ms(message: &Message) -> Option<u64> {
+    message
+        .properties
+        .expiration
+        .as_deref()
+        .and_then(|e| e.parse::<u64>().ok())
 }
 
 /// Everything the store hands back at start-up.
@@ -186,6 +219,8 @@ pub enum StoreError {
     FutureVersion { found: u32, supported: u32 },
     #[error("disk free space below the low-water mark")]
     DiskLow,
+    #[error("message {0} is not in the store")]
+    NotFound(MsgId),
 }
 
 /// The persistence seam. Implementations must be cheap to call from many tasks at once: appends only enqueue
@@ -207,6 +242,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn sync_state(&self) -> watch::Receiver<SyncState>;
     /// Read back everything durable, once, before any append.
     fn recover(&self) -> Result<Recovered, StoreError>;
+    /// Read back a live persistent message by id (queues page bodies out of memory and read them back before
+    /// delivery). Always reads the message's current copy, wherever compaction has moved it. A publish that is
+    /// still queued for the writer is waited for (at most one group commit), so this may be called for any id
+    /// whose [`Store::publish`] returned `Ok`. Blocks the calling thread on file I/O. Stores that keep no bodies
+    /// (the default) answer [`StoreError::NotFound`] and say so with [`Store::pages`].
+    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+        Err(StoreError::NotFound(id))
+    }
+    /// Whether [`Store::read`] can return bodies, i.e. whether queues may page them out of memory.
+    fn pages(&self) -> bool {
+        false
+    }
     /// Whether the store accepts persistent writes right now (health/ready).
     fn healthy(&self) -> Result<(), String>;
     /// Whether publishers should be blocked (disk below the low-water mark).

@@ -2,15 +2,28 @@
 //! consumers and timers (TTL, x-expires, lease expiry). It processes commands in batches and then hands out
 //! as many messages as consumers have credit for, so a burst of publishes costs one delivery pass.
 //! Dead-lettering routes through the vhost without ever blocking on another queue's channel.
+//!
+//! Paging. A queue keeps at most [`PAGE_BUDGET_MESSAGES`] ready bodies or [`PAGE_BUDGET_BYTES`] of them in
+//! memory, whichever comes first. Beyond it, a newly enqueued message that has a copy in a store that can read
+//! it back ([`Store::pages`]: the journal) is kept as a paged entry: only its tag, store id, size, priority,
+//! expiry and flags (an [`Entry`] without its `Arc<Message>`). When a paged entry reaches the head of its ready
+//! list, it and the paged entries right behind it (up to [`READ_AHEAD`]) are read back with [`Store::read`]
+//! (synchronously, in the actor: one positional read each, usually from the page cache). The store serves a
+//! publish that is not yet synced by waiting for its group commit, so paging starts right after the publish is
+//! journaled. Transient messages and messages of non-durable queues are never paged (the memory alarm bounds
+//! them). TTL expiry needs no body; dead-lettering reads it back first. The memory gauge counts loaded bodies
+//! only. A paged message that cannot be read back is dropped from the queue with an error but not settled in
+//! the store, so it comes back after a restart instead of being lost.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::num::NonZeroU64;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferrymq_amqp_codec::{FieldTable, FieldValue};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{
     ChannelLimit, Command, ConsumerKey, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle,
@@ -20,10 +33,16 @@ use crate::core::CoreError;
 use crate::core::memory::{MESSAGE_OVERHEAD, MemoryGauge};
 use crate::core::message::Message;
 use crate::core::vhost::VHost;
-use crate::store::{MsgId, Store};
+use crate::store::{MsgId, RecoveredMessage, Store, message_ttl_ms};
 
 /// Commands handled per batch before a delivery pass.
 const BATCH: usize = 256;
+/// At most this many ready bodies are kept in memory per queue (see the module docs on paging).
+pub(crate) const PAGE_BUDGET_MESSAGES: usize = 4096;
+/// At most this many bytes of ready bodies are kept in memory per queue.
+pub(crate) const PAGE_BUDGET_BYTES: u64 = 8 * 1024 * 1024;
+/// Paged entries read back at once when one reaches the head of its ready list.
+const READ_AHEAD: usize = 64;
 
 pub(super) fn spawn(
     me: QueueHandle,
@@ -33,6 +52,7 @@ pub(super) fn spawn(
     memory: Arc<MemoryGauge>,
 ) {
     let levels = me.args.max_priority.map_or(1, |p| p as usize + 1);
+    let pages = store.pages();
     let actor = Actor {
         me,
         vhost,
@@ -41,6 +61,9 @@ pub(super) fn spawn(
         ready: (0..levels).map(|_| VecDeque::new()).collect(),
         ready_count: 0,
         ready_bytes: 0,
+        loaded: 0,
+        loaded_bytes: 0,
+        pages,
         outstanding: HashMap::new(),
         leases: BTreeSet::new(),
         consumers: Vec::new(),
@@ -53,12 +76,63 @@ pub(super) fn spawn(
     tokio::spawn(actor.run(rx));
 }
 
+/// One message in the queue, ready or unacked. Kept small (40 bytes) because a backlog is millions of these:
+/// the store id and the expiry are niche-packed, and the body is optional (`None`: paged out to the store).
 struct Entry {
     tag: u64,
-    message: Arc<Message>,
-    store_id: Option<MsgId>,
-    expires_at: Option<Instant>,
+    /// The message, or `None` while it is paged out (then `store_id` is set).
+    message: Option<Arc<Message>>,
+    store_id: StoreRef,
+    expires_at: Deadline,
+    /// Body length (what `x-max-length-bytes` and the memory gauge count).
+    size: u32,
+    /// The message's priority property, for its ready list while paged.
+    priority: u8,
     redelivered: bool,
+}
+
+/// A store id in 8 bytes: `id + 1`, so `None` takes no extra space. (The one id that cannot be stored this way,
+/// `u64::MAX`, is never reached.)
+#[derive(Clone, Copy)]
+struct StoreRef(Option<NonZeroU64>);
+
+impl StoreRef {
+    fn new(id: Option<MsgId>) -> Self {
+        Self(id.and_then(|id| NonZeroU64::new(id.checked_add(1)?)))
+    }
+    fn get(self) -> Option<MsgId> {
+        self.0.map(|n| n.get() - 1)
+    }
+}
+
+/// The process-wide instant expiry deadlines are counted from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// An optional deadline in 8 bytes: nanoseconds after [`EPOCH`] (at least 1).
+#[derive(Clone, Copy)]
+struct Deadline(Option<NonZeroU64>);
+
+impl Deadline {
+    fn new(at: Option<Instant>) -> Self {
+        Self(at.and_then(|t| {
+            let nanos = u64::try_from(t.saturating_duration_since(*EPOCH).as_nanos()).ok()?;
+            NonZeroU64::new(nanos.max(1))
+        }))
+    }
+    fn get(self) -> Option<Instant> {
+        self.0.map(|n| *EPOCH + Duration::from_nanos(n.get()))
+    }
+}
+
+impl Entry {
+    /// What the entry counts for in the memory gauge: its body while loaded, nothing while paged.
+    fn cost(&self) -> u64 {
+        if self.message.is_some() {
+            u64::from(self.size) + MESSAGE_OVERHEAD
+        } else {
+            0
+        }
+    }
 }
 
 struct Outstanding {
@@ -89,6 +163,11 @@ struct Actor {
     ready: Vec<VecDeque<Entry>>,
     ready_count: usize,
     ready_bytes: u64,
+    /// Ready entries whose body is loaded, and their bytes: what the paging budget bounds.
+    loaded: usize,
+    loaded_bytes: u64,
+    /// Whether the store can read bodies back (only then are entries paged).
+    pages: bool,
     outstanding: HashMap<u64, Outstanding>,
     leases: BTreeSet<(Instant, u64)>,
     consumers: Vec<Consumer>,
@@ -189,9 +268,8 @@ impl Actor {
                 let _ = reply.send(self.delete(if_unused, if_empty));
             }
             Command::Restore { messages } => {
-                for (id, message) in messages {
-                    let entry = self.new_entry(message, Some(id), true);
-                    self.push_ready(entry);
+                for m in messages {
+                    self.restore(m);
                 }
             }
         }
@@ -207,23 +285,41 @@ impl Actor {
     ) -> Entry {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let expires_at = self.expiry_of(&message);
-        self.memory.add(entry_cost(&message));
-        Entry {
+        let entry = Entry {
             tag,
-            message,
-            store_id,
-            expires_at,
+            expires_at: Deadline::new(self.expiry_of(message_ttl_ms(&message))),
+            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            priority: message.properties.priority.unwrap_or(0),
+            message: Some(message),
+            store_id: StoreRef::new(store_id),
             redelivered,
-        }
+        };
+        self.memory.add(entry.cost());
+        entry
     }
 
-    fn expiry_of(&self, message: &Message) -> Option<Instant> {
-        let per_message = message
-            .properties
-            .expiration
-            .as_deref()
-            .and_then(|e| e.parse::<u64>().ok());
+    /// A recovered message: loaded if recovery loaded it, paged otherwise.
+    fn restore(&mut self, m: RecoveredMessage) {
+        let entry = match m.message {
+            Some(message) => self.new_entry(message, Some(m.id), true),
+            None => {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                Entry {
+                    tag,
+                    message: None,
+                    store_id: StoreRef::new(Some(m.id)),
+                    expires_at: Deadline::new(self.expiry_of(m.expiration_ms)),
+                    size: m.size,
+                    priority: m.priority,
+                    redelivered: true,
+                }
+            }
+        };
+        self.push_ready(entry);
+    }
+
+    fn expiry_of(&self, per_message: Option<u64>) -> Option<Instant> {
         let ttl_ms = match (
             self.me.args.message_ttl.map(|d| d.as_millis() as u64),
             per_message,
@@ -320,13 +416,13 @@ impl Actor {
     }
 
     fn get(&mut self, no_ack: bool, lease: Option<Duration>) -> Option<Delivery> {
-        let entry = self.pop_ready()?;
+        let (entry, message) = self.pop_ready()?;
         let remaining = self.ready_count as u32;
         let delivery = Delivery {
             consumer: 0,
             queue: self.me.clone(),
             tag: entry.tag,
-            message: entry.message.clone(),
+            message,
             redelivered: entry.redelivered,
             remaining,
         };
@@ -387,6 +483,7 @@ impl Actor {
             messages: self.ready_count as u32,
             consumers: self.consumers.len() as u32,
             unacked: self.outstanding.len() as u32,
+            loaded: self.loaded as u32,
         }
     }
 
@@ -396,6 +493,8 @@ impl Actor {
         self.ready = (0..levels.len()).map(|_| VecDeque::new()).collect();
         self.ready_count = 0;
         self.ready_bytes = 0;
+        self.loaded = 0;
+        self.loaded_bytes = 0;
         for entry in levels.into_iter().flatten() {
             self.retire(&entry);
         }
@@ -435,7 +534,7 @@ impl Actor {
             .iter()
             .flatten()
             .chain(self.outstanding.values().map(|o| &o.entry))
-            .map(|e| entry_cost(&e.message))
+            .map(Entry::cost)
             .sum();
         self.memory.sub(held);
         self.me.mark_deleted();
@@ -454,44 +553,105 @@ impl Actor {
 
     // ---- ready list ----
 
-    fn level_of(&self, message: &Message) -> usize {
+    fn level_of(&self, priority: u8) -> usize {
         let top = self.ready.len() - 1;
-        (message.properties.priority.unwrap_or(0) as usize).min(top)
+        (priority as usize).min(top)
     }
 
-    fn push_ready(&mut self, entry: Entry) {
-        let level = self.level_of(&entry.message);
+    /// Whether the loaded ready bodies are at the paging budget.
+    fn over_budget(&self, size: u32) -> bool {
+        self.loaded >= PAGE_BUDGET_MESSAGES
+            || self.loaded_bytes + u64::from(size) > PAGE_BUDGET_BYTES
+    }
+
+    /// Counts an entry entering the ready lists.
+    fn count_in(&mut self, entry: &Entry) {
         self.ready_count += 1;
-        self.ready_bytes += entry.message.body.len() as u64;
+        self.ready_bytes += u64::from(entry.size);
+        if entry.message.is_some() {
+            self.loaded += 1;
+            self.loaded_bytes += u64::from(entry.size);
+        }
+    }
+
+    /// Appends an entry to its ready list, paging its body out if the queue is over its budget and the store
+    /// has a copy to read back.
+    fn push_ready(&mut self, mut entry: Entry) {
+        if self.pages
+            && entry.message.is_some()
+            && entry.store_id.get().is_some()
+            && self.over_budget(entry.size)
+        {
+            self.memory.sub(entry.cost());
+            entry.message = None;
+        }
+        let level = self.level_of(entry.priority);
+        self.count_in(&entry);
         self.ready[level].push_back(entry);
     }
 
+    /// Puts an unacked entry back at its original position (it stays loaded: unacked entries are bounded by
+    /// prefetch, and it is usually delivered again soon).
     fn requeue(&mut self, mut entry: Entry) {
         entry.redelivered = true;
-        let level = self.level_of(&entry.message);
-        self.ready_count += 1;
-        self.ready_bytes += entry.message.body.len() as u64;
+        let level = self.level_of(entry.priority);
+        self.count_in(&entry);
         let list = &mut self.ready[level];
         let at = list.partition_point(|e| e.tag < entry.tag);
         list.insert(at, entry);
     }
 
+    /// Takes the head of a ready list as it is (possibly paged).
     fn take_from(&mut self, level: usize) -> Option<Entry> {
         let entry = self.ready[level].pop_front()?;
         self.ready_count -= 1;
-        self.ready_bytes -= entry.message.body.len() as u64;
+        self.ready_bytes -= u64::from(entry.size);
+        if entry.message.is_some() {
+            self.loaded -= 1;
+            self.loaded_bytes -= u64::from(entry.size);
+        }
         Some(entry)
     }
 
-    /// Highest priority first.
-    fn pop_ready(&mut self) -> Option<Entry> {
-        let level = (0..self.ready.len())
-            .rev()
-            .find(|l| !self.ready[*l].is_empty())?;
-        self.take_from(level)
+    /// If the head of `level` is paged, reads it and the paged entries right behind it (up to [`READ_AHEAD`]
+    /// entries) back from the store. An entry that cannot be read stays paged.
+    fn read_ahead(&mut self, level: usize) {
+        if self.ready[level]
+            .front()
+            .is_none_or(|e| e.message.is_some())
+        {
+            return;
+        }
+        let (store, memory, queue) = (&self.store, &self.memory, &self.me);
+        for entry in self.ready[level].iter_mut().take(READ_AHEAD) {
+            if entry.message.is_some() {
+                continue;
+            }
+            if load(store.as_ref(), memory, queue, entry) {
+                self.loaded += 1;
+                self.loaded_bytes += u64::from(entry.size);
+            }
+        }
     }
 
-    /// Lowest priority first (what drop-head drops).
+    /// The next message to hand out, highest priority first, with its body loaded. A paged entry that cannot
+    /// be read back is dropped from the queue (not settled in the store: it returns after a restart).
+    fn pop_ready(&mut self) -> Option<(Entry, Arc<Message>)> {
+        loop {
+            let level = (0..self.ready.len())
+                .rev()
+                .find(|l| !self.ready[*l].is_empty())?;
+            self.read_ahead(level);
+            let entry = self.take_from(level)?;
+            if let Some(message) = entry.message.clone() {
+                return Some((entry, message));
+            }
+            error!(queue = %self.me.name, vhost = %self.me.vhost, id = ?entry.store_id.get(),
+                "paged message could not be read back; dropped from the queue until the next restart");
+        }
+    }
+
+    /// Lowest priority first (what drop-head drops), possibly paged.
     fn pop_ready_lowest(&mut self) -> Option<Entry> {
         let level = (0..self.ready.len()).find(|l| !self.ready[*l].is_empty())?;
         self.take_from(level)
@@ -501,8 +661,8 @@ impl Actor {
 
     /// A message leaves the queue for good: its settlement is journaled and its memory released.
     fn retire(&self, entry: &Entry) {
-        self.memory.sub(entry_cost(&entry.message));
-        if let Some(id) = entry.store_id
+        self.memory.sub(entry.cost());
+        if let Some(id) = entry.store_id.get()
             && let Err(e) = self.store.settle(&self.me.key, id)
         {
             warn!(queue = %self.me.name, error = %e, "could not journal settlement");
@@ -513,15 +673,21 @@ impl Actor {
         self.retire(&entry);
     }
 
-    fn dead_letter(&mut self, entry: Entry, reason: &'static str) {
+    fn dead_letter(&mut self, mut entry: Entry, reason: &'static str) {
+        let dlx = self.me.args.dead_letter_exchange.clone();
+        let Some((dlx, vhost)) = dlx.zip(self.vhost.upgrade()) else {
+            self.retire(&entry);
+            return;
+        };
+        // A paged body is read back before the settlement lets the store forget it.
+        if !load(self.store.as_ref(), &self.memory, &self.me, &mut entry) {
+            return;
+        }
         self.retire(&entry);
-        let Some(dlx) = self.me.args.dead_letter_exchange.clone() else {
+        let Some(original) = entry.message.as_deref() else {
             return;
         };
-        let Some(vhost) = self.vhost.upgrade() else {
-            return;
-        };
-        let message = dead_lettered(&entry.message, &self.me, &dlx, reason);
+        let message = dead_lettered(original, &self.me, &dlx, reason);
         let mut targets = vhost.route(&dlx, &message);
         // Cycle: a message dead-lettered back into this queue for a reason other than rejection is dropped.
         if reason != "rejected" {
@@ -541,8 +707,15 @@ impl Actor {
             let Some(index) = self.pick_consumer(&mut blocked) else {
                 break;
             };
-            let Some(entry) = self.pop_ready() else { break };
-            self.hand_to(index, entry);
+            let Some((entry, message)) = self.pop_ready() else {
+                // Nothing readable was left: give back the channel credit the pick took.
+                let spec = &self.consumers[index].spec;
+                if let Some(limit) = spec.channel_limit.as_ref().filter(|_| !spec.no_ack) {
+                    limit.release(1);
+                }
+                break;
+            };
+            self.hand_to(index, entry, message);
         }
     }
 
@@ -578,13 +751,13 @@ impl Actor {
         }
     }
 
-    fn hand_to(&mut self, index: usize, entry: Entry) {
+    fn hand_to(&mut self, index: usize, entry: Entry, message: Arc<Message>) {
         let consumer = &mut self.consumers[index];
         let delivery = Delivery {
             consumer: consumer.spec.key,
             queue: self.me.clone(),
             tag: entry.tag,
-            message: entry.message.clone(),
+            message,
             redelivered: entry.redelivered,
             remaining: 0,
         };
@@ -631,7 +804,7 @@ impl Actor {
         let heads = self
             .ready
             .iter()
-            .filter_map(|l| l.front().and_then(|e| e.expires_at));
+            .filter_map(|l| l.front().and_then(|e| e.expires_at.get()));
         let lease = self.leases.first().map(|(t, _)| *t);
         let idle = match (self.me.args.expires, self.consumers.is_empty()) {
             (Some(d), true) => Some(self.last_used + d),
@@ -644,7 +817,7 @@ impl Actor {
         for level in 0..self.ready.len() {
             while self.ready[level]
                 .front()
-                .and_then(|e| e.expires_at)
+                .and_then(|e| e.expires_at.get())
                 .is_some_and(|t| t <= now)
             {
                 if let Some(entry) = self.take_from(level) {
@@ -670,9 +843,25 @@ impl Actor {
     }
 }
 
-/// What a held message counts for in the memory gauge.
-fn entry_cost(message: &Message) -> u64 {
-    message.body.len() as u64 + MESSAGE_OVERHEAD
+/// Reads a paged entry's body back from the store (counting it in the memory gauge); true if it is loaded.
+fn load(store: &dyn Store, memory: &MemoryGauge, queue: &QueueHandle, entry: &mut Entry) -> bool {
+    if entry.message.is_some() {
+        return true;
+    }
+    let Some(id) = entry.store_id.get() else {
+        return false;
+    };
+    match store.read(id) {
+        Ok(message) => {
+            entry.message = Some(Arc::new(message));
+            memory.add(entry.cost());
+            true
+        }
+        Err(e) => {
+            error!(queue = %queue.name, vhost = %queue.vhost, id, error = %e, "could not read a paged message back");
+            false
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

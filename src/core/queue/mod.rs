@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CoreError;
 use super::message::Message;
 use super::vhost::VHost;
-use crate::store::{MsgId, QueueKey, Store};
+use crate::store::{MsgId, QueueKey, RecoveredMessage, Store};
 pub use args::{Overflow, QueueArgs};
 
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
@@ -164,9 +164,9 @@ pub(crate) enum Command {
         if_empty: bool,
         reply: oneshot::Sender<Result<u32, CoreError>>,
     },
-    /// Recovered messages, restored before any publish.
+    /// Recovered messages, restored before any publish (those without a body are restored paged out).
     Restore {
-        messages: Vec<(MsgId, Arc<Message>)>,
+        messages: Vec<RecoveredMessage>,
     },
 }
 
@@ -176,6 +176,8 @@ pub struct QueueStats {
     pub messages: u32,
     pub consumers: u32,
     pub unacked: u32,
+    /// Ready messages whose body is in memory; the others are paged out to the store (see `actor`).
+    pub loaded: u32,
 }
 
 /// Immutable facts about a queue plus the command channel to its actor.
@@ -418,7 +420,7 @@ impl QueueHandle {
         });
     }
 
-    pub(crate) async fn restore(&self, messages: Vec<(MsgId, Arc<Message>)>) {
+    pub(crate) async fn restore(&self, messages: Vec<RecoveredMessage>) {
         let _ = self.send(Command::Restore { messages }).await;
     }
 }

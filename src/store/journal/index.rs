@@ -33,13 +33,28 @@ pub(crate) struct SegmentStats {
     pub(crate) depends_on: BTreeSet<u64>,
 }
 
-/// A live message: where its current copy is and which queues still hold it (interned queue numbers).
+/// A live message: where its current copy is (segment, byte offset of its framed record, record length) and
+/// which queues still hold it (interned queue numbers). 40 bytes: the offset fits in the padding after `len`.
 #[derive(Debug, Clone)]
 struct Live {
     segment: u64,
+    offset: u32,
     len: u32,
     queues: Vec<u32>,
 }
+
+/// Where the current copy of a live message's publish record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
+/// Offsets are kept in 32 bits; the journal caps its segment size so that every record starts below this.
+/// A record recovered from an older, larger segment at a higher offset is marked with it and cannot be read back
+/// (it is still recovered, with its body, the slow way: see `recovery`).
+pub(crate) const UNREADABLE_OFFSET: u32 = u32::MAX;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -71,6 +86,11 @@ impl Index {
     /// The segments being accounted for, oldest first.
     pub(crate) fn segment_numbers(&self) -> Vec<u64> {
         self.segments.keys().copied().collect()
+    }
+
+    /// Whether `segment` is being accounted for (exists, or is about to be deleted).
+    pub(crate) fn has_segment(&self, segment: u64) -> bool {
+        self.segments.contains_key(&segment)
     }
 
     #[cfg(test)]
@@ -118,9 +138,19 @@ impl Index {
         )
     }
 
-    /// Where the current copy of a live message is.
+    /// The segment holding the current copy of a live message.
     pub(crate) fn location(&self, id: MsgId) -> Option<u64> {
         self.messages.get(&id).map(|l| l.segment)
+    }
+
+    /// Where exactly the current copy of a live message is, if it can be read back.
+    pub(crate) fn locate(&self, id: MsgId) -> Option<Location> {
+        let live = self.messages.get(&id)?;
+        (live.offset != UNREADABLE_OFFSET).then_some(Location {
+            segment: live.segment,
+            offset: u64::from(live.offset),
+            len: live.len,
+        })
     }
 
     /// Retires the copy of `live` in its segment; `by` is the segment holding the record that retires it.
@@ -136,11 +166,13 @@ impl Index {
         }
     }
 
-    /// A publish record of `len` bytes in `segment`. A second record for a live id is a compacted copy: it moves
-    /// the message and narrows its queues to the ones listed. Returns whether the message is live afterwards.
+    /// A publish record of `len` bytes at `offset` in `segment`. A second record for a live id is a compacted
+    /// copy: it moves the message and narrows its queues to the ones listed. Returns whether the message is live
+    /// afterwards.
     pub(crate) fn publish(
         &mut self,
         segment: u64,
+        offset: u64,
         len: u64,
         id: MsgId,
         queues: &[QueueKey],
@@ -164,6 +196,7 @@ impl Index {
             id,
             Live {
                 segment,
+                offset: u32::try_from(offset).unwrap_or(UNREADABLE_OFFSET),
                 len,
                 queues: interned,
             },
@@ -536,8 +569,8 @@ mod tests {
         ix.add_segment(1, 100);
         ix.add_segment(2, 100);
         ix.add_segment(3, 16);
-        ix.publish(1, 40, 1, &[q("a")]);
-        ix.publish(1, 40, 2, &[q("a")]);
+        ix.publish(1, 0, 40, 1, &[q("a")]);
+        ix.publish(1, 0, 40, 2, &[q("a")]);
         ix.settle(2, &q("a"), 1);
         assert_eq!(
             ix.segment(1).map(|s| (s.live_msgs, s.live_bytes)),
@@ -546,7 +579,7 @@ mod tests {
         // Segment 2 has no live messages but its tombstone points into segment 1.
         assert!(ix.deletable(3).is_empty());
         // Compact message 2 into the head: segment 1 empties and goes first, then segment 2.
-        ix.publish(3, 40, 2, &[q("a")]);
+        ix.publish(3, 0, 40, 2, &[q("a")]);
         assert_eq!(ix.deletable(3), vec![1]);
         ix.remove_segment(1);
         assert_eq!(ix.deletable(3), vec![2]);
@@ -556,8 +589,8 @@ mod tests {
     fn delete_queue_drops_its_messages_only() {
         let mut ix = Index::default();
         ix.add_segment(1, 16);
-        ix.publish(1, 10, 1, &[q("a"), q("b")]);
-        ix.publish(1, 10, 2, &[q("a")]);
+        ix.publish(1, 0, 10, 1, &[q("a"), q("b")]);
+        ix.publish(1, 0, 10, 2, &[q("a")]);
         let dead = ix.define(
             1,
             &Definition::DeleteQueue {
@@ -632,12 +665,12 @@ mod tests {
         for s in 1..=5 {
             ix.add_segment(s, 1000);
         }
-        ix.publish(1, 10, 1, &[q("a")]); // 1% live: candidate
-        ix.publish(2, 900, 2, &[q("a")]); // 90% live: not worth it
-        ix.publish(4, 10, 3, &[q("a")]); // too recent
+        ix.publish(1, 0, 10, 1, &[q("a")]); // 1% live: candidate
+        ix.publish(2, 0, 900, 2, &[q("a")]); // 90% live: not worth it
+        ix.publish(4, 0, 10, 3, &[q("a")]); // too recent
         let old = |n: u64| n < 4;
         assert_eq!(ix.compaction_candidate(5, old), Some(1));
-        ix.publish(5, 10, 1, &[q("a")]);
+        ix.publish(5, 0, 10, 1, &[q("a")]);
         assert_eq!(ix.compaction_candidate(5, old), None);
     }
 }

@@ -14,10 +14,12 @@
 //! - `index`: the in-memory view of the journal (live messages per segment, tombstone dependencies,
 //!   folded definitions) shared by recovery and the writer;
 //! - `recovery`: start-up scan, truncation, replay;
+//! - `reader`: reading one message back by location ([`Store::read`], for queues that page bodies out);
 //! - `writer`: the writer thread (group commit, roll, compaction, deletion, disk-free watch).
 
 mod fs;
 mod index;
+mod reader;
 mod record;
 mod recovery;
 mod segment;
@@ -37,6 +39,7 @@ use tracing::{error, info};
 
 pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 
+use self::reader::RecordReader;
 use self::writer::{Op, Shared, Tuning, Writer, WriterConfig};
 use super::{Definition, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint, SyncState};
 use crate::core::message::Message;
@@ -68,6 +71,13 @@ pub struct JournalOptions {
 
 /// The smallest segment size accepted; smaller values are raised to it.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
+/// The largest segment size accepted; larger values are lowered to it. The index keeps record offsets in 32
+/// bits (see `index::Live`), which this keeps true.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 31;
+
+/// How long [`Store::read`] waits for the writer when a record is not in its file yet (still queued, or in the
+/// batch being written): far longer than any group commit takes.
+const READ_WAIT: Duration = Duration::from_secs(10);
 
 impl JournalOptions {
     /// Defaults: 64 MiB segments, [`SyncMode::Always`], 50 MB low-water mark (as RabbitMQ's default
@@ -102,23 +112,25 @@ fn open_tuned(
 ) -> Result<Arc<JournalStore>, StoreError> {
     fs.create_dir_all(&opts.dir)?;
     let lock = fs.lock_dir(&opts.dir)?;
-    let outcome = recovery::recover(fs.as_ref(), &opts.dir)?;
+    let outcome = recovery::recover(fs.clone(), &opts.dir)?;
     let first = outcome.last_segment.map_or(1, |n| n + 1);
-    let shared = Arc::new(Shared::new(false));
+    let shared = Arc::new(Shared::new(false, outcome.index));
+    let reader = RecordReader::new(fs.clone(), &opts.dir);
     let config = WriterConfig {
         dir: opts.dir.clone(),
-        segment_size: opts.segment_size.max(MIN_SEGMENT_SIZE),
+        segment_size: opts.segment_size.clamp(MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE),
         sync: opts.sync,
         disk_low_water: opts.disk_low_water,
         tuning,
     };
-    let writer = Writer::new(shared.clone(), fs, config, outcome.index, first)?;
+    let writer = Writer::new(shared.clone(), fs, config, first)?;
     let handle = std::thread::Builder::new()
         .name("ferrymq-journal".into())
         .spawn(move || writer.run())?;
     info!(dir = %opts.dir.display(), head = first, "journal open");
     Ok(Arc::new(JournalStore {
         shared,
+        reader,
         writer: Mutex::new(Some(handle)),
         recovered: Mutex::new(Some(outcome.recovered)),
         dir: opts.dir,
@@ -129,6 +141,7 @@ fn open_tuned(
 /// The journal-backed [`Store`]; see the module docs.
 pub struct JournalStore {
     shared: Arc<Shared>,
+    reader: RecordReader,
     writer: Mutex<Option<JoinHandle<()>>>,
     recovered: Mutex<Option<Recovered>>,
     dir: PathBuf,
@@ -148,6 +161,16 @@ impl JournalStore {
     /// The data directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// One attempt at [`Store::read`]: look the current copy up and read it.
+    fn read_once(&self, id: MsgId) -> Result<Message, StoreError> {
+        let loc = self
+            .shared
+            .index()
+            .locate(id)
+            .ok_or(StoreError::NotFound(id))?;
+        self.reader.read(id, loc, &self.shared.index)
     }
 
     fn encoded<T>(r: Result<T, record::DecodeError>) -> Result<T, StoreError> {
@@ -201,6 +224,28 @@ impl Store for JournalStore {
             .ok_or_else(|| {
                 StoreError::Failed("the journal was already recovered; recover() runs once".into())
             })
+    }
+
+    /// Looks the message's current copy up in the index and reads it. If that fails, the location may have been
+    /// stale: the record may still be queued for the writer or in the batch it is writing (queues page a
+    /// message as soon as its publish is journaled, without waiting for the sync), or compaction may have moved
+    /// it and deleted the old segment between the look-up and the read. So on failure it waits until everything
+    /// appended so far is written and synced (at most one group commit; compaction updates the index only after
+    /// its copies are synced), then looks up and reads again; a second failure is real.
+    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+        match self.read_once(id) {
+            Ok(m) => Ok(m),
+            Err(first) => {
+                if !self.shared.wait_written(READ_WAIT) {
+                    return Err(first);
+                }
+                self.read_once(id)
+            }
+        }
+    }
+
+    fn pages(&self) -> bool {
+        true
     }
 
     fn healthy(&self) -> Result<(), String> {

@@ -15,20 +15,30 @@
 //! settles folded into per-queue lists of unsettled messages in id order (ids are handed out in publish
 //! order); deleting a queue or vhost drops its messages. Progress (segments, records, MB/s, ETA) is logged
 //! every second.
+//!
+//! Bodies. Replay keeps only what a queue needs without the body (id, size, priority, TTL) for each live
+//! message, never the bodies themselves, so recovering a store larger than memory does not load it. After the
+//! scan the first [`LOAD_BUDGET`] bytes of live bodies (in id order, which is publish order: the heads of the
+//! queues) are read back by location; every other message is recovered with `message: None`, and its queue
+//! reads it with `Store::read` when it needs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use super::fs::{SegmentFile, StoreFs};
 use super::index::Index;
+use super::reader::RecordReader;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
-use crate::core::message::Message;
 use crate::store::{MsgId, Recovered, RecoveredMessage, StoreError};
+
+/// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
+/// its own paging budget loaded anyway; this only saves the first reads after a restart.
+pub(crate) const LOAD_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// What recovery hands to the journal.
 #[derive(Debug)]
@@ -55,7 +65,8 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
 struct Replay {
     index: Index,
     definitions: Vec<crate::store::Definition>,
-    messages: BTreeMap<MsgId, Arc<Message>>,
+    /// Live messages, without their bodies (except the rare record the index cannot locate for a later read).
+    messages: BTreeMap<MsgId, RecoveredMessage>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
     checkpoint: Option<(u64, Vec<u64>)>,
     deleted: BTreeSet<u64>,
@@ -63,13 +74,17 @@ struct Replay {
 }
 
 impl Replay {
-    fn apply(&mut self, segment: u64, len: u64, record: Record) {
+    fn apply(&mut self, segment: u64, offset: u64, len: u64, record: Record) {
         self.records += 1;
         self.index.grow(segment, len);
         match record {
             Record::Publish(p) => {
-                if self.index.publish(segment, len, p.id, &p.queues) {
-                    self.messages.insert(p.id, Arc::new(p.message));
+                if self.index.publish(segment, offset, len, p.id, &p.queues) {
+                    let unreadable = self.index.locate(p.id).is_none();
+                    self.messages.insert(
+                        p.id,
+                        RecoveredMessage::new(p.id, Arc::new(p.message), unreadable),
+                    );
                 } else {
                     self.messages.remove(&p.id);
                 }
@@ -134,7 +149,8 @@ impl Progress {
 }
 
 /// Reads the journal in `dir`; see the module docs.
-pub(crate) fn recover(fs: &dyn StoreFs, dir: &Path) -> Result<Outcome, StoreError> {
+pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, StoreError> {
+    let fs = fs_arc.as_ref();
     let started = Instant::now();
     let mut numbers = list_segments(fs, dir)?;
     let mut files = Vec::with_capacity(numbers.len());
@@ -188,19 +204,36 @@ pub(crate) fn recover(fs: &dyn StoreFs, dir: &Path) -> Result<Outcome, StoreErro
         records,
         ..
     } = replay;
+    let index = Mutex::new(index);
+    let reader = RecordReader::new(fs_arc.clone(), dir);
+    let mut budget = LOAD_BUDGET;
+    let mut loaded = 0u64;
     let mut per_queue: std::collections::HashMap<_, Vec<RecoveredMessage>> = Default::default();
-    for (id, message) in messages {
-        for q in index.live_queues(id).unwrap_or_default() {
-            per_queue.entry(q).or_default().push(RecoveredMessage {
-                id,
-                message: message.clone(),
-            });
+    for (id, mut message) in messages {
+        if message.message.is_none() && u64::from(message.size) <= budget {
+            let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
+            if let Some(loc) = loc {
+                let body = reader.read(id, loc, &index)?;
+                message.message = Some(Arc::new(body));
+                budget -= u64::from(message.size);
+                loaded += 1;
+            }
+        }
+        let queues = index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live_queues(id)
+            .unwrap_or_default();
+        for q in queues {
+            per_queue.entry(q).or_default().push(message.clone());
         }
     }
+    let index = index.into_inner().unwrap_or_else(|e| e.into_inner());
     info!(
         segments = numbers.len(),
         records,
         messages = index.live_messages(),
+        loaded,
         definitions = definitions.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
@@ -243,7 +276,7 @@ fn replay_segment(
                             "{name} offset {offset}: record has a valid CRC but does not decode: {e}"
                         ))
                     })?;
-                    replay.apply(number, len, rec);
+                    replay.apply(number, offset, len, rec);
                     progress.tick(segment_index, offset + len, replay.records);
                 }
             }

@@ -103,7 +103,7 @@ pub(crate) fn check_header(file: &dyn SegmentFile, number: u64) -> Result<Header
 }
 
 /// Reads until `buf` is full or the file ends; returns how many bytes were read.
-fn read_full(file: &dyn SegmentFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_full(file: &dyn SegmentFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

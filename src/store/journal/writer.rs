@@ -109,13 +109,22 @@ pub(crate) struct Inbox {
 pub(crate) struct Shared {
     inbox: Mutex<Inbox>,
     wake: Condvar,
+    /// Notified (under the inbox lock) whenever the synced point advances or the journal fails: what
+    /// [`Shared::wait_written`] sleeps on.
+    synced_wake: Condvar,
+    /// The journal's index, shared with readers ([`super::JournalStore`]'s `read`), who only look locations up.
+    /// The writer updates it record by record; a location it holds is always in the file (see `compact`), except
+    /// for records of the batch being written, which readers wait out with [`Shared::wait_written`].
+    pub(crate) index: Mutex<Index>,
     pub(crate) sync_tx: watch::Sender<SyncState>,
     pub(crate) blocked_tx: watch::Sender<bool>,
 }
 
 impl Shared {
-    pub(crate) fn new(blocked: bool) -> Self {
+    pub(crate) fn new(blocked: bool, index: Index) -> Self {
         Self {
+            index: Mutex::new(index),
+            synced_wake: Condvar::new(),
             inbox: Mutex::new(Inbox {
                 ops: Vec::new(),
                 last_point: 0,
@@ -133,6 +142,41 @@ impl Shared {
     /// section is a few field updates).
     pub(crate) fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The index, even if a thread panicked while holding it (every critical section is one index call).
+    pub(crate) fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until every record appended so far is written and synced (so its location in the index is in the
+    /// file), the journal fails, or `timeout` passes. Returns whether the records are written.
+    pub(crate) fn wait_written(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inbox = self.inbox();
+        let target = SyncPoint(inbox.last_point);
+        loop {
+            let state = self.sync_tx.borrow().clone();
+            if state.synced >= target {
+                return true;
+            }
+            let now = Instant::now();
+            if state.failed.is_some() || now >= deadline {
+                return false;
+            }
+            inbox = match self.synced_wake.wait_timeout(inbox, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Publishes a new synced point and wakes readers waiting for it.
+    fn advance(&self, point: u64) {
+        self.sync_tx
+            .send_modify(|s| s.synced = s.synced.max(SyncPoint(point)));
+        let _inbox = self.inbox();
+        self.synced_wake.notify_all();
     }
 
     /// Queues a record for the writer and returns the point that must be synced for it to be durable.
@@ -187,6 +231,8 @@ impl Shared {
         }
         self.sync_tx
             .send_modify(|s| s.failed = Some(Arc::new(StoreError::Failed(reason))));
+        let _inbox = self.inbox();
+        self.synced_wake.notify_all();
     }
 
     /// Why the journal takes no appends, if it does not.
@@ -255,7 +301,6 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     fs: Arc<dyn StoreFs>,
     config: WriterConfig,
-    index: Index,
     head: Head,
     buf: Vec<u8>,
     last_maintenance: Instant,
@@ -274,12 +319,12 @@ impl Writer {
         shared: Arc<Shared>,
         fs: Arc<dyn StoreFs>,
         config: WriterConfig,
-        mut index: Index,
         first: u64,
     ) -> Result<Self, StoreError> {
-        let head = create_segment(fs.as_ref(), &config, &mut index, first, &[])?;
+        let head = create_segment(fs.as_ref(), &config, &mut shared.index(), first, &[])?;
         let now = Instant::now();
-        let sealed_at = index
+        let sealed_at = shared
+            .index()
             .segment_numbers()
             .into_iter()
             .filter(|n| *n != first)
@@ -289,7 +334,6 @@ impl Writer {
             shared,
             fs,
             config,
-            index,
             head,
             buf: Vec::new(),
             last_maintenance: now,
@@ -379,41 +423,41 @@ impl Writer {
     fn write_batch(&mut self, ops: Vec<Op>, point: u64) -> io::Result<()> {
         for op in ops {
             let len = op.record().len() as u64;
-            let segment = self.append(op.record())?;
+            let (segment, offset) = self.append(op.record())?;
+            let mut index = self.shared.index();
             match op {
                 Op::Publish { id, queues, .. } => {
-                    self.index.publish(segment, len, id, &queues);
+                    index.publish(segment, offset, len, id, &queues);
                 }
                 Op::Settle { queue, id, .. } => {
-                    self.index.settle(segment, &queue, id);
+                    index.settle(segment, &queue, id);
                 }
                 Op::Define { definition, .. } => {
-                    self.index.define(segment, &definition);
+                    index.define(segment, &definition);
                 }
             }
         }
         self.sync()?;
         self.last_write = Instant::now();
-        self.shared
-            .sync_tx
-            .send_modify(|s| s.synced = s.synced.max(SyncPoint(point)));
+        self.shared.advance(point);
         Ok(())
     }
 
     /// Appends one framed record to the head (rolling first if it would overflow); returns the segment it went
-    /// to. The bytes may still be in the write buffer.
-    fn append(&mut self, record: &[u8]) -> io::Result<u64> {
+    /// to and its offset there. The bytes may still be in the write buffer.
+    fn append(&mut self, record: &[u8]) -> io::Result<(u64, u64)> {
         let len = record.len() as u64;
         if self.head.size + len > self.config.segment_size && self.head.size > self.head.base {
             self.roll()?;
         }
+        let offset = self.head.size;
         self.buf.extend_from_slice(record);
         self.head.size += len;
-        self.index.grow(self.head.number, len);
+        self.shared.index().grow(self.head.number, len);
         if self.buf.len() >= FLUSH_BYTES {
             self.flush()?;
         }
-        Ok(self.head.number)
+        Ok((self.head.number, offset))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -436,7 +480,7 @@ impl Writer {
         let head = create_segment(
             self.fs.as_ref(),
             &self.config,
-            &mut self.index,
+            &mut self.shared.index(),
             next,
             &self.doomed,
         )
@@ -461,10 +505,11 @@ impl Writer {
         let min_age = self.config.tuning.compact_after;
         let sealed_at = &self.sealed_at;
         let old_enough = |n: u64| sealed_at.get(&n).is_some_and(|t| t.elapsed() >= min_age);
-        if let Some(victim) = self
-            .index
-            .compaction_candidate(self.head.number, old_enough)
-        {
+        let victim = self
+            .shared
+            .index()
+            .compaction_candidate(self.head.number, old_enough);
+        if let Some(victim) = victim {
             self.compact(victim)?;
         }
         self.delete_dead()
@@ -473,7 +518,7 @@ impl Writer {
     /// Deletes every deletable segment: deletion records first (synced), then the files, then the directory.
     fn delete_dead(&mut self) -> io::Result<()> {
         loop {
-            let dead = self.index.deletable(self.head.number);
+            let dead = self.shared.index().deletable(self.head.number);
             if dead.is_empty() {
                 return Ok(());
             }
@@ -490,7 +535,7 @@ impl Writer {
                     warn!(segment = %path.display(), error = %e, "could not delete a dead journal segment");
                     return Ok(());
                 }
-                self.index.remove_segment(n);
+                self.shared.index().remove_segment(n);
                 self.sealed_at.remove(&n);
                 debug!(segment = n, "deleted dead journal segment");
             }
@@ -499,13 +544,15 @@ impl Writer {
     }
 
     /// Re-appends the live publish records of `victim` to the head (with their queue lists narrowed to the
-    /// queues still holding them) and syncs, leaving `victim` with no live messages.
+    /// queues still holding them) and syncs, leaving `victim` with no live messages. The index learns the new
+    /// locations only after the sync, so a reader never looks up a copy that is still in the write buffer.
     fn compact(&mut self, victim: u64) -> io::Result<()> {
         let started = Instant::now();
         let path = segment::path(&self.config.dir, victim);
         let file = self.fs.open(&path)?;
         let mut reader = SegmentReader::new(file.as_ref())?;
         let (mut copied, mut bytes) = (0u64, 0u64);
+        let mut moved = Vec::new();
         loop {
             let (id, part) = match reader.next_step()? {
                 Step::End => break,
@@ -514,7 +561,7 @@ impl Writer {
                     break;
                 }
                 Step::Record { payload, .. } => match record::decode_publish_head(payload) {
-                    Ok(Some((id, _, part))) if self.index.location(id) == Some(victim) => {
+                    Ok(Some((id, _, part))) if self.shared.index().location(id) == Some(victim) => {
                         (id, part.to_vec())
                     }
                     Ok(_) => continue,
@@ -524,16 +571,21 @@ impl Writer {
                     }
                 },
             };
-            let queues = self.index.live_queues(id).unwrap_or_default();
+            let queues = self.shared.index().live_queues(id).unwrap_or_default();
             let rec =
                 record::reencode_publish(id, &queues, &part).map_err(|e| io::Error::other(e.0))?;
             let len = rec.len() as u64;
-            let segment = self.append(&rec)?;
-            self.index.publish(segment, len, id, &queues);
+            let (segment, offset) = self.append(&rec)?;
+            moved.push((segment, offset, len, id, queues));
             copied += 1;
             bytes += len;
         }
         self.sync()?;
+        let mut index = self.shared.index();
+        for (segment, offset, len, id, queues) in moved {
+            index.publish(segment, offset, len, id, &queues);
+        }
+        drop(index);
         info!(
             segment = victim,
             messages = copied,
