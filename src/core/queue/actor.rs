@@ -933,3 +933,25 @@ fn dead_lettered(original: &Message, queue: &QueueHandle, dlx: &str, reason: &st
     message.routing_key = routing_key;
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backlog of 10 million messages is 10 million entries: keep them at 40 bytes.
+    #[test]
+    fn an_entry_is_forty_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    }
+
+    #[test]
+    fn store_refs_and_deadlines_round_trip() {
+        assert_eq!(StoreRef::new(Some(0)).get(), Some(0));
+        assert_eq!(StoreRef::new(Some(41)).get(), Some(41));
+        assert_eq!(StoreRef::new(None).get(), None);
+        let at = Instant::now() + Duration::from_secs(5);
+        let back = Deadline::new(Some(at)).get().map(|t| t.duration_since(at));
+        assert_eq!(back, Some(Duration::ZERO));
+        assert!(Deadline::new(None).get().is_none());
+    }
+}

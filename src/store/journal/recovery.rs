@@ -37,8 +37,9 @@ use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
 use crate::store::{MsgId, Recovered, RecoveredMessage, StoreError};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
-/// its own paging budget loaded anyway; this only saves the first reads after a restart.
-pub(crate) const LOAD_BUDGET: u64 = 16 * 1024 * 1024;
+/// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
+/// reads after a restart.
+pub(crate) const LOAD_BUDGET: u64 = 8 * 1024 * 1024;
 
 /// What recovery hands to the journal.
 #[derive(Debug)]

@@ -981,3 +981,91 @@ fn bench_appends_per_second_sync_always_1kib_8_threads() -> TestResult {
     );
     Ok(())
 }
+
+// ---- reading messages back (queues paging bodies out) ----
+
+#[test]
+fn read_returns_a_message_from_its_segment_and_waits_for_an_unwritten_publish() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = open_real(dir.path(), 1 << 20)?;
+    store.recover()?;
+    publish_synced(&store, 1, &[q("a")], b"synced")?;
+    assert_eq!(store.read(1)?, message(b"synced"));
+    // Read straight after the append, before anyone waited for its sync: the store waits for the writer.
+    for id in 2..50 {
+        let body = format!("fresh {id}");
+        store.publish(id, &[q("a")], &message(body.as_bytes()))?;
+        assert_eq!(store.read(id)?, message(body.as_bytes()));
+    }
+    assert!(matches!(store.read(999), Err(StoreError::NotFound(999))));
+    store.settle(&q("a"), 1)?;
+    publish_synced(&store, 50, &[q("a")], b"flush the settle")?;
+    assert!(
+        matches!(store.read(1), Err(StoreError::NotFound(1))),
+        "a settled message is not readable"
+    );
+    Ok(())
+}
+
+#[test]
+fn read_finds_a_message_after_compaction_moved_it_and_deleted_its_segment() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = open_real(dir.path(), 8192)?;
+    store.recover()?;
+    publish_synced(&store, 1, &[q("stuck")], b"keep me")?;
+    assert_eq!(store.read(1)?, message(b"keep me"), "read before the move");
+    let body = vec![7u8; 1000];
+    for id in 2..400 {
+        publish_synced(&store, id, &[q("busy")], &body)?;
+        store.settle(&q("busy"), id)?;
+        assert_eq!(store.read(1)?, message(b"keep me"), "read during churn");
+    }
+    let segs = segments(dir.path());
+    assert!(
+        !segs.contains(&1),
+        "compaction should have moved message 1 out of segment 1: {segs:?}"
+    );
+    assert_eq!(store.read(1)?, message(b"keep me"), "read after the move");
+    Ok(())
+}
+
+#[test]
+fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let body = vec![5u8; 8 * 1024];
+    let count = 3000u64;
+    {
+        let store = open_real(dir.path(), 4 << 20)?;
+        store.recover()?;
+        let mut last = SyncPoint::default();
+        for id in 0..count {
+            let mut b = body.clone();
+            b[..8].copy_from_slice(&id.to_le_bytes());
+            last = store.publish(id, &[q("a")], &message(&b))?;
+        }
+        assert_eq!(wait(&store, last), SyncStatus::Durable);
+    }
+    let store = open_real(dir.path(), 4 << 20)?;
+    let r = store.recover()?;
+    let msgs = &r.messages[&q("a")];
+    assert_eq!(msgs.len() as u64, count);
+    let loaded = msgs.iter().filter(|m| m.message.is_some()).count();
+    assert!(
+        loaded as u64 * 8 * 1024 <= super::recovery::LOAD_BUDGET,
+        "{loaded} bodies loaded"
+    );
+    assert!(
+        loaded * 2 < msgs.len(),
+        "most bodies stay on disk ({loaded} loaded)"
+    );
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m.id, i as u64, "publish order");
+        assert_eq!(m.size as usize, body.len());
+        let read = match &m.message {
+            Some(message) => (**message).clone(),
+            None => store.read(m.id)?,
+        };
+        assert_eq!(read.body[..8], m.id.to_le_bytes());
+    }
+    Ok(())
+}
