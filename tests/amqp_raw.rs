@@ -231,7 +231,7 @@ async fn content_header_without_publish_is_an_unexpected_frame() {
         body_size: 3,
         properties: Default::default(),
     };
-    codec::encode_frame(&Frame::Header(1, header), &mut out);
+    codec::encode_frame(&Frame::Header(1, Box::new(header)), &mut out);
     raw.send(&out).await;
     assert_eq!(raw.close_code().await, 505);
 }
@@ -296,7 +296,7 @@ async fn message_larger_than_the_limit_closes_the_channel_with_406() {
         body_size: 1 << 40,
         properties: Default::default(),
     };
-    codec::encode_frame(&Frame::Header(1, header), &mut out);
+    codec::encode_frame(&Frame::Header(1, Box::new(header)), &mut out);
     raw.send(&out).await;
     let Some(Frame::Method(1, Method::ChannelClose(close))) = raw.frame().await else {
         panic!("expected channel.close")

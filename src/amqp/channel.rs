@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
 
 use super::error::{AmqpError, code};
+use crate::core::exchange::Exchange;
 use crate::core::queue::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
 use crate::store::{SyncPoint, SyncState, SyncStatus};
 
@@ -24,22 +25,46 @@ pub enum ChannelState {
 pub struct Assembly {
     pub publish: BasicPublish,
     pub header: Option<(BasicProperties, u64)>,
-    pub parts: Vec<Bytes>,
+    /// The first body frame, kept apart so the common single-frame message needs no `Vec`.
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
     pub received: u64,
 }
 
 impl Assembly {
-    /// The whole body; a single frame's bytes are passed on without a copy.
-    pub fn body(mut self) -> Bytes {
-        match self.parts.len() {
-            0 => Bytes::new(),
-            1 => self.parts.pop().unwrap_or_default(),
-            _ => {
+    pub fn new(publish: BasicPublish) -> Self {
+        Self {
+            publish,
+            header: None,
+            first: None,
+            rest: Vec::new(),
+            received: 0,
+        }
+    }
+
+    /// Add a body frame.
+    pub fn push(&mut self, part: Bytes) {
+        self.received += part.len() as u64;
+        match self.first {
+            None => self.first = Some(part),
+            Some(_) => self.rest.push(part),
+        }
+    }
+
+    /// The publish, its properties and the whole body; a single frame's bytes are passed on without a copy.
+    pub fn finish(self) -> (BasicPublish, BasicProperties, Bytes) {
+        let properties = self.header.map(|(p, _)| p).unwrap_or_default();
+        let body = match (self.first, self.rest.is_empty()) {
+            (None, _) => Bytes::new(),
+            (Some(only), true) => only,
+            (Some(first), false) => {
                 let mut all = BytesMut::with_capacity(self.received as usize);
-                self.parts.iter().for_each(|p| all.extend_from_slice(p));
+                all.extend_from_slice(&first);
+                self.rest.iter().for_each(|p| all.extend_from_slice(p));
                 all.freeze()
             }
-        }
+        };
+        (self.publish, properties, body)
     }
 }
 
@@ -167,6 +192,8 @@ pub struct Channel {
     pub consumer_prefetch: u32,
     /// Shared limit of the channel (basic.qos global=true).
     pub limit: Arc<ChannelLimit>,
+    /// The exchange of the previous publish (see `Session::check_publish`).
+    pub exchange_cache: Option<Arc<Exchange>>,
     /// Last queue declared on the channel (an empty queue name in later methods means this one).
     pub last_queue: Option<String>,
     /// Private queue behind `amq.rabbitmq.reply-to` (direct reply-to) once the channel consumes from it.
@@ -187,6 +214,7 @@ impl Default for Channel {
             consumers: HashMap::new(),
             consumer_prefetch: 0,
             limit: Arc::new(ChannelLimit::default()),
+            exchange_cache: None,
             last_queue: None,
             reply_to: None,
             next_tag: 1,

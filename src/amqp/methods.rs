@@ -274,12 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         "immediate=true",
                     ));
                 }
-                self.channel(ch)?.assembly = Some(Assembly {
-                    publish: m,
-                    header: None,
-                    parts: Vec::new(),
-                    received: 0,
-                });
+                self.channel(ch)?.assembly = Some(Assembly::new(m));
                 Ok(())
             }
             Method::BasicGet(m) => self.get(ch, &m.queue, m.no_ack).await,
@@ -404,7 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     pub(super) async fn on_header(
         &mut self,
         ch: u16,
-        header: ContentHeader,
+        header: Box<ContentHeader>,
     ) -> Result<(), AmqpError> {
         let max = self.ctx.config.max_message_size;
         let channel = self.channel(ch)?;
@@ -458,14 +453,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 "content body before the content header",
             ));
         };
-        assembly.received += body.len() as u64;
-        if assembly.received > size {
+        if assembly.received + body.len() as u64 > size {
             return Err(AmqpError::connection(
                 code::FRAME_ERROR,
                 format!("content body exceeds the declared size {size}"),
             ));
         }
-        assembly.parts.push(body);
+        assembly.push(body);
         if assembly.received == size {
             return self.finish_publish(ch).await;
         }
@@ -477,9 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let Some(assembly) = channel.assembly.take() else {
             return Ok(());
         };
-        let publish = assembly.publish.clone();
-        let properties = assembly.header.clone().map(|(p, _)| p).unwrap_or_default();
-        let body = assembly.body();
+        let (publish, properties, body) = assembly.finish();
         if let Some(tx) = channel.tx.as_mut() {
             tx.publishes.push((publish, properties, body));
             return Ok(());
@@ -513,10 +505,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             properties,
             body,
         };
-        session.check_publish(&message.exchange, &message)?;
+        let mut cache = self.channel(ch)?.exchange_cache.take();
+        let checked = session.check_publish(&message.exchange, &message, &mut cache);
+        self.channel(ch)?.exchange_cache = cache;
+        let exchange = checked?;
         let confirming = self.channel(ch)?.confirms.is_some();
         let returned = publish.mandatory.then(|| message.clone());
-        let published = session.publish(message, confirming).await?;
+        let published = session.publish(&exchange, message, confirming).await?;
         if !published.routed
             && let Some(m) = returned
         {
@@ -571,9 +566,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 properties,
                 body,
             };
-            session.check_publish(&message.exchange, &message)?;
+            let exchange = session.check_publish(&message.exchange, &message, &mut None)?;
             let returned = publish.mandatory.then(|| message.clone());
-            let published = session.publish(message, false).await?;
+            let published = session.publish(&exchange, message, false).await?;
             last_sync = published.sync.or(last_sync);
             if !published.routed
                 && let Some(m) = returned

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferrymq_amqp_codec::FieldTable;
 
@@ -79,6 +80,7 @@ pub struct Exchange {
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<String>,
     bindings: RwLock<Bindings>,
+    deleted: AtomicBool,
 }
 
 impl Exchange {
@@ -103,7 +105,17 @@ impl Exchange {
             arguments,
             alternate,
             bindings: RwLock::default(),
+            deleted: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the exchange was deleted (holders of an `Arc` to it must look the name up again).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Bindings> {

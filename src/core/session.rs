@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::CoreError;
 use super::auth::{Access, Permission, User};
+use super::exchange::Exchange;
 use super::message::Message;
 use super::queue::{ConnId, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle, QueueStats};
 use super::vhost::{ExchangeSpec, Journal, QueueSpec, VHost};
@@ -225,8 +226,20 @@ impl Session {
     // ---- messages ----
 
     /// Check a publish before routing: exchange exists, may be written, is not internal; properties valid.
-    pub fn check_publish(&self, exchange: &str, message: &Message) -> Result<(), CoreError> {
-        let ex = self.vhost.existing_exchange(exchange)?;
+    ///
+    /// `cache` holds the exchange the previous publish on the same channel went to: reused while it has the
+    /// same name and has not been deleted, so a steady publisher skips the vhost's map and lock.
+    pub fn check_publish(
+        &self,
+        exchange: &str,
+        message: &Message,
+        cache: &mut Option<Arc<Exchange>>,
+    ) -> Result<Arc<Exchange>, CoreError> {
+        let ex = match cache.take() {
+            Some(ex) if ex.name == exchange && !ex.is_deleted() => ex,
+            _ => self.vhost.existing_exchange(exchange)?,
+        };
+        *cache = Some(ex.clone());
         self.check(Access::Write, "exchange", exchange)?;
         if ex.internal {
             return Err(CoreError::AccessRefused(format!(
@@ -249,16 +262,17 @@ impl Session {
                 self.user.name
             )));
         }
-        Ok(())
+        Ok(ex)
     }
 
     /// Route and enqueue a message (after [`Session::check_publish`]). BCC is stripped before enqueueing.
     pub async fn publish(
         &self,
+        exchange: &Arc<Exchange>,
         mut message: Message,
         want_outcomes: bool,
     ) -> Result<Published, CoreError> {
-        let targets = self.vhost.route(&message.exchange, &message);
+        let targets = self.vhost.route_via(exchange, &message);
         if targets.is_empty() {
             return Ok(Published {
                 routed: false,

@@ -24,6 +24,11 @@ async fn session() -> (Broker, Session) {
     (broker, session)
 }
 
+async fn publish(s: &Session, message: Message) {
+    let exchange = s.check_publish("", &message, &mut None).unwrap();
+    s.publish(&exchange, message, false).await.unwrap();
+}
+
 fn message(queue: &str, body: &'static [u8]) -> Message {
     Message {
         exchange: String::new(),
@@ -39,7 +44,7 @@ async fn a_leased_message_returns_when_its_lease_runs_out() {
     s.declare_queue("lease", false, false, false, FieldTable::default(), false)
         .await
         .unwrap();
-    s.publish(message("lease", b"m"), false).await.unwrap();
+    publish(&s, message("lease", b"m")).await;
     let first = s
         .get("lease", false, Some(Duration::from_millis(100)))
         .await
@@ -73,7 +78,7 @@ async fn acking_within_the_lease_removes_the_message() {
     )
     .await
     .unwrap();
-    s.publish(message("lease-ack", b"m"), false).await.unwrap();
+    publish(&s, message("lease-ack", b"m")).await;
     let d = s
         .get("lease-ack", false, Some(Duration::from_millis(100)))
         .await
@@ -91,7 +96,7 @@ async fn a_settle_from_a_consumer_that_does_not_hold_the_delivery_is_ignored() {
     s.declare_queue("stale", false, false, false, FieldTable::default(), false)
         .await
         .unwrap();
-    s.publish(message("stale", b"m"), false).await.unwrap();
+    publish(&s, message("stale", b"m")).await;
     let d = s.get("stale", false, None).await.unwrap().unwrap();
     d.queue.settle(vec![d.tag], Settle::Ack, Some(999));
     let stats = d.queue.stats().await.unwrap();
@@ -105,9 +110,7 @@ async fn memory_gauge_counts_held_messages_and_releases_them() {
         .await
         .unwrap();
     for _ in 0..10 {
-        s.publish(message("mem", b"0123456789"), false)
-            .await
-            .unwrap();
+        publish(&s, message("mem", b"0123456789")).await;
     }
     let (q, stats) = s
         .declare_queue("mem", false, false, false, FieldTable::default(), true)

@@ -284,6 +284,7 @@ impl VHost {
             })?;
         }
         write(&self.exchanges).remove(&ex.name);
+        ex.mark_deleted();
         let dest = Destination::Exchange(ex.name.clone());
         self.remove_destination_everywhere(&dest, journal);
         Ok(())
@@ -565,22 +566,30 @@ impl VHost {
 
     /// The queues a message published to `exchange` reaches (deduplicated); none for a missing exchange.
     pub fn route(&self, exchange: &str, message: &Message) -> Vec<QueueHandle> {
+        match self.exchange(exchange) {
+            Some(ex) => self.route_via(&ex, message),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`VHost::route`] from an exchange already looked up (the publish path checks it first).
+    pub fn route_via(&self, ex: &Arc<Exchange>, message: &Message) -> Vec<QueueHandle> {
         let mut out = Vec::new();
-        let Some(ex) = self.exchange(exchange) else {
-            return out;
-        };
         let headers = message.properties.headers.as_ref();
-        let mut keys = vec![message.routing_key.as_str()];
-        if let Some(h) = headers {
-            for name in ["CC", "BCC"] {
-                if let Some(FieldValue::Array(items)) = h.get(name) {
-                    keys.extend(items.iter().filter_map(|v| v.as_str()));
+        self.route_from(
+            ex,
+            &message.routing_key,
+            headers,
+            &mut out,
+            &mut Visited::default(),
+        );
+        // Sender-selected distribution (RabbitMQ): CC and BCC headers add routing keys.
+        for name in ["CC", "BCC"] {
+            if let Some(FieldValue::Array(items)) = headers.and_then(|h| h.get(name)) {
+                for key in items.iter().filter_map(|v| v.as_str()) {
+                    self.route_from(ex, key, headers, &mut out, &mut Visited::default());
                 }
             }
-        }
-        for key in keys {
-            let mut visited = Vec::new();
-            self.route_from(&ex, key, headers, &mut out, &mut visited);
         }
         out
     }
@@ -591,14 +600,11 @@ impl VHost {
         key: &str,
         headers: Option<&FieldTable>,
         out: &mut Vec<QueueHandle>,
-        visited: &mut Vec<*const Exchange>,
+        visited: &mut Visited,
     ) {
-        // Exchanges are identified by address: no allocation per hop on the publish path.
-        let id = Arc::as_ptr(ex);
-        if visited.len() >= MAX_ROUTE_DEPTH || visited.contains(&id) {
+        if !visited.enter(ex) {
             return;
         }
-        visited.push(id);
         let before = out.len();
         if ex.name.is_empty() {
             if let Some(q) = self.queue(key) {
@@ -669,6 +675,27 @@ impl VHost {
         for q in targets {
             q.publish_detached(message.clone(), if q.durable { id } else { None });
         }
+    }
+}
+
+/// The exchanges one routing pass went through (loop detection for exchange-to-exchange and alternate
+/// exchanges), identified by address in a fixed array: no allocation on the publish path.
+#[derive(Default)]
+struct Visited {
+    seen: [usize; MAX_ROUTE_DEPTH],
+    len: usize,
+}
+
+impl Visited {
+    /// Record `ex`; false when it was seen already or the chain is too deep.
+    fn enter(&mut self, ex: &Arc<Exchange>) -> bool {
+        let id = Arc::as_ptr(ex) as usize;
+        if self.len >= MAX_ROUTE_DEPTH || self.seen[..self.len].contains(&id) {
+            return false;
+        }
+        self.seen[self.len] = id;
+        self.len += 1;
+        true
     }
 }
 

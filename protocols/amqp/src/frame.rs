@@ -122,8 +122,9 @@ fn encode_header_payload(
 pub enum Frame {
     /// A method frame (spec §4.2.4): channel, method.
     Method(u16, Method),
-    /// A content header frame (spec §4.2.6.1): channel, header.
-    Header(u16, ContentHeader),
+    /// A content header frame (spec §4.2.6.1): channel, header. Boxed: the properties are large, and every
+    /// frame would otherwise be moved around at their size.
+    Header(u16, Box<ContentHeader>),
     /// A content body frame (spec §4.2.6.2): channel, payload (zero-copy slice of the read buffer).
     Body(u16, Bytes),
     /// A heartbeat frame (spec §4.2.7): channel (must be 0; the adapter checks).
@@ -188,7 +189,7 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Fr
     buf.advance(1);
     let frame = match kind {
         FRAME_METHOD => Frame::Method(channel, Method::decode(&mut payload)?),
-        FRAME_HEADER => Frame::Header(channel, ContentHeader::decode(&mut payload)?),
+        FRAME_HEADER => Frame::Header(channel, Box::new(ContentHeader::decode(&mut payload)?)),
         FRAME_BODY => Frame::Body(channel, payload),
         _ => {
             if !payload.is_empty() {

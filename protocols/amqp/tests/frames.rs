@@ -53,11 +53,11 @@ fn conversation() -> (Vec<u8>, Vec<Frame>) {
     frames.push(Frame::Method(1, publish.clone()));
     frames.push(Frame::Header(
         1,
-        ContentHeader {
+        Box::new(ContentHeader {
             class_id: 60,
             body_size: 10_000,
             properties: properties(),
-        },
+        }),
     ));
     frames.push(Frame::Body(1, body.slice(..4088)));
     frames.push(Frame::Body(1, body.slice(4088..8176)));
@@ -79,11 +79,11 @@ fn conversation() -> (Vec<u8>, Vec<Frame>) {
     frames.push(Frame::Method(2, publish));
     frames.push(Frame::Header(
         2,
-        ContentHeader {
+        Box::new(ContentHeader {
             class_id: 60,
             body_size: 0,
             ..Default::default()
-        },
+        }),
     ));
 
     method(
@@ -306,11 +306,11 @@ fn content_frames(body_len: usize, frame_max: u32) -> Vec<Frame> {
         frames[1],
         Frame::Header(
             7,
-            ContentHeader {
+            Box::new(ContentHeader {
                 class_id: 60,
                 body_size: body_len as u64,
                 properties: properties()
-            }
+            })
         )
     );
     let reassembled: Vec<u8> = frames[2..]

@@ -251,11 +251,11 @@ fn basic_deliver_with_content_as_rabbitmq_sends_it() {
         &header,
         Frame::Header(
             1,
-            ContentHeader {
+            Box::new(ContentHeader {
                 class_id: 60,
                 body_size: 11,
                 properties: properties.clone(),
-            },
+            }),
         ),
     );
     assert_golden(&body, Frame::Body(1, Bytes::from_static(b"hello world")));
