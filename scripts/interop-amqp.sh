@@ -3,19 +3,28 @@
 # fresh FerryMQ and, with --peer, against RabbitMQ from ../shared/peers/start.sh (127.0.0.1:5673), printing
 # both pass counts. Each suite gets a broker with a fresh data dir (kombu leaves durable entities behind).
 #   scripts/interop-amqp.sh [--peer]
+# FERRYMQ_INTEROP_PROFILE=debug uses the debug build (what CI has built already) instead of release.
+# Exit status: 0 when FerryMQ passed every suite, 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runners=../shared/conformance/run
 port=${FERRYMQ_INTEROP_PORT:-5682}
+profile=${FERRYMQ_INTEROP_PROFILE:-release}
 
-cargo build --release --quiet --bin ferrymq
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin ferrymq
+  broker=target/release/ferrymq
+else
+  cargo build --quiet --bin ferrymq
+  broker=target/debug/ferrymq
+fi
 
 up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 
 with_ferrymq() { # run "$@" against a fresh broker
   local data pid rc=0
   data=$(mktemp -d)
-  RUST_LOG=warn target/release/ferrymq --data-dir "$data" --amqp-port "$port" --http-port 0 >"$data.log" 2>&1 &
+  RUST_LOG=warn "$broker" --data-dir "$data" --amqp-port "$port" --http-port 0 >"$data.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
   "$@" 127.0.0.1 "$port" || rc=$?
@@ -26,9 +35,10 @@ with_ferrymq() { # run "$@" against a fresh broker
 }
 
 summary=()
+status=0
 for suite in pika kombu; do
   echo "== $suite against FerryMQ (127.0.0.1:$port)"
-  out=$(with_ferrymq "$runners/$suite.sh" 2>&1) || true
+  out=$(with_ferrymq "$runners/$suite.sh" 2>&1) || status=1
   echo "$out" | grep -E '^FAIL|passed' || true
   summary+=("$suite FerryMQ: $(echo "$out" | tail -n 1)")
 done
@@ -43,4 +53,5 @@ if [ "${1:-}" = "--peer" ]; then
   done
 fi
 
-printf '%s\n' "${summary[@]}"
+printf 'interop: %s\n' "${summary[@]}"
+exit $status
