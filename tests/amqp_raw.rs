@@ -436,3 +436,26 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
         Some(Frame::Method(0, Method::ConnectionUnblocked))
     ));
 }
+
+#[tokio::test]
+async fn truncated_method_arguments_are_a_syntax_error() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(1, Method::ChannelOpen).await;
+    raw.frame().await;
+    // queue.declare (50, 10) whose payload stops inside the queue name's shortstr.
+    raw.send(&[1, 0, 1, 0, 0, 0, 7, 0, 50, 0, 10, 0, 0, 9, 0xCE])
+        .await;
+    assert_eq!(raw.close_code().await, 502);
+}
+
+#[tokio::test]
+async fn a_method_only_servers_send_is_command_invalid() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.method(1, Method::ChannelOpen).await;
+    raw.frame().await;
+    raw.method(1, Method::BasicGetEmpty).await;
+    assert_eq!(raw.close_code().await, 503);
+    still_serving(&broker).await;
+}
