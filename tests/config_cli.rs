@@ -455,3 +455,52 @@ async fn kill9_and_restart_reuse_the_data_dir_and_keep_confirmed_persistent_mess
         .expect("the confirmed persistent message survived kill -9");
     assert_eq!(message.delivery.data, b"survives");
 }
+
+#[tokio::test]
+async fn lapin_publishes_and_consumes_over_amqps() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+    let certs = TestCerts::generate();
+    let broker = TestBroker::with(|config| certs.configure(config)).await;
+    let url = format!(
+        "amqps://guest:guest@localhost:{}/%2f",
+        broker.amqps_addr().port()
+    );
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(std::fs::read_to_string(certs.ca_path()).expect("CA pem")),
+    };
+    let runtime = lapin::runtime::default_runtime().expect("runtime");
+    let conn = lapin::Connection::connect_with_config(
+        &url,
+        lapin::ConnectionProperties::default(),
+        tls,
+        runtime,
+    )
+    .await
+    .expect("AMQPS connection trusted through the test CA");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(
+        "tls-q".into(),
+        QueueDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .expect("declare");
+    ch.basic_publish(
+        "".into(),
+        "tls-q".into(),
+        BasicPublishOptions::default(),
+        b"secret",
+        Default::default(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("published");
+    let got = ch
+        .basic_get("tls-q".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get");
+    assert_eq!(got.expect("a message").delivery.data, b"secret");
+    broker.stop().await;
+}

@@ -163,6 +163,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             self.writer.write_all(&self.out).await?;
+            // TLS streams buffer records until flushed; on TCP this is a no-op.
+            self.writer.flush().await?;
             self.out.clear();
             self.last_sent = Instant::now();
         }
