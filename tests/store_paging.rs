@@ -111,7 +111,7 @@ async fn drain(broker: &TestBroker, ch: &Channel, queue: &str, count: usize) -> 
             .expect("delivery");
         delivery.ack(BasicAckOptions::default()).await.expect("ack");
         got.push(delivery.data);
-        if got.len() % 1000 == 0 {
+        if got.len().is_multiple_of(1000) {
             let s = stats(broker, queue).await;
             assert!(
                 s.loaded <= BUDGET + READ_AHEAD,
@@ -248,5 +248,83 @@ async fn after_a_restart_a_large_backlog_stays_mostly_on_disk_and_is_delivered_i
             .enumerate()
             .all(|(i, b)| *b == body(i as u32, size)),
         "messages out of order or damaged after the restart"
+    );
+}
+
+/// Measurement tool, not a test: fills or drains a durable queue `backlog` on a running broker (the bench
+/// deletes its queues when it finishes, so it cannot leave a backlog behind). Run with
+/// `FERRYMQ_URL=amqp://guest:guest@127.0.0.1:5699/%2f BACKLOG_MODE=publish|drain BACKLOG_COUNT=1000000
+/// cargo test --release --test store_paging backlog_tool -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement tool; needs a running broker (see the doc comment)"]
+async fn backlog_tool() {
+    let url = std::env::var("FERRYMQ_URL").expect("FERRYMQ_URL");
+    let mode = std::env::var("BACKLOG_MODE").unwrap_or_else(|_| "publish".into());
+    let count: u64 = std::env::var("BACKLOG_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1_000_000);
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch, "backlog", FieldTable::default()).await;
+    let started = Instant::now();
+    if mode == "publish" {
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let payload = vec![b'x'; 1024];
+        let mut window = std::collections::VecDeque::new();
+        for _ in 0..count {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "backlog".into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    props,
+                )
+                .await
+                .expect("publish");
+            window.push_back(confirm);
+            if window.len() >= 4096
+                && let Some(c) = window.pop_front()
+            {
+                assert!(c.await.expect("confirm").is_ack());
+            }
+        }
+        for c in window {
+            assert!(c.await.expect("confirm").is_ack());
+        }
+    } else {
+        ch.basic_qos(2000, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut consumer = ch
+            .basic_consume(
+                "backlog".into(),
+                "drain".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut got = 0u64;
+        while got < count {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            got += 1;
+            if got.is_multiple_of(500) || got == count {
+                d.ack(BasicAckOptions { multiple: true })
+                    .await
+                    .expect("ack");
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "backlog_tool mode={mode} count={count} seconds={secs:.1} rate={:.0}/s",
+        count as f64 / secs
     );
 }

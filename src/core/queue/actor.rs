@@ -603,7 +603,12 @@ impl Actor {
 
     /// Takes the head of a ready list as it is (possibly paged).
     fn take_from(&mut self, level: usize) -> Option<Entry> {
-        let entry = self.ready[level].pop_front()?;
+        let list = &mut self.ready[level];
+        let entry = list.pop_front()?;
+        // Give memory back after a backlog drained: a deque keeps its largest capacity otherwise.
+        if list.capacity() > 8192 && list.len() * 4 < list.capacity() {
+            list.shrink_to(list.len() * 2);
+        }
         self.ready_count -= 1;
         self.ready_bytes -= u64::from(entry.size);
         if entry.message.is_some() {

@@ -34,13 +34,52 @@ pub(crate) struct SegmentStats {
 }
 
 /// A live message: where its current copy is (segment, byte offset of its framed record, record length) and
-/// which queues still hold it (interned queue numbers). 40 bytes: the offset fits in the padding after `len`.
+/// which queues still hold it (interned queue numbers). 32 bytes, and no allocation of its own for a message
+/// in one queue: a backlog of millions of messages is millions of these.
 #[derive(Debug, Clone)]
 struct Live {
     segment: u64,
     offset: u32,
     len: u32,
-    queues: Vec<u32>,
+    queues: Queues,
+}
+
+/// The queues holding a live message (sorted, never empty): inline when there is one, the common case.
+#[derive(Debug, Clone)]
+enum Queues {
+    One(u32),
+    // A thin box keeps the enum at 16 bytes (a `Box<[u32]>` or a `Vec` would make it 24 or 32).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<u32>>),
+}
+
+impl Queues {
+    /// `None` for an empty list.
+    fn new(mut sorted: Vec<u32>) -> Option<Self> {
+        match sorted.len() {
+            0 => None,
+            1 => sorted.pop().map(Queues::One),
+            _ => Some(Queues::Many(Box::new(sorted))),
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Queues::One(q) => std::slice::from_ref(q),
+            Queues::Many(v) => v,
+        }
+    }
+
+    /// The list without the queues `gone` accepts; `None` if none is left.
+    fn without(&self, gone: impl Fn(u32) -> bool) -> Option<Self> {
+        Self::new(
+            self.as_slice()
+                .iter()
+                .copied()
+                .filter(|q| !gone(*q))
+                .collect(),
+        )
+    }
 }
 
 /// Where the current copy of a live message's publish record is.
@@ -132,6 +171,7 @@ impl Index {
         let live = self.messages.get(&id)?;
         Some(
             live.queues
+                .as_slice()
                 .iter()
                 .filter_map(|n| self.queue_keys.get(*n as usize).cloned())
                 .collect(),
@@ -184,9 +224,9 @@ impl Index {
         let mut interned: Vec<u32> = queues.iter().map(|q| self.intern(q)).collect();
         interned.sort_unstable();
         interned.dedup();
-        if interned.is_empty() {
+        let Some(interned) = Queues::new(interned) else {
             return false;
-        }
+        };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         if let Some(s) = self.segments.get_mut(&segment) {
             s.live_bytes += u64::from(len);
@@ -204,6 +244,14 @@ impl Index {
         true
     }
 
+    /// Gives memory back after a backlog drained: the map keeps its largest size otherwise.
+    fn shrink(&mut self) {
+        let (len, cap) = (self.messages.len(), self.messages.capacity());
+        if cap > 4096 && len * 4 < cap {
+            self.messages.shrink_to(len * 2);
+        }
+    }
+
     /// A settle record in `segment`. Returns `true` when this made the message dead in every queue.
     pub(crate) fn settle(&mut self, segment: u64, queue: &QueueKey, id: MsgId) -> bool {
         self.see_id(id);
@@ -213,16 +261,20 @@ impl Index {
         let Some(live) = self.messages.get_mut(&id) else {
             return false;
         };
-        let Some(pos) = live.queues.iter().position(|n| *n == q) else {
+        if !live.queues.as_slice().contains(&q) {
             return false;
-        };
-        live.queues.remove(pos);
-        let emptied = live.queues.is_empty();
+        }
+        let rest = live.queues.without(|n| n == q);
+        let emptied = rest.is_none();
         let copy_in = live.segment;
+        if let Some(rest) = rest {
+            live.queues = rest;
+        }
         if emptied {
             if let Some(old) = self.messages.remove(&id) {
                 self.retire(&old, segment);
             }
+            self.shrink();
         } else if copy_in != segment
             && let Some(s) = self.segments.get_mut(&segment)
         {
@@ -260,13 +312,13 @@ impl Index {
         let mut touched = Vec::new();
         let mut dead = Vec::new();
         for (id, live) in &mut self.messages {
-            let before = live.queues.len();
-            live.queues.retain(|n| !gone.contains(n));
-            if live.queues.len() != before {
-                touched.push(live.segment);
-                if live.queues.is_empty() {
-                    dead.push(*id);
-                }
+            if !live.queues.as_slice().iter().any(|n| gone.contains(n)) {
+                continue;
+            }
+            touched.push(live.segment);
+            match live.queues.without(|n| gone.contains(&n)) {
+                Some(rest) => live.queues = rest,
+                None => dead.push(*id),
             }
         }
         for id in &dead {
@@ -274,6 +326,7 @@ impl Index {
                 self.retire(&old, segment);
             }
         }
+        self.shrink();
         if let Some(s) = self.segments.get_mut(&segment) {
             s.depends_on
                 .extend(touched.into_iter().filter(|t| *t != segment));
@@ -583,6 +636,32 @@ mod tests {
         assert_eq!(ix.deletable(3), vec![1]);
         ix.remove_segment(1);
         assert_eq!(ix.deletable(3), vec![2]);
+    }
+
+    #[test]
+    fn a_live_message_costs_thirty_two_bytes_plus_its_map_slot() {
+        assert_eq!(std::mem::size_of::<Live>(), 32);
+    }
+
+    #[test]
+    fn a_message_in_several_queues_is_live_until_settled_in_each() {
+        let mut ix = Index::default();
+        ix.add_segment(1, 16);
+        ix.publish(1, 16, 10, 7, &[q("a"), q("b"), q("c")]);
+        assert!(!ix.settle(1, &q("b"), 7));
+        assert!(!ix.settle(1, &q("b"), 7), "settling twice changes nothing");
+        assert_eq!(ix.live_queues(7), Some(vec![q("a"), q("c")]));
+        assert!(!ix.settle(1, &q("a"), 7));
+        assert_eq!(
+            ix.locate(7),
+            Some(Location {
+                segment: 1,
+                offset: 16,
+                len: 10
+            })
+        );
+        assert!(ix.settle(1, &q("c"), 7));
+        assert_eq!(ix.live_queues(7), None);
     }
 
     #[test]
