@@ -268,6 +268,9 @@ impl Actor {
                 let _ = reply.send(self.delete(if_unused, if_empty));
             }
             Command::Restore { messages } => {
+                if let [only] = self.ready.as_mut_slice() {
+                    only.reserve_exact(messages.len());
+                }
                 for m in messages {
                     self.restore(m);
                 }

@@ -178,6 +178,16 @@ impl Index {
         )
     }
 
+    /// The interned numbers of the queues still holding a live message (empty if it is not live).
+    pub(crate) fn live_queue_numbers(&self, id: MsgId) -> &[u32] {
+        self.messages.get(&id).map_or(&[], |l| l.queues.as_slice())
+    }
+
+    /// The queue an interned number stands for.
+    pub(crate) fn queue_key(&self, n: u32) -> Option<&QueueKey> {
+        self.queue_keys.get(n as usize)
+    }
+
     /// The segment holding the current copy of a live message.
     pub(crate) fn location(&self, id: MsgId) -> Option<u64> {
         self.messages.get(&id).map(|l| l.segment)

@@ -22,7 +22,7 @@
 //! queues) are read back by location; every other message is recovered with `message: None`, and its queue
 //! reads it with `Store::read` when it needs it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use super::index::Index;
 use super::reader::RecordReader;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
-use crate::store::{MsgId, Recovered, RecoveredMessage, StoreError};
+use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, StoreError};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
 /// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
@@ -209,7 +209,21 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     let reader = RecordReader::new(fs_arc.clone(), dir);
     let mut budget = LOAD_BUDGET;
     let mut loaded = 0u64;
-    let mut per_queue: std::collections::HashMap<_, Vec<RecoveredMessage>> = Default::default();
+    // Group by interned queue number (no key clones per message), into lists sized exactly: a large store makes
+    // these lists large, and growing them by doubling would hold up to twice the memory.
+    let mut sizes: HashMap<u32, usize> = HashMap::new();
+    {
+        let index = index.lock().unwrap_or_else(|e| e.into_inner());
+        for id in messages.keys() {
+            for n in index.live_queue_numbers(*id) {
+                *sizes.entry(*n).or_default() += 1;
+            }
+        }
+    }
+    let mut per_number: HashMap<u32, Vec<RecoveredMessage>> = sizes
+        .into_iter()
+        .map(|(n, len)| (n, Vec::with_capacity(len)))
+        .collect();
     for (id, mut message) in messages {
         if message.message.is_none() && u64::from(message.size) <= budget {
             let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
@@ -220,15 +234,20 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
                 loaded += 1;
             }
         }
-        let queues = index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live_queues(id)
-            .unwrap_or_default();
-        for q in queues {
-            per_queue.entry(q).or_default().push(message.clone());
+        let index = index.lock().unwrap_or_else(|e| e.into_inner());
+        for n in index.live_queue_numbers(id) {
+            if let Some(list) = per_number.get_mut(n) {
+                list.push(message.clone());
+            }
         }
     }
+    let per_queue: HashMap<QueueKey, Vec<RecoveredMessage>> = {
+        let index = index.lock().unwrap_or_else(|e| e.into_inner());
+        per_number
+            .into_iter()
+            .filter_map(|(n, list)| Some((index.queue_key(n)?.clone(), list)))
+            .collect()
+    };
     let index = index.into_inner().unwrap_or_else(|e| e.into_inner());
     info!(
         segments = numbers.len(),
