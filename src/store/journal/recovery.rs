@@ -34,7 +34,8 @@ use super::index::Index;
 use super::reader::RecordReader;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
-use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, StoreError};
+use crate::core::message::Message;
+use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, StoreError, message_ttl_ms};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
 /// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
@@ -66,38 +67,74 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
 struct Replay {
     index: Index,
     definitions: Vec<crate::store::Definition>,
-    /// Live messages, without their bodies (except the rare record the index cannot locate for a later read).
-    messages: BTreeMap<MsgId, RecoveredMessage>,
+    /// Live messages, without their bodies: 16 bytes each, as a large store has millions.
+    messages: BTreeMap<MsgId, Meta>,
+    /// Bodies of the rare live records the index cannot locate for a later read (see `index::UNREADABLE_OFFSET`).
+    unreadable: HashMap<MsgId, Arc<Message>>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
     checkpoint: Option<(u64, Vec<u64>)>,
     deleted: BTreeSet<u64>,
     records: u64,
 }
 
+/// What a queue needs of a message while its body stays on disk, packed.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    /// Per-message TTL in milliseconds; `u64::MAX` for none.
+    expiration: u64,
+    size: u32,
+    priority: u8,
+}
+
+impl Meta {
+    fn of(message: &Message) -> Self {
+        Self {
+            expiration: message_ttl_ms(message).unwrap_or(u64::MAX),
+            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            priority: message.properties.priority.unwrap_or(0),
+        }
+    }
+
+    fn recovered(self, id: MsgId, message: Option<Arc<Message>>) -> RecoveredMessage {
+        RecoveredMessage {
+            id,
+            message,
+            size: self.size,
+            priority: self.priority,
+            expiration_ms: (self.expiration != u64::MAX).then_some(self.expiration),
+        }
+    }
+}
+
 impl Replay {
+    fn forget(&mut self, id: MsgId) {
+        self.messages.remove(&id);
+        self.unreadable.remove(&id);
+    }
+
     fn apply(&mut self, segment: u64, offset: u64, len: u64, record: Record) {
         self.records += 1;
         self.index.grow(segment, len);
         match record {
             Record::Publish(p) => {
+                self.unreadable.remove(&p.id);
                 if self.index.publish(segment, offset, len, p.id, &p.queues) {
-                    let unreadable = self.index.locate(p.id).is_none();
-                    self.messages.insert(
-                        p.id,
-                        RecoveredMessage::new(p.id, Arc::new(p.message), unreadable),
-                    );
+                    self.messages.insert(p.id, Meta::of(&p.message));
+                    if self.index.locate(p.id).is_none() {
+                        self.unreadable.insert(p.id, Arc::new(p.message));
+                    }
                 } else {
                     self.messages.remove(&p.id);
                 }
             }
             Record::Settle { queue, id } => {
                 if self.index.settle(segment, &queue, id) {
-                    self.messages.remove(&id);
+                    self.forget(id);
                 }
             }
             Record::Define(def) => {
                 for id in self.index.define(segment, &def) {
-                    self.messages.remove(&id);
+                    self.forget(id);
                 }
                 self.definitions.push(def);
             }
@@ -202,6 +239,7 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         index,
         definitions,
         messages,
+        mut unreadable,
         records,
         ..
     } = replay;
@@ -224,7 +262,8 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         .into_iter()
         .map(|(n, len)| (n, Vec::with_capacity(len)))
         .collect();
-    for (id, mut message) in messages {
+    for (id, meta) in messages {
+        let mut message = meta.recovered(id, unreadable.remove(&id));
         if message.message.is_none() && u64::from(message.size) <= budget {
             let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
             if let Some(loc) = loc {

@@ -1041,7 +1041,10 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
         for id in 0..count {
             let mut b = body.clone();
             b[..8].copy_from_slice(&id.to_le_bytes());
-            last = store.publish(id, &[q("a")], &message(&b))?;
+            let mut m = message(&b);
+            m.properties.priority = Some((id % 3) as u8);
+            m.properties.expiration = (id % 2 == 0).then(|| format!("{}", 60_000 + id));
+            last = store.publish(id, &[q("a")], &m)?;
         }
         assert_eq!(wait(&store, last), SyncStatus::Durable);
     }
@@ -1061,6 +1064,16 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
     for (i, m) in msgs.iter().enumerate() {
         assert_eq!(m.id, i as u64, "publish order");
         assert_eq!(m.size as usize, body.len());
+        assert_eq!(
+            m.priority,
+            (m.id % 3) as u8,
+            "priority kept without the body"
+        );
+        let ttl = (m.id % 2 == 0).then_some(60_000 + m.id);
+        assert_eq!(
+            m.expiration_ms, ttl,
+            "per-message TTL kept without the body"
+        );
         let read = match &m.message {
             Some(message) => (**message).clone(),
             None => store.read(m.id)?,
