@@ -18,7 +18,7 @@
 //!
 //! Bodies. Replay keeps only what a queue needs without the body (id, size, priority, TTL) for each live
 //! message, never the bodies themselves, so recovering a store larger than memory does not load it. After the
-//! scan the first [`LOAD_BUDGET`] bytes of live bodies (in id order, which is publish order: the heads of the
+//! scan the first [`LOAD_BUDGET`] bytes (at most [`LOAD_BUDGET_MESSAGES`] messages) of live bodies (in id order, which is publish order: the heads of the
 //! queues) are read back by location; every other message is recovered with `message: None`, and its queue
 //! reads it with `Store::read` when it needs it.
 
@@ -41,6 +41,8 @@ use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, StoreError, mes
 /// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
 /// reads after a restart.
 pub(crate) const LOAD_BUDGET: u64 = 8 * 1024 * 1024;
+/// At most this many bodies are loaded (a queue's message budget, for the same reason).
+pub(crate) const LOAD_BUDGET_MESSAGES: u64 = 4096;
 
 /// What recovery hands to the journal.
 #[derive(Debug)]
@@ -264,7 +266,10 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         .collect();
     for (id, meta) in messages {
         let mut message = meta.recovered(id, unreadable.remove(&id));
-        if message.message.is_none() && u64::from(message.size) <= budget {
+        if message.message.is_none()
+            && u64::from(message.size) <= budget
+            && loaded < LOAD_BUDGET_MESSAGES
+        {
             let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
             if let Some(loc) = loc {
                 let body = reader.read(id, loc, &index)?;
