@@ -114,6 +114,11 @@ proptest! {
         frame_max in prop_oneof![Just(0u32), 4096u32..20_000],
         cut in any::<prop::sample::Index>(),
     ) {
+        // Only body frames are split (spec §4.2.6.1): the header frame must fit in frame_max on its own, which
+        // a generated headers table of several KiB may not; such cases are not valid input for this test.
+        let mut props_wire = BytesMut::new();
+        p.encode(&mut props_wire);
+        prop_assume!(frame_max == 0 || props_wire.len() + 8 + 14 <= frame_max as usize);
         let body = Bytes::from(body);
         let publish = Method::BasicPublish(BasicPublish { routing_key: "k".into(), ..Default::default() });
         let mut wire = BytesMut::new();
