@@ -1221,3 +1221,59 @@ async fn deleting_missing_queues_and_exchanges_succeeds_as_in_rabbitmq() {
         .expect("delete-ok");
     declare(&ch, "after", FieldTable::default()).await;
 }
+
+#[tokio::test]
+async fn routing_follows_binding_and_queue_changes_between_publishes_on_one_channel() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = connect(&broker).await;
+    let (_admin_conn, admin) = connect(&broker).await;
+    declare(&ch, "rc-a", FieldTable::default()).await;
+    ch.queue_bind(
+        "rc-a".into(),
+        "amq.direct".into(),
+        "k".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    publish(&ch, "amq.direct", "k", b"1", BasicProperties::default()).await;
+    // Another connection changes the topology; the publishing channel must see it on its next publish.
+    declare(&admin, "rc-b", FieldTable::default()).await;
+    admin
+        .queue_bind(
+            "rc-b".into(),
+            "amq.direct".into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish(&ch, "amq.direct", "k", b"2", BasicProperties::default()).await;
+    admin
+        .queue_unbind(
+            "rc-a".into(),
+            "amq.direct".into(),
+            "k".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish(&ch, "amq.direct", "k", b"3", BasicProperties::default()).await;
+    admin
+        .queue_delete("rc-b".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    declare(&admin, "rc-b", FieldTable::default()).await;
+    publish(&ch, "", "rc-b", b"4", BasicProperties::default()).await;
+    assert_eq!(get_body(&ch, "rc-a").await.unwrap(), b"1");
+    assert_eq!(get_body(&ch, "rc-a").await.unwrap(), b"2");
+    assert!(get_body(&ch, "rc-a").await.is_none());
+    assert_eq!(
+        get_body(&ch, "rc-b").await.unwrap(),
+        b"4",
+        "the re-declared queue, not the deleted one"
+    );
+    assert!(get_body(&ch, "rc-b").await.is_none());
+}

@@ -11,6 +11,7 @@ use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
 use super::error::{AmqpError, code};
 use crate::core::exchange::Exchange;
 use crate::core::queue::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
+use crate::core::session::RouteCache;
 use crate::store::{SyncPoint, SyncState, SyncStatus};
 
 /// Whether the channel is usable or waiting for the client's close-ok after a channel error.
@@ -194,6 +195,8 @@ pub struct Channel {
     pub limit: Arc<ChannelLimit>,
     /// The exchange of the previous publish (see `Session::check_publish`).
     pub exchange_cache: Option<Arc<Exchange>>,
+    /// Where the previous publish was routed (see `Session::publish`).
+    pub route_cache: Option<RouteCache>,
     /// Last queue declared on the channel (an empty queue name in later methods means this one).
     pub last_queue: Option<String>,
     /// Private queue behind `amq.rabbitmq.reply-to` (direct reply-to) once the channel consumes from it.
@@ -215,6 +218,7 @@ impl Default for Channel {
             consumer_prefetch: 0,
             limit: Arc::new(ChannelLimit::default()),
             exchange_cache: None,
+            route_cache: None,
             last_queue: None,
             reply_to: None,
             next_tag: 1,
@@ -367,5 +371,55 @@ mod tests {
                 multiple: false
             }]
         );
+    }
+}
+
+/// The open channels of a connection, indexed by channel number: a lookup per frame costs an index, not a
+/// hash. Channels are boxed so a client opening a high channel number costs 8 bytes per lower slot.
+#[derive(Debug, Default)]
+pub struct ChannelTable {
+    slots: Vec<Option<Box<Channel>>>,
+}
+
+impl ChannelTable {
+    pub fn get_mut(&mut self, ch: &u16) -> Option<&mut Channel> {
+        self.slots.get_mut(usize::from(*ch))?.as_deref_mut()
+    }
+
+    pub fn contains_key(&self, ch: &u16) -> bool {
+        self.slots
+            .get(usize::from(*ch))
+            .is_some_and(Option::is_some)
+    }
+
+    pub fn insert(&mut self, ch: u16, channel: Channel) {
+        let at = usize::from(ch);
+        if self.slots.len() <= at {
+            self.slots.resize_with(at + 1, || None);
+        }
+        self.slots[at] = Some(Box::new(channel));
+    }
+
+    pub fn remove(&mut self, ch: &u16) -> Option<Channel> {
+        self.slots.get_mut(usize::from(*ch))?.take().map(|b| *b)
+    }
+
+    /// Numbers of the open channels.
+    pub fn ids(&self) -> Vec<u16> {
+        self.iter().map(|(ch, _)| ch).collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Channel)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u16, c.as_deref()?)))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u16, &mut Channel)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u16, c.as_deref_mut()?)))
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::AmqpContext;
-use super::channel::Channel;
+use super::channel::ChannelTable;
 use super::error::{AmqpError, Scope, code};
 use crate::core::queue::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
 use crate::core::{ConnId, Session};
@@ -68,7 +68,7 @@ pub(super) struct Connection<S> {
     heartbeat: u16,
     pub session: Option<Session>,
     pub conn_id: ConnId,
-    pub channels: HashMap<u16, Channel>,
+    pub channels: ChannelTable,
     pub consumers: HashMap<ConsumerKey, ConsumerRoute>,
     pub sink: ConsumerSink,
     sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
@@ -106,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             out: BytesMut::with_capacity(64 * 1024),
             session: None,
             conn_id,
-            channels: HashMap::new(),
+            channels: ChannelTable::default(),
             consumers: HashMap::new(),
             sink,
             sink_rx,
@@ -377,8 +377,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             let wait_sync = self
                 .channels
-                .values()
-                .any(|c| c.confirms.as_ref().is_some_and(|c| c.waits_for_sync()));
+                .iter()
+                .any(|(_, c)| c.confirms.as_ref().is_some_and(|c| c.waits_for_sync()));
             let reading = !(self.blocked && self.has_published);
             tokio::select! {
                 biased;
@@ -541,7 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     async fn cleanup(&mut self) {
-        let channels: Vec<u16> = self.channels.keys().copied().collect();
+        let channels = self.channels.ids();
         for ch in channels {
             self.drop_channel(ch);
         }
@@ -645,7 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let state = self.sync_rx.borrow().clone();
         let mut frames = Vec::new();
         let mut out = Vec::new();
-        for (&ch, channel) in self.channels.iter_mut() {
+        for (ch, channel) in self.channels.iter_mut() {
             if let Some(confirms) = channel.confirms.as_mut() {
                 confirms.release(&state, &mut frames);
                 out.extend(frames.drain(..).map(|f| (ch, f)));

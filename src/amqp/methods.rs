@@ -511,7 +511,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let exchange = checked?;
         let confirming = self.channel(ch)?.confirms.is_some();
         let returned = publish.mandatory.then(|| message.clone());
-        let published = session.publish(&exchange, message, confirming).await?;
+        let mut route_cache = self.channel(ch)?.route_cache.take();
+        let published = session
+            .publish(&exchange, message, confirming, &mut route_cache)
+            .await;
+        self.channel(ch)?.route_cache = route_cache;
+        let published = published?;
         if !published.routed
             && let Some(m) = returned
         {
@@ -568,7 +573,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             };
             let exchange = session.check_publish(&message.exchange, &message, &mut None)?;
             let returned = publish.mandatory.then(|| message.clone());
-            let published = session.publish(&exchange, message, false).await?;
+            let published = session
+                .publish(&exchange, message, false, &mut None)
+                .await?;
             last_sync = published.sync.or(last_sync);
             if !published.routed
                 && let Some(m) = returned

@@ -266,13 +266,18 @@ impl Session {
     }
 
     /// Route and enqueue a message (after [`Session::check_publish`]). BCC is stripped before enqueueing.
+    ///
+    /// `cache` keeps the last routing result of the caller's channel: reused for the same exchange and routing
+    /// key while the vhost's topology is unchanged (only for messages without headers, whose routing depends on
+    /// nothing else).
     pub async fn publish(
         &self,
         exchange: &Arc<Exchange>,
         mut message: Message,
         want_outcomes: bool,
+        cache: &mut Option<RouteCache>,
     ) -> Result<Published, CoreError> {
-        let targets = self.vhost.route_via(exchange, &message);
+        let targets = self.route(exchange, &message, cache);
         if targets.is_empty() {
             return Ok(Published {
                 routed: false,
@@ -306,6 +311,40 @@ impl Session {
         })
     }
 
+    fn route(
+        &self,
+        exchange: &Arc<Exchange>,
+        message: &Message,
+        cache: &mut Option<RouteCache>,
+    ) -> Vec<QueueHandle> {
+        // Headers can change the result anywhere along the way (headers exchanges, also behind
+        // exchange-to-exchange bindings or an alternate exchange; CC/BCC): only header-less messages use it.
+        let cacheable = message
+            .properties
+            .headers
+            .as_ref()
+            .is_none_or(|h| h.is_empty());
+        if !cacheable {
+            return self.vhost.route_via(exchange, message);
+        }
+        let generation = self.vhost.topology();
+        if let Some(c) = cache.as_ref()
+            && c.generation == generation
+            && Arc::ptr_eq(&c.exchange, exchange)
+            && c.routing_key == message.routing_key
+        {
+            return c.targets.clone();
+        }
+        let targets = self.vhost.route_via(exchange, message);
+        *cache = Some(RouteCache {
+            exchange: exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            generation,
+            targets: targets.clone(),
+        });
+        targets
+    }
+
     /// basic.consume: register a consumer on a queue.
     pub async fn consume(&self, queue: &str, spec: ConsumerSpec) -> Result<QueueHandle, CoreError> {
         let q = self.usable_queue(queue)?;
@@ -330,6 +369,15 @@ impl Session {
     pub async fn close(&self) {
         self.vhost.drop_exclusive(self.conn).await;
     }
+}
+
+/// The last routing result of one publisher (see [`Session::publish`]).
+#[derive(Debug)]
+pub struct RouteCache {
+    exchange: Arc<Exchange>,
+    routing_key: String,
+    generation: u64,
+    targets: Vec<QueueHandle>,
 }
 
 /// Bind or unbind.

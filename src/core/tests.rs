@@ -26,7 +26,9 @@ async fn session() -> (Broker, Session) {
 
 async fn publish(s: &Session, message: Message) {
     let exchange = s.check_publish("", &message, &mut None).unwrap();
-    s.publish(&exchange, message, false).await.unwrap();
+    s.publish(&exchange, message, false, &mut None)
+        .await
+        .unwrap();
 }
 
 fn message(queue: &str, body: &'static [u8]) -> Message {

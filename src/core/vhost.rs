@@ -66,6 +66,9 @@ pub struct VHost {
     store: Arc<dyn Store>,
     ids: Arc<AtomicU64>,
     memory: Arc<MemoryGauge>,
+    /// Bumped by every change that can change where a message routes (exchanges, bindings, queues): routing
+    /// results cached by a publisher stay valid while it is unchanged.
+    topology: AtomicU64,
     me: Weak<VHost>,
 }
 
@@ -104,6 +107,7 @@ impl VHost {
             store,
             ids,
             memory,
+            topology: AtomicU64::new(0),
             me: me.clone(),
         })
     }
@@ -126,6 +130,15 @@ impl VHost {
                 .map_err(|e| CoreError::Store(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The current topology generation (see the field).
+    pub fn topology(&self) -> u64 {
+        self.topology.load(Ordering::Acquire)
+    }
+
+    fn topology_changed(&self) {
+        self.topology.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The broker-wide memory gauge queues account their messages in.
@@ -206,6 +219,7 @@ impl VHost {
         write(&self.exchanges)
             .entry(spec.name)
             .or_insert_with(|| Arc::new(exchange));
+        self.topology_changed();
         Ok(())
     }
 
@@ -285,6 +299,7 @@ impl VHost {
         }
         write(&self.exchanges).remove(&ex.name);
         ex.mark_deleted();
+        self.topology_changed();
         let dest = Destination::Exchange(ex.name.clone());
         self.remove_destination_everywhere(&dest, journal);
         Ok(())
@@ -343,7 +358,11 @@ impl VHost {
             )));
         }
         let durable = src.durable && self.durable(&dest);
-        if src.bind(dest, routing_key, arguments)? && durable {
+        let added = src.bind(dest, routing_key, arguments)?;
+        if added {
+            self.topology_changed();
+        }
+        if added && durable {
             let def = || Definition::Bind {
                 vhost: self.name.clone(),
                 source: source.to_owned(),
@@ -375,6 +394,7 @@ impl VHost {
         }
         let durable = src.durable && self.durable(&dest);
         if src.unbind(&dest, routing_key, arguments) {
+            self.topology_changed();
             if durable {
                 let def = || Definition::Unbind {
                     vhost: self.name.clone(),
@@ -432,6 +452,7 @@ impl VHost {
             args,
         };
         let handle = QueueHandle::spawn(init, &me, self.store.clone());
+        self.topology_changed();
         queues.insert(spec.name, handle.clone());
         Ok((handle, true))
     }
@@ -522,6 +543,7 @@ impl VHost {
             queues.remove(&queue.name);
         }
         queue.mark_deleted();
+        self.topology_changed();
         if queue.durable && queue.exclusive_owner.is_none() && journal == Journal::Write {
             let def = Definition::DeleteQueue {
                 vhost: self.name.clone(),
