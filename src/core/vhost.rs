@@ -229,37 +229,22 @@ impl VHost {
         kind: ExchangeKind,
         spec: &ExchangeSpec,
     ) -> Result<(), CoreError> {
-        let differs = |field: &str, got: String, have: String| {
-            CoreError::PreconditionFailed(format!(
-                "inequivalent arg '{field}' for exchange '{}' in vhost '{}': received '{got}' but current is '{have}'",
-                ex.name, self.name
-            ))
-        };
         if ex.kind != kind {
-            return Err(differs("type", spec.kind.clone(), ex.kind.as_str().into()));
-        }
-        if ex.durable != spec.durable {
-            return Err(differs(
-                "durable",
-                spec.durable.to_string(),
-                ex.durable.to_string(),
+            return Err(inequivalent(
+                "exchange",
+                &ex.name,
+                &self.name,
+                "type",
+                &spec.kind,
+                ex.kind.as_str(),
             ));
         }
-        if ex.auto_delete != spec.auto_delete {
-            return Err(differs(
-                "auto_delete",
-                spec.auto_delete.to_string(),
-                ex.auto_delete.to_string(),
-            ));
-        }
-        if ex.internal != spec.internal {
-            return Err(differs(
-                "internal",
-                spec.internal.to_string(),
-                ex.internal.to_string(),
-            ));
-        }
-        Ok(())
+        let flags = [
+            ("durable", spec.durable, ex.durable),
+            ("auto_delete", spec.auto_delete, ex.auto_delete),
+            ("internal", spec.internal, ex.internal),
+        ];
+        same_flags("exchange", &ex.name, &self.name, &flags)
     }
 
     pub(crate) fn delete_exchange(
@@ -475,30 +460,16 @@ impl VHost {
     }
 
     fn check_equivalent_queue(&self, q: &QueueHandle, spec: &QueueSpec) -> Result<(), CoreError> {
-        let differs = |field: &str, got: String, have: String| {
-            CoreError::PreconditionFailed(format!(
-                "inequivalent arg '{field}' for queue '{}' in vhost '{}': received '{got}' but current is '{have}'",
-                q.name, self.name
-            ))
-        };
-        if q.durable != spec.durable {
-            return Err(differs(
-                "durable",
-                spec.durable.to_string(),
-                q.durable.to_string(),
-            ));
-        }
-        if q.auto_delete != spec.auto_delete {
-            return Err(differs(
-                "auto_delete",
-                spec.auto_delete.to_string(),
-                q.auto_delete.to_string(),
-            ));
-        }
-        if q.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
-            let (got, have) = (spec.exclusive_owner.is_some(), q.exclusive_owner.is_some());
-            return Err(differs("exclusive", got.to_string(), have.to_string()));
-        }
+        let flags = [
+            ("durable", spec.durable, q.durable),
+            ("auto_delete", spec.auto_delete, q.auto_delete),
+            (
+                "exclusive",
+                spec.exclusive_owner.is_some(),
+                q.exclusive_owner.is_some(),
+            ),
+        ];
+        same_flags("queue", &q.name, &self.name, &flags)?;
         for key in [
             "x-message-ttl",
             "x-expires",
@@ -517,7 +488,14 @@ impl VHost {
                 _ => false,
             };
             if !same {
-                return Err(differs(key, show(got), show(have)));
+                return Err(inequivalent(
+                    "queue",
+                    &q.name,
+                    &self.name,
+                    key,
+                    &show(got),
+                    &show(have),
+                ));
             }
         }
         Ok(())
@@ -718,6 +696,40 @@ impl Visited {
         self.seen[self.len] = id;
         self.len += 1;
         true
+    }
+}
+
+/// RabbitMQ's 406 for a redeclare that differs from the existing entity.
+fn inequivalent(
+    kind: &str,
+    name: &str,
+    vhost: &str,
+    field: &str,
+    got: &str,
+    have: &str,
+) -> CoreError {
+    CoreError::PreconditionFailed(format!(
+        "inequivalent arg '{field}' for {kind} '{name}' in vhost '{vhost}': received '{got}' but current is '{have}'"
+    ))
+}
+
+/// The first of `(field, received, current)` flags that differ, as [`inequivalent`].
+fn same_flags(
+    kind: &str,
+    name: &str,
+    vhost: &str,
+    flags: &[(&str, bool, bool)],
+) -> Result<(), CoreError> {
+    match flags.iter().find(|(_, got, have)| got != have) {
+        Some((field, got, have)) => Err(inequivalent(
+            kind,
+            name,
+            vhost,
+            field,
+            &got.to_string(),
+            &have.to_string(),
+        )),
+        None => Ok(()),
     }
 }
 
