@@ -274,34 +274,20 @@ impl Broker {
                     v.forget_queue_replay(&q);
                 }
             }
-            Definition::Bind {
-                vhost: v,
-                source,
-                destination,
-                destination_kind,
-                routing_key,
-                arguments,
-            } => vhost(&v)?.bind(
-                &source,
-                &destination,
-                destination_kind,
-                &routing_key,
-                &arguments,
+            Definition::Bind(b) => vhost(&b.vhost)?.bind(
+                &b.source,
+                &b.destination,
+                b.destination_kind,
+                &b.routing_key,
+                &b.arguments,
                 Journal::Replay,
             )?,
-            Definition::Unbind {
-                vhost: v,
-                source,
-                destination,
-                destination_kind,
-                routing_key,
-                arguments,
-            } => vhost(&v)?.unbind(
-                &source,
-                &destination,
-                destination_kind,
-                &routing_key,
-                &arguments,
+            Definition::Unbind(b) => vhost(&b.vhost)?.unbind(
+                &b.source,
+                &b.destination,
+                b.destination_kind,
+                &b.routing_key,
+                &b.arguments,
                 Journal::Replay,
             )?,
         }

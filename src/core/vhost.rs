@@ -14,7 +14,7 @@ use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::{ConnId, QueueArgs, QueueHandle, QueueInit};
-use crate::store::{Definition, DestinationKind, MsgId, Store};
+use crate::store::{Binding, Definition, DestinationKind, MsgId, Store};
 
 /// Exchanges every vhost has: the default exchange and the `amq.*` ones.
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
@@ -348,17 +348,31 @@ impl VHost {
             self.topology_changed();
         }
         if added && durable {
-            let def = || Definition::Bind {
-                vhost: self.name.clone(),
-                source: source.to_owned(),
-                destination: destination.to_owned(),
-                destination_kind: kind,
-                routing_key: routing_key.to_owned(),
-                arguments: arguments.clone(),
+            let def = || {
+                Definition::Bind(self.binding(source, destination, kind, routing_key, arguments))
             };
             self.journal(journal, def)?;
         }
         Ok(())
+    }
+
+    /// The journal's record of a binding in this vhost.
+    fn binding(
+        &self,
+        source: &str,
+        destination: &str,
+        kind: DestinationKind,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Binding {
+        Binding {
+            vhost: self.name.clone(),
+            source: source.to_owned(),
+            destination: destination.to_owned(),
+            destination_kind: kind,
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        }
     }
 
     pub(crate) fn unbind(
@@ -381,13 +395,14 @@ impl VHost {
         if src.unbind(&dest, routing_key, arguments) {
             self.topology_changed();
             if durable {
-                let def = || Definition::Unbind {
-                    vhost: self.name.clone(),
-                    source: source.to_owned(),
-                    destination: destination.to_owned(),
-                    destination_kind: kind,
-                    routing_key: routing_key.to_owned(),
-                    arguments: arguments.clone(),
+                let def = || {
+                    Definition::Unbind(self.binding(
+                        source,
+                        destination,
+                        kind,
+                        routing_key,
+                        arguments,
+                    ))
                 };
                 self.journal(journal, def)?;
             }

@@ -137,22 +137,19 @@ pub enum Definition {
         vhost: String,
         name: String,
     },
-    Bind {
-        vhost: String,
-        source: String,
-        destination: String,
-        destination_kind: DestinationKind,
-        routing_key: String,
-        arguments: FieldTable,
-    },
-    Unbind {
-        vhost: String,
-        source: String,
-        destination: String,
-        destination_kind: DestinationKind,
-        routing_key: String,
-        arguments: FieldTable,
-    },
+    Bind(Binding),
+    Unbind(Binding),
+}
+
+/// A binding as journaled (exchange.bind / queue.bind and their unbinds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub vhost: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_kind: DestinationKind,
+    pub routing_key: String,
+    pub arguments: FieldTable,
 }
 
 /// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::BytesMut;
 use ferrymq_amqp_codec::encode_field_table;
 
-use crate::store::{Definition, DestinationKind, MsgId, QueueKey};
+use crate::store::{Binding, Definition, DestinationKind, MsgId, QueueKey};
 
 /// Per-segment accounting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -444,22 +444,15 @@ impl DefKey {
     }
 }
 
-fn binding_key(
-    vhost: &str,
-    source: &str,
-    destination: &str,
-    kind: DestinationKind,
-    key: &str,
-    args: &ferrymq_amqp_codec::FieldTable,
-) -> DefKey {
+fn binding_key(b: &Binding) -> DefKey {
     let mut raw = BytesMut::new();
-    encode_field_table(args, &mut raw);
+    encode_field_table(&b.arguments, &mut raw);
     DefKey::Binding {
-        vhost: vhost.to_owned(),
-        source: source.to_owned(),
-        destination: destination.to_owned(),
-        to_exchange: kind == DestinationKind::Exchange,
-        key: key.to_owned(),
+        vhost: b.vhost.clone(),
+        source: b.source.clone(),
+        destination: b.destination.clone(),
+        to_exchange: b.destination_kind == DestinationKind::Exchange,
+        key: b.routing_key.clone(),
         args: raw.to_vec(),
     }
 }
@@ -576,40 +569,9 @@ impl Definitions {
                 } => v == vhost && !*to_exchange && destination == name,
                 _ => false,
             }),
-            Definition::Bind {
-                vhost,
-                source,
-                destination,
-                destination_kind,
-                routing_key,
-                arguments,
-            } => {
-                let key = binding_key(
-                    vhost,
-                    source,
-                    destination,
-                    *destination_kind,
-                    routing_key,
-                    arguments,
-                );
-                self.upsert(key, def)
-            }
-            Definition::Unbind {
-                vhost,
-                source,
-                destination,
-                destination_kind,
-                routing_key,
-                arguments,
-            } => {
-                let key = binding_key(
-                    vhost,
-                    source,
-                    destination,
-                    *destination_kind,
-                    routing_key,
-                    arguments,
-                );
+            Definition::Bind(b) => self.upsert(binding_key(b), def),
+            Definition::Unbind(b) => {
+                let key = binding_key(b);
                 self.remove_where(|k| *k == key)
             }
         }
@@ -696,13 +658,15 @@ mod tests {
     fn definitions_fold_with_cascades_and_keep_declaration_order() {
         let mut ix = Index::default();
         let t = FieldTable::new();
-        let bind = |dest: &str| Definition::Bind {
-            vhost: "/".into(),
-            source: "e".into(),
-            destination: dest.into(),
-            destination_kind: DestinationKind::Queue,
-            routing_key: "k".into(),
-            arguments: t.clone(),
+        let bind = |dest: &str| {
+            Definition::Bind(Binding {
+                vhost: "/".into(),
+                source: "e".into(),
+                destination: dest.into(),
+                destination_kind: DestinationKind::Queue,
+                routing_key: "k".into(),
+                arguments: t.clone(),
+            })
         };
         let ex = Definition::Exchange {
             vhost: "/".into(),

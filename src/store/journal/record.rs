@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, FieldTable, decode_field_table, encode_field_table};
 
 use crate::core::message::Message;
-use crate::store::{Definition, DestinationKind, MsgId, QueueKey};
+use crate::store::{Binding, Definition, DestinationKind, MsgId, QueueKey};
 
 /// Bytes of the frame header in front of each payload: length and CRC.
 pub(crate) const FRAME_HEADER: usize = 8;
@@ -320,65 +320,27 @@ fn put_definition(out: &mut BytesMut, def: &Definition) {
             put_str(out, vhost);
             put_str(out, name);
         }
-        Definition::Bind {
-            vhost,
-            source,
-            destination,
-            destination_kind,
-            routing_key,
-            arguments,
-        } => {
+        Definition::Bind(b) => {
             out.put_u8(DEF_BIND);
-            put_binding(
-                out,
-                vhost,
-                source,
-                destination,
-                *destination_kind,
-                routing_key,
-                arguments,
-            );
+            put_binding(out, b);
         }
-        Definition::Unbind {
-            vhost,
-            source,
-            destination,
-            destination_kind,
-            routing_key,
-            arguments,
-        } => {
+        Definition::Unbind(b) => {
             out.put_u8(DEF_UNBIND);
-            put_binding(
-                out,
-                vhost,
-                source,
-                destination,
-                *destination_kind,
-                routing_key,
-                arguments,
-            );
+            put_binding(out, b);
         }
     }
 }
 
-fn put_binding(
-    out: &mut BytesMut,
-    vhost: &str,
-    source: &str,
-    destination: &str,
-    kind: DestinationKind,
-    routing_key: &str,
-    arguments: &FieldTable,
-) {
-    for s in [vhost, source, destination] {
+fn put_binding(out: &mut BytesMut, b: &Binding) {
+    for s in [&b.vhost, &b.source, &b.destination] {
         put_str(out, s);
     }
-    out.put_u8(match kind {
+    out.put_u8(match b.destination_kind {
         DestinationKind::Queue => 0,
         DestinationKind::Exchange => 1,
     });
-    put_str(out, routing_key);
-    encode_field_table(arguments, out);
+    put_str(out, &b.routing_key);
+    encode_field_table(&b.arguments, out);
 }
 
 // ---- decoding ----
@@ -648,24 +610,18 @@ fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
             };
             let routing_key = r.string("routing key")?;
             let arguments = r.table("binding arguments")?;
+            let binding = Binding {
+                vhost,
+                source,
+                destination,
+                destination_kind,
+                routing_key,
+                arguments,
+            };
             if kind == DEF_BIND {
-                Definition::Bind {
-                    vhost,
-                    source,
-                    destination,
-                    destination_kind,
-                    routing_key,
-                    arguments,
-                }
+                Definition::Bind(binding)
             } else {
-                Definition::Unbind {
-                    vhost,
-                    source,
-                    destination,
-                    destination_kind,
-                    routing_key,
-                    arguments,
-                }
+                Definition::Unbind(binding)
             }
         }
         kind => return Err(DecodeError::new(format!("unknown definition kind {kind}"))),
@@ -733,22 +689,22 @@ mod tests {
                 vhost: "/".into(),
                 name: "q".into(),
             },
-            Definition::Bind {
+            Definition::Bind(Binding {
                 vhost: "/".into(),
                 source: "e".into(),
                 destination: "q".into(),
                 destination_kind: DestinationKind::Queue,
                 routing_key: "a.#".into(),
                 arguments: table(),
-            },
-            Definition::Unbind {
+            }),
+            Definition::Unbind(Binding {
                 vhost: "/".into(),
                 source: "e".into(),
                 destination: "e2".into(),
                 destination_kind: DestinationKind::Exchange,
                 routing_key: "".into(),
                 arguments: FieldTable::new(),
-            },
+            }),
         ]
     }
 

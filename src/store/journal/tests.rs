@@ -18,7 +18,7 @@ use super::writer::Tuning;
 use super::{JournalOptions, JournalStore, SyncMode, open_tuned};
 use crate::core::message::Message;
 use crate::store::{
-    Definition, DestinationKind, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint,
+    Binding, Definition, DestinationKind, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint,
     SyncStatus,
 };
 
@@ -166,14 +166,14 @@ fn publish_settle_and_define_survive_a_restart() -> TestResult {
             internal: false,
             arguments: FieldTable::new(),
         },
-        Definition::Bind {
+        Definition::Bind(Binding {
             vhost: "/".into(),
             source: "e".into(),
             destination: "a".into(),
             destination_kind: DestinationKind::Queue,
             routing_key: "".into(),
             arguments: FieldTable::new(),
-        },
+        }),
     ];
     {
         let store = open_real(dir.path(), 1 << 20)?;
