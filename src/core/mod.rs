@@ -28,6 +28,7 @@ pub use auth::{Permission, User, Users};
 use memory::MemoryGauge;
 pub use message::Message;
 pub use queue::{ConnId, ConsumerKey};
+use session::BindOp;
 pub use session::Session;
 use vhost::{ExchangeSpec, Journal, QueueSpec, VHost};
 
@@ -274,22 +275,12 @@ impl Broker {
                     v.forget_queue_replay(&q);
                 }
             }
-            Definition::Bind(b) => vhost(&b.vhost)?.bind(
-                &b.source,
-                &b.destination,
-                b.destination_kind,
-                &b.routing_key,
-                &b.arguments,
-                Journal::Replay,
-            )?,
-            Definition::Unbind(b) => vhost(&b.vhost)?.unbind(
-                &b.source,
-                &b.destination,
-                b.destination_kind,
-                &b.routing_key,
-                &b.arguments,
-                Journal::Replay,
-            )?,
+            Definition::Bind(b) => {
+                vhost(&b.vhost)?.change_binding(BindOp::Bind, &b, Journal::Replay)?
+            }
+            Definition::Unbind(b) => {
+                vhost(&b.vhost)?.change_binding(BindOp::Unbind, &b, Journal::Replay)?
+            }
         }
         Ok(())
     }

@@ -118,24 +118,10 @@ impl Session {
         }
         self.check(Access::Write, dest_kind, destination)?;
         self.check(Access::Read, "exchange", source)?;
-        match op {
-            BindOp::Bind => self.vhost.bind(
-                source,
-                destination,
-                kind,
-                routing_key,
-                arguments,
-                Journal::Write,
-            ),
-            BindOp::Unbind => self.vhost.unbind(
-                source,
-                destination,
-                kind,
-                routing_key,
-                arguments,
-                Journal::Write,
-            ),
-        }
+        let binding = self
+            .vhost
+            .binding(source, destination, kind, routing_key, arguments);
+        self.vhost.change_binding(op, &binding, Journal::Write)
     }
 
     // ---- queues ----

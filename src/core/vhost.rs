@@ -14,6 +14,7 @@ use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::{ConnId, QueueArgs, QueueHandle, QueueInit};
+use super::session::BindOp;
 use crate::store::{Binding, Definition, DestinationKind, MsgId, Store};
 
 /// Exchanges every vhost has: the default exchange and the `amq.*` ones.
@@ -326,38 +327,45 @@ impl VHost {
         }
     }
 
-    pub(crate) fn bind(
+    /// exchange.bind / queue.bind, or their unbind: change the binding, journal it when both ends are
+    /// durable, and drop an auto-delete source that lost its last binding.
+    pub(crate) fn change_binding(
         &self,
-        source: &str,
-        destination: &str,
-        kind: DestinationKind,
-        routing_key: &str,
-        arguments: &FieldTable,
+        op: BindOp,
+        b: &Binding,
         journal: Journal,
     ) -> Result<(), CoreError> {
-        let dest = self.destination(destination, kind)?;
-        let src = self.existing_exchange(source)?;
-        if source.is_empty() {
+        let dest = self.destination(&b.destination, b.destination_kind)?;
+        let src = self.existing_exchange(&b.source)?;
+        if b.source.is_empty() {
             return Err(CoreError::AccessRefused(format!(
-                "operation not permitted on the default exchange (binding '{destination}')"
+                "operation not permitted on the default exchange (binding '{}')",
+                b.destination
             )));
         }
         let durable = src.durable && self.durable(&dest);
-        let added = src.bind(dest, routing_key, arguments)?;
-        if added {
-            self.topology_changed();
+        let changed = match op {
+            BindOp::Bind => src.bind(dest, &b.routing_key, &b.arguments)?,
+            BindOp::Unbind => src.unbind(&dest, &b.routing_key, &b.arguments),
+        };
+        if !changed {
+            return Ok(());
         }
-        if added && durable {
-            let def = || {
-                Definition::Bind(self.binding(source, destination, kind, routing_key, arguments))
-            };
-            self.journal(journal, def)?;
+        self.topology_changed();
+        if durable {
+            self.journal(journal, || match op {
+                BindOp::Bind => Definition::Bind(b.clone()),
+                BindOp::Unbind => Definition::Unbind(b.clone()),
+            })?;
+        }
+        if op == BindOp::Unbind && src.auto_delete && src.binding_count() == 0 {
+            self.remove_exchange(&src, journal)?;
         }
         Ok(())
     }
 
     /// The journal's record of a binding in this vhost.
-    fn binding(
+    pub(crate) fn binding(
         &self,
         source: &str,
         destination: &str,
@@ -373,44 +381,6 @@ impl VHost {
             routing_key: routing_key.to_owned(),
             arguments: arguments.clone(),
         }
-    }
-
-    pub(crate) fn unbind(
-        &self,
-        source: &str,
-        destination: &str,
-        kind: DestinationKind,
-        routing_key: &str,
-        arguments: &FieldTable,
-        journal: Journal,
-    ) -> Result<(), CoreError> {
-        let dest = self.destination(destination, kind)?;
-        let src = self.existing_exchange(source)?;
-        if source.is_empty() {
-            return Err(CoreError::AccessRefused(
-                "operation not permitted on the default exchange".into(),
-            ));
-        }
-        let durable = src.durable && self.durable(&dest);
-        if src.unbind(&dest, routing_key, arguments) {
-            self.topology_changed();
-            if durable {
-                let def = || {
-                    Definition::Unbind(self.binding(
-                        source,
-                        destination,
-                        kind,
-                        routing_key,
-                        arguments,
-                    ))
-                };
-                self.journal(journal, def)?;
-            }
-            if src.auto_delete && src.binding_count() == 0 {
-                self.remove_exchange(&src, journal)?;
-            }
-        }
-        Ok(())
     }
 
     // ---- queues ----
