@@ -7,25 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::TestBroker;
-use ferrymq::config::StoreKind;
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn journal_broker() -> TestBroker {
-    TestBroker::with(|c| c.store.kind = StoreKind::Journal).await
-}
-
-async fn channel(broker: &TestBroker) -> (Connection, Channel) {
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    (conn, ch)
-}
 
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
@@ -44,9 +31,9 @@ async fn count(ch: &Channel, queue: &str) -> Option<u32> {
 
 #[tokio::test]
 async fn durable_definitions_and_persistent_messages_survive_a_restart() {
-    let broker = journal_broker().await;
+    let broker = TestBroker::journal().await;
     {
-        let (conn, ch) = channel(&broker).await;
+        let (conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
@@ -149,15 +136,15 @@ async fn durable_definitions_and_persistent_messages_survive_a_restart() {
         drop(consumer);
         let _ = conn;
         let broker = broker.restart().await;
-        let (_conn, ch) = channel(&broker).await;
+        let (_conn, ch) = broker.channel().await;
         assert_eq!(
             count(&ch, "dq").await,
             Some(50),
             "every persistent message is back, the transient one is not"
         );
-        let (_c2, ch2) = channel(&broker).await;
+        let (_c2, ch2) = broker.channel().await;
         assert_eq!(count(&ch2, "tq").await, None, "the transient queue is gone");
-        let (_c3, ch3) = channel(&broker).await;
+        let (_c3, ch3) = broker.channel().await;
         let passive = ExchangeDeclareOptions {
             passive: true,
             ..Default::default()
@@ -180,7 +167,7 @@ async fn durable_definitions_and_persistent_messages_survive_a_restart() {
             .await;
         assert!(err.is_err(), "the transient exchange is gone");
         // The binding is back: publish through it again.
-        let (_c4, ch4) = channel(&broker).await;
+        let (_c4, ch4) = broker.channel().await;
         ch4.basic_publish(
             "dx".into(),
             "a.z".into(),
@@ -215,8 +202,8 @@ async fn durable_definitions_and_persistent_messages_survive_a_restart() {
 
 #[tokio::test]
 async fn acked_messages_stay_acked_after_a_restart() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     ch.queue_declare(
         "acked".into(),
         QueueDeclareOptions {
@@ -252,7 +239,7 @@ async fn acked_messages_stay_acked_after_a_restart() {
         m.delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     let broker = broker.restart().await;
-    let (_conn, ch) = channel(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     assert_eq!(count(&ch, "acked").await, Some(5));
     let first = ch
         .basic_get("acked".into(), BasicGetOptions { no_ack: true })
@@ -265,8 +252,8 @@ async fn acked_messages_stay_acked_after_a_restart() {
 
 #[tokio::test]
 async fn deleted_durable_queue_stays_deleted_after_a_restart() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     ch.queue_declare(
         "gone".into(),
         QueueDeclareOptions {
@@ -292,15 +279,15 @@ async fn deleted_durable_queue_stays_deleted_after_a_restart() {
         .await
         .unwrap();
     let broker = broker.restart().await;
-    let (_conn, ch) = channel(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     assert_eq!(count(&ch, "gone").await, None);
     broker.stop().await;
 }
 
 #[tokio::test]
 async fn transaction_commit_waits_for_the_journal() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     ch.queue_declare(
         "txd".into(),
         QueueDeclareOptions {
@@ -325,7 +312,7 @@ async fn transaction_commit_waits_for_the_journal() {
     }
     ch.tx_commit().await.unwrap();
     let broker = broker.restart().await;
-    let (_conn, ch) = channel(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     assert_eq!(count(&ch, "txd").await, Some(10));
     broker.stop().await;
 }

@@ -14,14 +14,6 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn connect(broker: &TestBroker) -> (Connection, Channel) {
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    (conn, ch)
-}
-
 async fn declare(ch: &Channel, name: &str, args: FieldTable) {
     ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
         .await
@@ -72,7 +64,7 @@ fn reply_code(err: &lapin::Error) -> Option<u16> {
 #[tokio::test]
 async fn publish_then_consume_through_the_default_exchange() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "hello", FieldTable::default()).await;
     let mut consumer = ch
         .basic_consume(
@@ -109,7 +101,7 @@ async fn publish_then_consume_through_the_default_exchange() {
 #[tokio::test]
 async fn large_message_spans_many_frames_and_arrives_intact() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "big", FieldTable::default()).await;
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     publish(&ch, "", "big", &body, BasicProperties::default()).await;
@@ -119,7 +111,7 @@ async fn large_message_spans_many_frames_and_arrives_intact() {
 #[tokio::test]
 async fn confirms_ack_every_publish() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
@@ -158,7 +150,7 @@ async fn confirms_ack_every_publish() {
 #[tokio::test]
 async fn mandatory_unroutable_message_is_returned_with_no_route() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
@@ -188,7 +180,7 @@ async fn mandatory_unroutable_message_is_returned_with_no_route() {
 #[tokio::test]
 async fn basic_get_returns_messages_then_get_empty() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "g", FieldTable::default()).await;
     publish(&ch, "", "g", b"one", BasicProperties::default()).await;
     publish(&ch, "", "g", b"two", BasicProperties::default()).await;
@@ -216,7 +208,7 @@ async fn basic_get_returns_messages_then_get_empty() {
 #[tokio::test]
 async fn nack_with_requeue_redelivers_with_the_redelivered_flag() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "rq", FieldTable::default()).await;
     publish(&ch, "", "rq", b"again", BasicProperties::default()).await;
     let m = ch
@@ -244,7 +236,7 @@ async fn nack_with_requeue_redelivers_with_the_redelivered_flag() {
 #[tokio::test]
 async fn unacked_messages_return_in_order_when_the_channel_closes() {
     let broker = TestBroker::start().await;
-    let (conn, ch) = connect(&broker).await;
+    let (conn, ch) = broker.channel().await;
     declare(&ch, "order", FieldTable::default()).await;
     for i in 0..10u8 {
         publish(&ch, "", "order", &[i], BasicProperties::default()).await;
@@ -281,7 +273,7 @@ async fn unacked_messages_return_in_order_when_the_channel_closes() {
 #[tokio::test]
 async fn prefetch_limits_unacked_deliveries_per_consumer() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "pf", FieldTable::default()).await;
     for i in 0..20u8 {
         publish(&ch, "", "pf", &[i], BasicProperties::default()).await;
@@ -324,7 +316,7 @@ async fn prefetch_limits_unacked_deliveries_per_consumer() {
 #[tokio::test]
 async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     for q in ["t-star", "t-hash", "fan1", "fan2", "h-all", "h-any"] {
         declare(&ch, q, FieldTable::default()).await;
     }
@@ -419,7 +411,7 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
 #[tokio::test]
 async fn exchange_to_exchange_binding_and_alternate_exchange() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     ch.exchange_declare(
         "src".into(),
         ExchangeKind::Direct,
@@ -492,7 +484,7 @@ async fn exchange_to_exchange_binding_and_alternate_exchange() {
 #[tokio::test]
 async fn rejected_message_is_dead_lettered_with_x_death() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "dlq", FieldTable::default()).await;
     declare(
         &ch,
@@ -547,7 +539,7 @@ async fn rejected_message_is_dead_lettered_with_x_death() {
 #[tokio::test]
 async fn message_ttl_expires_messages_to_the_dead_letter_exchange() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "expired", FieldTable::default()).await;
     declare(
         &ch,
@@ -577,7 +569,7 @@ async fn message_ttl_expires_messages_to_the_dead_letter_exchange() {
 #[tokio::test]
 async fn max_length_drops_head_or_nacks_publishes() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(
         &ch,
         "capped",
@@ -636,7 +628,7 @@ async fn max_length_drops_head_or_nacks_publishes() {
 #[tokio::test]
 async fn priority_queue_delivers_higher_priority_first() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(
         &ch,
         "prio",
@@ -664,7 +656,7 @@ async fn priority_queue_delivers_higher_priority_first() {
 #[tokio::test]
 async fn transactions_publish_on_commit_only() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "txq", FieldTable::default()).await;
     ch.tx_select().await.unwrap();
     publish(&ch, "", "txq", b"rolled back", BasicProperties::default()).await;
@@ -693,7 +685,7 @@ type ChannelOp = Box<dyn Fn(Channel) -> futures_lite::future::Boxed<Result<(), l
 #[tokio::test]
 async fn errors_close_the_channel_with_rabbitmq_codes() {
     let broker = TestBroker::start().await;
-    let (conn, _ch) = connect(&broker).await;
+    let (conn, _ch) = broker.channel().await;
     let cases: Vec<(u16, ChannelOp)> = vec![
         (
             404,
@@ -786,7 +778,7 @@ async fn errors_close_the_channel_with_rabbitmq_codes() {
 #[tokio::test]
 async fn redeclare_with_different_properties_is_inequivalent() {
     let broker = TestBroker::start().await;
-    let (conn, ch) = connect(&broker).await;
+    let (conn, ch) = broker.channel().await;
     declare(&ch, "eq", FieldTable::default()).await;
     let err = ch
         .queue_declare(
@@ -807,7 +799,7 @@ async fn redeclare_with_different_properties_is_inequivalent() {
 #[tokio::test]
 async fn exclusive_queue_is_locked_to_its_connection_and_deleted_with_it() {
     let broker = TestBroker::start().await;
-    let (owner, ch) = connect(&broker).await;
+    let (owner, ch) = broker.channel().await;
     ch.queue_declare(
         "mine".into(),
         QueueDeclareOptions {
@@ -818,7 +810,7 @@ async fn exclusive_queue_is_locked_to_its_connection_and_deleted_with_it() {
     )
     .await
     .unwrap();
-    let (_other, ch2) = connect(&broker).await;
+    let (_other, ch2) = broker.channel().await;
     let err = ch2
         .basic_consume(
             "mine".into(),
@@ -830,7 +822,7 @@ async fn exclusive_queue_is_locked_to_its_connection_and_deleted_with_it() {
         .unwrap_err();
     assert_eq!(reply_code(&err), Some(405));
     owner.close(200, "bye".into()).await.unwrap();
-    let (_third, ch3) = connect(&broker).await;
+    let (_third, ch3) = broker.channel().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let err = ch3
         .queue_declare(
@@ -849,7 +841,7 @@ async fn exclusive_queue_is_locked_to_its_connection_and_deleted_with_it() {
 #[tokio::test]
 async fn deleting_a_queue_cancels_its_consumers() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "doomed", FieldTable::default()).await;
     let mut consumer = ch
         .basic_consume(
@@ -860,7 +852,7 @@ async fn deleting_a_queue_cancels_its_consumers() {
         )
         .await
         .unwrap();
-    let (_c2, ch2) = connect(&broker).await;
+    let (_c2, ch2) = broker.channel().await;
     ch2.queue_delete("doomed".into(), QueueDeleteOptions::default())
         .await
         .unwrap();
@@ -876,7 +868,7 @@ async fn deleting_a_queue_cancels_its_consumers() {
 #[tokio::test]
 async fn consumer_priorities_prefer_the_higher_priority_consumer() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "cp", FieldTable::default()).await;
     let mut low = ch
         .basic_consume(
@@ -916,8 +908,8 @@ async fn consumer_priorities_prefer_the_higher_priority_consumer() {
 #[tokio::test]
 async fn direct_reply_to_routes_replies_to_the_requesting_channel() {
     let broker = TestBroker::start().await;
-    let (_conn, client) = connect(&broker).await;
-    let (_s, server) = connect(&broker).await;
+    let (_conn, client) = broker.channel().await;
+    let (_s, server) = broker.channel().await;
     declare(&server, "rpc", FieldTable::default()).await;
     let mut replies = client
         .basic_consume(
@@ -984,7 +976,7 @@ async fn wrong_password_and_unknown_vhost_are_refused() {
 #[tokio::test]
 async fn single_active_consumer_gets_everything_until_it_cancels() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(
         &ch,
         "sac",
@@ -1041,7 +1033,7 @@ async fn single_active_consumer_gets_everything_until_it_cancels() {
 #[tokio::test]
 async fn auto_delete_queue_goes_with_its_last_consumer_and_x_expires_with_idleness() {
     let broker = TestBroker::start().await;
-    let (conn, ch) = connect(&broker).await;
+    let (conn, ch) = broker.channel().await;
     ch.queue_declare(
         "ad".into(),
         QueueDeclareOptions {
@@ -1085,7 +1077,7 @@ async fn auto_delete_queue_goes_with_its_last_consumer_and_x_expires_with_idlene
 #[tokio::test]
 async fn global_prefetch_limits_the_whole_channel() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "ga", FieldTable::default()).await;
     declare(&ch, "gb", FieldTable::default()).await;
     for q in ["ga", "gb"] {
@@ -1146,7 +1138,7 @@ async fn global_prefetch_limits_the_whole_channel() {
 #[tokio::test]
 async fn basic_recover_redelivers_unacked_messages() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "rec", FieldTable::default()).await;
     publish(&ch, "", "rec", b"r", BasicProperties::default()).await;
     let mut consumer = ch
@@ -1179,7 +1171,7 @@ async fn basic_recover_redelivers_unacked_messages() {
 #[tokio::test]
 async fn dead_letter_on_max_length_overflow_and_cc_routing() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "overflowed", FieldTable::default()).await;
     declare(
         &ch,
@@ -1211,7 +1203,7 @@ async fn dead_letter_on_max_length_overflow_and_cc_routing() {
 #[tokio::test]
 async fn deleting_missing_queues_and_exchanges_succeeds_as_in_rabbitmq() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     let deleted = ch
         .queue_delete("never-declared".into(), QueueDeleteOptions::default())
         .await;
@@ -1225,8 +1217,8 @@ async fn deleting_missing_queues_and_exchanges_succeeds_as_in_rabbitmq() {
 #[tokio::test]
 async fn routing_follows_binding_and_queue_changes_between_publishes_on_one_channel() {
     let broker = TestBroker::start().await;
-    let (_conn, ch) = connect(&broker).await;
-    let (_admin_conn, admin) = connect(&broker).await;
+    let (_conn, ch) = broker.channel().await;
+    let (_admin_conn, admin) = broker.channel().await;
     declare(&ch, "rc-a", FieldTable::default()).await;
     ch.queue_bind(
         "rc-a".into(),

@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestBroker;
-use ferrymq::config::StoreKind;
 use ferrymq::core::queue::QueueStats;
 use futures_lite::StreamExt;
 use lapin::options::*;
@@ -20,18 +19,6 @@ const BUDGET: u32 = 4096;
 /// Loaded entries may exceed the budget by one read-ahead batch.
 const READ_AHEAD: u32 = 64;
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn journal_broker() -> TestBroker {
-    TestBroker::with(|c| c.store.kind = StoreKind::Journal).await
-}
-
-async fn channel(broker: &TestBroker) -> (Connection, Channel) {
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    (conn, ch)
-}
 
 async fn declare(ch: &Channel, name: &str, args: FieldTable) {
     let durable = QueueDeclareOptions {
@@ -125,8 +112,8 @@ async fn drain(broker: &TestBroker, ch: &Channel, queue: &str, count: usize) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_beyond_the_budget_is_paged_and_delivered_intact_in_order() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "backlog", FieldTable::default()).await;
     let n = 6000u32;
     publish_all(&ch, "backlog", (0..n).map(|i| (body(i, 200), 0))).await;
@@ -142,8 +129,8 @@ async fn a_backlog_beyond_the_budget_is_paged_and_delivered_intact_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_byte_budget_pages_large_messages_too() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "big", FieldTable::default()).await;
     let n = 100u32;
     let size = 256 * 1024; // 25 MiB in all: over the 8 MiB budget long before the message budget
@@ -161,8 +148,8 @@ async fn the_byte_budget_pages_large_messages_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paged_priority_queue_delivers_highest_priority_first_in_publish_order() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     let mut args = FieldTable::default();
     args.insert(
         ShortString::from("x-max-priority"),
@@ -184,8 +171,8 @@ async fn a_paged_priority_queue_delivers_highest_priority_first_in_publish_order
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paged_messages_that_expire_are_dead_lettered_with_their_bodies() {
-    let broker = journal_broker().await;
-    let (_conn, ch) = channel(&broker).await;
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
     declare(&ch, "dead", FieldTable::default()).await;
     let mut args = FieldTable::default();
     args.insert(
@@ -224,11 +211,11 @@ async fn paged_messages_that_expire_are_dead_lettered_with_their_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_a_large_backlog_stays_mostly_on_disk_and_is_delivered_in_order() {
-    let broker = journal_broker().await;
+    let broker = TestBroker::journal().await;
     let n = 3000u32;
     let size = 8 * 1024; // 24 MiB: three times what recovery and a queue keep loaded
     {
-        let (conn, ch) = channel(&broker).await;
+        let (conn, ch) = broker.channel().await;
         declare(&ch, "restart", FieldTable::default()).await;
         publish_all(&ch, "restart", (0..n).map(|i| (body(i, size), 0))).await;
         conn.close(200, "bye".into()).await.expect("close");
@@ -241,7 +228,7 @@ async fn after_a_restart_a_large_backlog_stays_mostly_on_disk_and_is_delivered_i
         "most bodies should stay on disk after recovery: {} of {n} loaded",
         s.loaded
     );
-    let (_conn, ch) = channel(&broker).await;
+    let (_conn, ch) = broker.channel().await;
     let got = drain(&broker, &ch, "restart", n as usize).await;
     assert!(
         got.iter()

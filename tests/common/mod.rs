@@ -112,6 +112,21 @@ impl TestBroker {
         self.server.shutdown().await;
     }
 
+    /// Start with the durable journal store instead of the memory store.
+    pub async fn journal() -> TestBroker {
+        Self::with(|c| c.store.kind = StoreKind::Journal).await
+    }
+
+    /// A lapin connection as guest to vhost `/` and one channel on it.
+    pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let conn =
+            lapin::Connection::connect(&self.amqp_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        (conn, ch)
+    }
+
     /// The plain AMQP listener.
     pub fn amqp_addr(&self) -> SocketAddr {
         self.server.amqp_addr
