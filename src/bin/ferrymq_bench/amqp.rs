@@ -95,6 +95,11 @@ pub struct Args {
     /// Client engine for publishers and consumers (queue setup always uses lapin).
     #[arg(long, value_enum, default_value_t = Client::Raw)]
     pub client: Client,
+    /// Use the queues as they are: declare them without deleting them first, and leave them (and what is
+    /// in them) at the end. For backlog runs: fill with `--consumers 0`, restart the broker, then drain with
+    /// `--publishers 0 --count N`.
+    #[arg(long)]
+    pub keep_queues: bool,
 }
 
 /// What a publisher did.
@@ -176,15 +181,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let queue_names: Arc<Vec<ShortString>> =
         Arc::new(names.iter().map(|n| n.as_str().into()).collect());
 
-    // Setup: fresh queues.
+    // Setup: fresh queues (or the existing ones with --keep-queues).
     let (setup_conn, mut setup_ch) = connect(&args.url, "ferrymq-bench-setup".into()).await?;
     for q in queue_names.iter() {
         // RabbitMQ answers delete of a missing queue with delete-ok; a broker that closes the channel
         // with 404 instead is fine too: open a new channel and go on.
-        if setup_ch
-            .queue_delete(q.clone(), QueueDeleteOptions::default())
-            .await
-            .is_err()
+        if !args.keep_queues
+            && setup_ch
+                .queue_delete(q.clone(), QueueDeleteOptions::default())
+                .await
+                .is_err()
         {
             setup_ch = setup_conn
                 .create_channel()
@@ -373,12 +379,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    // Drain: wait until every sent message arrived (with no-ack consumers nacked ones never arrive).
+    // Drain: wait until every sent message arrived (with no-ack consumers nacked ones never arrive). A
+    // consume-only run with --count waits for that many instead.
+    let expected = match args.run.count {
+        Some(count) if args.publishers == 0 => count,
+        _ => report.sent,
+    };
     if args.consumers > 0 {
         let drain_until = Instant::now() + Duration::from_secs_f64(args.run.drain_timeout);
         let mut last_seen = received.load(Ordering::Relaxed);
         let mut last_progress = Instant::now();
-        while received.load(Ordering::Relaxed) < report.sent && Instant::now() < drain_until {
+        while received.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let now_seen = received.load(Ordering::Relaxed);
             if now_seen != last_seen {
@@ -391,7 +402,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 break;
             }
         }
-        if args.publishers == 0 {
+        if args.publishers == 0 && args.run.count.is_none() {
             // Consume-only run: nothing to compare against, stop at the deadline.
             sleep_until(deadline.into()).await;
         }
@@ -424,11 +435,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report.recv_rate = rate(report.received, recv_end - t0);
     report.set_latency(&latency);
     report.set_usage(&usage);
-    if report.received < report.sent && args.consumers > 0 {
+    if report.received < expected && args.consumers > 0 {
         eprintln!(
-            "warning: {} of {} sent messages not received within --drain-timeout",
-            report.sent - report.received,
-            report.sent
+            "warning: {} of {} expected messages not received within --drain-timeout",
+            expected - report.received,
+            expected
         );
     }
 
@@ -436,7 +447,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for c in consumer_conns.iter().chain(publisher_conns.iter()) {
         let _ = tokio::time::timeout(Duration::from_secs(5), c.close(200, "bye".into())).await;
     }
-    for q in queue_names.iter() {
+    for q in queue_names.iter().filter(|_| !args.keep_queues) {
         if let Err(e) = tokio::time::timeout(
             Duration::from_secs(30),
             setup_ch.queue_delete(q.clone(), QueueDeleteOptions::default()),
