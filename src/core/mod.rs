@@ -188,10 +188,10 @@ impl Broker {
         let mut restored = 0;
         for (key, messages) in recovered.messages {
             let Some(queue) = self.vhost(&key.vhost).and_then(|v| v.queue(&key.name)) else {
-                warn!(vhost = %key.vhost, queue = %key.name, count = messages.len(), "messages for a missing queue dropped");
+                warn!(vhost = %key.vhost, queue = %key.name, count = messages.messages.len(), "messages for a missing queue dropped");
                 continue;
             };
-            restored += messages.len();
+            restored += messages.messages.len();
             // Bodies recovery left on disk (`message: None`) stay there: the queue reads them back when needed.
             queue.restore(messages).await;
         }

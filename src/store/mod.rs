@@ -154,33 +154,51 @@ pub struct Binding {
 
 /// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.
 ///
-/// Recovery loads only the first bodies of a large store (see the journal's recovery budget); the rest come back
-/// as `message: None` and are read with [`Store::read`] when the queue needs them. The small fields a queue needs
-/// without the body (size, priority, per-message TTL) are always present.
-#[derive(Debug, Clone)]
+/// Only what a queue needs without the body (24 bytes: a large store recovers millions of these): recovery loads
+/// the bodies of the first messages only ([`RecoveredQueue::bodies`]); the rest stay on disk and are read with
+/// [`Store::read`] when the queue needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredMessage {
     pub id: MsgId,
-    /// The message, or `None` while it is still only on disk.
-    pub message: Option<Arc<Message>>,
+    /// Per-message TTL in milliseconds, `u64::MAX` for none (see [`RecoveredMessage::expiration_ms`]).
+    expiration: u64,
     /// Body length in bytes.
     pub size: u32,
     /// The message's priority property (0 when absent).
     pub priority: u8,
-    /// The per-message TTL (the `expiration` property) in milliseconds, if it has a valid one.
-    pub expiration_ms: Option<u64>,
 }
 
 impl RecoveredMessage {
-    /// Describes `message`, keeping its body only when `keep` is set.
-    pub fn new(id: MsgId, message: Arc<Message>, keep: bool) -> Self {
+    pub fn new(id: MsgId, size: u32, priority: u8, expiration_ms: Option<u64>) -> Self {
         Self {
             id,
-            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            priority: message.properties.priority.unwrap_or(0),
-            expiration_ms: message_ttl_ms(&message),
-            message: keep.then_some(message),
+            expiration: expiration_ms.unwrap_or(u64::MAX),
+            size,
+            priority,
         }
     }
+
+    /// Describes `message`.
+    pub fn of(id: MsgId, message: &Message) -> Self {
+        Self::new(
+            id,
+            u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            message.properties.priority.unwrap_or(0),
+            message_ttl_ms(message),
+        )
+    }
+
+    /// The per-message TTL (the `expiration` property) in milliseconds, if it has a valid one.
+    pub fn expiration_ms(&self) -> Option<u64> {
+        (self.expiration != u64::MAX).then_some(self.expiration)
+    }
+}
+
+/// One durable queue's unsettled messages, in publish order, and the bodies recovery loaded for some of them.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveredQueue {
+    pub messages: Vec<RecoveredMessage>,
+    pub bodies: HashMap<MsgId, Arc<Message>>,
 }
 
 /// The per-message TTL of `message` (its `expiration` property, milliseconds as a decimal string).
@@ -198,7 +216,7 @@ pub struct Recovered {
     /// Definition changes in journal order, to be replayed as they were made.
     pub definitions: Vec<Definition>,
     /// Unsettled persistent messages per durable queue, in publish order.
-    pub messages: HashMap<QueueKey, Vec<RecoveredMessage>>,
+    pub messages: HashMap<QueueKey, RecoveredQueue>,
     /// The first message id not used by any recovered record.
     pub next_id: MsgId,
 }

@@ -267,12 +267,13 @@ impl Actor {
             } => {
                 let _ = reply.send(self.delete(if_unused, if_empty));
             }
-            Command::Restore { messages } => {
+            Command::Restore { mut messages } => {
                 if let [only] = self.ready.as_mut_slice() {
-                    only.reserve_exact(messages.len());
+                    only.reserve_exact(messages.messages.len());
                 }
-                for m in messages {
-                    self.restore(m);
+                for m in messages.messages {
+                    let body = messages.bodies.remove(&m.id);
+                    self.restore(m, body);
                 }
             }
         }
@@ -302,8 +303,8 @@ impl Actor {
     }
 
     /// A recovered message: loaded if recovery loaded it, paged otherwise.
-    fn restore(&mut self, m: RecoveredMessage) {
-        let entry = match m.message {
+    fn restore(&mut self, m: RecoveredMessage, body: Option<Arc<Message>>) {
+        let entry = match body {
             Some(message) => self.new_entry(message, Some(m.id), true),
             None => {
                 let tag = self.next_tag;
@@ -312,7 +313,7 @@ impl Actor {
                     tag,
                     message: None,
                     store_id: StoreRef::new(Some(m.id)),
-                    expires_at: Deadline::new(self.expiry_of(m.expiration_ms)),
+                    expires_at: Deadline::new(self.expiry_of(m.expiration_ms())),
                     size: m.size,
                     priority: m.priority,
                     redelivered: true,

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CoreError;
 use super::message::Message;
 use super::vhost::VHost;
-use crate::store::{MsgId, QueueKey, RecoveredMessage, Store};
+use crate::store::{MsgId, QueueKey, RecoveredQueue, Store};
 pub use args::{Overflow, QueueArgs};
 
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
@@ -166,7 +166,7 @@ pub(crate) enum Command {
     },
     /// Recovered messages, restored before any publish (those without a body are restored paged out).
     Restore {
-        messages: Vec<RecoveredMessage>,
+        messages: RecoveredQueue,
     },
 }
 
@@ -420,7 +420,7 @@ impl QueueHandle {
         });
     }
 
-    pub(crate) async fn restore(&self, messages: Vec<RecoveredMessage>) {
+    pub(crate) async fn restore(&self, messages: RecoveredQueue) {
         let _ = self.send(Command::Restore { messages }).await;
     }
 }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::BytesMut;
 use ferrymq_amqp_codec::encode_field_table;
 
+use super::idmap::IdMap;
 use crate::store::{Binding, Definition, DestinationKind, MsgId, QueueKey};
 
 /// Per-segment accounting.
@@ -34,51 +35,88 @@ pub(crate) struct SegmentStats {
 }
 
 /// A live message: where its current copy is (segment, byte offset of its framed record, record length) and
-/// which queues still hold it (interned queue numbers). 32 bytes, and no allocation of its own for a message
-/// in one queue: a backlog of millions of messages is millions of these.
-#[derive(Debug, Clone)]
+/// which queues still hold it. 16 bytes, no allocation of its own for a message in one queue: a backlog of
+/// millions of messages is millions of these (in an [`IdMap`], so about 16 bytes each in all).
+#[derive(Debug, Clone, Copy, Default)]
 struct Live {
-    segment: u64,
+    /// Segment numbers fit in 32 bits: the writer refuses to create segment `u32::MAX + 1` (see
+    /// `segment::MAX_NUMBER`).
+    segment: u32,
     offset: u32,
     len: u32,
-    queues: Queues,
+    queues: QueuesRef,
 }
 
-/// The queues holding a live message (sorted, never empty): inline when there is one, the common case.
-#[derive(Debug, Clone)]
-enum Queues {
-    One(u32),
-    // A thin box keeps the enum at 16 bytes (a `Box<[u32]>` or a `Vec` would make it 24 or 32).
-    #[allow(clippy::box_collection)]
-    Many(Box<Vec<u32>>),
+/// The queues holding a live message (never empty): one interned queue number inline, the common case, or
+/// with [`MANY`] set the index of a sorted list in [`Index::lists`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct QueuesRef(u32);
+
+const MANY: u32 = 1 << 31;
+
+/// The multi-queue lists of messages routed to several durable queues, in a slab with a free list.
+#[derive(Debug, Default)]
+struct Lists {
+    slots: Vec<Vec<u32>>,
+    free: Vec<u32>,
 }
 
-impl Queues {
-    /// `None` for an empty list.
-    fn new(mut sorted: Vec<u32>) -> Option<Self> {
+impl Lists {
+    /// A reference for a sorted, deduplicated list; `None` for an empty one.
+    fn make(&mut self, mut sorted: Vec<u32>) -> Option<QueuesRef> {
         match sorted.len() {
             0 => None,
-            1 => sorted.pop().map(Queues::One),
-            _ => Some(Queues::Many(Box::new(sorted))),
+            1 => sorted.pop().map(QueuesRef),
+            _ => {
+                let at = match self.free.pop() {
+                    Some(at) => {
+                        self.slots[at as usize] = sorted;
+                        at
+                    }
+                    None => {
+                        self.slots.push(sorted);
+                        u32::try_from(self.slots.len() - 1).unwrap_or(MANY - 1)
+                    }
+                };
+                Some(QueuesRef(at | MANY))
+            }
         }
     }
 
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Queues::One(q) => std::slice::from_ref(q),
-            Queues::Many(v) => v,
+    /// The queue numbers behind `r` (borrowed from `r` itself when inline).
+    fn get<'a>(&'a self, r: &'a QueuesRef) -> &'a [u32] {
+        if r.0 & MANY == 0 {
+            return std::slice::from_ref(&r.0);
+        }
+        self.slots
+            .get((r.0 & !MANY) as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Frees the list behind `r` (nothing for an inline one).
+    fn release(&mut self, r: QueuesRef) {
+        if r.0 & MANY != 0 {
+            let at = r.0 & !MANY;
+            if let Some(list) = self.slots.get_mut(at as usize) {
+                *list = Vec::new();
+                self.free.push(at);
+            }
         }
     }
 
-    /// The list without the queues `gone` accepts; `None` if none is left.
-    fn without(&self, gone: impl Fn(u32) -> bool) -> Option<Self> {
-        Self::new(
-            self.as_slice()
-                .iter()
-                .copied()
-                .filter(|q| !gone(*q))
-                .collect(),
-        )
+    /// The list behind `r` without the queues `gone` accepts, as a reference (`r` is released if it
+    /// changed); `None` if no queue is left.
+    fn without(&mut self, r: QueuesRef, gone: impl Fn(u32) -> bool) -> Option<QueuesRef> {
+        if r.0 & MANY == 0 {
+            return (!gone(r.0)).then_some(r);
+        }
+        let list = self.get(&r);
+        if !list.iter().any(|q| gone(*q)) {
+            return Some(r);
+        }
+        let rest: Vec<u32> = list.iter().copied().filter(|q| !gone(*q)).collect();
+        self.release(r);
+        self.make(rest)
     }
 }
 
@@ -95,12 +133,19 @@ pub(crate) struct Location {
 /// (it is still recovered, with its body, the slow way: see `recovery`).
 pub(crate) const UNREADABLE_OFFSET: u32 = u32::MAX;
 
+/// A segment number as the index keeps it (see [`Live::segment`]). The writer and recovery never let a segment
+/// number above `u32::MAX` exist, so the fallback is never taken.
+fn segment_u32(segment: u64) -> u32 {
+    u32::try_from(segment).unwrap_or(u32::MAX)
+}
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     queue_ids: HashMap<QueueKey, u32>,
     queue_keys: Vec<QueueKey>,
-    messages: HashMap<MsgId, Live>,
+    messages: IdMap<Live>,
+    lists: Lists,
     segments: BTreeMap<u64, SegmentStats>,
     definitions: Definitions,
     next_id: MsgId,
@@ -152,6 +197,17 @@ impl Index {
         self.messages.len()
     }
 
+    /// Bytes the per-message part of the index holds (what grows with a backlog).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.messages.heap_bytes()
+            + self
+                .lists
+                .slots
+                .iter()
+                .map(|l| l.capacity() * 4 + 24)
+                .sum::<usize>()
+    }
+
     fn see_id(&mut self, id: MsgId) {
         self.next_id = self.next_id.max(id.saturating_add(1));
     }
@@ -168,10 +224,10 @@ impl Index {
 
     /// The queues still holding a live message, or `None` if it is not live.
     pub(crate) fn live_queues(&self, id: MsgId) -> Option<Vec<QueueKey>> {
-        let live = self.messages.get(&id)?;
+        let live = self.messages.get(id)?;
         Some(
-            live.queues
-                .as_slice()
+            self.lists
+                .get(&live.queues)
                 .iter()
                 .filter_map(|n| self.queue_keys.get(*n as usize).cloned())
                 .collect(),
@@ -180,7 +236,9 @@ impl Index {
 
     /// The interned numbers of the queues still holding a live message (empty if it is not live).
     pub(crate) fn live_queue_numbers(&self, id: MsgId) -> &[u32] {
-        self.messages.get(&id).map_or(&[], |l| l.queues.as_slice())
+        self.messages
+            .get(id)
+            .map_or(&[], |l| self.lists.get(&l.queues))
     }
 
     /// The queue an interned number stands for.
@@ -190,14 +248,14 @@ impl Index {
 
     /// The segment holding the current copy of a live message.
     pub(crate) fn location(&self, id: MsgId) -> Option<u64> {
-        self.messages.get(&id).map(|l| l.segment)
+        self.messages.get(id).map(|l| u64::from(l.segment))
     }
 
     /// Where exactly the current copy of a live message is, if it can be read back.
     pub(crate) fn locate(&self, id: MsgId) -> Option<Location> {
-        let live = self.messages.get(&id)?;
+        let live = self.messages.get(id)?;
         (live.offset != UNREADABLE_OFFSET).then_some(Location {
-            segment: live.segment,
+            segment: u64::from(live.segment),
             offset: u64::from(live.offset),
             len: live.len,
         })
@@ -205,14 +263,15 @@ impl Index {
 
     /// Retires the copy of `live` in its segment; `by` is the segment holding the record that retires it.
     fn retire(&mut self, live: &Live, by: u64) {
-        if let Some(s) = self.segments.get_mut(&live.segment) {
+        let copy_in = u64::from(live.segment);
+        if let Some(s) = self.segments.get_mut(&copy_in) {
             s.live_bytes = s.live_bytes.saturating_sub(u64::from(live.len));
             s.live_msgs = s.live_msgs.saturating_sub(1);
         }
-        if live.segment != by
+        if copy_in != by
             && let Some(s) = self.segments.get_mut(&by)
         {
-            s.depends_on.insert(live.segment);
+            s.depends_on.insert(copy_in);
         }
     }
 
@@ -228,13 +287,14 @@ impl Index {
         queues: &[QueueKey],
     ) -> bool {
         self.see_id(id);
-        if let Some(old) = self.messages.remove(&id) {
+        if let Some(old) = self.messages.remove(id) {
             self.retire(&old, segment);
+            self.lists.release(old.queues);
         }
         let mut interned: Vec<u32> = queues.iter().map(|q| self.intern(q)).collect();
         interned.sort_unstable();
         interned.dedup();
-        let Some(interned) = Queues::new(interned) else {
+        let Some(queues) = self.lists.make(interned) else {
             return false;
         };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
@@ -245,21 +305,13 @@ impl Index {
         self.messages.insert(
             id,
             Live {
-                segment,
+                segment: segment_u32(segment),
                 offset: u32::try_from(offset).unwrap_or(UNREADABLE_OFFSET),
                 len,
-                queues: interned,
+                queues,
             },
         );
         true
-    }
-
-    /// Gives memory back after a backlog drained: the map keeps its largest size otherwise.
-    fn shrink(&mut self) {
-        let (len, cap) = (self.messages.len(), self.messages.capacity());
-        if cap > 4096 && len * 4 < cap {
-            self.messages.shrink_to(len * 2);
-        }
     }
 
     /// A settle record in `segment`. Returns `true` when this made the message dead in every queue.
@@ -268,30 +320,32 @@ impl Index {
         let Some(&q) = self.queue_ids.get(queue) else {
             return false;
         };
-        let Some(live) = self.messages.get_mut(&id) else {
+        let Some(live) = self.messages.get(id).copied() else {
             return false;
         };
-        if !live.queues.as_slice().contains(&q) {
+        if !self.lists.get(&live.queues).contains(&q) {
             return false;
         }
-        let rest = live.queues.without(|n| n == q);
-        let emptied = rest.is_none();
-        let copy_in = live.segment;
-        if let Some(rest) = rest {
-            live.queues = rest;
-        }
-        if emptied {
-            if let Some(old) = self.messages.remove(&id) {
-                self.retire(&old, segment);
+        match self.lists.without(live.queues, |n| n == q) {
+            Some(rest) => {
+                if let Some(l) = self.messages.get_mut(id) {
+                    l.queues = rest;
+                }
+                let copy_in = u64::from(live.segment);
+                if copy_in != segment
+                    && let Some(s) = self.segments.get_mut(&segment)
+                {
+                    // The narrowing is a tombstone too: without it the message would come back in this queue.
+                    s.depends_on.insert(copy_in);
+                }
+                false
             }
-            self.shrink();
-        } else if copy_in != segment
-            && let Some(s) = self.segments.get_mut(&segment)
-        {
-            // The narrowing is a tombstone too: without it the message would come back in this queue.
-            s.depends_on.insert(copy_in);
+            None => {
+                self.messages.remove(id);
+                self.retire(&live, segment);
+                true
+            }
         }
-        emptied
     }
 
     /// A definition record in `segment`. Deleting a queue (or its vhost) drops its messages; returns the ids
@@ -321,22 +375,24 @@ impl Index {
         }
         let mut touched = Vec::new();
         let mut dead = Vec::new();
-        for (id, live) in &mut self.messages {
-            if !live.queues.as_slice().iter().any(|n| gone.contains(n)) {
+        let lists = &mut self.lists;
+        for (id, live) in self.messages.iter_mut() {
+            if !lists.get(&live.queues).iter().any(|n| gone.contains(n)) {
                 continue;
             }
-            touched.push(live.segment);
-            match live.queues.without(|n| gone.contains(&n)) {
+            touched.push(u64::from(live.segment));
+            match lists.without(live.queues, |n| gone.contains(&n)) {
                 Some(rest) => live.queues = rest,
-                None => dead.push(*id),
+                None => dead.push(id),
             }
         }
         for id in &dead {
-            if let Some(old) = self.messages.remove(id) {
+            if let Some(old) = self.messages.remove(*id) {
                 self.retire(&old, segment);
             }
         }
-        self.shrink();
+        touched.sort_unstable();
+        touched.dedup();
         if let Some(s) = self.segments.get_mut(&segment) {
             s.depends_on
                 .extend(touched.into_iter().filter(|t| *t != segment));
@@ -611,8 +667,15 @@ mod tests {
     }
 
     #[test]
-    fn a_live_message_costs_thirty_two_bytes_plus_its_map_slot() {
-        assert_eq!(std::mem::size_of::<Live>(), 32);
+    fn a_live_message_costs_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Live>(), 16);
+        let mut ix = Index::default();
+        ix.add_segment(1, 16);
+        for id in 0..1_000_000 {
+            ix.publish(1, 16 + id * 100, 100, id, &[q("a")]);
+        }
+        let per = ix.heap_bytes() as f64 / 1e6;
+        assert!(per < 17.0, "{per} bytes per live message");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - `writer`: the writer thread (group commit, roll, compaction, deletion, disk-free watch).
 
 mod fs;
+mod idmap;
 mod index;
 mod reader;
 mod record;

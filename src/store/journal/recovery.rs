@@ -22,7 +22,7 @@
 //! queues) are read back by location; every other message is recovered with `message: None`, and its queue
 //! reads it with `Store::read` when it needs it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::fs::{SegmentFile, StoreFs};
+use super::idmap::IdMap;
 use super::index::Index;
 use super::reader::RecordReader;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
 use crate::core::message::Message;
-use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, StoreError, message_ttl_ms};
+use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, RecoveredQueue, StoreError};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
 /// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
@@ -61,6 +62,13 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
         .filter_map(|n| segment::parse_name(n))
         .collect();
     numbers.sort_unstable();
+    if let Some(n) = numbers.last().filter(|n| **n > segment::MAX_NUMBER) {
+        return Err(StoreError::Corrupt(format!(
+            "{} is numbered above the highest segment number this build supports ({})",
+            segment::file_name(*n),
+            segment::MAX_NUMBER
+        )));
+    }
     Ok(numbers)
 }
 
@@ -69,8 +77,9 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
 struct Replay {
     index: Index,
     definitions: Vec<crate::store::Definition>,
-    /// Live messages, without their bodies: 16 bytes each, as a large store has millions.
-    messages: BTreeMap<MsgId, Meta>,
+    /// Live messages, without their bodies (id, size, priority, TTL: 24 bytes, in pages freed as they empty),
+    /// as a large store has millions.
+    messages: IdMap<Meta>,
     /// Bodies of the rare live records the index cannot locate for a later read (see `index::UNREADABLE_OFFSET`).
     unreadable: HashMap<MsgId, Arc<Message>>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
@@ -79,8 +88,8 @@ struct Replay {
     records: u64,
 }
 
-/// What a queue needs of a message while its body stays on disk, packed.
-#[derive(Debug, Clone, Copy)]
+/// What a queue needs of a message while its body stays on disk, packed in 16 bytes (the id is the key).
+#[derive(Debug, Clone, Copy, Default)]
 struct Meta {
     /// Per-message TTL in milliseconds; `u64::MAX` for none.
     expiration: u64,
@@ -90,27 +99,23 @@ struct Meta {
 
 impl Meta {
     fn of(message: &Message) -> Self {
+        let m = RecoveredMessage::of(0, message);
         Self {
-            expiration: message_ttl_ms(message).unwrap_or(u64::MAX),
-            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            priority: message.properties.priority.unwrap_or(0),
+            expiration: m.expiration_ms().unwrap_or(u64::MAX),
+            size: m.size,
+            priority: m.priority,
         }
     }
 
-    fn recovered(self, id: MsgId, message: Option<Arc<Message>>) -> RecoveredMessage {
-        RecoveredMessage {
-            id,
-            message,
-            size: self.size,
-            priority: self.priority,
-            expiration_ms: (self.expiration != u64::MAX).then_some(self.expiration),
-        }
+    fn recovered(self, id: MsgId) -> RecoveredMessage {
+        let expiration = (self.expiration != u64::MAX).then_some(self.expiration);
+        RecoveredMessage::new(id, self.size, self.priority, expiration)
     }
 }
 
 impl Replay {
     fn forget(&mut self, id: MsgId) {
-        self.messages.remove(&id);
+        self.messages.remove(id);
         self.unreadable.remove(&id);
     }
 
@@ -126,7 +131,7 @@ impl Replay {
                         self.unreadable.insert(p.id, Arc::new(p.message));
                     }
                 } else {
-                    self.messages.remove(&p.id);
+                    self.messages.remove(p.id);
                 }
             }
             Record::Settle { queue, id } => {
@@ -245,47 +250,54 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         records,
         ..
     } = replay;
-    let index = Mutex::new(index);
     let reader = RecordReader::new(fs_arc.clone(), dir);
+    let index = Mutex::new(index);
     let mut budget = LOAD_BUDGET;
     let mut loaded = 0u64;
     // Group by interned queue number (no key clones per message), into lists sized exactly: a large store makes
-    // these lists large, and growing them by doubling would hold up to twice the memory.
+    // these lists large, and growing them by doubling would hold up to twice the memory. The replay's map is
+    // drained page by page as the lists fill, so the two are never both whole.
     let mut sizes: HashMap<u32, usize> = HashMap::new();
     {
         let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        for id in messages.keys() {
-            for n in index.live_queue_numbers(*id) {
+        for (id, _) in messages.iter() {
+            for n in index.live_queue_numbers(id) {
                 *sizes.entry(*n).or_default() += 1;
             }
         }
     }
-    let mut per_number: HashMap<u32, Vec<RecoveredMessage>> = sizes
+    let mut per_number: HashMap<u32, RecoveredQueue> = sizes
         .into_iter()
-        .map(|(n, len)| (n, Vec::with_capacity(len)))
+        .map(|(n, len)| {
+            let queue = RecoveredQueue {
+                messages: Vec::with_capacity(len),
+                bodies: HashMap::new(),
+            };
+            (n, queue)
+        })
         .collect();
-    for (id, meta) in messages {
-        let mut message = meta.recovered(id, unreadable.remove(&id));
-        if message.message.is_none()
-            && u64::from(message.size) <= budget
-            && loaded < LOAD_BUDGET_MESSAGES
-        {
+    for (id, meta) in messages.drain() {
+        let message = meta.recovered(id);
+        let mut body = unreadable.remove(&id);
+        if body.is_none() && u64::from(message.size) <= budget && loaded < LOAD_BUDGET_MESSAGES {
             let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
             if let Some(loc) = loc {
-                let body = reader.read(id, loc, &index)?;
-                message.message = Some(Arc::new(body));
+                body = Some(Arc::new(reader.read(id, loc, &index)?));
                 budget -= u64::from(message.size);
                 loaded += 1;
             }
         }
         let index = index.lock().unwrap_or_else(|e| e.into_inner());
         for n in index.live_queue_numbers(id) {
-            if let Some(list) = per_number.get_mut(n) {
-                list.push(message.clone());
+            if let Some(queue) = per_number.get_mut(n) {
+                queue.messages.push(message);
+                if let Some(body) = &body {
+                    queue.bodies.insert(id, body.clone());
+                }
             }
         }
     }
-    let per_queue: HashMap<QueueKey, Vec<RecoveredMessage>> = {
+    let per_queue: HashMap<QueueKey, RecoveredQueue> = {
         let index = index.lock().unwrap_or_else(|e| e.into_inner());
         per_number
             .into_iter()
@@ -298,6 +310,7 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         records,
         messages = index.live_messages(),
         loaded,
+        index_mb = index.heap_bytes() as f64 / 1e6,
         definitions = definitions.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"

@@ -25,6 +25,11 @@ pub(crate) const HEADER_LEN: u64 = 16;
 
 const SUFFIX: &str = ".seg";
 
+/// The highest segment number: the in-memory index keeps segment numbers in 32 bits. At one segment per 64 MiB
+/// that is 256 PiB written to one data dir; the writer fails the store rather than go past it, and recovery
+/// refuses a file with a higher number.
+pub(crate) const MAX_NUMBER: u64 = u32::MAX as u64;
+
 /// The file name of segment `number`.
 pub(crate) fn file_name(number: u64) -> String {
     format!("{number:020}{SUFFIX}")

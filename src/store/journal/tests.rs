@@ -102,13 +102,14 @@ fn publish_synced(
 fn summary(r: &Recovered) -> BTreeMap<QueueKey, Vec<(MsgId, Bytes)>> {
     r.messages
         .iter()
-        .filter(|(_, v)| !v.is_empty())
+        .filter(|(_, v)| !v.messages.is_empty())
         .map(|(k, v)| {
             (
                 k.clone(),
-                v.iter()
+                v.messages
+                    .iter()
                     .map(|m| {
-                        let body = m.message.as_ref().map(|m| m.body.clone());
+                        let body = v.bodies.get(&m.id).map(|m| m.body.clone());
                         (
                             m.id,
                             body.expect("small stores are recovered with their bodies"),
@@ -204,8 +205,9 @@ fn publish_settle_and_define_survive_a_restart() -> TestResult {
     .into_iter()
     .collect();
     assert_eq!(summary(&r), want);
-    let m = r.messages[&q("a")][0].message.clone();
-    assert_eq!(m.as_deref(), Some(&message(b"two")));
+    let a = &r.messages[&q("a")];
+    let m = a.bodies.get(&a.messages[0].id);
+    assert_eq!(m.map(|m| &**m), Some(&message(b"two")));
     assert!(store.recover().is_err(), "recover() must run once");
     Ok(())
 }
@@ -252,7 +254,7 @@ fn a_torn_last_record_is_cut_at_every_byte_offset_and_earlier_records_survive() 
             .set_len(cut)?;
         let store = open_real(dir.path(), 1 << 20)?;
         let r = store.recover()?;
-        let ids: Vec<MsgId> = r.messages[&q("a")].iter().map(|m| m.id).collect();
+        let ids: Vec<MsgId> = r.messages[&q("a")].messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![1, 2, 3, 4], "cut at {cut}");
         assert_eq!(
             std::fs::metadata(&path)?.len(),
@@ -274,6 +276,7 @@ fn a_flipped_bit_in_the_last_record_drops_it_and_only_it() -> TestResult {
         flip_bit(&segment_path(dir.path(), head), offset)?;
         let store = open_real(dir.path(), 1 << 20)?;
         let ids: Vec<MsgId> = store.recover()?.messages[&q("a")]
+            .messages
             .iter()
             .map(|m| m.id)
             .collect();
@@ -358,6 +361,7 @@ fn a_last_segment_with_a_torn_header_is_removed() -> TestResult {
     std::fs::write(segment_path(dir.path(), 4), &segment::header(4)[..7])?;
     let store = open_real(dir.path(), 1 << 20)?;
     let ids: Vec<MsgId> = store.recover()?.messages[&q("a")]
+        .messages
         .iter()
         .map(|m| m.id)
         .collect();
@@ -376,6 +380,7 @@ fn a_length_field_larger_than_the_file_is_a_torn_tail_not_an_allocation() -> Tes
     std::fs::write(&path, bytes)?;
     let store = open_real(base.path(), 1 << 20)?;
     let ids: Vec<MsgId> = store.recover()?.messages[&q("a")]
+        .messages
         .iter()
         .map(|m| m.id)
         .collect();
@@ -548,7 +553,10 @@ fn group_commit_syncs_far_less_often_than_it_appends() -> TestResult {
     );
     store.close();
     let store = open_real(dir.path(), 64 << 20)?;
-    assert_eq!(store.recover()?.messages[&q("a")].len() as u64, appends);
+    assert_eq!(
+        store.recover()?.messages[&q("a")].messages.len() as u64,
+        appends
+    );
     Ok(())
 }
 
@@ -657,7 +665,7 @@ fn failure_is_final_and_loses_nothing_confirmed(fault: Fault) -> TestResult {
         .recover()?
         .messages
         .get(&q("a"))
-        .map(|v| v.iter().map(|m| m.id).collect())
+        .map(|v| v.messages.iter().map(|m| m.id).collect())
         .unwrap_or_default();
     for id in &durable {
         assert!(
@@ -1050,9 +1058,10 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
     }
     let store = open_real(dir.path(), 4 << 20)?;
     let r = store.recover()?;
-    let msgs = &r.messages[&q("a")];
+    let queue = &r.messages[&q("a")];
+    let msgs = &queue.messages;
     assert_eq!(msgs.len() as u64, count);
-    let loaded = msgs.iter().filter(|m| m.message.is_some()).count();
+    let loaded = queue.bodies.len();
     assert!(
         loaded as u64 * 8 * 1024 <= super::recovery::LOAD_BUDGET,
         "{loaded} bodies loaded"
@@ -1071,10 +1080,11 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
         );
         let ttl = (m.id % 2 == 0).then_some(60_000 + m.id);
         assert_eq!(
-            m.expiration_ms, ttl,
+            m.expiration_ms(),
+            ttl,
             "per-message TTL kept without the body"
         );
-        let read = match &m.message {
+        let read = match queue.bodies.get(&m.id) {
             Some(message) => (**message).clone(),
             None => store.read(m.id)?,
         };

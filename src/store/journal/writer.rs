@@ -477,6 +477,11 @@ impl Writer {
     fn roll(&mut self) -> io::Result<()> {
         self.sync()?;
         let next = self.head.number + 1;
+        if next > segment::MAX_NUMBER {
+            return Err(io::Error::other(
+                "journal segment numbers exhausted (the data dir has used 2^32 segments)",
+            ));
+        }
         let head = create_segment(
             self.fs.as_ref(),
             &self.config,
