@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-const GIB: u64 = 1024 * MIB;
 
 /// AMQP 0-9-1 §4.2.3: `frame-min-size` is 4096 octets; peers must accept frames of that size.
 pub const AMQP_FRAME_MIN_SIZE: u32 = 4096;
@@ -326,7 +325,7 @@ impl StoreConfig {
             segment_size: 64 * MIB,
             sync: SyncPolicy::default(),
             batch_window_us: 200,
-            disk_low_water: GIB,
+            disk_low_water: crate::store::journal::DEFAULT_DISK_LOW_WATER,
             dir: data_dir.join(STORE_SUBDIR),
         }
     }

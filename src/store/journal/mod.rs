@@ -70,6 +70,10 @@ pub struct JournalOptions {
     pub disk_low_water: u64,
 }
 
+/// Default free-disk low-water mark: 50 MB, RabbitMQ's default `disk_free_limit` (what users migrating from it
+/// expect). The config file's default is this same value.
+pub const DEFAULT_DISK_LOW_WATER: u64 = 50_000_000;
+
 /// The smallest segment size accepted; smaller values are raised to it.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// The largest segment size accepted; larger values are lowered to it. The index keeps record offsets in 32
@@ -88,7 +92,7 @@ impl JournalOptions {
             dir: dir.into(),
             segment_size: 64 * 1024 * 1024,
             sync: SyncMode::Always,
-            disk_low_water: 50_000_000,
+            disk_low_water: DEFAULT_DISK_LOW_WATER,
         }
     }
 }
