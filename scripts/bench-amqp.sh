@@ -17,6 +17,9 @@
 # BENCH_ARGS (extra ferrymq-bench flags, e.g. "--client lapin"), PEERS (path of shared/peers/start.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+NAME=bench-amqp
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 DURATION="${DURATION:-10}"
 FERRYMQ_PORT="${FERRYMQ_PORT:-5672}"
@@ -28,18 +31,8 @@ OUT="${OUT:-}"
 read -r -a FERRYMQ_EXTRA <<<"${FERRYMQ_ARGS:-}"
 read -r -a BENCH_EXTRA <<<"${BENCH_ARGS:-}"
 
-log() { echo "bench-amqp: $*" >&2; }
-up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_up() { # port seconds
-  for _ in $(seq $(($2 * 10))); do up "$1" && return 0; sleep 0.1; done
-  return 1
-}
 
-log "building (release)"
-cargo build --release --bin ferrymq --bin ferrymq-bench >&2
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-BENCH="$TARGET_DIR/release/ferrymq-bench"
-FERRYMQ="$TARGET_DIR/release/ferrymq"
+build_release
 
 # Processes this script starts, stopped on exit (and only those).
 FERRYMQ_PID=""

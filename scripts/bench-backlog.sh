@@ -12,6 +12,9 @@
 # temporary directory, removed at the end unless KEEP=1), FERRYMQ_ARGS (extra broker flags), PEERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+NAME=bench-backlog
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 COUNT="${COUNT:-10000000}"
 SIZE="${SIZE:-1024}"
@@ -20,16 +23,10 @@ PEERS="${PEERS:-../shared/peers/start.sh}"
 KEEP="${KEEP:-0}"
 read -r -a FERRYMQ_EXTRA <<<"${FERRYMQ_ARGS:-}"
 
-log() { echo "bench-backlog: $*" >&2; }
-up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo null; }
 now() { date +%s.%N; }
 
-log "building (release)"
-cargo build --release --bin ferrymq --bin ferrymq-bench >&2
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-BENCH="$TARGET_DIR/release/ferrymq-bench"
-FERRYMQ="$TARGET_DIR/release/ferrymq"
+build_release
 
 PID=""
 DATA_DIR="${DATA_DIR:-$(mktemp -d)}"
