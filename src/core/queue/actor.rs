@@ -176,8 +176,11 @@ struct Actor {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while !self.stopped {
-            self.read_ahead();
-            let deadline = self.next_deadline(Instant::now());
+            // One `now` for both: an expiry that falls due between them would otherwise be skipped by the
+            // timer as waiting for a read that was not started.
+            let now = Instant::now();
+            self.read_ahead(now);
+            let deadline = self.next_deadline(now);
             let event = tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Event::Command(cmd),
@@ -694,13 +697,12 @@ impl Actor {
     /// Starts reading the next paged bodies back if none are in flight and a level needs them: first the level
     /// consumers are served from when its head is empty, then a level whose next message expired and waits for
     /// its body to be dead-lettered, then the consumers' level when its head is low.
-    fn read_ahead(&mut self) {
+    fn read_ahead(&mut self, now: Instant) {
         if self.reading.is_some() {
             return;
         }
         let wanted = !self.consumers.is_empty() || !self.gets.is_empty();
         let top = self.top_level().filter(|_| wanted);
-        let now = Instant::now();
         let needs_body = self.expiry_needs_body();
         let level = top
             .filter(|l| self.levels[*l].waits_for_read())
