@@ -1,7 +1,8 @@
 //! Backlogs beyond memory, through AMQP on the journal store: a queue keeps only a budget of bodies loaded
 //! (4096 messages or 8 MiB) and pages the rest out to the journal, reading them back ahead of consumers; after a
 //! restart, recovery leaves most bodies on disk. Every message must still arrive intact and in order, including
-//! from priority queues and through dead-lettering of paged messages.
+//! from priority queues, after requeues and through dead-lettering of paged messages; what leaves a paged
+//! backlog without being delivered (purge, expiry) must stay gone after a restart.
 
 mod common;
 
@@ -16,7 +17,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 /// The per-queue budget of loaded bodies (`core::queue::actor::PAGE_BUDGET_MESSAGES`).
 const BUDGET: u32 = 4096;
-/// Loaded entries may exceed the budget by one read-ahead batch.
+/// Loaded entries may exceed the budget by one small read-ahead batch, for a priority level whose loaded head
+/// ran empty while lower levels hold the budget (`core::queue::actor::READ_STARVED_MESSAGES`).
 const READ_AHEAD: u32 = 64;
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -77,6 +79,17 @@ async fn publish_all(ch: &Channel, queue: &str, messages: impl Iterator<Item = (
 /// Consumes `count` messages (acking each) and returns their bodies in delivery order, checking the queue's
 /// loaded count stays within the budget while it drains.
 async fn drain(broker: &TestBroker, ch: &Channel, queue: &str, count: usize) -> Vec<Vec<u8>> {
+    drain_with(broker, ch, queue, count, 0).await
+}
+
+/// [`drain`] for a queue that also holds up to `transient` messages that are never paged.
+async fn drain_with(
+    broker: &TestBroker,
+    ch: &Channel,
+    queue: &str,
+    count: usize,
+    transient: u32,
+) -> Vec<Vec<u8>> {
     ch.basic_qos(300, BasicQosOptions::default())
         .await
         .expect("qos");
@@ -101,7 +114,7 @@ async fn drain(broker: &TestBroker, ch: &Channel, queue: &str, count: usize) -> 
         if got.len().is_multiple_of(1000) {
             let s = stats(broker, queue).await;
             assert!(
-                s.loaded <= BUDGET + READ_AHEAD,
+                s.loaded <= BUDGET + READ_AHEAD + transient,
                 "loaded {} while draining",
                 s.loaded
             );
@@ -236,6 +249,144 @@ async fn after_a_restart_a_large_backlog_stays_mostly_on_disk_and_is_delivered_i
             .all(|(i, b)| *b == body(i as u32, size)),
         "messages out of order or damaged after the restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_messages_go_back_ahead_of_the_paged_backlog() {
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "requeue", FieldTable::default()).await;
+    let n = 6000u32;
+    publish_all(&ch, "requeue", (0..n).map(|i| (body(i, 100), 0))).await;
+    ch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = ch
+        .basic_consume(
+            "requeue".into(),
+            "first".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut last = None;
+    for _ in 0..100 {
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("delivery in time")
+            .expect("consumer open")
+            .expect("delivery");
+        last = Some(d);
+    }
+    ch.basic_cancel("first".into(), BasicCancelOptions::default())
+        .await
+        .expect("cancel");
+    let last = last.expect("a delivery");
+    last.nack(BasicNackOptions {
+        multiple: true,
+        requeue: true,
+    })
+    .await
+    .expect("nack");
+    let (_conn2, ch2) = broker.channel().await;
+    let got = drain(&broker, &ch2, "requeue", n as usize).await;
+    let want: Vec<Vec<u8>> = (0..n).map(|i| body(i, 100)).collect();
+    assert!(got == want, "requeued messages out of place");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_paged_backlog_does_not_come_back_after_a_restart() {
+    let broker = TestBroker::journal().await;
+    let n = 8000u32;
+    {
+        let (conn, ch) = broker.channel().await;
+        declare(&ch, "purged", FieldTable::default()).await;
+        publish_all(&ch, "purged", (0..n).map(|i| (body(i, 100), 0))).await;
+        let if_empty = QueueDeleteOptions {
+            if_empty: true,
+            ..Default::default()
+        };
+        assert!(
+            ch.queue_delete("purged".into(), if_empty).await.is_err(),
+            "a paged backlog is not empty"
+        );
+        let ch = conn.create_channel().await.expect("channel");
+        let purged = ch
+            .queue_purge("purged".into(), QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+        assert_eq!(purged, n);
+        conn.close(200, "bye".into()).await.expect("close");
+    }
+    let broker = broker.restart().await;
+    assert_eq!(stats(&broker, "purged").await.messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_messages_that_expire_without_a_dead_letter_exchange_stay_gone_after_a_restart() {
+    let broker = TestBroker::journal().await;
+    let n = 6000u32;
+    {
+        let (conn, ch) = broker.channel().await;
+        let mut args = FieldTable::default();
+        args.insert(ShortString::from("x-message-ttl"), AMQPValue::LongInt(300));
+        declare(&ch, "ttl", args).await;
+        publish_all(&ch, "ttl", (0..n).map(|i| (body(i, 100), 0))).await;
+        let deadline = Instant::now() + WAIT;
+        while stats(&broker, "ttl").await.messages > 0 {
+            assert!(Instant::now() < deadline, "paged messages did not expire");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        conn.close(200, "bye".into()).await.expect("close");
+    }
+    let broker = broker.restart().await;
+    assert_eq!(stats(&broker, "ttl").await.messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_priority_backlog_with_transient_messages_drains_in_priority_then_publish_order() {
+    let broker = TestBroker::journal().await;
+    let (_conn, ch) = broker.channel().await;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-max-priority"),
+        AMQPValue::ShortShortInt(2),
+    );
+    declare(&ch, "mixed", args).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    // Low priority fills the budget first; then high priority, every tenth message transient.
+    let n = 9000u32;
+    let priority = |i: u32| if i < 4500 { 0 } else { 2 };
+    let mut confirms = Vec::new();
+    for i in 0..n {
+        let mode = if i % 10 == 0 { 1 } else { 2 };
+        let props = BasicProperties::default()
+            .with_delivery_mode(mode)
+            .with_priority(priority(i));
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "mixed".into(),
+                BasicPublishOptions::default(),
+                &body(i, 100),
+                props,
+            )
+            .await
+            .expect("publish");
+        confirms.push(confirm);
+    }
+    for c in confirms {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+    let s = stats(&broker, "mixed").await;
+    assert_eq!(s.messages, n);
+    assert!(s.loaded <= BUDGET + n / 10, "loaded {}", s.loaded);
+    let got = drain_with(&broker, &ch, "mixed", n as usize, n / 10).await;
+    let want: Vec<Vec<u8>> = (4500..n).chain(0..4500).map(|i| body(i, 100)).collect();
+    assert!(got == want, "order broken");
 }
 
 /// Measurement tool, not a test: fills or drains a durable queue `backlog` on a running broker (the bench

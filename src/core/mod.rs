@@ -8,6 +8,8 @@ pub mod exchange;
 pub mod headers;
 pub mod memory;
 pub mod message;
+#[cfg(test)]
+mod paging_tests;
 pub mod queue;
 pub mod session;
 #[cfg(test)]

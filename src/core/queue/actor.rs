@@ -4,36 +4,48 @@
 //! Dead-lettering routes through the vhost without ever blocking on another queue's channel.
 //!
 //! Paging. A queue keeps at most [`PAGE_BUDGET_MESSAGES`] ready bodies or [`PAGE_BUDGET_BYTES`] of them in
-//! memory, whichever comes first. Beyond it, a newly enqueued message that has a copy in a store that can read
-//! it back ([`Store::pages`]: the journal) is kept as a paged entry: only its tag, store id, size, priority,
-//! expiry and flags (an [`Entry`] without its `Arc<Message>`). When a paged entry reaches the head of its ready
-//! list, it and the paged entries right behind it (up to [`READ_AHEAD`]) are read back with [`Store::read`]
-//! (synchronously, in the actor: one positional read each, usually from the page cache). The store serves a
-//! publish that is not yet synced by waiting for its group commit, so paging starts right after the publish is
-//! journaled. Transient messages and messages of non-durable queues are never paged (the memory alarm bounds
-//! them). TTL expiry needs no body; dead-lettering reads it back first. The memory gauge counts loaded bodies
-//! only. A paged message that cannot be read back is dropped from the queue with an error but not settled in
-//! the store, so it comes back after a restart instead of being lost.
+//! memory, whichever comes first. Each ready level (`level`) is a loaded head, from which consumers are served,
+//! followed by a paged tail (`tail`): beyond the budget, a newly enqueued message that has a copy in a store
+//! that can read it back ([`Store::pages`]: the journal) goes to the tail without its body, in a compact form
+//! of about 8 bytes (store id and size), and so does every such message behind it while the tail is not empty,
+//! so that order is kept. Transient messages and messages of non-durable queues are never paged (the memory
+//! alarm bounds them); one that arrives while a tail exists waits in the tail, loaded, in its place.
+//!
+//! Read-ahead. When the head of the level consumers are served from runs low ([`READ_LOW_MESSAGES`] /
+//! [`READ_LOW_BYTES`]) and its tail is not empty, the actor hands the ids of the next paged messages (up to
+//! [`READ_BATCH_MESSAGES`] / [`READ_BATCH_BYTES`], within the budget) to a blocking task that reads them with
+//! [`Store::read`], and keeps serving consumers from the head meanwhile; the bodies come back to the actor's
+//! loop and join the head. At most one batch is in flight per queue. When the head is empty, consumers and
+//! `get`s wait for the batch (gets are answered in order once it arrives). The store serves a publish that is
+//! not yet synced by waiting for its group commit, so paging starts right after the publish is journaled.
+//!
+//! A paged message that cannot be read back is dropped from the queue with an error but not settled in the
+//! store, so it comes back after a restart instead of being lost. TTL expiry needs no body: an expired paged
+//! message is settled as it is, unless it is to be dead-lettered, in which case it waits for its read like a
+//! delivery. Drop-head overflow dead-letters a paged message after reading it in the actor (the queue must
+//! shrink at once). Purge settles paged messages without reading them. The memory gauge counts loaded bodies
+//! only.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::num::NonZeroU64;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferrymq_amqp_codec::{FieldTable, FieldValue};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
+use super::entry::{Deadline, Entry, StoreRef, Tags};
+use super::level::Level;
 use super::{
     ChannelLimit, Command, ConsumerKey, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle,
     QueueStats, SinkEvent, WRITE_WINDOW,
 };
 use crate::core::CoreError;
-use crate::core::memory::{MESSAGE_OVERHEAD, MemoryGauge};
+use crate::core::memory::MemoryGauge;
 use crate::core::message::Message;
 use crate::core::vhost::VHost;
-use crate::store::{MsgId, RecoveredMessage, Store, message_ttl_ms};
+use crate::store::{MsgId, RecoveredQueue, Store, StoreError, message_ttl_ms};
 
 /// Commands handled per batch before a delivery pass.
 const BATCH: usize = 256;
@@ -41,8 +53,14 @@ const BATCH: usize = 256;
 pub(crate) const PAGE_BUDGET_MESSAGES: usize = 4096;
 /// At most this many bytes of ready bodies are kept in memory per queue.
 pub(crate) const PAGE_BUDGET_BYTES: u64 = 8 * 1024 * 1024;
-/// Paged entries read back at once when one reaches the head of its ready list.
-const READ_AHEAD: usize = 64;
+/// A level's loaded head is low (a read-ahead batch starts) below this many messages and [`READ_LOW_BYTES`].
+const READ_LOW_MESSAGES: usize = 1024;
+const READ_LOW_BYTES: u64 = 2 * 1024 * 1024;
+/// A read-ahead batch reads at most this many messages, and past the first at most [`READ_BATCH_BYTES`].
+const READ_BATCH_MESSAGES: usize = 512;
+const READ_BATCH_BYTES: u64 = 1024 * 1024;
+/// A level whose head is empty reads this many messages even when other levels hold the whole budget.
+pub(crate) const READ_STARVED_MESSAGES: usize = 64;
 
 pub(super) fn spawn(
     me: QueueHandle,
@@ -58,17 +76,19 @@ pub(super) fn spawn(
         vhost,
         store,
         memory,
-        ready: (0..levels).map(|_| VecDeque::new()).collect(),
+        levels: new_levels(levels),
+        tags: Tags::new(levels),
         ready_count: 0,
         ready_bytes: 0,
         loaded: 0,
         loaded_bytes: 0,
         pages,
+        reading: None,
+        gets: VecDeque::new(),
         outstanding: HashMap::new(),
         leases: BTreeSet::new(),
         consumers: Vec::new(),
         rr: 0,
-        next_tag: 1,
         last_used: Instant::now(),
         had_consumers: false,
         stopped: false,
@@ -76,63 +96,10 @@ pub(super) fn spawn(
     tokio::spawn(actor.run(rx));
 }
 
-/// One message in the queue, ready or unacked. Kept small (40 bytes) because a backlog is millions of these:
-/// the store id and the expiry are niche-packed, and the body is optional (`None`: paged out to the store).
-struct Entry {
-    tag: u64,
-    /// The message, or `None` while it is paged out (then `store_id` is set).
-    message: Option<Arc<Message>>,
-    store_id: StoreRef,
-    expires_at: Deadline,
-    /// Body length (what `x-max-length-bytes` and the memory gauge count).
-    size: u32,
-    /// The message's priority property, for its ready list while paged.
-    priority: u8,
-    redelivered: bool,
-}
-
-/// A store id in 8 bytes: `id + 1`, so `None` takes no extra space. (The one id that cannot be stored this way,
-/// `u64::MAX`, is never reached.)
-#[derive(Clone, Copy)]
-struct StoreRef(Option<NonZeroU64>);
-
-impl StoreRef {
-    fn new(id: Option<MsgId>) -> Self {
-        Self(id.and_then(|id| NonZeroU64::new(id.checked_add(1)?)))
-    }
-    fn get(self) -> Option<MsgId> {
-        self.0.map(|n| n.get() - 1)
-    }
-}
-
-/// The process-wide instant expiry deadlines are counted from.
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// An optional deadline in 8 bytes: nanoseconds after [`EPOCH`] (at least 1).
-#[derive(Clone, Copy)]
-struct Deadline(Option<NonZeroU64>);
-
-impl Deadline {
-    fn new(at: Option<Instant>) -> Self {
-        Self(at.and_then(|t| {
-            let nanos = u64::try_from(t.saturating_duration_since(*EPOCH).as_nanos()).ok()?;
-            NonZeroU64::new(nanos.max(1))
-        }))
-    }
-    fn get(self) -> Option<Instant> {
-        self.0.map(|n| *EPOCH + Duration::from_nanos(n.get()))
-    }
-}
-
-impl Entry {
-    /// What the entry counts for in the memory gauge: its body while loaded, nothing while paged.
-    fn cost(&self) -> u64 {
-        if self.message.is_some() {
-            u64::from(self.size) + MESSAGE_OVERHEAD
-        } else {
-            0
-        }
-    }
+fn new_levels(n: usize) -> Vec<Level> {
+    (0..n)
+        .map(|l| Level::new(u8::try_from(l).unwrap_or(u8::MAX)))
+        .collect()
 }
 
 struct Outstanding {
@@ -155,12 +122,38 @@ impl Consumer {
     }
 }
 
+/// A basic.get waiting for its answer (the message it would get is being read back).
+struct PendingGet {
+    no_ack: bool,
+    lease: Option<Duration>,
+    reply: oneshot::Sender<Option<Delivery>>,
+}
+
+/// What a read-ahead batch answers: each tag with its body or why it could not be read.
+type ReadResults = Vec<(u64, Result<Message, StoreError>)>;
+
+/// The read-ahead batch in flight.
+struct Reading {
+    level: usize,
+    /// Tags and store ids asked for (to report them if the task dies without answering).
+    asked: Vec<(u64, MsgId)>,
+    rx: oneshot::Receiver<ReadResults>,
+}
+
+/// What woke the actor up.
+enum Event {
+    Command(Command),
+    Read(Result<ReadResults, oneshot::error::RecvError>),
+    Timer,
+}
+
 struct Actor {
     me: QueueHandle,
     vhost: Weak<VHost>,
     store: Arc<dyn Store>,
     memory: Arc<MemoryGauge>,
-    ready: Vec<VecDeque<Entry>>,
+    levels: Vec<Level>,
+    tags: Tags,
     ready_count: usize,
     ready_bytes: u64,
     /// Ready entries whose body is loaded, and their bytes: what the paging budget bounds.
@@ -168,11 +161,13 @@ struct Actor {
     loaded_bytes: u64,
     /// Whether the store can read bodies back (only then are entries paged).
     pages: bool,
+    reading: Option<Reading>,
+    /// Gets waiting for a read, answered in order.
+    gets: VecDeque<PendingGet>,
     outstanding: HashMap<u64, Outstanding>,
     leases: BTreeSet<(Instant, u64)>,
     consumers: Vec<Consumer>,
     rr: usize,
-    next_tag: u64,
     last_used: Instant,
     had_consumers: bool,
     stopped: bool,
@@ -181,28 +176,41 @@ struct Actor {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while !self.stopped {
-            let deadline = self.next_deadline();
-            let first = tokio::select! {
+            // One `now` for both: an expiry that falls due between them would otherwise be skipped by the
+            // timer as waiting for a read that was not started.
+            let now = Instant::now();
+            self.read_ahead(now);
+            let deadline = self.next_deadline(now);
+            let event = tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => Some(cmd),
+                    Some(cmd) => Event::Command(cmd),
                     None => break,
                 },
-                _ = sleep_until(deadline) => None,
+                done = read_done(&mut self.reading) => Event::Read(done),
+                _ = sleep_until(deadline) => Event::Timer,
             };
             self.on_timers(Instant::now());
-            if let Some(cmd) = first {
-                self.handle(cmd);
-                for _ in 1..BATCH {
-                    if self.stopped {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Ok(cmd) => self.handle(cmd),
-                        Err(_) => break,
+            match event {
+                Event::Command(cmd) => {
+                    self.handle(cmd);
+                    for _ in 1..BATCH {
+                        if self.stopped {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
                     }
                 }
+                Event::Read(done) => {
+                    self.on_read(done);
+                    self.on_timers(Instant::now());
+                }
+                Event::Timer => {}
             }
             if !self.stopped {
+                self.serve_gets();
                 self.deliver();
             }
         }
@@ -239,8 +247,12 @@ impl Actor {
                 reply,
             } => {
                 self.last_used = Instant::now();
-                let delivery = self.get(no_ack, lease);
-                let _ = reply.send(delivery);
+                self.gets.push_back(PendingGet {
+                    no_ack,
+                    lease,
+                    reply,
+                });
+                self.serve_gets();
             }
             Command::Settle {
                 tags,
@@ -267,28 +279,19 @@ impl Actor {
             } => {
                 let _ = reply.send(self.delete(if_unused, if_empty));
             }
-            Command::Restore { mut messages } => {
-                if let [only] = self.ready.as_mut_slice() {
-                    only.reserve_exact(messages.messages.len());
-                }
-                for m in messages.messages {
-                    let body = messages.bodies.remove(&m.id);
-                    self.restore(m, body);
-                }
-            }
+            Command::Restore { messages } => self.restore(messages),
         }
     }
 
-    /// A message entering the queue: numbered, given its expiry, and counted by the memory gauge until
-    /// [`Actor::retire`] lets it go.
+    /// A message entering the queue: given its expiry and counted by the memory gauge until [`Actor::retire`]
+    /// lets it go. `tag` is from [`Actor::take_tag`] if it is to be queued, 0 if it is turned away at once.
     fn new_entry(
         &mut self,
         message: Arc<Message>,
         store_id: Option<MsgId>,
+        tag: u64,
         redelivered: bool,
     ) -> Entry {
-        let tag = self.next_tag;
-        self.next_tag += 1;
         let entry = Entry {
             tag,
             expires_at: Deadline::new(self.expiry_of(message_ttl_ms(&message))),
@@ -302,14 +305,24 @@ impl Actor {
         entry
     }
 
-    /// A recovered message: loaded if recovery loaded it, paged otherwise.
-    fn restore(&mut self, m: RecoveredMessage, body: Option<Arc<Message>>) {
-        let entry = match body {
-            Some(message) => self.new_entry(message, Some(m.id), true),
-            None => {
-                let tag = self.next_tag;
-                self.next_tag += 1;
-                Entry {
+    /// The next tag of the level a message of `priority` goes to.
+    fn take_tag(&mut self, priority: u8) -> u64 {
+        let level = self.level_of(priority);
+        self.tags.take(level)
+    }
+
+    /// Recovered messages, in publish order: loaded if recovery loaded them (and the budget allows), straight
+    /// into the paged tail otherwise.
+    fn restore(&mut self, recovered: RecoveredQueue) {
+        let RecoveredQueue {
+            messages,
+            mut bodies,
+        } = recovered;
+        for m in messages {
+            let tag = self.take_tag(m.priority);
+            let entry = match bodies.remove(&m.id) {
+                Some(message) => self.new_entry(message, Some(m.id), tag, true),
+                None => Entry {
                     tag,
                     message: None,
                     store_id: StoreRef::new(Some(m.id)),
@@ -317,10 +330,10 @@ impl Actor {
                     size: m.size,
                     priority: m.priority,
                     redelivered: true,
-                }
-            }
-        };
-        self.push_ready(entry);
+                },
+            };
+            self.push_ready(entry);
+        }
     }
 
     fn expiry_of(&self, per_message: Option<u64>) -> Option<Instant> {
@@ -336,7 +349,6 @@ impl Actor {
 
     fn enqueue(&mut self, message: Arc<Message>, store_id: Option<MsgId>) -> Enqueued {
         let size = message.body.len() as u64;
-        let entry = self.new_entry(message, store_id, false);
         let me = self.me.clone();
         let over = me
             .args
@@ -347,18 +359,23 @@ impl Actor {
                 .max_length_bytes
                 .is_some_and(|max| self.ready_bytes + size > max);
         if over {
+            // Turned away without a tag: a refused publish leaves no gap in its level's tags (see `tail`).
             match me.args.overflow {
                 Overflow::DropHead => {}
                 Overflow::RejectPublish => {
+                    let entry = self.new_entry(message, store_id, 0, false);
                     self.drop_entry(entry);
                     return Enqueued::Rejected;
                 }
                 Overflow::RejectPublishDlx => {
+                    let entry = self.new_entry(message, store_id, 0, false);
                     self.dead_letter(entry, "maxlen");
                     return Enqueued::Rejected;
                 }
             }
         }
+        let tag = self.take_tag(message.properties.priority.unwrap_or(0));
+        let entry = self.new_entry(message, store_id, tag, false);
         self.push_ready(entry);
         if self.me.args.overflow == Overflow::DropHead {
             while self.ready_count > 0 && self.exceeds_limits() {
@@ -419,8 +436,33 @@ impl Actor {
         }
     }
 
-    fn get(&mut self, no_ack: bool, lease: Option<Duration>) -> Option<Delivery> {
-        let (entry, message) = self.pop_ready()?;
+    /// Answers waiting gets in order: each takes the next message, or learns the queue is empty. Stops at the
+    /// first that must wait for a read.
+    fn serve_gets(&mut self) {
+        while let Some(get) = self.gets.pop_front() {
+            if get.reply.is_closed() {
+                continue; // the asker went away: leave the message for someone else
+            }
+            if self.ready_count == 0 {
+                let _ = get.reply.send(None);
+                continue;
+            }
+            let Some((entry, message)) = self.pop_ready() else {
+                self.gets.push_front(get);
+                return;
+            };
+            let delivery = self.get(entry, message, get.no_ack, get.lease);
+            let _ = get.reply.send(Some(delivery));
+        }
+    }
+
+    fn get(
+        &mut self,
+        entry: Entry,
+        message: Arc<Message>,
+        no_ack: bool,
+        lease: Option<Duration>,
+    ) -> Delivery {
         let remaining = self.ready_count as u32;
         let delivery = Delivery {
             consumer: 0,
@@ -447,7 +489,7 @@ impl Actor {
                 },
             );
         }
-        Some(delivery)
+        delivery
     }
 
     fn settle(&mut self, tags: Vec<u64>, outcome: super::Settle, consumer: Option<ConsumerKey>) {
@@ -491,17 +533,21 @@ impl Actor {
         }
     }
 
+    /// Drops every ready message, settling each in the store (paged ones without reading them back).
     fn purge(&mut self) -> u32 {
         let count = self.ready_count as u32;
-        let levels = std::mem::take(&mut self.ready);
-        self.ready = (0..levels.len()).map(|_| VecDeque::new()).collect();
+        let mut levels = std::mem::replace(&mut self.levels, new_levels(0));
+        self.levels = new_levels(levels.len());
         self.ready_count = 0;
         self.ready_bytes = 0;
         self.loaded = 0;
         self.loaded_bytes = 0;
-        for entry in levels.into_iter().flatten() {
-            self.retire(&entry);
+        for level in &mut levels {
+            for entry in level.drain() {
+                self.retire(&entry);
+            }
         }
+        self.serve_gets();
         count
     }
 
@@ -534,13 +580,14 @@ impl Actor {
             }
         }
         let held: u64 = self
-            .ready
+            .levels
             .iter()
-            .flatten()
+            .flat_map(Level::loaded)
             .chain(self.outstanding.values().map(|o| &o.entry))
             .map(Entry::cost)
             .sum();
         self.memory.sub(held);
+        self.gets.clear();
         self.me.mark_deleted();
         self.stopped = true;
         self.ready_count as u32
@@ -555,11 +602,18 @@ impl Actor {
         self.stop();
     }
 
-    // ---- ready list ----
+    // ---- ready lists ----
 
     fn level_of(&self, priority: u8) -> usize {
-        let top = self.ready.len() - 1;
+        let top = self.levels.len() - 1;
         (priority as usize).min(top)
+    }
+
+    /// The level the next message comes from: the highest non-empty one.
+    fn top_level(&self) -> Option<usize> {
+        (0..self.levels.len())
+            .rev()
+            .find(|l| !self.levels[*l].is_empty())
     }
 
     /// Whether the loaded ready bodies are at the paging budget.
@@ -572,26 +626,36 @@ impl Actor {
     fn count_in(&mut self, entry: &Entry) {
         self.ready_count += 1;
         self.ready_bytes += u64::from(entry.size);
-        if entry.message.is_some() {
+        if !entry.is_paged() {
             self.loaded += 1;
             self.loaded_bytes += u64::from(entry.size);
         }
     }
 
-    /// Appends an entry to its ready list, paging its body out if the queue is over its budget and the store
-    /// has a copy to read back.
+    /// Counts an entry leaving the ready lists.
+    fn count_out(&mut self, entry: &Entry) {
+        self.ready_count -= 1;
+        self.ready_bytes -= u64::from(entry.size);
+        if !entry.is_paged() {
+            self.loaded -= 1;
+            self.loaded_bytes -= u64::from(entry.size);
+        }
+    }
+
+    /// Appends an entry to its level, paging its body out if the store has a copy to read back and either the
+    /// queue is over its budget or the level already has a paged tail (which it must queue behind).
     fn push_ready(&mut self, mut entry: Entry) {
+        let level = self.level_of(entry.priority);
         if self.pages
-            && entry.message.is_some()
+            && !entry.is_paged()
             && entry.store_id.get().is_some()
-            && self.over_budget(entry.size)
+            && (!self.levels[level].tail().is_empty() || self.over_budget(entry.size))
         {
             self.memory.sub(entry.cost());
             entry.message = None;
         }
-        let level = self.level_of(entry.priority);
         self.count_in(&entry);
-        self.ready[level].push_back(entry);
+        self.levels[level].push_back(entry);
     }
 
     /// Puts an unacked entry back at its original position (it stays loaded: unacked entries are bounded by
@@ -600,70 +664,139 @@ impl Actor {
         entry.redelivered = true;
         let level = self.level_of(entry.priority);
         self.count_in(&entry);
-        let list = &mut self.ready[level];
-        let at = list.partition_point(|e| e.tag < entry.tag);
-        list.insert(at, entry);
+        self.levels[level].requeue(entry);
     }
 
-    /// Takes the head of a ready list as it is (possibly paged).
-    fn take_from(&mut self, level: usize) -> Option<Entry> {
-        let list = &mut self.ready[level];
-        let entry = list.pop_front()?;
-        // Give memory back after a backlog drained: a deque keeps its largest capacity otherwise.
-        if list.capacity() > 8192 && list.len() * 4 < list.capacity() {
-            list.shrink_to(list.len() * 2);
-        }
-        self.ready_count -= 1;
-        self.ready_bytes -= u64::from(entry.size);
-        if entry.message.is_some() {
-            self.loaded -= 1;
-            self.loaded_bytes -= u64::from(entry.size);
-        }
-        Some(entry)
-    }
-
-    /// If the head of `level` is paged, reads it and the paged entries right behind it (up to [`READ_AHEAD`]
-    /// entries) back from the store. An entry that cannot be read stays paged.
-    fn read_ahead(&mut self, level: usize) {
-        if self.ready[level]
-            .front()
-            .is_none_or(|e| e.message.is_some())
-        {
-            return;
-        }
-        let (store, memory, queue) = (&self.store, &self.memory, &self.me);
-        for entry in self.ready[level].iter_mut().take(READ_AHEAD) {
-            if entry.message.is_some() {
-                continue;
-            }
-            if load(store.as_ref(), memory, queue, entry) {
-                self.loaded += 1;
-                self.loaded_bytes += u64::from(entry.size);
-            }
-        }
-    }
-
-    /// The next message to hand out, highest priority first, with its body loaded. A paged entry that cannot
-    /// be read back is dropped from the queue (not settled in the store: it returns after a restart).
+    /// The next message to hand out, highest priority first, with its body. `None` when the queue is empty or
+    /// its next message is still being read back.
     fn pop_ready(&mut self) -> Option<(Entry, Arc<Message>)> {
         loop {
-            let level = (0..self.ready.len())
-                .rev()
-                .find(|l| !self.ready[*l].is_empty())?;
-            self.read_ahead(level);
-            let entry = self.take_from(level)?;
+            let level = self.top_level()?;
+            let entry = self.levels[level].pop_loaded()?;
+            self.count_out(&entry);
             if let Some(message) = entry.message.clone() {
                 return Some((entry, message));
             }
+            // Cannot happen (heads hold loaded entries only); kept in the store like an unreadable one.
             error!(queue = %self.me.name, vhost = %self.me.vhost, id = ?entry.store_id.get(),
-                "paged message could not be read back; dropped from the queue until the next restart");
+                "ready message without a body; dropped from the queue until the next restart");
         }
     }
 
     /// Lowest priority first (what drop-head drops), possibly paged.
     fn pop_ready_lowest(&mut self) -> Option<Entry> {
-        let level = (0..self.ready.len()).find(|l| !self.ready[*l].is_empty())?;
-        self.take_from(level)
+        let level = (0..self.levels.len()).find(|l| !self.levels[*l].is_empty())?;
+        let entry = self.levels[level].pop_front()?;
+        self.count_out(&entry);
+        Some(entry)
+    }
+
+    // ---- read-ahead ----
+
+    /// Whether an expired message must be read back before it leaves (to be dead-lettered with its body).
+    fn expiry_needs_body(&self) -> bool {
+        self.me.args.dead_letter_exchange.is_some()
+    }
+
+    /// Starts reading the next paged bodies back if none are in flight and a level needs them: first the level
+    /// consumers are served from when its head is empty, then a level whose next message expired and waits for
+    /// its body to be dead-lettered, then the consumers' level when its head is low.
+    fn read_ahead(&mut self, now: Instant) {
+        if self.reading.is_some() {
+            return;
+        }
+        let wanted = !self.consumers.is_empty() || !self.gets.is_empty();
+        let top = self.top_level().filter(|_| wanted);
+        let needs_body = self.expiry_needs_body();
+        let level = top
+            .filter(|l| self.levels[*l].waits_for_read())
+            .or_else(|| {
+                (0..self.levels.len()).rev().find(|l| {
+                    let level = &self.levels[*l];
+                    needs_body
+                        && level.waits_for_read()
+                        && level.front_deadline().is_some_and(|t| t <= now)
+                })
+            })
+            .or_else(|| {
+                top.filter(|l| {
+                    let level = &self.levels[*l];
+                    !level.tail().is_empty()
+                        && level.head_len() < READ_LOW_MESSAGES
+                        && level.head_bytes() < READ_LOW_BYTES
+                })
+            });
+        let Some(level) = level else {
+            return;
+        };
+        // Within the budget; a level with nothing loaded gets a small batch even when others hold it all.
+        let room = PAGE_BUDGET_MESSAGES.saturating_sub(self.loaded);
+        let room_bytes = PAGE_BUDGET_BYTES.saturating_sub(self.loaded_bytes);
+        let starved = self.levels[level].head_len() == 0;
+        let max_messages = if starved {
+            room.max(READ_STARVED_MESSAGES)
+        } else if room_bytes == 0 {
+            0
+        } else {
+            room
+        }
+        .min(READ_BATCH_MESSAGES);
+        let asked = self.levels[level]
+            .tail()
+            .paged_front(max_messages, room_bytes.min(READ_BATCH_BYTES));
+        if asked.is_empty() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let store = self.store.clone();
+        let ids = asked.clone();
+        tokio::task::spawn_blocking(move || {
+            let results: ReadResults = ids
+                .into_iter()
+                .map(|(tag, id)| (tag, store.read(id)))
+                .collect();
+            let _ = tx.send(results);
+        });
+        self.reading = Some(Reading { level, asked, rx });
+    }
+
+    /// A read-ahead batch came back: each body joins its level's head, if its message is still first in the
+    /// tail (it may have expired, been dropped or purged meanwhile). A message that could not be read is
+    /// dropped from the queue, not settled: it comes back after a restart.
+    fn on_read(&mut self, done: Result<ReadResults, oneshot::error::RecvError>) {
+        let Some(reading) = self.reading.take() else {
+            return;
+        };
+        let results = done.unwrap_or_else(|_| {
+            let why = || StoreError::Failed("the read-ahead task ended without an answer".into());
+            reading
+                .asked
+                .iter()
+                .map(|(tag, _)| (*tag, Err(why())))
+                .collect()
+        });
+        let level = reading.level;
+        for (tag, result) in results {
+            match result {
+                Ok(message) => {
+                    let Some(entry) = self.levels[level].loaded_read(tag, Arc::new(message)) else {
+                        continue;
+                    };
+                    let (cost, size) = (entry.cost(), u64::from(entry.size));
+                    self.memory.add(cost);
+                    self.loaded += 1;
+                    self.loaded_bytes += size;
+                }
+                Err(e) => {
+                    let Some(entry) = self.levels[level].drop_unreadable(tag) else {
+                        continue;
+                    };
+                    self.count_out(&entry);
+                    error!(queue = %self.me.name, vhost = %self.me.vhost, id = ?entry.store_id.get(),
+                        error = %e, "paged message could not be read back; dropped from the queue until the next restart");
+                }
+            }
+        }
     }
 
     // ---- settlement ----
@@ -809,11 +942,15 @@ impl Actor {
 
     // ---- timers ----
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let heads = self
-            .ready
-            .iter()
-            .filter_map(|l| l.front().and_then(|e| e.expires_at.get()));
+    /// The next timer: the first expiry at the front of a level (except one already due that waits for its
+    /// body: the read wakes the actor), the first lease, the idle deadline.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let needs_body = self.expiry_needs_body();
+        let heads = self.levels.iter().filter_map(|l| {
+            let t = l.front_deadline()?;
+            let waiting = needs_body && l.waits_for_read() && t <= now;
+            (!waiting).then_some(t)
+        });
         let lease = self.leases.first().map(|(t, _)| *t);
         let idle = match (self.me.args.expires, self.consumers.is_empty()) {
             (Some(d), true) => Some(self.last_used + d),
@@ -823,15 +960,20 @@ impl Actor {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        for level in 0..self.ready.len() {
-            while self.ready[level]
-                .front()
-                .and_then(|e| e.expires_at.get())
+        let needs_body = self.expiry_needs_body();
+        for level in 0..self.levels.len() {
+            while self.levels[level]
+                .front_deadline()
                 .is_some_and(|t| t <= now)
             {
-                if let Some(entry) = self.take_from(level) {
-                    self.dead_letter(entry, "expired");
+                if needs_body && self.levels[level].waits_for_read() {
+                    break; // dead-lettered once its body is back (see `read_ahead`)
                 }
+                let Some(entry) = self.levels[level].pop_front() else {
+                    break;
+                };
+                self.count_out(&entry);
+                self.dead_letter(entry, "expired");
             }
         }
         while let Some(&(until, tag)) = self.leases.first() {
@@ -849,6 +991,16 @@ impl Actor {
         {
             self.self_delete("x-expires: unused");
         }
+    }
+}
+
+/// Waits for the read-ahead batch in flight; never resolves when there is none.
+async fn read_done(
+    reading: &mut Option<Reading>,
+) -> Result<ReadResults, oneshot::error::RecvError> {
+    match reading {
+        Some(r) => (&mut r.rx).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -941,26 +1093,4 @@ fn dead_lettered(original: &Message, queue: &QueueHandle, dlx: &str, reason: &st
     message.exchange = dlx.to_string();
     message.routing_key = routing_key;
     message
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A backlog of 10 million messages is 10 million entries: keep them at 40 bytes.
-    #[test]
-    fn an_entry_is_forty_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
-    }
-
-    #[test]
-    fn store_refs_and_deadlines_round_trip() {
-        assert_eq!(StoreRef::new(Some(0)).get(), Some(0));
-        assert_eq!(StoreRef::new(Some(41)).get(), Some(41));
-        assert_eq!(StoreRef::new(None).get(), None);
-        let at = Instant::now() + Duration::from_secs(5);
-        let back = Deadline::new(Some(at)).get().map(|t| t.duration_since(at));
-        assert_eq!(back, Some(Duration::ZERO));
-        assert!(Deadline::new(None).get().is_none());
-    }
 }

@@ -1,10 +1,14 @@
 //! Queues as actors: each queue is one tokio task owning its messages and consumers, driven by commands over a
 //! bounded channel (per-queue ordering and back-pressure, no global lock). This module owns the handle other
 //! parts hold and the vocabulary they speak to the actor with; `actor` owns the state machine, `args` the
-//! typed `x-*` arguments.
+//! typed `x-*` arguments, `entry` one message as the actor holds it, `level` one priority's ready messages
+//! (a loaded head and a paged tail), `tail` the compact form of a paged backlog.
 
 mod actor;
 pub mod args;
+mod entry;
+mod level;
+mod tail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

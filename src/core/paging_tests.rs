@@ -1,0 +1,321 @@
+//! Core-level tests of queue paging against a store double that pages like the journal but keeps bodies in a
+//! map and counts reads and settlements: paged backlogs read back in order (gets wait for read-ahead), purge
+//! settling without reading, requeue and transient messages keeping their place, unreadable messages dropped
+//! but not settled, and recovered messages restored straight into the paged tail.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrymq_amqp_codec::{BasicProperties, FieldTable};
+use tokio::sync::watch;
+
+use super::queue::Settle;
+use super::{Broker, BrokerOptions, Message, Session};
+use crate::store::{
+    Definition, MemoryStore, MsgId, QueueKey, Recovered, RecoveredMessage, RecoveredQueue, Store,
+    StoreError, SyncPoint, SyncState,
+};
+
+/// The per-queue budget of loaded bodies (`queue::actor::PAGE_BUDGET_MESSAGES`).
+const BUDGET: usize = 4096;
+
+/// Pages like the journal (bodies can be read back by id), in memory.
+#[derive(Debug, Default)]
+struct PagingStore {
+    inner: MemoryStore,
+    bodies: Mutex<HashMap<MsgId, Message>>,
+    settled: Mutex<Vec<MsgId>>,
+    reads: AtomicUsize,
+    unreadable: Mutex<HashSet<MsgId>>,
+    recovered: Mutex<Option<Recovered>>,
+}
+
+impl PagingStore {
+    fn settled(&self) -> Vec<MsgId> {
+        self.settled.lock().unwrap().clone()
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+    }
+    fn id_of(&self, body: &[u8]) -> MsgId {
+        let bodies = self.bodies.lock().unwrap();
+        *bodies.iter().find(|(_, m)| m.body == body).unwrap().0
+    }
+}
+
+impl Store for PagingStore {
+    fn publish(
+        &self,
+        id: MsgId,
+        queues: &[QueueKey],
+        message: &Message,
+    ) -> Result<SyncPoint, StoreError> {
+        self.bodies.lock().unwrap().insert(id, message.clone());
+        self.inner.publish(id, queues, message)
+    }
+    fn settle(&self, _queue: &QueueKey, id: MsgId) -> Result<(), StoreError> {
+        self.settled.lock().unwrap().push(id);
+        Ok(())
+    }
+    fn define(&self, definition: &Definition) -> Result<SyncPoint, StoreError> {
+        self.inner.define(definition)
+    }
+    fn sync_state(&self) -> watch::Receiver<SyncState> {
+        self.inner.sync_state()
+    }
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        Ok(self.recovered.lock().unwrap().take().unwrap_or_default())
+    }
+    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if self.unreadable.lock().unwrap().contains(&id) {
+            return Err(StoreError::NotFound(id));
+        }
+        self.bodies
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or(StoreError::NotFound(id))
+    }
+    fn pages(&self) -> bool {
+        true
+    }
+    fn healthy(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn blocked(&self) -> watch::Receiver<bool> {
+        self.inner.blocked()
+    }
+    fn close(&self) {}
+}
+
+async fn start(store: Arc<PagingStore>) -> (Broker, Session) {
+    let broker = Broker::start(BrokerOptions::default(), store)
+        .await
+        .unwrap();
+    let user = broker
+        .authenticate("guest", "guest", "127.0.0.1".parse().unwrap())
+        .unwrap();
+    let session = broker
+        .open_session(user, "/", broker.next_conn_id())
+        .unwrap();
+    (broker, session)
+}
+
+async fn durable_queue(s: &Session, name: &str) {
+    s.declare_queue(name, true, false, false, FieldTable::default(), false)
+        .await
+        .unwrap();
+}
+
+fn body(i: usize) -> Bytes {
+    Bytes::from(format!("m{i:06}"))
+}
+
+async fn publish(s: &Session, queue: &str, i: usize, persistent: bool) {
+    let message = Message {
+        exchange: String::new(),
+        routing_key: queue.into(),
+        properties: BasicProperties {
+            delivery_mode: Some(if persistent { 2 } else { 1 }),
+            ..BasicProperties::default()
+        },
+        body: body(i),
+    };
+    let exchange = s.check_publish("", &message, &mut None).unwrap();
+    s.publish(&exchange, message, false, &mut None)
+        .await
+        .unwrap();
+}
+
+/// Takes every message with no-ack gets until the queue says it is empty.
+async fn get_all(s: &Session, queue: &str) -> Vec<(Bytes, bool)> {
+    let mut out = Vec::new();
+    while let Some(d) = tokio::time::timeout(Duration::from_secs(10), s.get(queue, true, None))
+        .await
+        .expect("a get is answered")
+        .unwrap()
+    {
+        out.push((d.message.body.clone(), d.redelivered));
+    }
+    out
+}
+
+fn bodies(range: impl Iterator<Item = usize>) -> Vec<Bytes> {
+    range.map(body).collect()
+}
+
+#[tokio::test]
+async fn gets_drain_a_paged_backlog_in_order_reading_each_paged_body_once() {
+    let store = Arc::new(PagingStore::default());
+    let (broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    let n = 6000;
+    for i in 0..n {
+        publish(&s, "q", i, true).await;
+    }
+    let (q, stats) = s
+        .declare_queue("q", true, false, false, FieldTable::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(stats.messages as usize, n);
+    assert_eq!(stats.loaded as usize, BUDGET);
+    assert!(broker.memory().used() <= BUDGET as u64 * (7 + 256));
+    assert_eq!(store.reads(), 0, "nothing is read back while nobody asks");
+    let got = get_all(&s, "q").await;
+    let want = bodies(0..n);
+    assert!(got.iter().map(|g| &g.0).eq(want.iter()), "out of order");
+    assert_eq!(store.reads(), n - BUDGET, "each paged body read once");
+    assert_eq!(store.settled().len(), n);
+    assert_eq!(q.stats().await.unwrap().messages, 0);
+    assert_eq!(broker.memory().used(), 0);
+}
+
+#[tokio::test]
+async fn purging_a_paged_backlog_settles_every_message_without_reading_it() {
+    let store = Arc::new(PagingStore::default());
+    let (broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    let n = 10_000;
+    for i in 0..n {
+        publish(&s, "q", i, true).await;
+    }
+    assert_eq!(s.purge_queue("q").await.unwrap() as usize, n);
+    assert_eq!(store.reads(), 0);
+    let mut settled = store.settled();
+    settled.sort_unstable();
+    let mut all: Vec<MsgId> = store.bodies.lock().unwrap().keys().copied().collect();
+    all.sort_unstable();
+    assert_eq!(settled, all);
+    assert_eq!(broker.memory().used(), 0);
+    assert!(s.get("q", true, None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn requeued_messages_go_back_before_the_paged_tail() {
+    let store = Arc::new(PagingStore::default());
+    let (_broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    let n = 5000;
+    for i in 0..n {
+        publish(&s, "q", i, true).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(s.get("q", false, None).await.unwrap().unwrap());
+    }
+    // Requeue out of order: they still go back to their places, ahead of everything paged.
+    for d in held.iter().rev() {
+        d.queue.settle(vec![d.tag], Settle::Requeue, None);
+    }
+    let got = get_all(&s, "q").await;
+    assert!(got.iter().map(|g| &g.0).eq(bodies(0..n).iter()));
+    assert!(got[..3].iter().all(|g| g.1) && !got[3].1);
+}
+
+#[tokio::test]
+async fn a_transient_message_behind_a_paged_tail_keeps_its_place() {
+    let store = Arc::new(PagingStore::default());
+    let (_broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    for i in 0..5000 {
+        publish(&s, "q", i, true).await;
+    }
+    publish(&s, "q", 5000, false).await;
+    for i in 5001..6000 {
+        publish(&s, "q", i, true).await;
+    }
+    let got = get_all(&s, "q").await;
+    assert!(got.iter().map(|g| &g.0).eq(bodies(0..6000).iter()));
+    assert_eq!(store.reads(), 6000 - BUDGET - 1);
+}
+
+#[tokio::test]
+async fn a_paged_message_that_cannot_be_read_is_dropped_but_not_settled() {
+    let store = Arc::new(PagingStore::default());
+    let (_broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    for i in 0..5000 {
+        publish(&s, "q", i, true).await;
+    }
+    let lost = store.id_of(&body(4500));
+    store.unreadable.lock().unwrap().insert(lost);
+    let got = get_all(&s, "q").await;
+    let want: Vec<Bytes> = bodies((0..5000).filter(|i| *i != 4500));
+    assert!(got.iter().map(|g| &g.0).eq(want.iter()));
+    assert_eq!(store.settled().len(), 4999);
+    assert!(
+        !store.settled().contains(&lost),
+        "kept for the next restart"
+    );
+}
+
+#[tokio::test]
+async fn a_get_on_a_queue_whose_messages_all_fail_to_read_says_empty() {
+    let store = Arc::new(PagingStore::default());
+    let (_broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    for i in 0..BUDGET + 10 {
+        publish(&s, "q", i, true).await;
+    }
+    // The paged ones (past the budget) all fail.
+    for i in BUDGET..BUDGET + 10 {
+        let id = store.id_of(&body(i));
+        store.unreadable.lock().unwrap().insert(id);
+    }
+    let got = get_all(&s, "q").await;
+    assert_eq!(got.len(), BUDGET, "the loaded ones, then an empty answer");
+}
+
+#[tokio::test]
+async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
+    let store = Arc::new(PagingStore::default());
+    let n = 20_000u64;
+    let mut messages = RecoveredQueue::default();
+    for id in 1..=n {
+        let message = Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: BasicProperties {
+                delivery_mode: Some(2),
+                ..BasicProperties::default()
+            },
+            body: body(id as usize),
+        };
+        store.bodies.lock().unwrap().insert(id, message.clone());
+        // Recovery loaded the first hundred bodies only.
+        messages.messages.push(RecoveredMessage::of(id, &message));
+        if id <= 100 {
+            messages.bodies.insert(id, Arc::new(message));
+        }
+    }
+    let mut recovered = Recovered {
+        definitions: vec![Definition::Queue {
+            vhost: "/".into(),
+            name: "q".into(),
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        }],
+        next_id: n + 1,
+        ..Recovered::default()
+    };
+    recovered.messages.insert(QueueKey::new("/", "q"), messages);
+    *store.recovered.lock().unwrap() = Some(recovered);
+    let (_broker, s) = start(store.clone()).await;
+    let (_, stats) = s
+        .declare_queue("q", true, false, false, FieldTable::default(), true)
+        .await
+        .unwrap();
+    assert_eq!((stats.messages, stats.loaded), (n as u32, 100));
+    let got = get_all(&s, "q").await;
+    assert!(got.iter().map(|g| &g.0).eq(bodies(1..=n as usize).iter()));
+    assert!(
+        got.iter().all(|g| g.1),
+        "recovered messages are redelivered"
+    );
+    assert_eq!(store.reads(), n as usize - 100);
+}
