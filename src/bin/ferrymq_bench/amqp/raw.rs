@@ -695,14 +695,18 @@ enum Content {
 #[derive(Default)]
 struct Parsed {
     messages: u64,
+    /// Delivery tag of the last delivery completed in this pass (0 if none was).
     last_tag: u64,
 }
 
 /// Parses every whole frame at the front of `rbuf` in place, recording the latency of complete
-/// deliveries at `now`. Anything but deliveries goes to [`control`].
+/// deliveries at `now`. Anything but deliveries goes to [`control`]. `current_tag` carries the tag of a
+/// delivery whose frames span passes.
+#[allow(clippy::too_many_arguments)]
 fn parse_deliveries(
     rbuf: &mut BytesMut,
     state: &mut Content,
+    current_tag: &mut u64,
     pending_ts: &mut Option<u64>,
     now: u64,
     latency: &mut Latency,
@@ -736,7 +740,7 @@ fn parse_deliveries(
                 };
                 let mut b = [0u8; 8];
                 b.copy_from_slice(t);
-                out.last_tag = u64::from_be_bytes(b);
+                *current_tag = u64::from_be_bytes(b);
                 *state = Content::Header;
                 *pending_ts = None;
             }
@@ -781,6 +785,7 @@ fn parse_deliveries(
         }
         if complete {
             out.messages += 1;
+            out.last_tag = *current_tag;
             if let Some(ts) = pending_ts.take() {
                 latency.record(now.saturating_sub(ts));
             }
@@ -823,6 +828,7 @@ pub async fn consumer(
     let mut pending_ts = None;
     let mut unacked: u64 = 0;
     let mut last_tag: u64 = 0;
+    let mut current_tag: u64 = 0;
     let mut last_ns: u64 = 0;
     let mut blocked = false;
     let mut failure: Option<anyhow::Error> = None;
@@ -859,6 +865,7 @@ pub async fn consumer(
         let parsed = parse_deliveries(
             &mut rbuf,
             &mut state,
+            &mut current_tag,
             &mut pending_ts,
             now,
             &mut stats.latency,
@@ -941,6 +948,55 @@ mod tests {
             &mut b,
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_delivery_split_across_reads_reports_its_own_tag() {
+        let mut frames = BytesMut::new();
+        for tag in [7, 8] {
+            ferrymq_amqp_codec::encode_deliver(
+                CH,
+                "c",
+                tag,
+                false,
+                "",
+                "q",
+                &ferrymq_amqp_codec::BasicProperties::default(),
+                &Bytes::from_static(&[0u8; 32]),
+                131_072,
+                &mut frames,
+            );
+        }
+        // Feed the first delivery whole plus the second one's method frame, then the rest.
+        let one = frames.len() / 2;
+        let method_len = 7
+            + 1
+            + u32::from_be_bytes([
+                frames[one + 3],
+                frames[one + 4],
+                frames[one + 5],
+                frames[one + 6],
+            ]) as usize;
+        let (mut state, mut tag, mut ts) = (Content::Idle, 0, None);
+        let (mut latency, mut blocked, mut wbuf) = (Latency::new(), false, BytesMut::new());
+        let mut rbuf = BytesMut::from(&frames[..one + method_len]);
+        let mut pass = |rbuf: &mut BytesMut| {
+            parse_deliveries(
+                rbuf,
+                &mut state,
+                &mut tag,
+                &mut ts,
+                0,
+                &mut latency,
+                &mut blocked,
+                &mut wbuf,
+            )
+            .map(|p| (p.messages, p.last_tag))
+            .expect("valid frames")
+        };
+        assert_eq!(pass(&mut rbuf), (1, 7));
+        rbuf.extend_from_slice(&frames[one + method_len..]);
+        assert_eq!(pass(&mut rbuf), (1, 8), "the tag read in the earlier pass");
     }
 
     #[test]
