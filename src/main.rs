@@ -18,6 +18,12 @@ use tracing_subscriber::EnvFilter;
 use ferrymq::config::{Cli, Config, LogFormat};
 use ferrymq::server;
 
+/// mimalloc instead of the system allocator: it gives freed pages back to the system (glibc's malloc keeps the
+/// holes a recovered backlog leaves in its heap: hundreds of MB after recovering 10M messages), and it is
+/// faster for the broker's many small, cross-thread allocations.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for a configuration the broker refuses (as clap uses for bad arguments).
 const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit status when a second signal cuts the drain short (128 + SIGINT, as shells report it).

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use super::queue::Settle;
 use super::{Broker, BrokerOptions, Message, Session};
 use crate::store::{
-    Definition, MemoryStore, MsgId, QueueKey, Recovered, RecoveredMessage, RecoveredQueue, Store,
-    StoreError, SyncPoint, SyncState,
+    Definition, MemoryStore, MsgId, QueueKey, Recovered, RecoveredQueue, Store, StoreError,
+    SyncPoint, SyncState,
 };
 
 /// The per-queue budget of loaded bodies (`queue::actor::PAGE_BUDGET_MESSAGES`).
@@ -288,10 +288,7 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
         };
         store.bodies.lock().unwrap().insert(id, message.clone());
         // Recovery loaded the first hundred bodies only.
-        messages.messages.push(RecoveredMessage::of(id, &message));
-        if id <= 100 {
-            messages.bodies.insert(id, Arc::new(message));
-        }
+        messages.push_message(id, Arc::new(message), id <= 100);
     }
     let mut recovered = Recovered {
         definitions: vec![Definition::Queue {

@@ -154,51 +154,73 @@ pub struct Binding {
 
 /// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.
 ///
-/// Only what a queue needs without the body (24 bytes: a large store recovers millions of these): recovery loads
-/// the bodies of the first messages only ([`RecoveredQueue::bodies`]); the rest stay on disk and are read with
-/// [`Store::read`] when the queue needs them.
+/// Only what a queue needs without the body, in 16 bytes (a large store recovers millions of these): the
+/// per-message TTL, which few messages have, is kept aside in [`RecoveredQueue`], and so are the bodies recovery
+/// loaded for the first messages; the rest stay on disk and are read with [`Store::read`] when the queue needs
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredMessage {
     pub id: MsgId,
-    /// Per-message TTL in milliseconds, `u64::MAX` for none (see [`RecoveredMessage::expiration_ms`]).
-    expiration: u64,
     /// Body length in bytes.
     pub size: u32,
     /// The message's priority property (0 when absent).
     pub priority: u8,
+    /// Whether [`RecoveredQueue::expiration_ms`] has a TTL for it.
+    has_expiration: bool,
 }
 
-impl RecoveredMessage {
-    pub fn new(id: MsgId, size: u32, priority: u8, expiration_ms: Option<u64>) -> Self {
-        Self {
-            id,
-            expiration: expiration_ms.unwrap_or(u64::MAX),
-            size,
-            priority,
-        }
-    }
-
-    /// Describes `message`.
-    pub fn of(id: MsgId, message: &Message) -> Self {
-        Self::new(
-            id,
-            u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            message.properties.priority.unwrap_or(0),
-            message_ttl_ms(message),
-        )
-    }
-
-    /// The per-message TTL (the `expiration` property) in milliseconds, if it has a valid one.
-    pub fn expiration_ms(&self) -> Option<u64> {
-        (self.expiration != u64::MAX).then_some(self.expiration)
-    }
-}
-
-/// One durable queue's unsettled messages, in publish order, and the bodies recovery loaded for some of them.
+/// One durable queue's unsettled messages, in publish order, with the per-message TTLs of those that have one
+/// and the bodies recovery loaded for some of them.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
     pub bodies: HashMap<MsgId, Arc<Message>>,
+    expirations: HashMap<MsgId, u64>,
+}
+
+impl RecoveredQueue {
+    /// An empty queue with room for `n` messages.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            messages: Vec::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
+    /// Appends a message described by its id, body size, priority and per-message TTL (milliseconds).
+    pub fn push(&mut self, id: MsgId, size: u32, priority: u8, expiration_ms: Option<u64>) {
+        if let Some(ttl) = expiration_ms {
+            self.expirations.insert(id, ttl);
+        }
+        self.messages.push(RecoveredMessage {
+            id,
+            size,
+            priority,
+            has_expiration: expiration_ms.is_some(),
+        });
+    }
+
+    /// Appends `message` (its body kept in [`RecoveredQueue::bodies`] when `keep_body` is set).
+    pub fn push_message(&mut self, id: MsgId, message: Arc<Message>, keep_body: bool) {
+        self.push(
+            id,
+            u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            message.properties.priority.unwrap_or(0),
+            message_ttl_ms(&message),
+        );
+        if keep_body {
+            self.bodies.insert(id, message);
+        }
+    }
+
+    /// The per-message TTL (the `expiration` property) of a message, in milliseconds, if it has a valid one.
+    pub fn expiration_ms(&self, m: &RecoveredMessage) -> Option<u64> {
+        if m.has_expiration {
+            self.expirations.get(&m.id).copied()
+        } else {
+            None
+        }
+    }
 }
 
 /// The per-message TTL of `message` (its `expiration` property, milliseconds as a decimal string).

@@ -313,20 +313,17 @@ impl Actor {
 
     /// Recovered messages, in publish order: loaded if recovery loaded them (and the budget allows), straight
     /// into the paged tail otherwise.
-    fn restore(&mut self, recovered: RecoveredQueue) {
-        let RecoveredQueue {
-            messages,
-            mut bodies,
-        } = recovered;
+    fn restore(&mut self, mut recovered: RecoveredQueue) {
+        let messages = std::mem::take(&mut recovered.messages);
         for m in messages {
             let tag = self.take_tag(m.priority);
-            let entry = match bodies.remove(&m.id) {
+            let entry = match recovered.bodies.remove(&m.id) {
                 Some(message) => self.new_entry(message, Some(m.id), tag, true),
                 None => Entry {
                     tag,
                     message: None,
                     store_id: StoreRef::new(Some(m.id)),
-                    expires_at: Deadline::new(self.expiry_of(m.expiration_ms())),
+                    expires_at: Deadline::new(self.expiry_of(recovered.expiration_ms(&m))),
                     size: m.size,
                     priority: m.priority,
                     redelivered: true,

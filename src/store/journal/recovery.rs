@@ -36,7 +36,7 @@ use super::reader::RecordReader;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
 use crate::core::message::Message;
-use crate::store::{MsgId, QueueKey, Recovered, RecoveredMessage, RecoveredQueue, StoreError};
+use crate::store::{MsgId, QueueKey, Recovered, RecoveredQueue, StoreError, message_ttl_ms};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
 /// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
@@ -99,17 +99,17 @@ struct Meta {
 
 impl Meta {
     fn of(message: &Message) -> Self {
-        let m = RecoveredMessage::of(0, message);
         Self {
-            expiration: m.expiration_ms().unwrap_or(u64::MAX),
-            size: m.size,
-            priority: m.priority,
+            expiration: message_ttl_ms(message).unwrap_or(u64::MAX),
+            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            priority: message.properties.priority.unwrap_or(0),
         }
     }
 
-    fn recovered(self, id: MsgId) -> RecoveredMessage {
+    /// Appends the message to a recovered queue.
+    fn push_to(self, id: MsgId, queue: &mut RecoveredQueue) {
         let expiration = (self.expiration != u64::MAX).then_some(self.expiration);
-        RecoveredMessage::new(id, self.size, self.priority, expiration)
+        queue.push(id, self.size, self.priority, expiration);
     }
 }
 
@@ -268,29 +268,22 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     }
     let mut per_number: HashMap<u32, RecoveredQueue> = sizes
         .into_iter()
-        .map(|(n, len)| {
-            let queue = RecoveredQueue {
-                messages: Vec::with_capacity(len),
-                bodies: HashMap::new(),
-            };
-            (n, queue)
-        })
+        .map(|(n, len)| (n, RecoveredQueue::with_capacity(len)))
         .collect();
     for (id, meta) in messages.drain() {
-        let message = meta.recovered(id);
         let mut body = unreadable.remove(&id);
-        if body.is_none() && u64::from(message.size) <= budget && loaded < LOAD_BUDGET_MESSAGES {
+        if body.is_none() && u64::from(meta.size) <= budget && loaded < LOAD_BUDGET_MESSAGES {
             let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
             if let Some(loc) = loc {
                 body = Some(Arc::new(reader.read(id, loc, &index)?));
-                budget -= u64::from(message.size);
+                budget -= u64::from(meta.size);
                 loaded += 1;
             }
         }
         let index = index.lock().unwrap_or_else(|e| e.into_inner());
         for n in index.live_queue_numbers(id) {
             if let Some(queue) = per_number.get_mut(n) {
-                queue.messages.push(message);
+                meta.push_to(id, queue);
                 if let Some(body) = &body {
                     queue.bodies.insert(id, body.clone());
                 }
