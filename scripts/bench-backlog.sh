@@ -24,6 +24,7 @@ KEEP="${KEEP:-0}"
 read -r -a FERRYMQ_EXTRA <<<"${FERRYMQ_ARGS:-}"
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo null; }
+peak_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo null; }
 now() { date +%s.%N; }
 
 build_release
@@ -78,13 +79,15 @@ log "RSS with the backlog queued: $RSS_FULL MB"
 
 RECOVERY_S=null
 RSS_RECOVERED=null
+PEAK_RECOVERY=null
 if [ "$PEER" = ferrymq ]; then
   log "restart (SIGTERM, then start on the same data dir)"
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
   start_ferrymq
   RECOVERY_S="$UP_S"
   RSS_RECOVERED="$(rss_mb "$PID")"
-  log "up again after $RECOVERY_S s, RSS $RSS_RECOVERED MB; $(grep -a 'journal recovered' "$LOG" | tail -n1)"
+  PEAK_RECOVERY="$(peak_mb "$PID")"
+  log "up again after $RECOVERY_S s, RSS $RSS_RECOVERED MB (peak $PEAK_RECOVERY MB); $(grep -a 'journal recovered' "$LOG" | tail -n1)"
   COMMON=(--url "$URL" --size "$SIZE" --persistent --queue-prefix backlog-q- --pid "$PID" --drain-timeout 3600)
 fi
 
@@ -92,6 +95,6 @@ log "drain: manual acks"
 DRAIN="$("$BENCH" amqp "${COMMON[@]}" --manual-ack --publishers 0 --count "$COUNT" --keep-queues --label "$PEER-drain")"
 echo "$DRAIN" >&2
 field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
-printf '{"peer":"%s","count":%s,"size":%s,"fill_rate":%s,"rss_full_mb":%s,"recovery_s":%s,"rss_recovered_mb":%s,"drain_rate":%s,"drain_received":%s,"drain_rss_max_mb":%s}\n' \
-  "$PEER" "$COUNT" "$SIZE" "$(field "$FILL" send_rate)" "$RSS_FULL" "$RECOVERY_S" "$RSS_RECOVERED" \
+printf '{"peer":"%s","count":%s,"size":%s,"fill_rate":%s,"rss_full_mb":%s,"recovery_s":%s,"rss_recovered_mb":%s,"rss_peak_recovery_mb":%s,"drain_rate":%s,"drain_received":%s,"drain_rss_max_mb":%s}\n' \
+  "$PEER" "$COUNT" "$SIZE" "$(field "$FILL" send_rate)" "$RSS_FULL" "$RECOVERY_S" "$RSS_RECOVERED" "$PEAK_RECOVERY" \
   "$(field "$DRAIN" recv_rate)" "$(field "$DRAIN" received)" "$(field "$DRAIN" rss_max_mb)"
