@@ -1,7 +1,7 @@
 //! Shared parts of `ferrymq-bench`: run options every protocol takes, the latency histogram, the broker
 //! process sampler (RSS and CPU from /proc) and the one-line JSON report.
 //!
-//! A protocol driver (today `amqp`) sets up its connections, calls [`Run::start`] when the first message
+//! A protocol driver (today `amqp`) sets up its connections, starts a [`Sampler`] when the first message
 //! is about to go out, and fills a [`Report`] at the end. New protocols (`mqtt`, `stomp`, `sqs`) add a
 //! module next to `amqp.rs` with their own `Args` and reuse everything here.
 
