@@ -13,7 +13,7 @@ use ferrymq_amqp_codec::{BasicProperties, FieldTable};
 use tokio::sync::watch;
 
 use super::queue::Settle;
-use super::{Broker, BrokerOptions, Message, Session};
+use super::{Broker, Message, Session};
 use crate::store::{
     Definition, MemoryStore, MsgId, QueueKey, Recovered, RecoveredQueue, Store, StoreError,
     SyncPoint, SyncState,
@@ -94,16 +94,7 @@ impl Store for PagingStore {
 }
 
 async fn start(store: Arc<PagingStore>) -> (Broker, Session) {
-    let broker = Broker::start(BrokerOptions::default(), store)
-        .await
-        .unwrap();
-    let user = broker
-        .authenticate("guest", "guest", "127.0.0.1".parse().unwrap())
-        .unwrap();
-    let session = broker
-        .open_session(user, "/", broker.next_conn_id())
-        .unwrap();
-    (broker, session)
+    super::tests::session_on(store).await
 }
 
 async fn durable_queue(s: &Session, name: &str) {

@@ -12,7 +12,12 @@ use super::{Broker, BrokerOptions, Message, Session};
 use crate::store::MemoryStore;
 
 async fn session() -> (Broker, Session) {
-    let broker = Broker::start(BrokerOptions::default(), Arc::new(MemoryStore::default()))
+    session_on(Arc::new(MemoryStore::default())).await
+}
+
+/// A broker on `store` with default options, and a session of guest on "/".
+pub(super) async fn session_on(store: Arc<dyn crate::store::Store>) -> (Broker, Session) {
+    let broker = Broker::start(BrokerOptions::default(), store)
         .await
         .unwrap();
     let user = broker
