@@ -42,6 +42,18 @@ async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
     Some(msg.delivery.data.clone())
 }
 
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str, args: FieldTable) {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        args,
+    )
+    .await
+    .expect("queue.bind");
+}
+
 fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in pairs {
@@ -320,24 +332,22 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
     for q in ["t-star", "t-hash", "fan1", "fan2", "h-all", "h-any"] {
         declare(&ch, q, FieldTable::default()).await;
     }
-    ch.queue_bind(
-        "t-star".into(),
-        "amq.topic".into(),
-        "sensors.*.temp".into(),
-        QueueBindOptions::default(),
+    bind(
+        &ch,
+        "t-star",
+        "amq.topic",
+        "sensors.*.temp",
         FieldTable::default(),
     )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        "t-hash".into(),
-        "amq.topic".into(),
-        "sensors.#".into(),
-        QueueBindOptions::default(),
+    .await;
+    bind(
+        &ch,
+        "t-hash",
+        "amq.topic",
+        "sensors.#",
         FieldTable::default(),
     )
-    .await
-    .unwrap();
+    .await;
     publish(
         &ch,
         "amq.topic",
@@ -368,15 +378,7 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
     .await
     .unwrap();
     for q in ["fan1", "fan2"] {
-        ch.queue_bind(
-            q.into(),
-            "fan".into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        bind(&ch, q, "fan", "", FieldTable::default()).await;
     }
     publish(&ch, "fan", "ignored", b"f", BasicProperties::default()).await;
     assert_eq!(get_body(&ch, "fan1").await.unwrap(), b"f");
@@ -384,24 +386,8 @@ async fn topic_fanout_and_headers_exchanges_route_as_rabbitmq() {
 
     let all = args(&[("x-match", text("all")), ("a", text("1")), ("b", text("2"))]);
     let any = args(&[("x-match", text("any")), ("a", text("1")), ("b", text("2"))]);
-    ch.queue_bind(
-        "h-all".into(),
-        "amq.headers".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        all,
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        "h-any".into(),
-        "amq.headers".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        any,
-    )
-    .await
-    .unwrap();
+    bind(&ch, "h-all", "amq.headers", "", all).await;
+    bind(&ch, "h-any", "amq.headers", "", any).await;
     let only_a = BasicProperties::default().with_headers(args(&[("a", text("1"))]));
     publish(&ch, "amq.headers", "", b"h", only_a).await;
     assert!(get_body(&ch, "h-all").await.is_none());
@@ -455,24 +441,8 @@ async fn exchange_to_exchange_binding_and_alternate_exchange() {
     )
     .await
     .unwrap();
-    ch.queue_bind(
-        "via-e2e".into(),
-        "dst".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        "unrouted".into(),
-        "ae".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bind(&ch, "via-e2e", "dst", "", FieldTable::default()).await;
+    bind(&ch, "unrouted", "ae", "", FieldTable::default()).await;
     publish(&ch, "src", "k", b"e2e", BasicProperties::default()).await;
     publish(&ch, "src", "other", b"dropped", BasicProperties::default()).await;
     publish(&ch, "with-ae", "nobody", b"alt", BasicProperties::default()).await;
@@ -1220,28 +1190,11 @@ async fn routing_follows_binding_and_queue_changes_between_publishes_on_one_chan
     let (_conn, ch) = broker.channel().await;
     let (_admin_conn, admin) = broker.channel().await;
     declare(&ch, "rc-a", FieldTable::default()).await;
-    ch.queue_bind(
-        "rc-a".into(),
-        "amq.direct".into(),
-        "k".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bind(&ch, "rc-a", "amq.direct", "k", FieldTable::default()).await;
     publish(&ch, "amq.direct", "k", b"1", BasicProperties::default()).await;
     // Another connection changes the topology; the publishing channel must see it on its next publish.
     declare(&admin, "rc-b", FieldTable::default()).await;
-    admin
-        .queue_bind(
-            "rc-b".into(),
-            "amq.direct".into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    bind(&admin, "rc-b", "amq.direct", "k", FieldTable::default()).await;
     publish(&ch, "amq.direct", "k", b"2", BasicProperties::default()).await;
     admin
         .queue_unbind(
