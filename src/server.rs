@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
     let store = open_store(&config)?;
+    crate::amqp::register_with_core();
     let broker = match Broker::start(broker_options(&config), store.clone()).await {
         Ok(broker) => broker,
         Err(e) => {

@@ -230,6 +230,7 @@ async fn content_header_without_publish_is_an_unexpected_frame() {
         class_id: 60,
         body_size: 3,
         properties: Default::default(),
+        ..Default::default()
     };
     codec::encode_frame(&Frame::Header(1, Box::new(header)), &mut out);
     raw.send(&out).await;
@@ -295,6 +296,7 @@ async fn message_larger_than_the_limit_closes_the_channel_with_406() {
         class_id: 60,
         body_size: 1 << 40,
         properties: Default::default(),
+        ..Default::default()
     };
     codec::encode_frame(&Frame::Header(1, Box::new(header)), &mut out);
     raw.send(&out).await;
@@ -403,7 +405,7 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
             1,
             &publish,
             60,
-            &Default::default(),
+            &codec::BasicProperties::default(),
             &body,
             131072,
             &mut out,

@@ -39,10 +39,9 @@ mod tests {
 
     use super::*;
     use crate::core::BrokerOptions;
-    use crate::core::message::Message;
     use crate::store::{
-        Definition, MemoryStore, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint,
-        SyncState,
+        Definition, MemoryStore, MsgId, QueueKey, Recovered, Store, StoreError, StoredMessage,
+        SyncPoint, SyncState,
     };
 
     /// A store that recovers nothing and reports itself failed.
@@ -50,7 +49,12 @@ mod tests {
     struct FailedStore;
 
     impl Store for FailedStore {
-        fn publish(&self, _: MsgId, _: &[QueueKey], _: &Message) -> Result<SyncPoint, StoreError> {
+        fn publish(
+            &self,
+            _: MsgId,
+            _: &[QueueKey],
+            _: &StoredMessage,
+        ) -> Result<SyncPoint, StoreError> {
             Err(StoreError::Failed("fsync failed".into()))
         }
         fn settle(&self, _: &QueueKey, _: MsgId) -> Result<(), StoreError> {

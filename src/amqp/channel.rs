@@ -9,10 +9,9 @@ use bytes::{Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
 
 use super::error::{AmqpError, code};
-use crate::core::exchange::Exchange;
+use crate::core::message::Message;
+use crate::core::publish::{Outcome, Publisher, Settling, SyncView};
 use crate::core::queue::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
-use crate::core::session::RouteCache;
-use crate::store::{SyncPoint, SyncState, SyncStatus};
 
 /// Whether the channel is usable or waiting for the client's close-ok after a channel error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +24,8 @@ pub enum ChannelState {
 #[derive(Debug)]
 pub struct Assembly {
     pub publish: BasicPublish,
-    pub header: Option<(BasicProperties, u64)>,
+    /// Properties, their encoded form as received, and the body size.
+    pub header: Option<(BasicProperties, Bytes, u64)>,
     /// The first body frame, kept apart so the common single-frame message needs no `Vec`.
     first: Option<Bytes>,
     rest: Vec<Bytes>,
@@ -52,9 +52,10 @@ impl Assembly {
         }
     }
 
-    /// The publish, its properties and the whole body; a single frame's bytes are passed on without a copy.
-    pub fn finish(self) -> (BasicPublish, BasicProperties, Bytes) {
-        let properties = self.header.map(|(p, _)| p).unwrap_or_default();
+    /// The publish, its properties (decoded and as received) and the whole body; a single frame's bytes are
+    /// passed on without a copy.
+    pub fn finish(self) -> (BasicPublish, BasicProperties, Bytes, Bytes) {
+        let (properties, raw) = self.header.map(|(p, raw, _)| (p, raw)).unwrap_or_default();
         let body = match (self.first, self.rest.is_empty()) {
             (None, _) => Bytes::new(),
             (Some(only), true) => only,
@@ -65,7 +66,7 @@ impl Assembly {
                 all.freeze()
             }
         };
-        (self.publish, properties, body)
+        (self.publish, properties, raw, body)
     }
 }
 
@@ -77,22 +78,11 @@ pub struct Unacked {
     pub consumer: Option<ConsumerKey>,
 }
 
-/// What a publish waits for before its confirm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfirmWait {
-    /// Nothing: ack at the next flush.
-    Ready,
-    /// An fdatasync covering this store point.
-    Sync(SyncPoint),
-    /// Refused (x-overflow reject-publish): nack.
-    Nack,
-}
-
 /// Publisher-confirm state (confirm.select).
 #[derive(Debug, Default)]
 pub struct Confirms {
     next_seq: u64,
-    pending: VecDeque<(u64, ConfirmWait)>,
+    pending: VecDeque<(u64, Settling)>,
 }
 
 /// A confirm frame to send: basic.ack or basic.nack with `multiple`.
@@ -110,31 +100,24 @@ impl Confirms {
         self.next_seq
     }
 
-    pub fn push(&mut self, seq: u64, wait: ConfirmWait) {
-        self.pending.push_back((seq, wait));
+    pub fn push(&mut self, seq: u64, settling: Settling) {
+        self.pending.push_back((seq, settling));
     }
 
     /// Whether any confirm waits for the disk.
     pub fn waits_for_sync(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|(_, w)| matches!(w, ConfirmWait::Sync(_)))
+        self.pending.iter().any(|(_, s)| s.waits_for_store())
     }
 
     /// Release every confirm that can go now, in publish order, folding runs into `multiple` frames. After a
     /// store failure, confirms waiting on the disk become nacks.
-    pub fn release(&mut self, state: &SyncState, out: &mut Vec<ConfirmFrame>) {
+    pub fn release(&mut self, view: &SyncView, out: &mut Vec<ConfirmFrame>) {
         let mut run: Option<(bool, u64, u64)> = None; // (ack, first, last)
-        while let Some(&(seq, wait)) = self.pending.front() {
-            let ack = match wait {
-                ConfirmWait::Ready => true,
-                ConfirmWait::Nack => false,
-                ConfirmWait::Sync(point) => match state.status(point) {
-                    SyncStatus::Durable => true,
-                    SyncStatus::Failed => false,
-                    SyncStatus::Pending => break,
-                },
+        while let Some(&(seq, settling)) = self.pending.front() {
+            let Some(outcome) = settling.check(view) else {
+                break;
             };
+            let ack = outcome == Outcome::Accepted;
             self.pending.pop_front();
             run = match run {
                 Some((kind, first, _)) if kind == ack => Some((kind, first, seq)),
@@ -170,7 +153,8 @@ pub struct TxSettle {
 /// Work buffered by tx.select until tx.commit.
 #[derive(Debug, Default)]
 pub struct TxBuffer {
-    pub publishes: Vec<(BasicPublish, BasicProperties, Bytes)>,
+    /// Publishes (mandatory flag, message) waiting for tx.commit.
+    pub publishes: Vec<(bool, Message)>,
     pub settles: Vec<TxSettle>,
 }
 
@@ -193,10 +177,8 @@ pub struct Channel {
     pub consumer_prefetch: u32,
     /// Shared limit of the channel (basic.qos global=true).
     pub limit: Arc<ChannelLimit>,
-    /// The exchange of the previous publish (see `Session::check_publish`).
-    pub exchange_cache: Option<Arc<Exchange>>,
-    /// Where the previous publish was routed (see `Session::publish`).
-    pub route_cache: Option<RouteCache>,
+    /// The channel's publisher (and its caches), created by the first publish.
+    pub publisher: Option<Publisher>,
     /// Last queue declared on the channel (an empty queue name in later methods means this one).
     pub last_queue: Option<String>,
     /// Private queue behind `amq.rabbitmq.reply-to` (direct reply-to) once the channel consumes from it.
@@ -217,8 +199,7 @@ impl Default for Channel {
             consumers: HashMap::new(),
             consumer_prefetch: 0,
             limit: Arc::new(ChannelLimit::default()),
-            exchange_cache: None,
-            route_cache: None,
+            publisher: None,
             last_queue: None,
             reply_to: None,
             next_tag: 1,
@@ -305,27 +286,18 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::publish::testing::{after, view};
 
     #[test]
     fn confirms_fold_runs_and_wait_for_sync() {
         let mut c = Confirms::default();
-        for wait in [
-            ConfirmWait::Ready,
-            ConfirmWait::Ready,
-            ConfirmWait::Sync(SyncPoint(5)),
-            ConfirmWait::Ready,
-        ] {
+        let ready = Settling::Done(Outcome::Accepted);
+        for settling in [ready, ready, after(5), ready] {
             let seq = c.next();
-            c.push(seq, wait);
+            c.push(seq, settling);
         }
         let mut out = vec![];
-        c.release(
-            &SyncState {
-                synced: SyncPoint(4),
-                failed: None,
-            },
-            &mut out,
-        );
+        c.release(&view(4, false), &mut out);
         assert_eq!(
             out,
             vec![ConfirmFrame {
@@ -335,13 +307,7 @@ mod tests {
             }]
         );
         out.clear();
-        c.release(
-            &SyncState {
-                synced: SyncPoint(5),
-                failed: None,
-            },
-            &mut out,
-        );
+        c.release(&view(5, false), &mut out);
         assert_eq!(
             out,
             vec![ConfirmFrame {
@@ -353,22 +319,20 @@ mod tests {
     }
 
     #[test]
-    fn confirms_nack_after_store_failure() {
+    fn confirms_nack_after_store_failure_and_for_refusals() {
         let mut c = Confirms::default();
         let s = c.next();
-        c.push(s, ConfirmWait::Sync(SyncPoint(9)));
+        c.push(s, after(9));
+        let s = c.next();
+        c.push(s, Settling::Done(Outcome::Refused));
         let mut out = vec![];
-        let failed = SyncState {
-            synced: SyncPoint(1),
-            failed: Some(Arc::new(crate::store::StoreError::Failed("x".into()))),
-        };
-        c.release(&failed, &mut out);
+        c.release(&view(1, true), &mut out);
         assert_eq!(
             out,
             vec![ConfirmFrame {
                 ack: false,
-                tag: 1,
-                multiple: false
+                tag: 2,
+                multiple: true
             }]
         );
     }

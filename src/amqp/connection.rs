@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 
 use super::AmqpContext;
 use super::channel::ChannelTable;
+use super::convert::Outgoing;
 use super::error::{AmqpError, Scope, code};
+use crate::core::publish::SyncView;
 use crate::core::queue::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
 use crate::core::{ConnId, Session};
-use crate::store::SyncState;
 
 /// Flush the write buffer once it holds this much, even mid-batch.
 const FLUSH_AT: usize = 256 * 1024;
@@ -72,7 +73,7 @@ pub(super) struct Connection<S> {
     pub consumers: HashMap<ConsumerKey, ConsumerRoute>,
     pub sink: ConsumerSink,
     sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
-    pub sync_rx: watch::Receiver<SyncState>,
+    pub sync: SyncView,
     blocked_rx: watch::Receiver<bool>,
     memory_rx: watch::Receiver<bool>,
     pub caps: ClientCaps,
@@ -89,9 +90,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     pub(super) fn new(stream: S, peer: SocketAddr, ctx: Arc<AmqpContext>) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let (sink, sink_rx) = mpsc::unbounded_channel();
-        let store = ctx.broker.store();
-        let sync_rx = store.sync_state();
-        let blocked_rx = store.blocked();
+        let sync = ctx.broker.sync_view();
+        let blocked_rx = ctx.broker.disk_alarm();
         let memory_rx = ctx.broker.memory().alarm();
         let conn_id = ctx.broker.next_conn_id();
         Self {
@@ -110,7 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             consumers: HashMap::new(),
             sink,
             sink_rx,
-            sync_rx,
+            sync,
             blocked_rx,
             memory_rx,
             caps: ClientCaps::default(),
@@ -413,7 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         }
                     }
                 },
-                r = self.sync_rx.changed(), if wait_sync => {
+                r = self.sync.changed(), if wait_sync => {
                     if r.is_err() {
                         return End::Closed;
                     }
@@ -608,7 +608,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     d.redelivered,
                     &d.message.exchange,
                     &d.message.routing_key,
-                    &d.message.properties,
+                    &Outgoing(&d.message),
                     &d.message.body,
                     self.frame_max,
                     &mut self.out,
@@ -642,12 +642,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     /// Send every confirm whose publish is now settled (synced, refused, or failed).
     fn release_confirms(&mut self) {
-        let state = self.sync_rx.borrow().clone();
         let mut frames = Vec::new();
         let mut out = Vec::new();
         for (ch, channel) in self.channels.iter_mut() {
             if let Some(confirms) = channel.confirms.as_mut() {
-                confirms.release(&state, &mut frames);
+                confirms.release(&self.sync, &mut frames);
                 out.extend(frames.drain(..).map(|f| (ch, f)));
             }
         }

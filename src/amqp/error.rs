@@ -3,7 +3,7 @@
 
 use ferrymq_amqp_codec::CodecError;
 
-use crate::core::CoreError;
+use crate::core::{CoreError, ErrorClass};
 
 /// AMQP 0-9-1 reply codes (the codec's table, XML reference §1.2).
 pub use ferrymq_amqp_codec::reply_code as code;
@@ -94,19 +94,71 @@ impl AmqpError {
     }
 }
 
+/// A core error in RabbitMQ's words and codes (channel errors 403/404/405/406, connection errors 530/541).
 impl From<CoreError> for AmqpError {
     fn from(e: CoreError) -> Self {
-        match e {
-            CoreError::NotFound(t) => AmqpError::channel(code::NOT_FOUND, t),
-            CoreError::AccessRefused(t) => AmqpError::channel(code::ACCESS_REFUSED, t),
-            CoreError::PreconditionFailed(t) => AmqpError::channel(code::PRECONDITION_FAILED, t),
-            CoreError::ResourceLocked(t) => AmqpError::channel(code::RESOURCE_LOCKED, t),
-            CoreError::LimitExceeded(t) => AmqpError::channel(code::PRECONDITION_FAILED, t),
-            CoreError::NotAllowed(t) => AmqpError::connection(code::NOT_ALLOWED, t),
-            CoreError::Store(t) => {
-                AmqpError::connection(code::INTERNAL_ERROR, format!("message store failed: {t}"))
+        use ErrorClass as C;
+        let text = rabbit_text(&e);
+        match e.class() {
+            C::NotFound => AmqpError::channel(code::NOT_FOUND, text),
+            C::AccessRefused => AmqpError::channel(code::ACCESS_REFUSED, text),
+            C::PreconditionFailed | C::LimitExceeded => {
+                AmqpError::channel(code::PRECONDITION_FAILED, text)
             }
+            C::ResourceLocked => AmqpError::channel(code::RESOURCE_LOCKED, text),
+            C::NotAllowed => AmqpError::connection(code::NOT_ALLOWED, text),
+            C::Store => AmqpError::connection(code::INTERNAL_ERROR, text),
         }
+    }
+}
+
+/// RabbitMQ's reply text for a core error.
+fn rabbit_text(e: &CoreError) -> String {
+    match e {
+        CoreError::NotFound { kind, vhost, name } => {
+            format!("no {kind} '{name}' in vhost '{vhost}'")
+        }
+        CoreError::ResourceLocked { vhost, queue } => format!(
+            "cannot obtain exclusive access to locked queue '{queue}' in vhost '{vhost}'. It could be \
+             originally declared on another connection or the exclusive property value does not match \
+             that of the original declaration."
+        ),
+        CoreError::Inequivalent {
+            kind,
+            vhost,
+            name,
+            field,
+            received,
+            current,
+        } => format!(
+            "inequivalent arg '{field}' for {kind} '{name}' in vhost '{vhost}': received '{received}' but \
+             current is '{current}'"
+        ),
+        CoreError::InvalidArgument {
+            kind,
+            vhost,
+            name,
+            key,
+            why,
+        } => format!("invalid arg '{key}' for {kind} '{name}' in vhost '{vhost}': {why}"),
+        CoreError::InUse { kind, vhost, name } => {
+            format!("{kind} '{name}' in vhost '{vhost}' in use")
+        }
+        CoreError::NotEmpty { vhost, queue } => {
+            format!("queue '{queue}' in vhost '{vhost}' is not empty")
+        }
+        CoreError::PermissionDenied {
+            kind,
+            vhost,
+            name,
+            user,
+            ..
+        } => format!("access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'"),
+        CoreError::Store(t) => format!("message store failed: {t}"),
+        CoreError::PreconditionFailed(t)
+        | CoreError::AccessRefused(t)
+        | CoreError::LimitExceeded(t)
+        | CoreError::NotAllowed(t) => t.clone(),
     }
 }
 

@@ -5,20 +5,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_amqp_codec::{self as codec, BasicProperties, BasicPublish, ContentHeader, Method};
+use ferrymq_amqp_codec::{self as codec, ContentHeader, Method};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::channel::{
-    Assembly, Channel, ChannelConsumer, ChannelState, ConfirmWait, Confirms, TxBuffer, TxSettle,
-    Unacked,
+    Assembly, Channel, ChannelConsumer, ChannelState, Confirms, TxBuffer, TxSettle, Unacked,
 };
 use super::connection::{Connection, ConsumerRoute, method_name};
+use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
+use crate::core::DestinationKind;
 use crate::core::message::Message;
-use crate::core::queue::{ConsumerSpec, Enqueued, QueueHandle, Settle};
-use crate::core::session::{BindOp, Session};
+use crate::core::publish::{Outcome, Publisher, Receipt, Settling};
+use crate::core::queue::{ConsumerSpec, QueueHandle, Settle};
+use crate::core::session::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
 use crate::core::vhost::ExchangeSpec;
-use crate::store::{DestinationKind, SyncStatus};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -114,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     durable: m.durable,
                     auto_delete: m.auto_delete,
                     internal: m.internal,
-                    arguments: m.arguments,
+                    arguments: convert::table_in(m.arguments),
                 };
                 self.session()?.declare_exchange(spec, m.passive)?;
                 self.reply(ch, m.no_wait, Method::ExchangeDeclareOk);
@@ -132,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     target.0,
                     target.1,
                     &m.routing_key,
-                    &m.arguments,
+                    &convert::table_in(m.arguments),
                     BindOp::Bind,
                 )?;
                 self.reply(ch, m.no_wait, Method::ExchangeBindOk);
@@ -145,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     target.0,
                     target.1,
                     &m.routing_key,
-                    &m.arguments,
+                    &convert::table_in(m.arguments),
                     BindOp::Unbind,
                 )?;
                 self.reply(ch, m.no_wait, Method::ExchangeUnbindOk);
@@ -158,16 +159,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     m.queue
                 };
                 let s = self.session()?;
-                let (q, stats) = s
-                    .declare_queue(
-                        &name,
-                        m.durable,
-                        m.exclusive,
-                        m.auto_delete,
-                        m.arguments,
-                        m.passive,
-                    )
-                    .await?;
+                let (q, stats) = if m.passive {
+                    s.queue_exists(&name).await?
+                } else {
+                    let options = QueueOptions {
+                        durability: if m.durable {
+                            Durability::Durable
+                        } else {
+                            Durability::Transient
+                        },
+                        ownership: if m.exclusive {
+                            Ownership::Exclusive
+                        } else {
+                            Ownership::Shared
+                        },
+                        auto_delete: if m.auto_delete {
+                            AutoDelete::WhenUnused
+                        } else {
+                            AutoDelete::Never
+                        },
+                        arguments: convert::table_in(m.arguments),
+                    };
+                    s.declare_queue(&name, options).await?
+                };
                 self.channel(ch)?.last_queue = Some(q.name.clone());
                 let ok = codec::QueueDeclareOk {
                     queue: q.name.clone(),
@@ -185,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     target.0,
                     target.1,
                     &m.routing_key,
-                    &m.arguments,
+                    &convert::table_in(m.arguments),
                     BindOp::Bind,
                 )?;
                 self.reply(ch, m.no_wait, Method::QueueBindOk);
@@ -199,7 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     target.0,
                     target.1,
                     &m.routing_key,
-                    &m.arguments,
+                    &convert::table_in(m.arguments),
                     BindOp::Unbind,
                 )?;
                 self.send_method(ch, &Method::QueueUnbindOk);
@@ -429,7 +443,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             )
             .during(60, 40));
         }
-        assembly.header = Some((header.properties, header.body_size));
+        let header = *header;
+        assembly.header = Some((header.properties, header.raw_properties, header.body_size));
         if header.body_size == 0 {
             return self.finish_publish(ch).await;
         }
@@ -447,7 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 "content body without a preceding basic.publish",
             ));
         };
-        let Some((_, size)) = assembly.header else {
+        let Some((_, _, size)) = assembly.header else {
             return Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
                 "content body before the content header",
@@ -471,88 +486,97 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let Some(assembly) = channel.assembly.take() else {
             return Ok(());
         };
-        let (publish, properties, body) = assembly.finish();
-        if let Some(tx) = channel.tx.as_mut() {
-            tx.publishes.push((publish, properties, body));
+        let reply_to = channel.reply_to.clone();
+        let (publish, mut properties, raw, body) = assembly.finish();
+        let mut raw = Some(raw);
+        if properties.reply_to.as_deref() == Some(REPLY_TO) {
+            let own = reply_to.ok_or_else(|| {
+                AmqpError::channel(
+                    code::PRECONDITION_FAILED,
+                    "fast reply consumer does not exist",
+                )
+                .during(60, 40)
+            })?;
+            properties.reply_to = Some(own);
+            raw = None;
+        }
+        let message = convert::message_in(
+            publish.exchange,
+            publish.routing_key,
+            properties,
+            raw.as_deref(),
+            body,
+        )
+        .map_err(|e| e.during(60, 40))?;
+        if let Some(tx) = self.channel(ch)?.tx.as_mut() {
+            tx.publishes.push((publish.mandatory, message));
             return Ok(());
         }
-        self.publish(ch, publish, properties, body)
+        self.publish(ch, message, publish.mandatory)
             .await
             .map_err(|e| e.during(60, 40))
+    }
+
+    /// Hands a message to the core through the channel's publisher; returns what its confirm waits for.
+    async fn publish_one(
+        &mut self,
+        ch: u16,
+        message: Message,
+        mandatory: bool,
+        want_answers: bool,
+    ) -> Result<Settling, AmqpError> {
+        self.has_published = true;
+        let session = self.session()?;
+        let mut publisher = self
+            .channel(ch)?
+            .publisher
+            .take()
+            .unwrap_or_else(|| Publisher::new(session));
+        let receipt = publisher.publish(message, want_answers).await;
+        self.channel(ch)?.publisher = Some(publisher);
+        Ok(match receipt? {
+            Receipt::Unroutable(m) => {
+                if mandatory {
+                    self.send_return(ch, &m);
+                }
+                Settling::Done(Outcome::Accepted)
+            }
+            Receipt::Routed(confirmation) => confirmation.queues_answered().await,
+        })
     }
 
     async fn publish(
         &mut self,
         ch: u16,
-        publish: BasicPublish,
-        mut properties: BasicProperties,
-        body: Bytes,
+        message: Message,
+        mandatory: bool,
     ) -> Result<(), AmqpError> {
-        self.has_published = true;
-        let session = self.session()?;
-        if properties.reply_to.as_deref() == Some(REPLY_TO) {
-            let own = self.channel(ch)?.reply_to.clone().ok_or_else(|| {
-                AmqpError::channel(
-                    code::PRECONDITION_FAILED,
-                    "fast reply consumer does not exist",
-                )
-            })?;
-            properties.reply_to = Some(own);
-        }
-        let message = Message {
-            exchange: publish.exchange,
-            routing_key: publish.routing_key,
-            properties,
-            body,
-        };
-        let mut cache = self.channel(ch)?.exchange_cache.take();
-        let checked = session.check_publish(&message.exchange, &message, &mut cache);
-        self.channel(ch)?.exchange_cache = cache;
-        let exchange = checked?;
         let confirming = self.channel(ch)?.confirms.is_some();
-        let returned = publish.mandatory.then(|| message.clone());
-        let mut route_cache = self.channel(ch)?.route_cache.take();
-        let published = session
-            .publish(&exchange, message, confirming, &mut route_cache)
-            .await;
-        self.channel(ch)?.route_cache = route_cache;
-        let published = published?;
-        if !published.routed
-            && let Some(m) = returned
-        {
-            let ret = codec::BasicReturn {
-                reply_code: code::NO_ROUTE,
-                reply_text: "NO_ROUTE".into(),
-                exchange: m.exchange.clone(),
-                routing_key: m.routing_key.clone(),
-            };
-            codec::encode_content(
-                ch,
-                &Method::BasicReturn(ret),
-                BASIC_CLASS,
-                &m.properties,
-                &m.body,
-                self.frame_max,
-                &mut self.out,
-            );
-        }
-        let mut refused = false;
-        for rx in published.outcomes {
-            refused |= matches!(rx.await, Ok(Enqueued::Rejected));
-        }
-        let sync_failed = published
-            .sync
-            .is_some_and(|p| self.sync_rx.borrow().status(p) == SyncStatus::Failed);
+        let settling = self.publish_one(ch, message, mandatory, confirming).await?;
         if let Some(confirms) = self.channel(ch)?.confirms.as_mut() {
             let seq = confirms.next();
-            let wait = match (refused || sync_failed, published.sync) {
-                (true, _) => ConfirmWait::Nack,
-                (false, Some(point)) => ConfirmWait::Sync(point),
-                (false, None) => ConfirmWait::Ready,
-            };
-            confirms.push(seq, wait);
+            confirms.push(seq, settling);
         }
         Ok(())
+    }
+
+    /// basic.return with the message a mandatory publish could not route.
+    fn send_return(&mut self, ch: u16, m: &Message) {
+        let ret = codec::BasicReturn {
+            reply_code: code::NO_ROUTE,
+            reply_text: "NO_ROUTE".into(),
+            exchange: m.exchange.clone(),
+            routing_key: m.routing_key.clone(),
+        };
+        codec::encode_content(
+            ch,
+            &Method::BasicReturn(ret),
+            BASIC_CLASS,
+            &Outgoing(m),
+            &m.body,
+            self.frame_max,
+            &mut self.out,
+        );
     }
 
     async fn commit(&mut self, ch: u16) -> Result<(), AmqpError> {
@@ -563,51 +587,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             .ok_or_else(not_transactional)?;
         let work = std::mem::take(tx);
         let mut last_sync = None;
-        for (publish, properties, body) in work.publishes {
-            let session = self.session()?;
-            let message = Message {
-                exchange: publish.exchange.clone(),
-                routing_key: publish.routing_key.clone(),
-                properties,
-                body,
-            };
-            let exchange = session.check_publish(&message.exchange, &message, &mut None)?;
-            let returned = publish.mandatory.then(|| message.clone());
-            let published = session
-                .publish(&exchange, message, false, &mut None)
-                .await?;
-            last_sync = published.sync.or(last_sync);
-            if !published.routed
-                && let Some(m) = returned
-            {
-                let ret = codec::BasicReturn {
-                    reply_code: code::NO_ROUTE,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: m.exchange.clone(),
-                    routing_key: m.routing_key.clone(),
-                };
-                codec::encode_content(
-                    ch,
-                    &Method::BasicReturn(ret),
-                    BASIC_CLASS,
-                    &m.properties,
-                    &m.body,
-                    self.frame_max,
-                    &mut self.out,
-                );
+        for (mandatory, message) in work.publishes {
+            let settling = self.publish_one(ch, message, mandatory, false).await?;
+            if settling.waits_for_store() {
+                last_sync = Some(settling);
             }
         }
         for s in work.settles {
             self.apply_settle(ch, s.delivery_tag, s.multiple, s.outcome)?;
         }
-        if let Some(point) = last_sync {
+        if let Some(settling) = last_sync {
             // A committed transaction is durable: wait for the sync covering its last publish.
-            let mut rx = self.sync_rx.clone();
-            let state = rx
-                .wait_for(|s| s.status(point) != SyncStatus::Pending)
-                .await
-                .map(|s| s.status(point));
-            if !matches!(state, Ok(SyncStatus::Durable)) {
+            if self.sync.settled(settling).await != Outcome::Accepted {
                 return Err(AmqpError::connection(
                     code::INTERNAL_ERROR,
                     "message store failed; transaction not committed",
@@ -734,7 +725,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             ch,
             &Method::BasicGetOk(ok),
             BASIC_CLASS,
-            &d.message.properties,
+            &Outgoing(&d.message),
             &d.message.body,
             self.frame_max,
             &mut self.out,

@@ -1,10 +1,12 @@
 //! The AMQP 0-9-1 session adapter: one task per connection, translating frames to core calls and core events
 //! to frames. `connection` owns the socket loop and handshake, `methods` the channel-level methods,
-//! `channel` the per-channel bookkeeping, `error` the mapping to reply codes. It never talks to other
-//! front ends; it uses the core only through `core::Session`.
+//! `channel` the per-channel bookkeeping, `convert` the message conversion to and from the core's model, `error`
+//! the mapping to reply codes. It never talks to other front ends and never names the store; it uses the core
+//! through its session, publisher and queue handles.
 
 mod channel;
 mod connection;
+mod convert;
 pub mod error;
 mod methods;
 
@@ -16,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpConfig;
 use crate::core::Broker;
+
+/// Registers what the core needs of AMQP before it starts: the reader for journal format 1, whose messages and
+/// arguments are in AMQP terms. Called by the composition root before `Broker::start`.
+pub fn register_with_core() {
+    crate::core::persist::register_legacy_reader(&convert::FORMAT1);
+}
 
 /// Shared state of every AMQP connection.
 #[derive(Debug)]

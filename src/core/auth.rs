@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use regex::Regex;
 
 use super::CoreError;
+use super::error::Entity;
 
 /// An authenticated user.
 #[derive(Debug)]
@@ -84,11 +85,11 @@ impl Permission {
         }
     }
 
-    /// Check `access` to a resource; the error text is RabbitMQ's.
+    /// Check `access` to a resource.
     pub fn check(
         &self,
         access: Access,
-        kind: &str,
+        kind: Entity,
         name: &str,
         vhost: &str,
         user: &str,
@@ -101,9 +102,13 @@ impl Permission {
         if re.is_match(name) {
             Ok(())
         } else {
-            Err(CoreError::AccessRefused(format!(
-                "access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'"
-            )))
+            Err(CoreError::PermissionDenied {
+                access,
+                kind,
+                vhost: vhost.to_owned(),
+                name: name.to_owned(),
+                user: user.to_owned(),
+            })
         }
     }
 }
@@ -210,14 +215,20 @@ mod tests {
     fn permission_patterns() {
         let p = Permission::new("^app\\.", "", ".*").unwrap();
         assert!(
-            p.check(Access::Configure, "queue", "app.q", "/", "u")
+            p.check(Access::Configure, Entity::Queue, "app.q", "/", "u")
                 .is_ok()
         );
         assert!(
-            p.check(Access::Configure, "queue", "other", "/", "u")
+            p.check(Access::Configure, Entity::Queue, "other", "/", "u")
                 .is_err()
         );
-        assert!(p.check(Access::Write, "exchange", "x", "/", "u").is_err());
-        assert!(p.check(Access::Read, "queue", "anything", "/", "u").is_ok());
+        assert!(
+            p.check(Access::Write, Entity::Exchange, "x", "/", "u")
+                .is_err()
+        );
+        assert!(
+            p.check(Access::Read, Entity::Queue, "anything", "/", "u")
+                .is_ok()
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferrymq_amqp_codec::FieldTable;
+use crate::core::message::Headers;
 
 use super::CoreError;
 use super::headers::{self, MatchMode};
@@ -30,7 +30,7 @@ impl ExchangeKind {
             "fanout" => Ok(Self::Fanout),
             "topic" => Ok(Self::Topic),
             "headers" => Ok(Self::Headers),
-            other => Err(CoreError::PreconditionFailed(format!(
+            other => Err(CoreError::precondition(format!(
                 "invalid exchange type '{other}'"
             ))),
         }
@@ -57,7 +57,7 @@ pub enum Destination {
 struct Binding {
     destination: Destination,
     key: String,
-    arguments: FieldTable,
+    arguments: Headers,
     mode: MatchMode,
 }
 
@@ -76,7 +76,7 @@ pub struct Exchange {
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
-    pub arguments: FieldTable,
+    pub arguments: Headers,
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<String>,
     bindings: RwLock<Bindings>,
@@ -90,7 +90,7 @@ impl Exchange {
         durable: bool,
         auto_delete: bool,
         internal: bool,
-        arguments: FieldTable,
+        arguments: Headers,
     ) -> Self {
         let alternate = arguments
             .get("alternate-exchange")
@@ -126,12 +126,14 @@ impl Exchange {
         self.bindings.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add a binding; binding twice is a no-op. Returns whether it was new.
-    pub fn bind(
+    /// Add a binding; binding twice is a no-op. Returns whether it was new. `record` runs (to journal the
+    /// change) while the bindings lock is held, only for a new binding; if it fails, nothing changes.
+    pub(crate) fn bind(
         &self,
         destination: Destination,
         key: &str,
-        arguments: &FieldTable,
+        arguments: &Headers,
+        record: impl FnOnce() -> Result<(), CoreError>,
     ) -> Result<bool, CoreError> {
         let mode = if self.kind == ExchangeKind::Headers {
             MatchMode::from_arguments(arguments)?
@@ -145,6 +147,7 @@ impl Exchange {
         {
             return Ok(false);
         }
+        record()?;
         match self.kind {
             ExchangeKind::Direct => b
                 .direct
@@ -165,17 +168,24 @@ impl Exchange {
         Ok(true)
     }
 
-    /// Remove a binding; returns whether it existed.
-    pub fn unbind(&self, destination: &Destination, key: &str, arguments: &FieldTable) -> bool {
+    /// Remove a binding; returns whether it existed. `record` as for [`Exchange::bind`].
+    pub(crate) fn unbind(
+        &self,
+        destination: &Destination,
+        key: &str,
+        arguments: &Headers,
+        record: impl FnOnce() -> Result<(), CoreError>,
+    ) -> Result<bool, CoreError> {
         let mut b = self.write();
         let Some(pos) = b.all.iter().position(|x| {
             x.destination == *destination && x.key == key && x.arguments == *arguments
         }) else {
-            return false;
+            return Ok(false);
         };
+        record()?;
         b.all.remove(pos);
         Self::unindex(&mut b, self.kind, destination, key);
-        true
+        Ok(true)
     }
 
     fn unindex(b: &mut Bindings, kind: ExchangeKind, destination: &Destination, key: &str) {
@@ -224,7 +234,7 @@ impl Exchange {
     }
 
     /// Every binding as (destination, key, arguments), for listing and definition export.
-    pub fn bindings(&self) -> Vec<(Destination, String, FieldTable)> {
+    pub fn bindings(&self) -> Vec<(Destination, String, Headers)> {
         self.read()
             .all
             .iter()
@@ -233,12 +243,7 @@ impl Exchange {
     }
 
     /// Call `found` for each destination matching `key` / `headers`.
-    pub fn route(
-        &self,
-        key: &str,
-        headers: Option<&FieldTable>,
-        found: &mut impl FnMut(&Destination),
-    ) {
+    pub fn route(&self, key: &str, headers: &Headers, found: &mut impl FnMut(&Destination)) {
         let b = self.read();
         match self.kind {
             ExchangeKind::Direct => b

@@ -3,7 +3,7 @@
 //! `x-` are ignored unless the mode ends in `-with-x`; a binding value of `void` matches any value of a present
 //! header.
 
-use ferrymq_amqp_codec::{FieldTable, FieldValue};
+use crate::core::message::{Headers, Value};
 
 use super::CoreError;
 
@@ -18,7 +18,7 @@ pub enum MatchMode {
 
 impl MatchMode {
     /// Read `x-match` from binding arguments; an unknown value is a precondition failure, as in RabbitMQ.
-    pub fn from_arguments(args: &FieldTable) -> Result<Self, CoreError> {
+    pub fn from_arguments(args: &Headers) -> Result<Self, CoreError> {
         match args.get("x-match") {
             None => Ok(MatchMode::All),
             Some(v) => match v.as_str() {
@@ -35,15 +35,15 @@ impl MatchMode {
 }
 
 /// Whether a message with `headers` matches a binding with `args` under `mode`.
-pub fn matches(mode: MatchMode, args: &FieldTable, headers: Option<&FieldTable>) -> bool {
+pub fn matches(mode: MatchMode, args: &Headers, headers: &Headers) -> bool {
     let with_x = matches!(mode, MatchMode::AllWithX | MatchMode::AnyWithX);
     let mut relevant = args
         .iter()
-        .filter(|(k, _)| *k != "x-match" && (with_x || !k.starts_with("x-")));
-    let one = |(key, want): (&str, &FieldValue)| match headers.and_then(|h| h.get(key)) {
+        .filter(|h| h.name != "x-match" && (with_x || !h.name.starts_with("x-")));
+    let one = |h: &crate::core::message::Header| match headers.get(&h.name) {
         None => false,
-        Some(_) if *want == FieldValue::Void => true,
-        Some(have) => have == want,
+        Some(_) if h.value == Value::Null => true,
+        Some(have) => *have == h.value,
     };
     match mode {
         MatchMode::All | MatchMode::AllWithX => relevant.all(one),
@@ -56,76 +56,61 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn table(pairs: &[(&str, FieldValue)]) -> FieldTable {
-        FieldTable(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
+    fn table(pairs: &[(&str, Value)]) -> Headers {
+        let mut t = Headers::new();
+        pairs.iter().for_each(|(k, v)| t.push(*k, v.clone()));
+        t
     }
-    fn s(v: &str) -> FieldValue {
-        FieldValue::LongStr(Bytes::copy_from_slice(v.as_bytes()))
+    fn s(v: &str) -> Value {
+        Value::Text(Bytes::copy_from_slice(v.as_bytes()))
     }
 
     #[test]
     fn all_requires_every_non_x_key() {
-        let args = table(&[
-            ("x-match", s("all")),
-            ("a", s("1")),
-            ("b", FieldValue::I32(2)),
-        ]);
+        let args = table(&[("x-match", s("all")), ("a", s("1")), ("b", Value::I32(2))]);
         let mode = MatchMode::from_arguments(&args).unwrap();
         assert!(matches(
             mode,
             &args,
-            Some(&table(&[
-                ("a", s("1")),
-                ("b", FieldValue::I32(2)),
-                ("c", s("x"))
-            ]))
+            &(table(&[("a", s("1")), ("b", Value::I32(2)), ("c", s("x"))]))
         ));
-        assert!(!matches(mode, &args, Some(&table(&[("a", s("1"))]))));
-        assert!(!matches(mode, &args, None));
+        assert!(!matches(mode, &args, &(table(&[("a", s("1"))]))));
+        assert!(!matches(mode, &args, &Headers::new()));
     }
 
     #[test]
     fn any_requires_one_key() {
         let args = table(&[("x-match", s("any")), ("a", s("1")), ("b", s("2"))]);
         let mode = MatchMode::from_arguments(&args).unwrap();
-        assert!(matches(mode, &args, Some(&table(&[("b", s("2"))]))));
-        assert!(!matches(mode, &args, Some(&table(&[("b", s("3"))]))));
+        assert!(matches(mode, &args, &(table(&[("b", s("2"))]))));
+        assert!(!matches(mode, &args, &(table(&[("b", s("3"))]))));
     }
 
     #[test]
     fn x_keys_ignored_unless_with_x() {
         let args = table(&[("x-match", s("all")), ("x-k", s("1"))]);
         assert!(
-            matches(MatchMode::All, &args, None),
+            matches(MatchMode::All, &args, &Headers::new()),
             "no relevant keys: all matches"
         );
         let args = table(&[("x-match", s("all-with-x")), ("x-k", s("1"))]);
-        assert!(!matches(MatchMode::AllWithX, &args, None));
+        assert!(!matches(MatchMode::AllWithX, &args, &Headers::new()));
         assert!(matches(
             MatchMode::AllWithX,
             &args,
-            Some(&table(&[("x-k", s("1"))]))
+            &(table(&[("x-k", s("1"))]))
         ));
     }
 
     #[test]
     fn void_matches_presence() {
-        let args = table(&[("a", FieldValue::Void)]);
+        let args = table(&[("a", Value::Null)]);
         assert!(matches(
             MatchMode::All,
             &args,
-            Some(&table(&[("a", s("anything"))]))
+            &(table(&[("a", s("anything"))]))
         ));
-        assert!(!matches(
-            MatchMode::All,
-            &args,
-            Some(&table(&[("b", s("x"))]))
-        ));
+        assert!(!matches(MatchMode::All, &args, &(table(&[("b", s("x"))]))));
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! and identifiers shared by every front end.
 
 pub mod auth;
+pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod memory;
 pub mod message;
 #[cfg(test)]
 mod paging_tests;
+pub mod persist;
+pub mod publish;
 pub mod queue;
 pub mod session;
 #[cfg(test)]
@@ -25,14 +28,16 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::store::{Definition, Recovered, Store};
+pub use crate::store::DestinationKind;
+use crate::store::{Definition, Format, Recovered, Store};
 pub use auth::{Permission, User, Users};
+pub use error::{CoreError, Entity, ErrorClass};
 use memory::MemoryGauge;
 pub use message::Message;
 pub use queue::{ConnId, ConsumerKey};
 use session::BindOp;
 pub use session::Session;
-use vhost::{ExchangeSpec, Journal, QueueSpec, VHost};
+use vhost::{BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -107,9 +112,7 @@ impl Broker {
     /// Recover definitions and messages from the store and start the queue actors.
     pub async fn start(options: BrokerOptions, store: Arc<dyn Store>) -> Result<Broker, CoreError> {
         let started = Instant::now();
-        let recovered = store
-            .recover()
-            .map_err(|e| CoreError::Store(e.to_string()))?;
+        let recovered = store.recover().map_err(CoreError::store)?;
         let broker = Broker {
             inner: Arc::new(Inner {
                 store: store.clone(),
@@ -151,10 +154,7 @@ impl Broker {
         }
         for p in &options.permissions {
             if self.vhost(&p.vhost).is_none() {
-                return Err(CoreError::NotFound(format!(
-                    "permission for user '{}' names unknown vhost '{}'",
-                    p.user, p.vhost
-                )));
+                return Err(CoreError::not_found(Entity::VHost, &p.vhost, &p.vhost));
             }
             users.set_permission(
                 &p.user,
@@ -203,7 +203,7 @@ impl Broker {
     fn apply(&self, def: Definition) -> Result<(), CoreError> {
         let vhost = |name: &str| {
             self.vhost(name)
-                .ok_or_else(|| CoreError::NotFound(format!("no vhost '{name}'")))
+                .ok_or_else(|| CoreError::not_found(Entity::VHost, name, name))
         };
         match def {
             Definition::VHost { name } => {
@@ -249,7 +249,7 @@ impl Broker {
                     durable: true,
                     auto_delete,
                     internal,
-                    arguments,
+                    arguments: persist::args_in(&arguments)?,
                 };
                 vhost(&v)?.declare_exchange(spec, Journal::Replay)?;
             }
@@ -267,7 +267,7 @@ impl Broker {
                     durable: true,
                     exclusive_owner: None,
                     auto_delete,
-                    arguments,
+                    arguments: persist::args_in(&arguments)?,
                 };
                 vhost(&v)?.declare_queue(spec, Journal::Replay)?;
             }
@@ -278,10 +278,22 @@ impl Broker {
                 }
             }
             Definition::Bind(b) => {
-                vhost(&b.vhost)?.change_binding(BindOp::Bind, &b, Journal::Replay)?
+                let v = vhost(&b.vhost)?;
+                let spec = BindingSpec::from_store(&b)?;
+                v.change_binding(BindOp::Bind, &spec, Journal::Replay)?;
+                if b.arguments.format == Format::Format1 {
+                    // The journal identifies a binding by its argument bytes: a later unbind writes them in the
+                    // current format, so the format 1 record is replaced by its current form now.
+                    self.inner
+                        .store
+                        .define(&Definition::Unbind(b))
+                        .map_err(CoreError::store)?;
+                    v.journal_binding(BindOp::Bind, &spec)?;
+                }
             }
             Definition::Unbind(b) => {
-                vhost(&b.vhost)?.change_binding(BindOp::Unbind, &b, Journal::Replay)?
+                let spec = BindingSpec::from_store(&b)?;
+                vhost(&b.vhost)?.change_binding(BindOp::Unbind, &spec, Journal::Replay)?
             }
         }
         Ok(())
@@ -290,6 +302,16 @@ impl Broker {
     /// The store behind this broker (health checks read it).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// What the store has synced, for publish confirmations.
+    pub fn sync_view(&self) -> publish::SyncView {
+        publish::SyncView::new(self.inner.store.sync_state())
+    }
+
+    /// Raised while publishers must wait for disk space.
+    pub fn disk_alarm(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.store.blocked()
     }
 
     /// The memory gauge (alarm and usage).
@@ -355,23 +377,4 @@ impl Broker {
     pub async fn shutdown(&self) {
         self.inner.store.close();
     }
-}
-
-/// Protocol-neutral errors; each adapter maps them to its own codes in one place.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum CoreError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AccessRefused(String),
-    #[error("{0}")]
-    PreconditionFailed(String),
-    #[error("{0}")]
-    ResourceLocked(String),
-    #[error("{0}")]
-    LimitExceeded(String),
-    #[error("{0}")]
-    NotAllowed(String),
-    #[error("{0}")]
-    Store(String),
 }

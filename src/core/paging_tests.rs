@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrymq_amqp_codec::{BasicProperties, FieldTable};
 use tokio::sync::watch;
 
+use super::message::Headers;
+use super::persist;
 use super::queue::Settle;
+use super::session::QueueOptions;
 use super::{Broker, Message, Session};
 use crate::store::{
     Definition, MemoryStore, MsgId, QueueKey, Recovered, RecoveredQueue, Store, StoreError,
-    SyncPoint, SyncState,
+    StoredMessage, SyncPoint, SyncState,
 };
 
 /// The per-queue budget of loaded bodies (`queue::actor::PAGE_BUDGET_MESSAGES`).
@@ -26,7 +28,7 @@ const BUDGET: usize = 4096;
 #[derive(Debug, Default)]
 struct PagingStore {
     inner: MemoryStore,
-    bodies: Mutex<HashMap<MsgId, Message>>,
+    bodies: Mutex<HashMap<MsgId, StoredMessage>>,
     settled: Mutex<Vec<MsgId>>,
     reads: AtomicUsize,
     unreadable: Mutex<HashSet<MsgId>>,
@@ -51,7 +53,7 @@ impl Store for PagingStore {
         &self,
         id: MsgId,
         queues: &[QueueKey],
-        message: &Message,
+        message: &StoredMessage,
     ) -> Result<SyncPoint, StoreError> {
         self.bodies.lock().unwrap().insert(id, message.clone());
         self.inner.publish(id, queues, message)
@@ -69,7 +71,7 @@ impl Store for PagingStore {
     fn recover(&self) -> Result<Recovered, StoreError> {
         Ok(self.recovered.lock().unwrap().take().unwrap_or_default())
     }
-    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+    fn read(&self, id: MsgId) -> Result<StoredMessage, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         if self.unreadable.lock().unwrap().contains(&id) {
             return Err(StoreError::NotFound(id));
@@ -98,7 +100,7 @@ async fn start(store: Arc<PagingStore>) -> (Broker, Session) {
 }
 
 async fn durable_queue(s: &Session, name: &str) {
-    s.declare_queue(name, true, false, false, FieldTable::default(), false)
+    s.declare_queue(name, QueueOptions::flags(true, false, false))
         .await
         .unwrap();
 }
@@ -108,19 +110,9 @@ fn body(i: usize) -> Bytes {
 }
 
 async fn publish(s: &Session, queue: &str, i: usize, persistent: bool) {
-    let message = Message {
-        exchange: String::new(),
-        routing_key: queue.into(),
-        properties: BasicProperties {
-            delivery_mode: Some(if persistent { 2 } else { 1 }),
-            ..BasicProperties::default()
-        },
-        body: body(i),
-    };
-    let exchange = s.check_publish("", &message, &mut None).unwrap();
-    s.publish(&exchange, message, false, &mut None)
-        .await
-        .unwrap();
+    let mut message = Message::new("", queue, body(i));
+    message.properties.durable = persistent;
+    super::tests::publish(s, message).await;
 }
 
 /// Takes every message with no-ack gets until the queue says it is empty.
@@ -149,10 +141,7 @@ async fn gets_drain_a_paged_backlog_in_order_reading_each_paged_body_once() {
     for i in 0..n {
         publish(&s, "q", i, true).await;
     }
-    let (q, stats) = s
-        .declare_queue("q", true, false, false, FieldTable::default(), true)
-        .await
-        .unwrap();
+    let (q, stats) = s.queue_exists("q").await.unwrap();
     assert_eq!(stats.messages as usize, n);
     assert_eq!(stats.loaded as usize, BUDGET);
     assert!(broker.memory().used() <= BUDGET as u64 * (7 + 256));
@@ -268,15 +257,9 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
     let n = 20_000u64;
     let mut messages = RecoveredQueue::default();
     for id in 1..=n {
-        let message = Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: BasicProperties {
-                delivery_mode: Some(2),
-                ..BasicProperties::default()
-            },
-            body: body(id as usize),
-        };
+        let mut message = Message::new("", "q", body(id as usize));
+        message.properties.durable = true;
+        let message = persist::stored(&message, true);
         store.bodies.lock().unwrap().insert(id, message.clone());
         // Recovery loaded the first hundred bodies only.
         messages.push_message(id, Arc::new(message), id <= 100);
@@ -286,7 +269,7 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
             vhost: "/".into(),
             name: "q".into(),
             auto_delete: false,
-            arguments: FieldTable::default(),
+            arguments: persist::args_out(&Headers::new()),
         }],
         next_id: n + 1,
         ..Recovered::default()
@@ -294,10 +277,7 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
     recovered.messages.insert(QueueKey::new("/", "q"), messages);
     *store.recovered.lock().unwrap() = Some(recovered);
     let (_broker, s) = start(store.clone()).await;
-    let (_, stats) = s
-        .declare_queue("q", true, false, false, FieldTable::default(), true)
-        .await
-        .unwrap();
+    let (_, stats) = s.queue_exists("q").await.unwrap();
     assert_eq!((stats.messages, stats.loaded), (n as u32, 100));
     let got = get_all(&s, "q").await;
     assert!(got.iter().map(|g| &g.0).eq(bodies(1..=n as usize).iter()));

@@ -5,26 +5,82 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrymq_amqp_codec::FieldTable;
-use tokio::sync::oneshot;
-
 use super::CoreError;
 use super::auth::{Access, Permission, User};
-use super::exchange::Exchange;
-use super::message::Message;
-use super::queue::{ConnId, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle, QueueStats};
-use super::vhost::{ExchangeSpec, Journal, QueueSpec, VHost};
-use crate::store::{DestinationKind, SyncPoint};
+use super::error::Entity;
+use super::message::{Headers, Value};
+use super::queue::{ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats};
+use super::vhost::{BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
+use crate::store::DestinationKind;
 
-/// Outcome of a publish.
-#[derive(Debug)]
-pub struct Published {
-    /// Whether at least one queue received the message (else: basic.return when mandatory).
-    pub routed: bool,
-    /// The store point to wait for before confirming (persistent message in a durable queue).
-    pub sync: Option<SyncPoint>,
-    /// Queues that may refuse the message (x-overflow reject-publish): all must accept for an ack.
-    pub outcomes: Vec<oneshot::Receiver<Enqueued>>,
+/// Whether a queue survives a broker restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    Durable,
+    #[default]
+    Transient,
+}
+
+/// Whether a queue belongs to the declaring connection (deleted when it closes, unusable by others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ownership {
+    #[default]
+    Shared,
+    Exclusive,
+}
+
+/// Whether a queue deletes itself once its last consumer is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoDelete {
+    #[default]
+    Never,
+    WhenUnused,
+}
+
+/// How to declare a queue: the typed flags, and arguments (`x-*`, parsed and validated once by the declare).
+#[derive(Debug, Clone, Default)]
+pub struct QueueOptions {
+    pub durability: Durability,
+    pub ownership: Ownership,
+    pub auto_delete: AutoDelete,
+    pub arguments: Headers,
+}
+
+impl QueueOptions {
+    /// Sets an argument (`x-expires`, `x-max-length`, ...), replacing an earlier value.
+    pub fn with_argument(mut self, key: &str, value: Value) -> Self {
+        self.arguments.set(key, value);
+        self
+    }
+
+    /// Options from the three AMQP-style flags (tests).
+    #[cfg(test)]
+    pub(crate) fn flags(durable: bool, exclusive: bool, auto_delete: bool) -> Self {
+        Self {
+            durability: if durable {
+                Durability::Durable
+            } else {
+                Durability::Transient
+            },
+            ownership: if exclusive {
+                Ownership::Exclusive
+            } else {
+                Ownership::Shared
+            },
+            auto_delete: if auto_delete {
+                AutoDelete::WhenUnused
+            } else {
+                AutoDelete::Never
+            },
+            arguments: Headers::new(),
+        }
+    }
+
+    /// The queue is deleted after being unused for `after` (`x-expires`).
+    pub fn expires(self, after: Duration) -> Self {
+        let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        self.with_argument("x-expires", Value::I64(ms))
+    }
 }
 
 /// See the module docs.
@@ -63,7 +119,7 @@ impl Session {
         self.conn
     }
 
-    fn check(&self, access: Access, kind: &str, name: &str) -> Result<(), CoreError> {
+    pub(crate) fn check(&self, access: Access, kind: Entity, name: &str) -> Result<(), CoreError> {
         self.permission
             .check(access, kind, name, &self.vhost.name, &self.user.name)
     }
@@ -82,20 +138,20 @@ impl Session {
         if passive {
             return self.vhost.existing_exchange(&spec.name).map(|_| ());
         }
-        self.check(Access::Configure, "exchange", &spec.name)?;
+        self.check(Access::Configure, Entity::Exchange, &spec.name)?;
         if let Some(ae) = spec
             .arguments
             .get("alternate-exchange")
             .and_then(|v| v.as_str())
         {
-            self.check(Access::Write, "exchange", ae)?;
+            self.check(Access::Write, Entity::Exchange, ae)?;
         }
         self.vhost.declare_exchange(spec, Journal::Write)
     }
 
     /// exchange.delete
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        self.check(Access::Configure, "exchange", name)?;
+        self.check(Access::Configure, Entity::Exchange, name)?;
         self.vhost.delete_exchange(name, if_unused, Journal::Write)
     }
 
@@ -106,41 +162,50 @@ impl Session {
         destination: &str,
         kind: DestinationKind,
         routing_key: &str,
-        arguments: &FieldTable,
+        arguments: &Headers,
         op: BindOp,
     ) -> Result<(), CoreError> {
         let dest_kind = match kind {
-            DestinationKind::Queue => "queue",
-            DestinationKind::Exchange => "exchange",
+            DestinationKind::Queue => Entity::Queue,
+            DestinationKind::Exchange => Entity::Exchange,
         };
         if kind == DestinationKind::Queue {
             self.usable_queue(destination)?;
         }
         self.check(Access::Write, dest_kind, destination)?;
-        self.check(Access::Read, "exchange", source)?;
-        let binding = self
-            .vhost
-            .binding(source, destination, kind, routing_key, arguments);
+        self.check(Access::Read, Entity::Exchange, source)?;
+        let binding = BindingSpec {
+            source: source.to_owned(),
+            destination: destination.to_owned(),
+            destination_kind: kind,
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        };
         self.vhost.change_binding(op, &binding, Journal::Write)
     }
 
     // ---- queues ----
 
-    /// queue.declare: returns the queue and its counts. `exclusive` ties it to this connection.
+    /// A queue this connection may use, with its counts (AMQP passive declare, SQS GetQueueUrl).
+    pub async fn queue_exists(&self, name: &str) -> Result<(QueueHandle, QueueStats), CoreError> {
+        let q = self.usable_queue(name)?;
+        let stats = q.stats().await?;
+        Ok((q, stats))
+    }
+
+    /// Declares a queue (or finds an equivalent one): returns it and its counts. An empty name gets a
+    /// broker-generated one (`amq.gen-...`).
     pub async fn declare_queue(
         &self,
         name: &str,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-        arguments: FieldTable,
-        passive: bool,
+        options: QueueOptions,
     ) -> Result<(QueueHandle, QueueStats), CoreError> {
-        if passive {
-            let q = self.usable_queue(name)?;
-            let stats = q.stats().await?;
-            return Ok((q, stats));
-        }
+        let QueueOptions {
+            durability,
+            ownership,
+            auto_delete,
+            arguments,
+        } = options;
         let name = if name.is_empty() {
             generated_name()
         } else {
@@ -154,19 +219,19 @@ impl Session {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        self.check(Access::Configure, "queue", &name)?;
+        self.check(Access::Configure, Entity::Queue, &name)?;
         if let Some(dlx) = arguments
             .get("x-dead-letter-exchange")
             .and_then(|v| v.as_str())
         {
-            self.check(Access::Write, "exchange", dlx)?;
-            self.check(Access::Read, "queue", &name)?;
+            self.check(Access::Write, Entity::Exchange, dlx)?;
+            self.check(Access::Read, Entity::Queue, &name)?;
         }
         let spec = QueueSpec {
             name,
-            durable,
-            exclusive_owner: exclusive.then_some(self.conn),
-            auto_delete,
+            durable: durability == Durability::Durable,
+            exclusive_owner: (ownership == Ownership::Exclusive).then_some(self.conn),
+            auto_delete: auto_delete == AutoDelete::WhenUnused,
             arguments,
         };
         let (q, _) = self.vhost.declare_queue(spec, Journal::Write)?;
@@ -182,7 +247,7 @@ impl Session {
             durable: false,
             exclusive_owner: Some(self.conn),
             auto_delete: true,
-            arguments: FieldTable::default(),
+            arguments: Headers::default(),
         };
         Ok(self.vhost.declare_queue(spec, Journal::Write)?.0)
     }
@@ -190,7 +255,7 @@ impl Session {
     /// queue.purge
     pub async fn purge_queue(&self, name: &str) -> Result<u32, CoreError> {
         let q = self.usable_queue(name)?;
-        self.check(Access::Read, "queue", name)?;
+        self.check(Access::Read, Entity::Queue, name)?;
         q.purge().await
     }
 
@@ -201,7 +266,7 @@ impl Session {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32, CoreError> {
-        self.check(Access::Configure, "queue", name)?;
+        self.check(Access::Configure, Entity::Queue, name)?;
         let Some(queue) = self.vhost.queue(name) else {
             return Ok(0); // RabbitMQ 3.x: deleting a missing queue is delete-ok with 0 messages
         };
@@ -211,130 +276,10 @@ impl Session {
 
     // ---- messages ----
 
-    /// Check a publish before routing: exchange exists, may be written, is not internal; properties valid.
-    ///
-    /// `cache` holds the exchange the previous publish on the same channel went to: reused while it has the
-    /// same name and has not been deleted, so a steady publisher skips the vhost's map and lock.
-    pub fn check_publish(
-        &self,
-        exchange: &str,
-        message: &Message,
-        cache: &mut Option<Arc<Exchange>>,
-    ) -> Result<Arc<Exchange>, CoreError> {
-        let ex = match cache.take() {
-            Some(ex) if ex.name == exchange && !ex.is_deleted() => ex,
-            _ => self.vhost.existing_exchange(exchange)?,
-        };
-        *cache = Some(ex.clone());
-        self.check(Access::Write, "exchange", exchange)?;
-        if ex.internal {
-            return Err(CoreError::AccessRefused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                self.vhost.name
-            )));
-        }
-        if let Some(expiration) = &message.properties.expiration
-            && expiration.parse::<u64>().is_err()
-        {
-            return Err(CoreError::PreconditionFailed(format!(
-                "invalid expiration '{expiration}'"
-            )));
-        }
-        if let Some(user_id) = &message.properties.user_id
-            && *user_id != self.user.name
-        {
-            return Err(CoreError::PreconditionFailed(format!(
-                "user_id property set to '{user_id}' but authenticated user was '{}'",
-                self.user.name
-            )));
-        }
-        Ok(ex)
-    }
-
-    /// Route and enqueue a message (after [`Session::check_publish`]). BCC is stripped before enqueueing.
-    ///
-    /// `cache` keeps the last routing result of the caller's channel: reused for the same exchange and routing
-    /// key while the vhost's topology is unchanged (only for messages without headers, whose routing depends on
-    /// nothing else).
-    pub async fn publish(
-        &self,
-        exchange: &Arc<Exchange>,
-        mut message: Message,
-        want_outcomes: bool,
-        cache: &mut Option<RouteCache>,
-    ) -> Result<Published, CoreError> {
-        let targets = self.route(exchange, &message, cache);
-        if targets.is_empty() {
-            return Ok(Published {
-                routed: false,
-                sync: None,
-                outcomes: Vec::new(),
-            });
-        }
-        if let Some(h) = message.properties.headers.as_mut() {
-            h.remove("BCC");
-        }
-        let persisted = self.vhost.persist(&message, &targets)?;
-        let message = Arc::new(message);
-        let mut outcomes = Vec::new();
-        for q in &targets {
-            let id = if q.durable {
-                persisted.map(|(id, _)| id)
-            } else {
-                None
-            };
-            let ask = want_outcomes
-                && q.args.overflow != Overflow::DropHead
-                && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
-            if let Some(rx) = q.publish(message.clone(), id, ask).await {
-                outcomes.push(rx);
-            }
-        }
-        Ok(Published {
-            routed: true,
-            sync: persisted.map(|(_, p)| p),
-            outcomes,
-        })
-    }
-
-    fn route(
-        &self,
-        exchange: &Arc<Exchange>,
-        message: &Message,
-        cache: &mut Option<RouteCache>,
-    ) -> Vec<QueueHandle> {
-        // Headers can change the result anywhere along the way (headers exchanges, also behind
-        // exchange-to-exchange bindings or an alternate exchange; CC/BCC): only header-less messages use it.
-        let cacheable = message
-            .properties
-            .headers
-            .as_ref()
-            .is_none_or(|h| h.is_empty());
-        if !cacheable {
-            return self.vhost.route_via(exchange, message);
-        }
-        let generation = self.vhost.topology();
-        if let Some(c) = cache.as_ref()
-            && c.generation == generation
-            && Arc::ptr_eq(&c.exchange, exchange)
-            && c.routing_key == message.routing_key
-        {
-            return c.targets.clone();
-        }
-        let targets = self.vhost.route_via(exchange, message);
-        *cache = Some(RouteCache {
-            exchange: exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            generation,
-            targets: targets.clone(),
-        });
-        targets
-    }
-
     /// basic.consume: register a consumer on a queue.
     pub async fn consume(&self, queue: &str, spec: ConsumerSpec) -> Result<QueueHandle, CoreError> {
         let q = self.usable_queue(queue)?;
-        self.check(Access::Read, "queue", queue)?;
+        self.check(Access::Read, Entity::Queue, queue)?;
         q.consume(spec).await?;
         Ok(q)
     }
@@ -347,7 +292,7 @@ impl Session {
         lease: Option<Duration>,
     ) -> Result<Option<Delivery>, CoreError> {
         let q = self.usable_queue(queue)?;
-        self.check(Access::Read, "queue", queue)?;
+        self.check(Access::Read, Entity::Queue, queue)?;
         q.get(no_ack, lease).await
     }
 
@@ -355,15 +300,6 @@ impl Session {
     pub async fn close(&self) {
         self.vhost.drop_exclusive(self.conn).await;
     }
-}
-
-/// The last routing result of one publisher (see [`Session::publish`]).
-#[derive(Debug)]
-pub struct RouteCache {
-    exchange: Arc<Exchange>,
-    routing_key: String,
-    generation: u64,
-    targets: Vec<QueueHandle>,
 }
 
 /// Bind or unbind.

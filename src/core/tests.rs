@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrymq_amqp_codec::{BasicProperties, FieldTable};
 
+use super::publish::Publisher;
 use super::queue::Settle;
+use super::session::QueueOptions;
 use super::{Broker, BrokerOptions, Message, Session};
 use crate::store::MemoryStore;
 
@@ -29,26 +30,21 @@ pub(super) async fn session_on(store: Arc<dyn crate::store::Store>) -> (Broker, 
     (broker, session)
 }
 
-async fn publish(s: &Session, message: Message) {
-    let exchange = s.check_publish("", &message, &mut None).unwrap();
-    s.publish(&exchange, message, false, &mut None)
+pub(super) async fn publish(s: &Session, message: Message) {
+    Publisher::new(s.clone())
+        .publish(message, false)
         .await
         .unwrap();
 }
 
 fn message(queue: &str, body: &'static [u8]) -> Message {
-    Message {
-        exchange: String::new(),
-        routing_key: queue.into(),
-        properties: BasicProperties::default(),
-        body: Bytes::from_static(body),
-    }
+    Message::new("", queue, Bytes::from_static(body))
 }
 
 #[tokio::test]
 async fn a_leased_message_returns_when_its_lease_runs_out() {
     let (_broker, s) = session().await;
-    s.declare_queue("lease", false, false, false, FieldTable::default(), false)
+    s.declare_queue("lease", QueueOptions::flags(false, false, false))
         .await
         .unwrap();
     publish(&s, message("lease", b"m")).await;
@@ -75,16 +71,9 @@ async fn a_leased_message_returns_when_its_lease_runs_out() {
 #[tokio::test]
 async fn acking_within_the_lease_removes_the_message() {
     let (_broker, s) = session().await;
-    s.declare_queue(
-        "lease-ack",
-        false,
-        false,
-        false,
-        FieldTable::default(),
-        false,
-    )
-    .await
-    .unwrap();
+    s.declare_queue("lease-ack", QueueOptions::flags(false, false, false))
+        .await
+        .unwrap();
     publish(&s, message("lease-ack", b"m")).await;
     let d = s
         .get("lease-ack", false, Some(Duration::from_millis(100)))
@@ -100,7 +89,7 @@ async fn acking_within_the_lease_removes_the_message() {
 #[tokio::test]
 async fn a_settle_from_a_consumer_that_does_not_hold_the_delivery_is_ignored() {
     let (_broker, s) = session().await;
-    s.declare_queue("stale", false, false, false, FieldTable::default(), false)
+    s.declare_queue("stale", QueueOptions::flags(false, false, false))
         .await
         .unwrap();
     publish(&s, message("stale", b"m")).await;
@@ -113,16 +102,13 @@ async fn a_settle_from_a_consumer_that_does_not_hold_the_delivery_is_ignored() {
 #[tokio::test]
 async fn memory_gauge_counts_held_messages_and_releases_them() {
     let (broker, s) = session().await;
-    s.declare_queue("mem", false, false, false, FieldTable::default(), false)
+    s.declare_queue("mem", QueueOptions::flags(false, false, false))
         .await
         .unwrap();
     for _ in 0..10 {
         publish(&s, message("mem", b"0123456789")).await;
     }
-    let (q, stats) = s
-        .declare_queue("mem", false, false, false, FieldTable::default(), true)
-        .await
-        .unwrap();
+    let (q, stats) = s.queue_exists("mem").await.unwrap();
     assert_eq!(stats.messages, 10);
     assert!(broker.memory().used() >= 100);
     q.purge().await.unwrap();

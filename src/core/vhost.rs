@@ -6,16 +6,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use ferrymq_amqp_codec::{FieldTable, FieldValue};
+use super::message::{Headers, Value};
+use super::persist;
 use tracing::warn;
 
 use super::CoreError;
+use super::error::Entity;
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::{ConnId, QueueArgs, QueueHandle, QueueInit};
 use super::session::BindOp;
-use crate::store::{Binding, Definition, DestinationKind, MsgId, Store};
+use crate::store::{Binding, Definition, DestinationKind, MsgId, Store, SyncPoint};
 
 /// Exchanges every vhost has: the default exchange and the `amq.*` ones.
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
@@ -38,7 +40,7 @@ pub struct ExchangeSpec {
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
-    pub arguments: FieldTable,
+    pub arguments: Headers,
 }
 
 /// Arguments of queue.declare (the name already generated when the client left it empty).
@@ -48,7 +50,7 @@ pub struct QueueSpec {
     pub durable: bool,
     pub exclusive_owner: Option<ConnId>,
     pub auto_delete: bool,
-    pub arguments: FieldTable,
+    pub arguments: Headers,
 }
 
 /// Whether a declare should journal its definition (live declares do; replay at recovery does not).
@@ -90,14 +92,7 @@ impl VHost {
         let exchanges = PREDECLARED
             .iter()
             .map(|(n, k)| {
-                let ex = Exchange::new(
-                    (*n).to_owned(),
-                    *k,
-                    true,
-                    false,
-                    false,
-                    FieldTable::default(),
-                );
+                let ex = Exchange::new((*n).to_owned(), *k, true, false, false, Headers::default());
                 ((*n).to_owned(), Arc::new(ex))
             })
             .collect();
@@ -114,21 +109,22 @@ impl VHost {
     }
 
     fn no_exchange(&self, name: &str) -> CoreError {
-        CoreError::NotFound(format!("no exchange '{name}' in vhost '{}'", self.name))
+        CoreError::not_found(Entity::Exchange, &self.name, name)
     }
     fn no_queue(&self, name: &str) -> CoreError {
-        CoreError::NotFound(format!("no queue '{name}' in vhost '{}'", self.name))
+        CoreError::not_found(Entity::Queue, &self.name, name)
     }
 
+    /// Journals a definition change. Callers hold the lock that orders the change they journal (the exchanges
+    /// map, the queues map, or the source exchange's bindings), so the journal's order is memory's order: a
+    /// delete racing a re-declare of the same name can never be journaled the other way round.
     fn journal(
         &self,
         journal: Journal,
         definition: impl FnOnce() -> Definition,
     ) -> Result<(), CoreError> {
         if journal == Journal::Write {
-            self.store
-                .define(&definition())
-                .map_err(|e| CoreError::Store(e.to_string()))?;
+            self.store.define(&definition()).map_err(CoreError::store)?;
         }
         Ok(())
     }
@@ -199,6 +195,10 @@ impl VHost {
                 spec.name
             )));
         }
+        let mut exchanges = write(&self.exchanges);
+        if let Some(existing) = exchanges.get(&spec.name) {
+            return self.check_equivalent_exchange(existing, kind, &spec); // lost a race with a declare
+        }
         if spec.durable {
             self.journal(journal, || Definition::Exchange {
                 vhost: self.name.clone(),
@@ -206,7 +206,7 @@ impl VHost {
                 kind: spec.kind.clone(),
                 auto_delete: spec.auto_delete,
                 internal: spec.internal,
-                arguments: spec.arguments.clone(),
+                arguments: persist::args_out(&spec.arguments),
             })?;
         }
         let exchange = Exchange::new(
@@ -217,9 +217,8 @@ impl VHost {
             spec.internal,
             spec.arguments,
         );
-        write(&self.exchanges)
-            .entry(spec.name)
-            .or_insert_with(|| Arc::new(exchange));
+        exchanges.insert(spec.name, Arc::new(exchange));
+        drop(exchanges);
         self.topology_changed();
         Ok(())
     }
@@ -232,7 +231,7 @@ impl VHost {
     ) -> Result<(), CoreError> {
         if ex.kind != kind {
             return Err(inequivalent(
-                "exchange",
+                Entity::Exchange,
                 &ex.name,
                 &self.name,
                 "type",
@@ -245,7 +244,7 @@ impl VHost {
             ("auto_delete", spec.auto_delete, ex.auto_delete),
             ("internal", spec.internal, ex.internal),
         ];
-        same_flags("exchange", &ex.name, &self.name, &flags)
+        same_flags(Entity::Exchange, &ex.name, &self.name, &flags)
     }
 
     pub(crate) fn delete_exchange(
@@ -268,22 +267,29 @@ impl VHost {
             return Ok(()); // RabbitMQ: deleting a missing exchange is not an error
         };
         if if_unused && ex.binding_count() > 0 {
-            return Err(CoreError::PreconditionFailed(format!(
-                "exchange '{name}' in vhost '{}' in use",
-                self.name
-            )));
+            return Err(CoreError::InUse {
+                kind: Entity::Exchange,
+                vhost: self.name.clone(),
+                name: name.to_owned(),
+            });
         }
         self.remove_exchange(&ex, journal)
     }
 
     fn remove_exchange(&self, ex: &Arc<Exchange>, journal: Journal) -> Result<(), CoreError> {
-        if ex.durable {
-            self.journal(journal, || Definition::DeleteExchange {
-                vhost: self.name.clone(),
-                name: ex.name.clone(),
-            })?;
+        {
+            let mut exchanges = write(&self.exchanges);
+            if !exchanges.get(&ex.name).is_some_and(|e| Arc::ptr_eq(e, ex)) {
+                return Ok(()); // already gone (a concurrent delete)
+            }
+            if ex.durable {
+                self.journal(journal, || Definition::DeleteExchange {
+                    vhost: self.name.clone(),
+                    name: ex.name.clone(),
+                })?;
+            }
+            exchanges.remove(&ex.name);
         }
-        write(&self.exchanges).remove(&ex.name);
         ex.mark_deleted();
         self.topology_changed();
         let dest = Destination::Exchange(ex.name.clone());
@@ -332,7 +338,7 @@ impl VHost {
     pub(crate) fn change_binding(
         &self,
         op: BindOp,
-        b: &Binding,
+        b: &BindingSpec,
         journal: Journal,
     ) -> Result<(), CoreError> {
         let dest = self.destination(&b.destination, b.destination_kind)?;
@@ -344,43 +350,40 @@ impl VHost {
             )));
         }
         let durable = src.durable && self.durable(&dest);
+        // Journaled by the exchange while it holds its bindings lock, only if the binding really changes.
+        let record = || {
+            if !durable {
+                return Ok(());
+            }
+            self.journal(journal, || {
+                let stored = b.to_store(&self.name);
+                match op {
+                    BindOp::Bind => Definition::Bind(stored),
+                    BindOp::Unbind => Definition::Unbind(stored),
+                }
+            })
+        };
         let changed = match op {
-            BindOp::Bind => src.bind(dest, &b.routing_key, &b.arguments)?,
-            BindOp::Unbind => src.unbind(&dest, &b.routing_key, &b.arguments),
+            BindOp::Bind => src.bind(dest, &b.routing_key, &b.arguments, record)?,
+            BindOp::Unbind => src.unbind(&dest, &b.routing_key, &b.arguments, record)?,
         };
         if !changed {
             return Ok(());
         }
         self.topology_changed();
-        if durable {
-            self.journal(journal, || match op {
-                BindOp::Bind => Definition::Bind(b.clone()),
-                BindOp::Unbind => Definition::Unbind(b.clone()),
-            })?;
-        }
         if op == BindOp::Unbind && src.auto_delete && src.binding_count() == 0 {
             self.remove_exchange(&src, journal)?;
         }
         Ok(())
     }
 
-    /// The journal's record of a binding in this vhost.
-    pub(crate) fn binding(
-        &self,
-        source: &str,
-        destination: &str,
-        kind: DestinationKind,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) -> Binding {
-        Binding {
-            vhost: self.name.clone(),
-            source: source.to_owned(),
-            destination: destination.to_owned(),
-            destination_kind: kind,
-            routing_key: routing_key.to_owned(),
-            arguments: arguments.clone(),
-        }
+    /// Journals a binding of the current topology again (replacing a format 1 record at recovery).
+    pub(crate) fn journal_binding(&self, op: BindOp, b: &BindingSpec) -> Result<(), CoreError> {
+        let stored = b.to_store(&self.name);
+        self.journal(Journal::Write, || match op {
+            BindOp::Bind => Definition::Bind(stored),
+            BindOp::Unbind => Definition::Unbind(stored),
+        })
     }
 
     // ---- queues ----
@@ -397,21 +400,25 @@ impl VHost {
             return Ok((existing, false));
         }
         let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name)?;
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| CoreError::not_found(Entity::VHost, &self.name, &self.name))?;
+        let mut queues = write(&self.queues);
+        if let Some(existing) = queues.get(&spec.name) {
+            let existing = existing.clone();
+            drop(queues);
+            self.check_exclusive_access(&existing, spec.exclusive_owner)?;
+            self.check_equivalent_queue(&existing, &spec)?;
+            return Ok((existing, false)); // lost a race with a declare
+        }
         if spec.durable && spec.exclusive_owner.is_none() {
             self.journal(journal, || Definition::Queue {
                 vhost: self.name.clone(),
                 name: spec.name.clone(),
                 auto_delete: spec.auto_delete,
-                arguments: spec.arguments.clone(),
+                arguments: persist::args_out(&spec.arguments),
             })?;
-        }
-        let me = self
-            .me
-            .upgrade()
-            .ok_or_else(|| CoreError::NotFound(format!("vhost '{}' is gone", self.name)))?;
-        let mut queues = write(&self.queues);
-        if let Some(existing) = queues.get(&spec.name) {
-            return Ok((existing.clone(), false)); // lost a race with an identical declare
         }
         let init = QueueInit {
             name: spec.name.clone(),
@@ -434,12 +441,10 @@ impl VHost {
         conn: Option<ConnId>,
     ) -> Result<(), CoreError> {
         match queue.exclusive_owner {
-            Some(owner) if Some(owner) != conn => Err(CoreError::ResourceLocked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally \
-                 declared on another connection or the exclusive property value does not match that of the \
-                 original declaration.",
-                queue.name, self.name
-            ))),
+            Some(owner) if Some(owner) != conn => Err(CoreError::ResourceLocked {
+                vhost: self.name.clone(),
+                queue: queue.name.clone(),
+            }),
             _ => Ok(()),
         }
     }
@@ -454,7 +459,7 @@ impl VHost {
                 q.exclusive_owner.is_some(),
             ),
         ];
-        same_flags("queue", &q.name, &self.name, &flags)?;
+        same_flags(Entity::Queue, &q.name, &self.name, &flags)?;
         for key in [
             "x-message-ttl",
             "x-expires",
@@ -468,13 +473,13 @@ impl VHost {
         ] {
             let (got, have) = (spec.arguments.get(key), q.arguments.get(key));
             let same = match (got, have) {
-                (Some(a), Some(b)) => a == b || (a.as_i64().is_some() && a.as_i64() == b.as_i64()),
+                (Some(a), Some(b)) => a.same_as(b),
                 (None, None) => true,
                 _ => false,
             };
             if !same {
                 return Err(inequivalent(
-                    "queue",
+                    Entity::Queue,
                     &q.name,
                     &self.name,
                     key,
@@ -503,19 +508,19 @@ impl VHost {
             if queues.get(&queue.name) != Some(queue) {
                 return;
             }
+            if queue.durable && queue.exclusive_owner.is_none() {
+                let journaled = self.journal(journal, || Definition::DeleteQueue {
+                    vhost: self.name.clone(),
+                    name: queue.name.clone(),
+                });
+                if let Err(e) = journaled {
+                    warn!(queue = %queue.name, error = %e, "could not journal queue deletion");
+                }
+            }
             queues.remove(&queue.name);
         }
         queue.mark_deleted();
         self.topology_changed();
-        if queue.durable && queue.exclusive_owner.is_none() && journal == Journal::Write {
-            let def = Definition::DeleteQueue {
-                vhost: self.name.clone(),
-                name: queue.name.clone(),
-            };
-            if let Err(e) = self.store.define(&def) {
-                warn!(queue = %queue.name, error = %e, "could not journal queue deletion");
-            }
-        }
         self.remove_destination_everywhere(&Destination::Queue(queue.clone()), journal);
     }
 
@@ -560,7 +565,7 @@ impl VHost {
     /// [`VHost::route`] from an exchange already looked up (the publish path checks it first).
     pub fn route_via(&self, ex: &Arc<Exchange>, message: &Message) -> Vec<QueueHandle> {
         let mut out = Vec::new();
-        let headers = message.properties.headers.as_ref();
+        let headers = &message.headers;
         self.route_from(
             ex,
             &message.routing_key,
@@ -570,7 +575,7 @@ impl VHost {
         );
         // Sender-selected distribution (RabbitMQ): CC and BCC headers add routing keys.
         for name in ["CC", "BCC"] {
-            if let Some(FieldValue::Array(items)) = headers.and_then(|h| h.get(name)) {
+            if let Some(Value::Array(items)) = headers.get(name) {
                 for key in items.iter().filter_map(|v| v.as_str()) {
                     self.route_from(ex, key, headers, &mut out, &mut Visited::default());
                 }
@@ -583,7 +588,7 @@ impl VHost {
         &self,
         ex: &Arc<Exchange>,
         key: &str,
-        headers: Option<&FieldTable>,
+        headers: &Headers,
         out: &mut Vec<QueueHandle>,
         visited: &mut Visited,
     ) {
@@ -628,7 +633,7 @@ impl VHost {
         &self,
         message: &Message,
         targets: &[QueueHandle],
-    ) -> Result<Option<(MsgId, crate::store::SyncPoint)>, CoreError> {
+    ) -> Result<Option<(MsgId, SyncPoint)>, CoreError> {
         if !message.is_persistent() {
             return Ok(None);
         }
@@ -641,10 +646,11 @@ impl VHost {
             return Ok(None);
         }
         let id = self.next_message_id();
+        let stored = persist::stored(message, self.store.pages());
         let point = self
             .store
-            .publish(id, &keys, message)
-            .map_err(|e| CoreError::Store(e.to_string()))?;
+            .publish(id, &keys, &stored)
+            .map_err(CoreError::store)?;
         Ok(Some((id, point)))
     }
 
@@ -660,6 +666,41 @@ impl VHost {
         for q in targets {
             q.publish_detached(message.clone(), if q.durable { id } else { None });
         }
+    }
+}
+
+/// A binding as the core handles it (exchange.bind / queue.bind, MQTT subscriptions, SNS subscriptions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingSpec {
+    pub source: String,
+    pub destination: String,
+    pub destination_kind: DestinationKind,
+    pub routing_key: String,
+    pub arguments: Headers,
+}
+
+impl BindingSpec {
+    /// The store's record of this binding in `vhost`.
+    fn to_store(&self, vhost: &str) -> Binding {
+        Binding {
+            vhost: vhost.to_owned(),
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            destination_kind: self.destination_kind,
+            routing_key: self.routing_key.clone(),
+            arguments: persist::args_out(&self.arguments),
+        }
+    }
+
+    /// A binding the store kept.
+    pub(crate) fn from_store(b: &Binding) -> Result<Self, CoreError> {
+        Ok(Self {
+            source: b.source.clone(),
+            destination: b.destination.clone(),
+            destination_kind: b.destination_kind,
+            routing_key: b.routing_key.clone(),
+            arguments: persist::args_in(&b.arguments)?,
+        })
     }
 }
 
@@ -686,21 +727,26 @@ impl Visited {
 
 /// RabbitMQ's 406 for a redeclare that differs from the existing entity.
 fn inequivalent(
-    kind: &str,
+    kind: Entity,
     name: &str,
     vhost: &str,
     field: &str,
     got: &str,
     have: &str,
 ) -> CoreError {
-    CoreError::PreconditionFailed(format!(
-        "inequivalent arg '{field}' for {kind} '{name}' in vhost '{vhost}': received '{got}' but current is '{have}'"
-    ))
+    CoreError::Inequivalent {
+        kind,
+        vhost: vhost.to_owned(),
+        name: name.to_owned(),
+        field: field.to_owned(),
+        received: got.to_owned(),
+        current: have.to_owned(),
+    }
 }
 
 /// The first of `(field, received, current)` flags that differ, as [`inequivalent`].
 fn same_flags(
-    kind: &str,
+    kind: Entity,
     name: &str,
     vhost: &str,
     flags: &[(&str, bool, bool)],
@@ -724,7 +770,7 @@ fn push_unique(out: &mut Vec<QueueHandle>, q: QueueHandle) {
     }
 }
 
-fn show(v: Option<&FieldValue>) -> String {
+fn show(v: Option<&Value>) -> String {
     match v {
         None => "none".into(),
         Some(v) => v

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
-use super::{Definition, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint, SyncState};
-use crate::core::message::Message;
+use super::{
+    Definition, MsgId, QueueKey, Recovered, Store, StoreError, StoredMessage, SyncPoint, SyncState,
+};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ impl Store for MemoryStore {
         &self,
         _id: MsgId,
         _queues: &[QueueKey],
-        _message: &Message,
+        _message: &StoredMessage,
     ) -> Result<SyncPoint, StoreError> {
         Ok(self.append())
     }
@@ -56,7 +57,7 @@ impl Store for MemoryStore {
         Ok(Recovered::default())
     }
     /// The memory store keeps no bodies: queues never page messages that have no journal copy to read back.
-    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+    fn read(&self, id: MsgId) -> Result<StoredMessage, StoreError> {
         Err(StoreError::NotFound(id))
     }
     fn healthy(&self) -> Result<(), String> {

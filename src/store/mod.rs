@@ -9,7 +9,9 @@
 //!
 //! This module owns the trait and the value types that cross it; `memory` is the implementation used when no
 //! durability is wanted (tests, `--store memory`); `journal` is the durable one (segment files, group commit).
-//! It knows nothing of sockets or protocols.
+//! It knows nothing of sockets, protocols or the core's message model: a message is a [`StoredMessage`] (an
+//! opaque metadata blob the core encodes in its own versioned format, the body, and the few fields the store
+//! needs to page and expire without reading the blob), and definition arguments are [`Opaque`] bytes too.
 
 pub mod journal;
 pub mod memory;
@@ -18,12 +20,53 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use ferrymq_amqp_codec::FieldTable;
+use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::core::message::Message;
-
 pub use memory::MemoryStore;
+
+/// Which record layout wrote a blob of [`Opaque`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Format {
+    /// The core's own versioned encoding (message metadata, argument tables).
+    #[default]
+    Current,
+    /// Journal format 1, written before the core had its own encoding: a message's metadata is its exchange,
+    /// routing key and AMQP 0-9-1 basic properties as `journal::format1` lays them out, and arguments are an
+    /// AMQP 0-9-1 field table. The store does not decode them; the core's legacy reader does.
+    Format1,
+}
+
+/// Bytes the store keeps for the core without reading them, and the format that wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct Opaque {
+    pub format: Format,
+    pub bytes: Bytes,
+}
+
+impl Opaque {
+    /// Bytes in the current format.
+    pub fn current(bytes: Bytes) -> Self {
+        Self {
+            format: Format::Current,
+            bytes,
+        }
+    }
+}
+
+/// A persistent message as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    /// Everything but the body, in the core's encoding.
+    pub meta: Opaque,
+    pub body: Bytes,
+    /// Its priority (0 when none): queues restore paged messages into their priority level without the blob.
+    pub priority: u8,
+    /// Milliseconds since the Unix epoch after which the message is dead, if it has a TTL.
+    pub expires_at_ms: Option<u64>,
+    /// Milliseconds since the Unix epoch when it was published (0 when unknown: format 1).
+    pub published_at_ms: u64,
+}
 
 /// Identifier of a persistent message, unique for the life of a data dir (recovery returns the next free one).
 pub type MsgId = u64;
@@ -121,7 +164,7 @@ pub enum Definition {
         kind: String,
         auto_delete: bool,
         internal: bool,
-        arguments: FieldTable,
+        arguments: Opaque,
     },
     DeleteExchange {
         vhost: String,
@@ -131,7 +174,7 @@ pub enum Definition {
         vhost: String,
         name: String,
         auto_delete: bool,
-        arguments: FieldTable,
+        arguments: Opaque,
     },
     DeleteQueue {
         vhost: String,
@@ -149,13 +192,13 @@ pub struct Binding {
     pub destination: String,
     pub destination_kind: DestinationKind,
     pub routing_key: String,
-    pub arguments: FieldTable,
+    pub arguments: Opaque,
 }
 
 /// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.
 ///
 /// Only what a queue needs without the body, in 16 bytes (a large store recovers millions of these): the
-/// per-message TTL, which few messages have, is kept aside in [`RecoveredQueue`], and so are the bodies recovery
+/// per-message deadline, which few messages have, is kept aside in [`RecoveredQueue`], and so are the bodies recovery
 /// loaded for the first messages; the rest stay on disk and are read with [`Store::read`] when the queue needs
 /// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,16 +208,16 @@ pub struct RecoveredMessage {
     pub size: u32,
     /// The message's priority property (0 when absent).
     pub priority: u8,
-    /// Whether [`RecoveredQueue::expiration_ms`] has a TTL for it.
+    /// Whether [`RecoveredQueue::expires_at_ms`] has a deadline for it.
     has_expiration: bool,
 }
 
-/// One durable queue's unsettled messages, in publish order, with the per-message TTLs of those that have one
-/// and the bodies recovery loaded for some of them.
+/// One durable queue's unsettled messages, in publish order, with the per-message deadlines of those that have
+/// one and the messages recovery loaded in full for some of them.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
-    pub bodies: HashMap<MsgId, Arc<Message>>,
+    pub bodies: HashMap<MsgId, Arc<StoredMessage>>,
     expirations: HashMap<MsgId, u64>,
 }
 
@@ -187,49 +230,40 @@ impl RecoveredQueue {
         }
     }
 
-    /// Appends a message described by its id, body size, priority and per-message TTL (milliseconds).
-    pub fn push(&mut self, id: MsgId, size: u32, priority: u8, expiration_ms: Option<u64>) {
-        if let Some(ttl) = expiration_ms {
-            self.expirations.insert(id, ttl);
+    /// Appends a message described by its id, body size, priority and deadline (ms since the Unix epoch).
+    pub fn push(&mut self, id: MsgId, size: u32, priority: u8, expires_at_ms: Option<u64>) {
+        if let Some(at) = expires_at_ms {
+            self.expirations.insert(id, at);
         }
         self.messages.push(RecoveredMessage {
             id,
             size,
             priority,
-            has_expiration: expiration_ms.is_some(),
+            has_expiration: expires_at_ms.is_some(),
         });
     }
 
-    /// Appends `message` (its body kept in [`RecoveredQueue::bodies`] when `keep_body` is set).
-    pub fn push_message(&mut self, id: MsgId, message: Arc<Message>, keep_body: bool) {
+    /// Appends `message` (kept whole in [`RecoveredQueue::bodies`] when `keep_body` is set).
+    pub fn push_message(&mut self, id: MsgId, message: Arc<StoredMessage>, keep_body: bool) {
         self.push(
             id,
             u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            message.properties.priority.unwrap_or(0),
-            message_ttl_ms(&message),
+            message.priority,
+            message.expires_at_ms,
         );
         if keep_body {
             self.bodies.insert(id, message);
         }
     }
 
-    /// The per-message TTL (the `expiration` property) of a message, in milliseconds, if it has a valid one.
-    pub fn expiration_ms(&self, m: &RecoveredMessage) -> Option<u64> {
+    /// The deadline of a message (ms since the Unix epoch), if it has one.
+    pub fn expires_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
         if m.has_expiration {
             self.expirations.get(&m.id).copied()
         } else {
             None
         }
     }
-}
-
-/// The per-message TTL of `message` (its `expiration` property, milliseconds as a decimal string).
-pub fn message_ttl_ms(message: &Message) -> Option<u64> {
-    message
-        .properties
-        .expiration
-        .as_deref()
-        .and_then(|e| e.parse::<u64>().ok())
 }
 
 /// Everything the store hands back at start-up.
@@ -241,6 +275,13 @@ pub struct Recovered {
     pub messages: HashMap<QueueKey, RecoveredQueue>,
     /// The first message id not used by any recovered record.
     pub next_id: MsgId,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Errors of the store layer.
@@ -268,7 +309,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         &self,
         id: MsgId,
         queues: &[QueueKey],
-        message: &Message,
+        message: &StoredMessage,
     ) -> Result<SyncPoint, StoreError>;
     /// Settle (ack, drop, expire, dead-letter) a message in one queue. Synced lazily: after a crash the
     /// message may come back as redelivered, never be lost.
@@ -284,7 +325,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// still queued for the writer is waited for (at most one group commit), so this may be called for any id
     /// whose [`Store::publish`] returned `Ok`. Blocks the calling thread on file I/O. Stores that keep no bodies
     /// (the default) answer [`StoreError::NotFound`] and say so with [`Store::pages`].
-    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+    fn read(&self, id: MsgId) -> Result<StoredMessage, StoreError> {
         Err(StoreError::NotFound(id))
     }
     /// Whether [`Store::read`] can return bodies, i.e. whether queues may page them out of memory.

@@ -67,7 +67,7 @@ pub fn decode_protocol_header(buf: &mut BytesMut) -> Option<ProtocolHeader> {
 
 /// A content header (spec §4.2.6.1): the class of the content-bearing method, the total body size, and
 /// the basic properties.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ContentHeader {
     /// Class id; must equal the preceding method's class (60, basic). The adapter checks this.
     pub class_id: u16,
@@ -75,6 +75,41 @@ pub struct ContentHeader {
     pub body_size: u64,
     /// The message's properties.
     pub properties: BasicProperties,
+    /// The property flags and properties exactly as decoded (a slice of the frame, no copy), so a broker can
+    /// pass them on byte for byte with [`RawProperties`]; empty for a header built in code. Not compared by
+    /// `==`, and not used by [`ContentHeader::encode`], which encodes `properties`.
+    pub raw_properties: Bytes,
+}
+
+impl PartialEq for ContentHeader {
+    fn eq(&self, other: &Self) -> bool {
+        self.class_id == other.class_id
+            && self.body_size == other.body_size
+            && self.properties == other.properties
+    }
+}
+
+/// Properties that can be written into a content header: decoded [`BasicProperties`], or [`RawProperties`]
+/// already encoded.
+pub trait EncodeProperties {
+    /// Appends the property flags and the properties (spec §4.2.6.1).
+    fn encode_properties(&self, out: &mut BytesMut);
+}
+
+impl EncodeProperties for BasicProperties {
+    fn encode_properties(&self, out: &mut BytesMut) {
+        self.encode(out);
+    }
+}
+
+/// Properties already encoded (flags word and properties, as [`ContentHeader::raw_properties`] holds them).
+#[derive(Debug, Clone, Copy)]
+pub struct RawProperties<'a>(pub &'a [u8]);
+
+impl EncodeProperties for RawProperties<'_> {
+    fn encode_properties(&self, out: &mut BytesMut) {
+        out.put_slice(self.0);
+    }
 }
 
 impl ContentHeader {
@@ -90,7 +125,9 @@ impl ContentHeader {
         let class_id = get_u16(payload)?;
         let _weight = get_u16(payload)?;
         let body_size = get_u64(payload)?;
+        let raw = payload.clone();
         let properties = BasicProperties::decode(payload)?;
+        let raw_properties = raw.slice(..raw.len() - payload.len());
         if !payload.is_empty() {
             return Err(CodecError::Malformed(format!(
                 "{} trailing bytes after content header properties",
@@ -101,20 +138,21 @@ impl ContentHeader {
             class_id,
             body_size,
             properties,
+            raw_properties,
         })
     }
 }
 
-fn encode_header_payload(
+fn encode_header_payload<P: EncodeProperties + ?Sized>(
     class_id: u16,
     body_size: u64,
-    properties: &BasicProperties,
+    properties: &P,
     out: &mut BytesMut,
 ) {
     out.put_u16(class_id);
     out.put_u16(0);
     out.put_u64(body_size);
-    properties.encode(out);
+    properties.encode_properties(out);
 }
 
 /// One AMQP frame (spec §4.2.3), with the channel it arrived on or is sent to.
@@ -252,11 +290,11 @@ fn body_chunk_size(frame_max: u32) -> usize {
 /// below [`FRAME_MIN_SIZE`] are treated as [`FRAME_MIN_SIZE`]. Only body frames are split: the method and
 /// header frames must fit in frame_max on their own (spec §4.2.6.1), which names of at most 255 bytes and
 /// properties of ordinary size do.
-pub fn encode_content(
+pub fn encode_content<P: EncodeProperties + ?Sized>(
     channel: u16,
     method: &Method,
     class_id: u16,
-    properties: &BasicProperties,
+    properties: &P,
     body: &Bytes,
     frame_max: u32,
     out: &mut BytesMut,
@@ -270,10 +308,10 @@ pub fn encode_content(
 }
 
 /// The content header frame and the body frames (at most `chunk` bytes each) that follow a content method.
-fn encode_header_and_body(
+fn encode_header_and_body<P: EncodeProperties + ?Sized>(
     channel: u16,
     class_id: u16,
-    properties: &BasicProperties,
+    properties: &P,
     body: &Bytes,
     chunk: usize,
     out: &mut BytesMut,
@@ -290,14 +328,14 @@ fn encode_header_and_body(
 /// hot path, where building a [`Method::BasicDeliver`] would allocate three strings per message. Produces the
 /// same bytes as [`encode_content`] with the equivalent method (class 60, method 60; spec §1.8.3.9).
 #[allow(clippy::too_many_arguments)]
-pub fn encode_deliver(
+pub fn encode_deliver<P: EncodeProperties + ?Sized>(
     channel: u16,
     consumer_tag: &str,
     delivery_tag: u64,
     redelivered: bool,
     exchange: &str,
     routing_key: &str,
-    properties: &BasicProperties,
+    properties: &P,
     body: &Bytes,
     frame_max: u32,
     out: &mut BytesMut,

@@ -57,6 +57,7 @@ fn conversation() -> (Vec<u8>, Vec<Frame>) {
             class_id: 60,
             body_size: 10_000,
             properties: properties(),
+            ..Default::default()
         }),
     ));
     frames.push(Frame::Body(1, body.slice(..4088)));
@@ -309,7 +310,8 @@ fn content_frames(body_len: usize, frame_max: u32) -> Vec<Frame> {
             Box::new(ContentHeader {
                 class_id: 60,
                 body_size: body_len as u64,
-                properties: properties()
+                properties: properties(),
+                ..Default::default()
             })
         )
     );

@@ -255,6 +255,7 @@ fn basic_deliver_with_content_as_rabbitmq_sends_it() {
                 class_id: 60,
                 body_size: 11,
                 properties: properties.clone(),
+                ..Default::default()
             }),
         ),
     );

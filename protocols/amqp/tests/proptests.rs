@@ -137,7 +137,7 @@ proptest! {
         prop_assert_eq!(&frames[0], &Frame::Method(1, publish));
         prop_assert_eq!(
             &frames[1],
-            &Frame::Header(1, Box::new(ContentHeader { class_id: 60, body_size: body.len() as u64, properties: p }))
+            &Frame::Header(1, Box::new(ContentHeader { class_id: 60, body_size: body.len() as u64, properties: p, ..Default::default() }))
         );
         let mut got = Vec::new();
         for f in &frames[2..] {

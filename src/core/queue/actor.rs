@@ -30,8 +30,6 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use ferrymq_amqp_codec::{FieldTable, FieldValue};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
@@ -42,10 +40,12 @@ use super::{
     QueueStats, SinkEvent, WRITE_WINDOW,
 };
 use crate::core::CoreError;
+use crate::core::error::Entity;
 use crate::core::memory::MemoryGauge;
-use crate::core::message::Message;
+use crate::core::message::{Death, DeathReason, DeathSite, Message, now_ms};
+use crate::core::persist;
 use crate::core::vhost::VHost;
-use crate::store::{MsgId, RecoveredQueue, Store, StoreError, message_ttl_ms};
+use crate::store::{MsgId, RecoveredQueue, Store, StoreError};
 
 /// Commands handled per batch before a delivery pass.
 const BATCH: usize = 256;
@@ -294,7 +294,7 @@ impl Actor {
     ) -> Entry {
         let entry = Entry {
             tag,
-            expires_at: Deadline::new(self.expiry_of(message_ttl_ms(&message))),
+            expires_at: Deadline::new(self.expiry_of(message.properties.expiry.map(|e| e.at_ms))),
             size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
             priority: message.properties.priority.unwrap_or(0),
             message: Some(message),
@@ -317,13 +317,19 @@ impl Actor {
         let messages = std::mem::take(&mut recovered.messages);
         for m in messages {
             let tag = self.take_tag(m.priority);
-            let entry = match recovered.bodies.remove(&m.id) {
-                Some(message) => self.new_entry(message, Some(m.id), tag, true),
+            let loaded = recovered.bodies.remove(&m.id).and_then(|stored| {
+                let stored = Arc::try_unwrap(stored).unwrap_or_else(|a| (*a).clone());
+                persist::restore(stored)
+                    .inspect_err(|e| error!(queue = %self.me.name, id = m.id, error = %e, "recovered message unreadable; left on disk"))
+                    .ok()
+            });
+            let entry = match loaded {
+                Some(message) => self.new_entry(Arc::new(message), Some(m.id), tag, true),
                 None => Entry {
                     tag,
                     message: None,
                     store_id: StoreRef::new(Some(m.id)),
-                    expires_at: Deadline::new(self.expiry_of(recovered.expiration_ms(&m))),
+                    expires_at: Deadline::new(self.expiry_of(recovered.expires_at_ms(&m))),
                     size: m.size,
                     priority: m.priority,
                     redelivered: true,
@@ -333,15 +339,17 @@ impl Actor {
         }
     }
 
-    fn expiry_of(&self, per_message: Option<u64>) -> Option<Instant> {
-        let ttl_ms = match (
-            self.me.args.message_ttl.map(|d| d.as_millis() as u64),
-            per_message,
-        ) {
+    /// When a message entering now expires: the queue's TTL from now, or the message's own deadline (ms since
+    /// the Unix epoch), whichever comes first.
+    fn expiry_of(&self, per_message_at_ms: Option<u64>) -> Option<Instant> {
+        let now = Instant::now();
+        let queue = self.me.args.message_ttl.map(|ttl| now + ttl);
+        let message =
+            per_message_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(now_ms())));
+        match (queue, message) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }?;
-        Some(Instant::now() + Duration::from_millis(ttl_ms))
+        }
     }
 
     fn enqueue(&mut self, message: Arc<Message>, store_id: Option<MsgId>) -> Enqueued {
@@ -366,7 +374,7 @@ impl Actor {
                 }
                 Overflow::RejectPublishDlx => {
                     let entry = self.new_entry(message, store_id, 0, false);
-                    self.dead_letter(entry, "maxlen");
+                    self.dead_letter(entry, DeathReason::Maxlen);
                     return Enqueued::Rejected;
                 }
             }
@@ -377,7 +385,7 @@ impl Actor {
         if self.me.args.overflow == Overflow::DropHead {
             while self.ready_count > 0 && self.exceeds_limits() {
                 if let Some(head) = self.pop_ready_lowest() {
-                    self.dead_letter(head, "maxlen");
+                    self.dead_letter(head, DeathReason::Maxlen);
                 }
             }
         }
@@ -511,7 +519,7 @@ impl Actor {
             match outcome {
                 super::Settle::Ack => self.drop_entry(out.entry),
                 super::Settle::Requeue => self.requeue(out.entry),
-                super::Settle::Reject => self.dead_letter(out.entry, "rejected"),
+                super::Settle::Reject => self.dead_letter(out.entry, DeathReason::Rejected),
             }
         }
         if let Some(key) = consumer
@@ -550,16 +558,17 @@ impl Actor {
 
     fn delete(&mut self, if_unused: bool, if_empty: bool) -> Result<u32, CoreError> {
         if if_unused && !self.consumers.is_empty() {
-            return Err(CoreError::PreconditionFailed(format!(
-                "queue '{}' in vhost '{}' in use",
-                self.me.name, self.me.vhost
-            )));
+            return Err(CoreError::InUse {
+                kind: Entity::Queue,
+                vhost: self.me.vhost.clone(),
+                name: self.me.name.clone(),
+            });
         }
         if if_empty && self.ready_count > 0 {
-            return Err(CoreError::PreconditionFailed(format!(
-                "queue '{}' in vhost '{}' is not empty",
-                self.me.name, self.me.vhost
-            )));
+            return Err(CoreError::NotEmpty {
+                vhost: self.me.vhost.clone(),
+                queue: self.me.name.clone(),
+            });
         }
         Ok(self.stop())
     }
@@ -750,7 +759,7 @@ impl Actor {
         tokio::task::spawn_blocking(move || {
             let results: ReadResults = ids
                 .into_iter()
-                .map(|(tag, id)| (tag, store.read(id)))
+                .map(|(tag, id)| (tag, read_message(store.as_ref(), id)))
                 .collect();
             let _ = tx.send(results);
         });
@@ -812,7 +821,10 @@ impl Actor {
         self.retire(&entry);
     }
 
-    fn dead_letter(&mut self, mut entry: Entry, reason: &'static str) {
+    /// The message leaves this queue for its dead-letter exchange (or is dropped when there is none). The copy
+    /// is journaled before the original is settled, so a crash between the two brings the original back rather
+    /// than losing both.
+    fn dead_letter(&mut self, mut entry: Entry, reason: DeathReason) {
         let dlx = self.me.args.dead_letter_exchange.clone();
         let Some((dlx, vhost)) = dlx.zip(self.vhost.upgrade()) else {
             self.retire(&entry);
@@ -822,17 +834,16 @@ impl Actor {
         if !load(self.store.as_ref(), &self.memory, &self.me, &mut entry) {
             return;
         }
-        self.retire(&entry);
-        let Some(original) = entry.message.as_deref() else {
+        let Some(original) = entry.message.clone() else {
+            self.retire(&entry);
             return;
         };
-        let message = dead_lettered(original, &self.me, &dlx, reason);
+        let message = dead_lettered(&original, &self.me, &dlx, reason);
         let mut targets = vhost.route(&dlx, &message);
-        // Cycle: a message dead-lettered back into this queue for a reason other than rejection is dropped.
-        if reason != "rejected" {
-            targets.retain(|q| q != &self.me);
-        }
+        // A queue the message already died in, with no rejection since, would cycle it forever: skip it.
+        targets.retain(|q| !is_cycle(&q.name, &message.annotations.deaths));
         vhost.enqueue_detached(Arc::new(message), &targets);
+        self.retire(&entry);
     }
 
     // ---- delivery ----
@@ -970,7 +981,7 @@ impl Actor {
                     break;
                 };
                 self.count_out(&entry);
-                self.dead_letter(entry, "expired");
+                self.dead_letter(entry, DeathReason::Expired);
             }
         }
         while let Some(&(until, tag)) = self.leases.first() {
@@ -1009,7 +1020,7 @@ fn load(store: &dyn Store, memory: &MemoryGauge, queue: &QueueHandle, entry: &mu
     let Some(id) = entry.store_id.get() else {
         return false;
     };
-    match store.read(id) {
+    match read_message(store, id) {
         Ok(message) => {
             entry.message = Some(Arc::new(message));
             memory.add(entry.cost());
@@ -1022,6 +1033,12 @@ fn load(store: &dyn Store, memory: &MemoryGauge, queue: &QueueHandle, entry: &mu
     }
 }
 
+/// Reads a paged message back and decodes it (blocking: file I/O).
+fn read_message(store: &dyn Store, id: MsgId) -> Result<Message, StoreError> {
+    let stored = store.read(id)?;
+    persist::restore(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -1029,65 +1046,67 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn long_str(s: &str) -> FieldValue {
-    FieldValue::LongStr(Bytes::copy_from_slice(s.as_bytes()))
-}
-
-/// The copy of `original` that goes to the dead-letter exchange: RabbitMQ's x-death bookkeeping
-/// (one entry per queue and reason, most recent first, with a count), x-first-death-* and x-last-death-*,
-/// the per-message expiration moved to `original-expiration`.
-fn dead_lettered(original: &Message, queue: &QueueHandle, dlx: &str, reason: &str) -> Message {
+/// The copy of `original` that goes to the dead-letter exchange: RabbitMQ's death bookkeeping (one entry per
+/// queue and reason, most recent first, with a count; first and last death sites) in the annotations, and the
+/// per-message TTL removed (kept in the death entry as the original expiration).
+fn dead_lettered(
+    original: &Message,
+    queue: &QueueHandle,
+    dlx: &str,
+    reason: DeathReason,
+) -> Message {
     let mut message = original.clone();
     let routing_key = queue
         .args
         .dead_letter_routing_key
         .clone()
         .unwrap_or_else(|| original.routing_key.clone());
-    let mut headers = message.properties.headers.take().unwrap_or_default();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut deaths = match headers.remove("x-death") {
-        Some(FieldValue::Array(items)) => items,
-        _ => Vec::new(),
-    };
-    let same = |v: &FieldValue| match v {
-        FieldValue::Table(t) => {
-            t.get("queue").and_then(|q| q.as_str()) == Some(queue.name.as_str())
-                && t.get("reason").and_then(|r| r.as_str()) == Some(reason)
-        }
-        _ => false,
-    };
-    let previous = deaths.iter().position(same).map(|i| deaths.remove(i));
-    let count = match &previous {
-        Some(FieldValue::Table(t)) => t.get("count").and_then(|c| c.as_i64()).unwrap_or(0) + 1,
-        _ => 1,
-    };
-    let mut death = FieldTable::default();
-    death.insert("count", FieldValue::I64(count));
-    death.insert("reason", long_str(reason));
-    death.insert("queue", long_str(&queue.name));
-    death.insert("time", FieldValue::Timestamp(now));
-    death.insert("exchange", long_str(&original.exchange));
-    death.insert(
-        "routing-keys",
-        FieldValue::Array(vec![long_str(&original.routing_key)]),
+    let expiry = message.properties_mut().expiry.take();
+    let a = &mut message.annotations;
+    let previous = a
+        .deaths
+        .iter()
+        .position(|d| d.queue == queue.name && d.reason == reason)
+        .map(|i| a.deaths.remove(i));
+    let count = previous.as_ref().map_or(0, |d| d.count) + 1;
+    a.deaths.insert(
+        0,
+        Death {
+            queue: queue.name.clone(),
+            reason,
+            exchange: original.exchange.clone(),
+            routing_keys: vec![original.routing_key.clone()],
+            count,
+            time: now,
+            original_expiration_ms: expiry.map(|e| e.ttl_ms),
+        },
     );
-    if let Some(expiration) = message.properties.expiration.take() {
-        death.insert("original-expiration", long_str(&expiration));
-    }
-    deaths.insert(0, FieldValue::Table(death));
-    if headers.get("x-first-death-reason").is_none() {
-        headers.insert("x-first-death-reason", long_str(reason));
-        headers.insert("x-first-death-queue", long_str(&queue.name));
-        headers.insert("x-first-death-exchange", long_str(&original.exchange));
-    }
-    headers.insert("x-last-death-reason", long_str(reason));
-    headers.insert("x-last-death-queue", long_str(&queue.name));
-    headers.insert("x-last-death-exchange", long_str(&original.exchange));
-    headers.insert("x-death", FieldValue::Array(deaths));
-    message.properties.headers = Some(headers);
+    let site = DeathSite {
+        queue: queue.name.clone(),
+        reason,
+        exchange: original.exchange.clone(),
+    };
+    a.first_death.get_or_insert_with(|| site.clone());
+    a.last_death = Some(site);
     message.exchange = dlx.to_string();
     message.routing_key = routing_key;
     message
+}
+
+/// Whether dead-lettering a message with `deaths` (the latest first) into `target` closes a cycle: it died in
+/// `target` before and was never rejected since (RabbitMQ's rule; a rejection means a consumer saw it, so a
+/// cycle through a rejection is the application's choice).
+fn is_cycle(target: &str, deaths: &[Death]) -> bool {
+    for d in deaths {
+        if d.reason == DeathReason::Rejected {
+            return false;
+        }
+        if d.queue == target {
+            return true;
+        }
+    }
+    false
 }

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use ferrymq_amqp_codec::{FieldTable, FieldValue};
+use crate::core::message::{Headers, Value};
 
 use crate::core::CoreError;
+use crate::core::error::Entity;
 
 /// What a queue does when a publish would exceed `x-max-length` / `x-max-length-bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,26 +33,29 @@ pub struct QueueArgs {
 
 impl QueueArgs {
     /// Parse and validate declare arguments for queue `queue` in `vhost`.
-    pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<Self, CoreError> {
-        let invalid = |key: &str, why: &str| {
-            CoreError::PreconditionFailed(format!(
-                "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
-            ))
+    pub fn parse(args: &Headers, queue: &str, vhost: &str) -> Result<Self, CoreError> {
+        let invalid = |key: &str, why: &str| CoreError::InvalidArgument {
+            kind: Entity::Queue,
+            vhost: vhost.to_owned(),
+            name: queue.to_owned(),
+            key: key.to_owned(),
+            why: why.to_owned(),
         };
-        let non_neg = |key: &str, v: &FieldValue| -> Result<u64, CoreError> {
+        let non_neg = |key: &str, v: &Value| -> Result<u64, CoreError> {
             match v.as_i64() {
                 Some(n) if n >= 0 => Ok(n as u64),
                 Some(n) => Err(invalid(key, &format!("{{value_negative,{n}}}"))),
                 None => Err(invalid(key, &format!("{{unacceptable_type,{v:?}}}"))),
             }
         };
-        let string = |key: &str, v: &FieldValue| -> Result<String, CoreError> {
+        let string = |key: &str, v: &Value| -> Result<String, CoreError> {
             v.as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| invalid(key, &format!("{{unacceptable_type,{v:?}}}")))
         };
         let mut out = QueueArgs::default();
-        for (key, value) in args.iter() {
+        for h in args.iter() {
+            let (key, value) = (h.name.as_str(), &h.value);
             match key {
                 "x-message-ttl" => {
                     out.message_ttl = Some(Duration::from_millis(non_neg(key, value)?))
@@ -94,10 +98,10 @@ impl QueueArgs {
                 "x-queue-type" => match string(key, value)?.as_str() {
                     "classic" => {}
                     kind @ ("quorum" | "stream") => {
-                        return Err(CoreError::PreconditionFailed(format!(
-                            "invalid arg 'x-queue-type' for queue '{queue}' in vhost '{vhost}': \
-                             queue type '{kind}' is not supported by FerryMQ yet"
-                        )));
+                        return Err(invalid(
+                            key,
+                            &format!("queue type '{kind}' is not supported by FerryMQ yet"),
+                        ));
                     }
                     other => {
                         return Err(invalid(
@@ -133,23 +137,25 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn t(pairs: Vec<(&str, FieldValue)>) -> FieldTable {
-        FieldTable(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    fn t(pairs: Vec<(&str, Value)>) -> Headers {
+        let mut t = Headers::new();
+        pairs.into_iter().for_each(|(k, v)| t.push(k, v));
+        t
     }
 
     #[test]
     fn parses_known_arguments() {
         let args = t(vec![
-            ("x-message-ttl", FieldValue::I32(1000)),
-            ("x-max-length", FieldValue::I64(5)),
+            ("x-message-ttl", Value::I32(1000)),
+            ("x-max-length", Value::I64(5)),
             (
                 "x-overflow",
-                FieldValue::LongStr(Bytes::from_static(b"reject-publish")),
+                Value::Text(Bytes::from_static(b"reject-publish")),
             ),
-            ("x-max-priority", FieldValue::U8(10)),
+            ("x-max-priority", Value::U8(10)),
             (
                 "x-dead-letter-exchange",
-                FieldValue::LongStr(Bytes::from_static(b"dlx")),
+                Value::Text(Bytes::from_static(b"dlx")),
             ),
         ]);
         let a = QueueArgs::parse(&args, "q", "/").unwrap();
@@ -164,18 +170,18 @@ mod tests {
     fn rejects_quorum_and_bad_types() {
         let quorum = t(vec![(
             "x-queue-type",
-            FieldValue::LongStr(Bytes::from_static(b"quorum")),
+            Value::Text(Bytes::from_static(b"quorum")),
         )]);
         assert!(matches!(
             QueueArgs::parse(&quorum, "q", "/"),
-            Err(CoreError::PreconditionFailed(_))
+            Err(CoreError::InvalidArgument { .. })
         ));
         let bad = t(vec![(
             "x-message-ttl",
-            FieldValue::LongStr(Bytes::from_static(b"x")),
+            Value::Text(Bytes::from_static(b"x")),
         )]);
         assert!(QueueArgs::parse(&bad, "q", "/").is_err());
-        let neg = t(vec![("x-max-length", FieldValue::I32(-1))]);
+        let neg = t(vec![("x-max-length", Value::I32(-1))]);
         assert!(QueueArgs::parse(&neg, "q", "/").is_err());
     }
 }

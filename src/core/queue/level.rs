@@ -156,19 +156,12 @@ impl Level {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use ferrymq_amqp_codec::BasicProperties;
-
     use super::*;
     use crate::core::queue::entry::{Deadline, StoreRef, TAG_STEP};
+    use bytes::Bytes;
 
     fn message() -> Arc<Message> {
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: BasicProperties::default(),
-            body: Bytes::from_static(b"0123456789"),
-        })
+        Arc::new(Message::new("", "q", Bytes::from_static(b"0123456789")))
     }
 
     fn entry(seq: u64, paged: bool, store: bool) -> Entry {

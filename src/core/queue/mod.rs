@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use ferrymq_amqp_codec::FieldTable;
+use crate::core::message::Headers;
 use tokio::sync::{mpsc, oneshot};
 
 use super::CoreError;
+use super::error::Entity;
 use super::message::Message;
 use super::vhost::VHost;
 use crate::store::{MsgId, QueueKey, RecoveredQueue, Store};
@@ -193,7 +194,7 @@ pub struct QueueShared {
     pub auto_delete: bool,
     /// Connection owning an exclusive queue.
     pub exclusive_owner: Option<ConnId>,
-    pub arguments: FieldTable,
+    pub arguments: Headers,
     pub args: QueueArgs,
     pub key: QueueKey,
     tx: mpsc::Sender<Command>,
@@ -225,7 +226,7 @@ pub(crate) struct QueueInit {
     pub durable: bool,
     pub auto_delete: bool,
     pub exclusive_owner: Option<ConnId>,
-    pub arguments: FieldTable,
+    pub arguments: Headers,
     pub args: QueueArgs,
 }
 
@@ -266,10 +267,7 @@ impl QueueHandle {
     }
 
     fn gone(&self) -> CoreError {
-        CoreError::NotFound(format!(
-            "no queue '{}' in vhost '{}'",
-            self.name, self.vhost
-        ))
+        CoreError::not_found(Entity::Queue, &self.vhost, &self.name)
     }
 
     async fn send(&self, cmd: Command) -> Result<(), CoreError> {

@@ -330,7 +330,6 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use ferrymq_amqp_codec::BasicProperties;
 
     use super::*;
     use crate::core::message::Message;
@@ -348,12 +347,7 @@ mod tests {
     }
 
     fn transient(tag: u64, size: u32) -> Entry {
-        let message = Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: BasicProperties::default(),
-            body: Bytes::from(vec![b'x'; size as usize]),
-        };
+        let message = Message::new("", "q", Bytes::from(vec![b'x'; size as usize]));
         Entry {
             message: Some(Arc::new(message)),
             store_id: StoreRef::new(None),

@@ -15,9 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use bytes::BytesMut;
-use ferrymq_amqp_codec::encode_field_table;
-
 use super::idmap::IdMap;
 use crate::store::{Binding, Definition, DestinationKind, MsgId, QueueKey};
 
@@ -501,15 +498,18 @@ impl DefKey {
 }
 
 fn binding_key(b: &Binding) -> DefKey {
-    let mut raw = BytesMut::new();
-    encode_field_table(&b.arguments, &mut raw);
+    let mut raw = Vec::with_capacity(1 + b.arguments.bytes.len());
+    raw.push(u8::from(
+        b.arguments.format == crate::store::Format::Format1,
+    ));
+    raw.extend_from_slice(&b.arguments.bytes);
     DefKey::Binding {
         vhost: b.vhost.clone(),
         source: b.source.clone(),
         destination: b.destination.clone(),
         to_exchange: b.destination_kind == DestinationKind::Exchange,
         key: b.routing_key.clone(),
-        args: raw.to_vec(),
+        args: raw,
     }
 }
 
@@ -636,8 +636,6 @@ impl Definitions {
 
 #[cfg(test)]
 mod tests {
-    use ferrymq_amqp_codec::FieldTable;
-
     use super::*;
 
     fn q(name: &str) -> QueueKey {
@@ -720,7 +718,7 @@ mod tests {
     #[test]
     fn definitions_fold_with_cascades_and_keep_declaration_order() {
         let mut ix = Index::default();
-        let t = FieldTable::new();
+        let t = crate::store::Opaque::default();
         let bind = |dest: &str| {
             Definition::Bind(Binding {
                 vhost: "/".into(),

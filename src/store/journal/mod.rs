@@ -22,6 +22,7 @@
 //! - `reader`: reading one message back by location ([`Store::read`], for queues that page bodies out);
 //! - `writer`: the writer thread (group commit, roll, compaction, deletion, disk-free watch).
 
+mod format1;
 mod fs;
 mod idmap;
 mod index;
@@ -47,8 +48,9 @@ pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 
 use self::reader::RecordReader;
 use self::writer::{Op, Shared, Tuning, Writer, WriterConfig};
-use super::{Definition, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint, SyncState};
-use crate::core::message::Message;
+use super::{
+    Definition, MsgId, QueueKey, Recovered, Store, StoreError, StoredMessage, SyncPoint, SyncState,
+};
 
 /// When the writer syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +176,7 @@ impl JournalStore {
     }
 
     /// One attempt at [`Store::read`]: look the current copy up and read it.
-    fn read_once(&self, id: MsgId) -> Result<Message, StoreError> {
+    fn read_once(&self, id: MsgId) -> Result<StoredMessage, StoreError> {
         let loc = self
             .shared
             .index()
@@ -193,7 +195,7 @@ impl Store for JournalStore {
         &self,
         id: MsgId,
         queues: &[QueueKey],
-        message: &Message,
+        message: &StoredMessage,
     ) -> Result<SyncPoint, StoreError> {
         let record = Self::encoded(record::encode_publish(id, queues, message))?;
         self.shared.submit(Op::Publish {
@@ -242,7 +244,7 @@ impl Store for JournalStore {
     /// it and deleted the old segment between the look-up and the read. So on failure it waits until everything
     /// appended so far is written and synced (at most one group commit; compaction updates the index only after
     /// its copies are synced), then looks up and reads again; a second failure is real.
-    fn read(&self, id: MsgId) -> Result<Message, StoreError> {
+    fn read(&self, id: MsgId) -> Result<StoredMessage, StoreError> {
         match self.read_once(id) {
             Ok(m) => Ok(m),
             Err(first) => {

@@ -17,8 +17,7 @@ use super::fs::{SegmentFile, StoreFs};
 use super::index::{Index, Location};
 use super::record::{self, FRAME_HEADER, Record};
 use super::segment::{self, read_full};
-use crate::core::message::Message;
-use crate::store::{MsgId, StoreError};
+use crate::store::{MsgId, StoreError, StoredMessage};
 
 /// How many segment files a reader keeps open.
 const OPEN_FILES: usize = 8;
@@ -47,7 +46,7 @@ impl RecordReader {
         id: MsgId,
         loc: Location,
         index: &Mutex<Index>,
-    ) -> Result<Message, StoreError> {
+    ) -> Result<StoredMessage, StoreError> {
         let mut framed = vec![0u8; loc.len as usize];
         let got = {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());

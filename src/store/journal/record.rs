@@ -3,19 +3,23 @@
 //!
 //! A framed record is `len: u32 LE | crc: u32 LE | payload[len]`, where `crc` is CRC32C over the four length
 //! bytes followed by the payload (so a damaged length is caught too) and the payload starts with a kind octet.
-//! Integers are little-endian; strings and byte strings carry a `u32` length. Message properties and field
-//! tables use the AMQP codec's own encodings (`BasicProperties::encode`, `encode_field_table`), so the journal
-//! stores exactly what the wire carried.
+//! Integers are little-endian; strings and byte strings carry a `u32` length. A message's metadata and
+//! definition arguments are the core's opaque bytes ([`Opaque`]), stored as they are given.
+//!
+//! Format 1 records (a publish of kind 1, definitions of kinds 7, 9, 11 and 12) are still read: their metadata
+//! and arguments come back as [`Format::Format1`] bytes, with priority and expiry found by `format1`. New
+//! records use kind 6 for a publish and kinds 13 to 16 for definitions with arguments.
 //!
 //! Decoding never trusts a length or a count: each is checked against the bytes left in the payload before
 //! anything is allocated, and any mismatch is a [`DecodeError`] (the caller turns it into `StoreError::Corrupt`
 //! with the segment and offset). This module does no I/O and knows nothing of segments or the writer.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ferrymq_amqp_codec::{BasicProperties, FieldTable, decode_field_table, encode_field_table};
 
-use crate::core::message::Message;
-use crate::store::{Binding, Definition, DestinationKind, MsgId, QueueKey};
+use super::format1;
+use crate::store::{
+    Binding, Definition, DestinationKind, Format, MsgId, Opaque, QueueKey, StoredMessage,
+};
 
 /// Bytes of the frame header in front of each payload: length and CRC.
 pub(crate) const FRAME_HEADER: usize = 8;
@@ -23,11 +27,13 @@ pub(crate) const FRAME_HEADER: usize = 8;
 /// The largest payload a record may have. A length field above it is corruption, never an allocation.
 pub(crate) const MAX_RECORD: u32 = 256 * 1024 * 1024;
 
-const KIND_PUBLISH: u8 = 1;
+/// A format 1 publish (AMQP properties inside); read, never written.
+const KIND_PUBLISH_FORMAT1: u8 = 1;
 const KIND_SETTLE: u8 = 2;
 const KIND_DEFINE: u8 = 3;
 const KIND_CHECKPOINT: u8 = 4;
 const KIND_SEGMENT_DELETED: u8 = 5;
+const KIND_PUBLISH: u8 = 6;
 
 /// A payload that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +63,7 @@ pub(crate) struct Checkpoint {
 pub(crate) struct PublishRecord {
     pub(crate) id: MsgId,
     pub(crate) queues: Vec<QueueKey>,
-    pub(crate) message: Message,
+    pub(crate) message: StoredMessage,
 }
 
 /// A decoded record payload.
@@ -147,11 +153,19 @@ fn put_nested(out: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) {
     out[slot..slot + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The part of a publish payload after the id and queue list: what compaction copies verbatim.
-fn put_message(out: &mut BytesMut, m: &Message) {
-    put_str(out, &m.exchange);
-    put_str(out, &m.routing_key);
-    put_nested(out, |out| m.properties.encode(out));
+/// The part of a publish payload after the id and queue list: what compaction copies verbatim. The metadata
+/// must be in the current format (a format 1 message is only ever copied verbatim, under its own kind).
+fn put_message(out: &mut BytesMut, m: &StoredMessage) {
+    out.put_u8(m.priority);
+    out.put_u64_le(m.published_at_ms);
+    match m.expires_at_ms {
+        None => out.put_u8(0),
+        Some(at) => {
+            out.put_u8(1);
+            out.put_u64_le(at);
+        }
+    }
+    put_bytes(out, &m.meta.bytes);
     put_bytes(out, &m.body);
 }
 
@@ -167,9 +181,17 @@ fn put_publish_head(out: &mut BytesMut, id: MsgId, queues: &[QueueKey]) {
 pub(crate) fn encode_publish(
     id: MsgId,
     queues: &[QueueKey],
-    message: &Message,
+    message: &StoredMessage,
 ) -> Result<Bytes, DecodeError> {
-    let mut out = begin(KIND_PUBLISH, 128 + message.body.len());
+    if message.meta.format != Format::Current {
+        return Err(DecodeError::new(
+            "a new publish must carry current-format metadata",
+        ));
+    }
+    let mut out = begin(
+        KIND_PUBLISH,
+        128 + message.meta.bytes.len() + message.body.len(),
+    );
     put_publish_head(&mut out, id, queues);
     put_message(&mut out, message);
     finish(out)
@@ -178,11 +200,11 @@ pub(crate) fn encode_publish(
 /// A framed publish record for a message part taken verbatim from an older record (compaction), with the
 /// queue list narrowed to the queues still holding it.
 pub(crate) fn reencode_publish(
-    id: MsgId,
+    head: &PublishHead<'_>,
     queues: &[QueueKey],
-    message_part: &[u8],
 ) -> Result<Bytes, DecodeError> {
-    let mut out = begin(KIND_PUBLISH, 64 + message_part.len());
+    let (id, message_part) = (head.id, head.part);
+    let mut out = begin(head.kind, 64 + message_part.len());
     put_publish_head(&mut out, id, queues);
     out.put_slice(message_part);
     finish(out)
@@ -237,6 +259,27 @@ const DEF_QUEUE: u8 = 9;
 const DEF_DELETE_QUEUE: u8 = 10;
 const DEF_BIND: u8 = 11;
 const DEF_UNBIND: u8 = 12;
+const DEF_EXCHANGE2: u8 = 13;
+const DEF_QUEUE2: u8 = 14;
+const DEF_BIND2: u8 = 15;
+const DEF_UNBIND2: u8 = 16;
+
+/// The kind to write for a definition with arguments: the format 1 kind for format 1 arguments (kept as they
+/// were read, e.g. when a checkpoint copies a recovered definition), the current kind otherwise.
+fn kind_for(args: &Opaque, format1: u8, current: u8) -> u8 {
+    match args.format {
+        Format::Format1 => format1,
+        Format::Current => current,
+    }
+}
+
+/// Arguments as their format lays them out: a format 1 field table carries its own length prefix.
+fn put_args(out: &mut BytesMut, args: &Opaque) {
+    match args.format {
+        Format::Format1 => out.put_slice(&args.bytes),
+        Format::Current => put_bytes(out, &args.bytes),
+    }
+}
 
 fn put_definition(out: &mut BytesMut, def: &Definition) {
     match def {
@@ -290,13 +333,13 @@ fn put_definition(out: &mut BytesMut, def: &Definition) {
             internal,
             arguments,
         } => {
-            out.put_u8(DEF_EXCHANGE);
+            out.put_u8(kind_for(arguments, DEF_EXCHANGE, DEF_EXCHANGE2));
             for s in [vhost, name, kind] {
                 put_str(out, s);
             }
             out.put_u8(u8::from(*auto_delete));
             out.put_u8(u8::from(*internal));
-            encode_field_table(arguments, out);
+            put_args(out, arguments);
         }
         Definition::DeleteExchange { vhost, name } => {
             out.put_u8(DEF_DELETE_EXCHANGE);
@@ -309,11 +352,11 @@ fn put_definition(out: &mut BytesMut, def: &Definition) {
             auto_delete,
             arguments,
         } => {
-            out.put_u8(DEF_QUEUE);
+            out.put_u8(kind_for(arguments, DEF_QUEUE, DEF_QUEUE2));
             put_str(out, vhost);
             put_str(out, name);
             out.put_u8(u8::from(*auto_delete));
-            encode_field_table(arguments, out);
+            put_args(out, arguments);
         }
         Definition::DeleteQueue { vhost, name } => {
             out.put_u8(DEF_DELETE_QUEUE);
@@ -321,11 +364,11 @@ fn put_definition(out: &mut BytesMut, def: &Definition) {
             put_str(out, name);
         }
         Definition::Bind(b) => {
-            out.put_u8(DEF_BIND);
+            out.put_u8(kind_for(&b.arguments, DEF_BIND, DEF_BIND2));
             put_binding(out, b);
         }
         Definition::Unbind(b) => {
-            out.put_u8(DEF_UNBIND);
+            out.put_u8(kind_for(&b.arguments, DEF_UNBIND, DEF_UNBIND2));
             put_binding(out, b);
         }
     }
@@ -340,7 +383,7 @@ fn put_binding(out: &mut BytesMut, b: &Binding) {
         DestinationKind::Exchange => 1,
     });
     put_str(out, &b.routing_key);
-    encode_field_table(&b.arguments, out);
+    put_args(out, &b.arguments);
 }
 
 // ---- decoding ----
@@ -418,15 +461,23 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn table(&mut self, what: &str) -> Result<FieldTable, DecodeError> {
-        // Field tables carry an AMQP (big-endian) length prefix.
-        let len = match self.buf.get(..4) {
-            Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
-            None => return Err(DecodeError::new(format!("{what}: truncated length"))),
+    /// Definition arguments: a format 1 field table (with its big-endian length prefix, kept in the bytes) or
+    /// current-format bytes.
+    fn args(&mut self, format: Format, what: &str) -> Result<Opaque, DecodeError> {
+        let bytes = match format {
+            Format::Format1 => {
+                let len = match self.buf.get(..4) {
+                    Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                    None => return Err(DecodeError::new(format!("{what}: truncated length"))),
+                };
+                self.take(4usize.saturating_add(len), what)?
+            }
+            Format::Current => self.bytes(what)?,
         };
-        let raw = self.take(4 + len, what)?;
-        let mut bytes = Bytes::copy_from_slice(raw);
-        decode_field_table(&mut bytes).map_err(|e| DecodeError::new(format!("{what}: {e}")))
+        Ok(Opaque {
+            format,
+            bytes: Bytes::copy_from_slice(bytes),
+        })
     }
 
     fn end(&self, what: &str) -> Result<(), DecodeError> {
@@ -445,12 +496,12 @@ impl<'a> Reader<'a> {
 pub(crate) fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
     let mut r = Reader { buf: payload };
     let record = match r.u8("record kind")? {
-        KIND_PUBLISH => {
-            let (id, queues, part) = publish_parts(&mut r)?;
+        kind @ (KIND_PUBLISH | KIND_PUBLISH_FORMAT1) => {
+            let head = publish_parts(kind, &mut r)?;
             Record::Publish(Box::new(PublishRecord {
-                id,
-                queues,
-                message: decode_message(part)?,
+                id: head.id,
+                message: decode_message(&head)?,
+                queues: head.queues,
             }))
         }
         KIND_SETTLE => {
@@ -473,16 +524,22 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
 /// kind of record.
 pub(crate) fn decode_publish_head(payload: &[u8]) -> Result<Option<PublishHead<'_>>, DecodeError> {
     let mut r = Reader { buf: payload };
-    if r.u8("record kind")? != KIND_PUBLISH {
-        return Ok(None);
+    match r.u8("record kind")? {
+        kind @ (KIND_PUBLISH | KIND_PUBLISH_FORMAT1) => publish_parts(kind, &mut r).map(Some),
+        _ => Ok(None),
     }
-    publish_parts(&mut r).map(Some)
 }
 
-/// A publish record's id, queue list, and its message part as raw bytes.
-pub(crate) type PublishHead<'a> = (MsgId, Vec<QueueKey>, &'a [u8]);
+/// A publish record's kind, id, queue list, and its message part as raw bytes.
+#[derive(Debug)]
+pub(crate) struct PublishHead<'a> {
+    pub(crate) kind: u8,
+    pub(crate) id: MsgId,
+    pub(crate) queues: Vec<QueueKey>,
+    pub(crate) part: &'a [u8],
+}
 
-fn publish_parts<'a>(r: &mut Reader<'a>) -> Result<PublishHead<'a>, DecodeError> {
+fn publish_parts<'a>(kind: u8, r: &mut Reader<'a>) -> Result<PublishHead<'a>, DecodeError> {
     let id = r.u64("publish id")?;
     let n = r.count(8, "publish queue count")?;
     let mut queues = Vec::with_capacity(n);
@@ -491,26 +548,52 @@ fn publish_parts<'a>(r: &mut Reader<'a>) -> Result<PublishHead<'a>, DecodeError>
     }
     let part = r.buf;
     r.buf = &[];
-    Ok((id, queues, part))
+    Ok(PublishHead {
+        kind,
+        id,
+        queues,
+        part,
+    })
 }
 
-fn decode_message(part: &[u8]) -> Result<Message, DecodeError> {
-    let mut r = Reader { buf: part };
-    let exchange = r.string("exchange")?;
-    let routing_key = r.string("routing key")?;
-    let mut props = Bytes::copy_from_slice(r.bytes("properties")?);
-    let properties = BasicProperties::decode(&mut props)
-        .map_err(|e| DecodeError::new(format!("properties: {e}")))?;
-    if !props.is_empty() {
-        return Err(DecodeError::new("properties: trailing bytes"));
+fn decode_message(head: &PublishHead<'_>) -> Result<StoredMessage, DecodeError> {
+    let mut r = Reader { buf: head.part };
+    if head.kind == KIND_PUBLISH_FORMAT1 {
+        let exchange = r.bytes("exchange")?;
+        let routing_key = r.bytes("routing key")?;
+        let properties = r.bytes("properties")?;
+        let meta_len = 12 + exchange.len() + routing_key.len() + properties.len();
+        let fields = format1::fields(properties).map_err(DecodeError::new)?;
+        let body = Bytes::copy_from_slice(r.bytes("body")?);
+        r.end("message")?;
+        return Ok(StoredMessage {
+            meta: Opaque {
+                format: Format::Format1,
+                bytes: Bytes::copy_from_slice(&head.part[..meta_len]),
+            },
+            body,
+            priority: fields.priority,
+            expires_at_ms: fields
+                .ttl_ms
+                .map(|ttl| crate::store::now_ms().saturating_add(ttl)),
+            published_at_ms: 0,
+        });
     }
+    let priority = r.u8("priority")?;
+    let published_at_ms = r.u64("publish time")?;
+    let expires_at_ms = match r.u8("has expiry")? {
+        0 => None,
+        _ => Some(r.u64("expiry")?),
+    };
+    let meta = Opaque::current(Bytes::copy_from_slice(r.bytes("metadata")?));
     let body = Bytes::copy_from_slice(r.bytes("body")?);
     r.end("message")?;
-    Ok(Message {
-        exchange,
-        routing_key,
-        properties,
+    Ok(StoredMessage {
+        meta,
         body,
+        priority,
+        expires_at_ms,
+        published_at_ms,
     })
 }
 
@@ -535,6 +618,15 @@ fn get_checkpoint(r: &mut Reader<'_>) -> Result<Checkpoint, DecodeError> {
         segments,
         definitions,
     })
+}
+
+/// The arguments format of a definition kind: its format 1 kind or the current one.
+fn args_format(kind: u8, format1: u8) -> Format {
+    if kind == format1 {
+        Format::Format1
+    } else {
+        Format::Current
+    }
 }
 
 fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
@@ -573,29 +665,29 @@ fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
             user: r.string("user")?,
             vhost: r.string("vhost")?,
         },
-        DEF_EXCHANGE => Definition::Exchange {
+        kind @ (DEF_EXCHANGE | DEF_EXCHANGE2) => Definition::Exchange {
             vhost: r.string("vhost")?,
             name: r.string("exchange")?,
             kind: r.string("exchange type")?,
             auto_delete: r.bool("auto-delete")?,
             internal: r.bool("internal")?,
-            arguments: r.table("exchange arguments")?,
+            arguments: r.args(args_format(kind, DEF_EXCHANGE), "exchange arguments")?,
         },
         DEF_DELETE_EXCHANGE => Definition::DeleteExchange {
             vhost: r.string("vhost")?,
             name: r.string("exchange")?,
         },
-        DEF_QUEUE => Definition::Queue {
+        kind @ (DEF_QUEUE | DEF_QUEUE2) => Definition::Queue {
             vhost: r.string("vhost")?,
             name: r.string("queue")?,
             auto_delete: r.bool("auto-delete")?,
-            arguments: r.table("queue arguments")?,
+            arguments: r.args(args_format(kind, DEF_QUEUE), "queue arguments")?,
         },
         DEF_DELETE_QUEUE => Definition::DeleteQueue {
             vhost: r.string("vhost")?,
             name: r.string("queue")?,
         },
-        kind @ (DEF_BIND | DEF_UNBIND) => {
+        kind @ (DEF_BIND | DEF_UNBIND | DEF_BIND2 | DEF_UNBIND2) => {
             let vhost = r.string("vhost")?;
             let source = r.string("binding source")?;
             let destination = r.string("binding destination")?;
@@ -609,7 +701,13 @@ fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
                 }
             };
             let routing_key = r.string("routing key")?;
-            let arguments = r.table("binding arguments")?;
+            let format1 = kind == DEF_BIND || kind == DEF_UNBIND;
+            let format = if format1 {
+                Format::Format1
+            } else {
+                Format::Current
+            };
+            let arguments = r.args(format, "binding arguments")?;
             let binding = Binding {
                 vhost,
                 source,
@@ -618,7 +716,7 @@ fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
                 routing_key,
                 arguments,
             };
-            if kind == DEF_BIND {
+            if kind == DEF_BIND || kind == DEF_BIND2 {
                 Definition::Bind(binding)
             } else {
                 Definition::Unbind(binding)
@@ -631,19 +729,22 @@ fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use ferrymq_amqp_codec::FieldValue;
-
     use super::*;
 
     fn payload(framed: &Bytes) -> &[u8] {
         &framed[FRAME_HEADER..]
     }
 
-    fn table() -> FieldTable {
-        let mut t = FieldTable::new();
-        t.insert("x-message-ttl", FieldValue::I32(60_000));
-        t.insert("x-dead-letter-exchange", FieldValue::from("dlx"));
-        t
+    fn table() -> Opaque {
+        Opaque::current(Bytes::from_static(b"\x01core table bytes"))
+    }
+
+    /// An AMQP field table as format 1 wrote it: big-endian length, then `k` = long string "v".
+    fn format1_table() -> Opaque {
+        Opaque {
+            format: Format::Format1,
+            bytes: Bytes::from_static(b"\x00\x00\x00\x08\x01kS\x00\x00\x00\x01v"),
+        }
     }
 
     fn every_definition() -> Vec<Definition> {
@@ -703,7 +804,21 @@ mod tests {
                 destination: "e2".into(),
                 destination_kind: DestinationKind::Exchange,
                 routing_key: "".into(),
-                arguments: FieldTable::new(),
+                arguments: Opaque::default(),
+            }),
+            Definition::Queue {
+                vhost: "/".into(),
+                name: "old".into(),
+                auto_delete: false,
+                arguments: format1_table(),
+            },
+            Definition::Bind(Binding {
+                vhost: "/".into(),
+                source: "e".into(),
+                destination: "old".into(),
+                destination_kind: DestinationKind::Queue,
+                routing_key: "k".into(),
+                arguments: format1_table(),
             }),
         ]
     }
@@ -719,16 +834,12 @@ mod tests {
 
     #[test]
     fn publish_round_trips_with_properties_and_queues() -> Result<(), DecodeError> {
-        let message = Message {
-            exchange: "amq.topic".into(),
-            routing_key: "a.b".into(),
-            properties: BasicProperties {
-                delivery_mode: Some(2),
-                headers: Some(table()),
-                message_id: Some("m1".into()),
-                ..Default::default()
-            },
+        let message = StoredMessage {
+            meta: Opaque::current(Bytes::from_static(b"meta")),
             body: Bytes::from_static(b"hello"),
+            priority: 3,
+            expires_at_ms: Some(99),
+            published_at_ms: 12,
         };
         let queues = vec![QueueKey::new("/", "q1"), QueueKey::new("v", "q2")];
         let framed = encode_publish(7, &queues, &message)?;
@@ -739,11 +850,11 @@ mod tests {
         }));
         assert_eq!(decode(payload(&framed))?, want);
 
-        let Some((id, qs, part)) = decode_publish_head(payload(&framed))? else {
+        let Some(head) = decode_publish_head(payload(&framed))? else {
             panic!("not a publish");
         };
-        assert_eq!((id, qs), (7, queues.clone()));
-        let narrowed = reencode_publish(7, &queues[1..], part)?;
+        assert_eq!((head.id, &head.queues), (7, &queues));
+        let narrowed = reencode_publish(&head, &queues[1..])?;
         let want = Record::Publish(Box::new(PublishRecord {
             id: 7,
             queues: queues[1..].to_vec(),

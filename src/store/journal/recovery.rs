@@ -35,8 +35,7 @@ use super::index::Index;
 use super::reader::RecordReader;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
-use crate::core::message::Message;
-use crate::store::{MsgId, QueueKey, Recovered, RecoveredQueue, StoreError, message_ttl_ms};
+use crate::store::{MsgId, QueueKey, Recovered, RecoveredQueue, StoreError, StoredMessage};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
 /// its own paging budget (8 MiB) loaded anyway, so loading more would be wasted; this only saves the first
@@ -81,7 +80,7 @@ struct Replay {
     /// as a large store has millions.
     messages: IdMap<Meta>,
     /// Bodies of the rare live records the index cannot locate for a later read (see `index::UNREADABLE_OFFSET`).
-    unreadable: HashMap<MsgId, Arc<Message>>,
+    unreadable: HashMap<MsgId, Arc<StoredMessage>>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
     checkpoint: Option<(u64, Vec<u64>)>,
     deleted: BTreeSet<u64>,
@@ -91,18 +90,18 @@ struct Replay {
 /// What a queue needs of a message while its body stays on disk, packed in 16 bytes (the id is the key).
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {
-    /// Per-message TTL in milliseconds; `u64::MAX` for none.
+    /// Per-message deadline in milliseconds since the Unix epoch; `u64::MAX` for none.
     expiration: u64,
     size: u32,
     priority: u8,
 }
 
 impl Meta {
-    fn of(message: &Message) -> Self {
+    fn of(message: &StoredMessage) -> Self {
         Self {
-            expiration: message_ttl_ms(message).unwrap_or(u64::MAX),
+            expiration: message.expires_at_ms.unwrap_or(u64::MAX),
             size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            priority: message.properties.priority.unwrap_or(0),
+            priority: message.priority,
         }
     }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrymq_amqp_codec::{BasicProperties, FieldTable, FieldValue};
 use proptest::prelude::*;
 
 use super::fs::{Fault, FaultyFs, RealFs};
@@ -16,10 +15,9 @@ use super::index::Index;
 use super::segment;
 use super::writer::Tuning;
 use super::{JournalOptions, JournalStore, SyncMode, open_tuned};
-use crate::core::message::Message;
 use crate::store::{
-    Binding, Definition, DestinationKind, MsgId, QueueKey, Recovered, Store, StoreError, SyncPoint,
-    SyncStatus,
+    Binding, Definition, DestinationKind, MsgId, Opaque, QueueKey, Recovered, Store, StoreError,
+    StoredMessage, SyncPoint, SyncStatus,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -46,18 +44,14 @@ fn open_real(dir: &Path, segment_size: u64) -> Result<Arc<JournalStore>, StoreEr
     open_tuned(options(dir, segment_size), Arc::new(RealFs), eager())
 }
 
-fn message(body: &[u8]) -> Message {
-    let mut headers = FieldTable::new();
-    headers.insert("x-test", FieldValue::from("yes"));
-    Message {
-        exchange: "amq.direct".into(),
-        routing_key: "rk".into(),
-        properties: BasicProperties {
-            delivery_mode: Some(2),
-            headers: Some(headers),
-            ..Default::default()
-        },
+/// A message as the store sees it: opaque metadata, a body, and the fields the store reads.
+fn message(body: &[u8]) -> StoredMessage {
+    StoredMessage {
+        meta: Opaque::current(Bytes::from_static(b"core metadata")),
         body: Bytes::copy_from_slice(body),
+        priority: 0,
+        expires_at_ms: None,
+        published_at_ms: 1_700_000_000_000,
     }
 }
 
@@ -70,7 +64,7 @@ fn queue_def(name: &str) -> Definition {
         vhost: "/".into(),
         name: name.into(),
         auto_delete: false,
-        arguments: FieldTable::new(),
+        arguments: Opaque::default(),
     }
 }
 
@@ -165,7 +159,7 @@ fn publish_settle_and_define_survive_a_restart() -> TestResult {
             kind: "fanout".into(),
             auto_delete: false,
             internal: false,
-            arguments: FieldTable::new(),
+            arguments: Opaque::default(),
         },
         Definition::Bind(Binding {
             vhost: "/".into(),
@@ -173,7 +167,7 @@ fn publish_settle_and_define_survive_a_restart() -> TestResult {
             destination: "a".into(),
             destination_kind: DestinationKind::Queue,
             routing_key: "".into(),
-            arguments: FieldTable::new(),
+            arguments: Opaque::default(),
         }),
     ];
     {
@@ -1050,8 +1044,8 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
             let mut b = body.clone();
             b[..8].copy_from_slice(&id.to_le_bytes());
             let mut m = message(&b);
-            m.properties.priority = Some((id % 3) as u8);
-            m.properties.expiration = (id % 2 == 0).then(|| format!("{}", 60_000 + id));
+            m.priority = (id % 3) as u8;
+            m.expires_at_ms = (id % 2 == 0).then_some(60_000 + id);
             last = store.publish(id, &[q("a")], &m)?;
         }
         assert_eq!(wait(&store, last), SyncStatus::Durable);
@@ -1081,9 +1075,9 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
         );
         let ttl = (m.id % 2 == 0).then_some(60_000 + m.id);
         assert_eq!(
-            queue.expiration_ms(m),
+            queue.expires_at_ms(m),
             ttl,
-            "per-message TTL kept without the body"
+            "per-message deadline kept without the body"
         );
         let read = match queue.bodies.get(&m.id) {
             Some(message) => (**message).clone(),

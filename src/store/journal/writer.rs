@@ -559,15 +559,15 @@ impl Writer {
         let (mut copied, mut bytes) = (0u64, 0u64);
         let mut moved = Vec::new();
         loop {
-            let (id, part) = match reader.next_step()? {
+            let (kind, id, part) = match reader.next_step()? {
                 Step::End => break,
                 Step::Bad { offset, reason } => {
                     error!(segment = %path.display(), offset, reason = %reason, "sealed journal segment is damaged; compaction skipped");
                     break;
                 }
                 Step::Record { payload, .. } => match record::decode_publish_head(payload) {
-                    Ok(Some((id, _, part))) if self.shared.index().location(id) == Some(victim) => {
-                        (id, part.to_vec())
+                    Ok(Some(head)) if self.shared.index().location(head.id) == Some(victim) => {
+                        (head.kind, head.id, head.part.to_vec())
                     }
                     Ok(_) => continue,
                     Err(e) => {
@@ -577,8 +577,14 @@ impl Writer {
                 },
             };
             let queues = self.shared.index().live_queues(id).unwrap_or_default();
+            let head = record::PublishHead {
+                kind,
+                id,
+                queues: Vec::new(),
+                part: &part,
+            };
             let rec =
-                record::reencode_publish(id, &queues, &part).map_err(|e| io::Error::other(e.0))?;
+                record::reencode_publish(&head, &queues).map_err(|e| io::Error::other(e.0))?;
             let len = rec.len() as u64;
             let (segment, offset) = self.append(&rec)?;
             moved.push((segment, offset, len, id, queues));

@@ -1,0 +1,239 @@
+//! The message model shared by every protocol (RabbitMQ 4's message containers are the model): a body, the
+//! neutral properties the core reads, application headers as an ordered multimap of typed values, and broker
+//! annotations (death history, delivery count, origin, retain flag) kept apart from what the application set.
+//!
+//! A message is immutable once published and shared by `Arc` between every queue it reaches; the body is
+//! `Bytes`, so it travels from the publisher's read buffer to every consumer without a copy. Each front end
+//! converts its own frames into a [`Message`] once, on publish, and back once, on delivery, in one module of its
+//! own (`amqp::convert` for AMQP 0-9-1). So that a hop between two clients of the same protocol costs no
+//! conversion, the origin protocol's encoded properties travel along as [`Native`] bytes as long as nothing
+//! the core changes invalidates them; the adapter delivering to its own protocol writes them back verbatim.
+//!
+//! The core's own encoding of a message for the store is in [`codec`]; the store sees only its bytes.
+
+pub mod codec;
+pub mod value;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use value::{Header, Headers, Value};
+
+/// The protocol a message was published with (or `Internal` for the broker's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Internal,
+    Amqp091,
+    Mqtt,
+    Stomp,
+    Sqs,
+    Sns,
+}
+
+impl Protocol {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Protocol::Internal => 0,
+            Protocol::Amqp091 => 1,
+            Protocol::Mqtt => 2,
+            Protocol::Stomp => 3,
+            Protocol::Sqs => 4,
+            Protocol::Sns => 5,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Protocol> {
+        Some(match code {
+            0 => Protocol::Internal,
+            1 => Protocol::Amqp091,
+            2 => Protocol::Mqtt,
+            3 => Protocol::Stomp,
+            4 => Protocol::Sqs,
+            5 => Protocol::Sns,
+            _ => return None,
+        })
+    }
+}
+
+/// A per-message time to live, as given (relative) and as the absolute deadline it became on publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Milliseconds since the Unix epoch after which the message is dead.
+    pub at_ms: u64,
+    /// The TTL the publisher asked for, in milliseconds (AMQP `expiration`, MQTT message expiry interval).
+    pub ttl_ms: u64,
+}
+
+impl Expiry {
+    /// A TTL starting now.
+    pub fn from_now(ttl_ms: u64) -> Self {
+        Self {
+            at_ms: now_ms().saturating_add(ttl_ms),
+            ttl_ms,
+        }
+    }
+
+    /// Milliseconds left from `now_ms` (0 when past).
+    pub fn remaining_ms(&self, now_ms: u64) -> u64 {
+        self.at_ms.saturating_sub(now_ms)
+    }
+}
+
+/// The neutral properties: what the core reads, and what every front end can say in its own terms.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Properties {
+    /// Journaled when it reaches a durable queue (AMQP delivery-mode 2, MQTT QoS > 0 to a persistent session).
+    pub durable: bool,
+    pub priority: Option<u8>,
+    pub expiry: Option<Expiry>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: Option<u64>,
+    pub message_id: Option<String>,
+    /// Binary in MQTT 5 (correlation data) and AMQP 1.0; text in AMQP 0-9-1 and STOMP.
+    pub correlation_id: Option<Bytes>,
+    pub reply_to: Option<String>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    /// The publishing user as the publisher stated it (checked against the session's user).
+    pub user_id: Option<String>,
+    /// The application's message type name (AMQP 0-9-1 `type`, JMS type).
+    pub kind: Option<String>,
+    pub app_id: Option<String>,
+    /// AMQP 0-9-1 `cluster-id`: reserved by the spec, still carried.
+    pub cluster_id: Option<String>,
+}
+
+/// Why a message was dead-lettered (RabbitMQ's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    Rejected,
+    Expired,
+    Maxlen,
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::Maxlen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "rejected" => DeathReason::Rejected,
+            "expired" => DeathReason::Expired,
+            "maxlen" => DeathReason::Maxlen,
+            "delivery_limit" => DeathReason::DeliveryLimit,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the death history: a message died in `queue` for `reason` `count` times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    pub queue: String,
+    pub reason: DeathReason,
+    /// The exchange and routing keys the message had when it died there for the first time.
+    pub exchange: String,
+    pub routing_keys: Vec<String>,
+    pub count: u64,
+    /// Seconds since the Unix epoch of the latest death.
+    pub time: u64,
+    /// The per-message TTL the message had before it was dead-lettered (it is removed on dead-lettering).
+    pub original_expiration_ms: Option<u64>,
+}
+
+/// Where a message died first and last (RabbitMQ's x-first-death-* / x-last-death-*).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeathSite {
+    pub queue: String,
+    pub reason: DeathReason,
+    pub exchange: String,
+}
+
+/// What the broker knows about a message beyond what its publisher set.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Annotations {
+    /// One entry per (queue, reason), most recent first.
+    pub deaths: Vec<Death>,
+    pub first_death: Option<DeathSite>,
+    pub last_death: Option<DeathSite>,
+    /// Times the message was delivered and given back (MQTT/SQS receive counts).
+    pub delivery_count: u32,
+    pub origin: Protocol,
+    /// A retained MQTT message.
+    pub retain: bool,
+}
+
+/// The origin protocol's own encoding of the properties and headers, valid while they are unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Native {
+    pub protocol: Protocol,
+    pub bytes: Bytes,
+}
+
+/// A published message (see the module docs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Message {
+    /// Exchange it was published to (`""` for the default exchange).
+    pub exchange: String,
+    /// Routing key it was published with (MQTT topic, STOMP destination, SQS queue, as the adapter maps it).
+    pub routing_key: String,
+    pub properties: Properties,
+    pub headers: Headers,
+    pub annotations: Annotations,
+    pub body: Bytes,
+    /// See [`Native`]; `None` once the core changed properties or headers.
+    pub native: Option<Native>,
+}
+
+impl Message {
+    /// A message with a body and routing address; everything else empty.
+    pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, body: Bytes) -> Self {
+        Self {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body,
+            ..Self::default()
+        }
+    }
+
+    /// Journaled when it reaches a durable queue.
+    pub fn is_persistent(&self) -> bool {
+        self.properties.durable
+    }
+
+    /// The native encoding for `protocol`, if it is still valid.
+    pub fn native_for(&self, protocol: Protocol) -> Option<&Bytes> {
+        self.native
+            .as_ref()
+            .filter(|n| n.protocol == protocol)
+            .map(|n| &n.bytes)
+    }
+
+    /// Headers, to be changed: the native encoding no longer matches afterwards and is dropped.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        self.native = None;
+        &mut self.headers
+    }
+
+    /// Properties, to be changed (drops the native encoding, as [`Message::headers_mut`]).
+    pub fn properties_mut(&mut self) -> &mut Properties {
+        self.native = None;
+        &mut self.properties
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

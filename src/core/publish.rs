@@ -1,0 +1,295 @@
+//! The one publish path every front end uses. A [`Publisher`] belongs to one session (an AMQP channel, an MQTT
+//! connection, an SQS request) and keeps its caches: the exchange of the previous publish and where it routed.
+//! [`Publisher::publish`] checks the publish (exchange exists and may be written, not internal, `user_id` is the
+//! session's user), routes it, journals it once when it is durable and reaches a durable queue, and hands it to
+//! every target queue.
+//!
+//! What the publisher is told comes back as a [`Receipt`]: unroutable (for AMQP `mandatory` / basic.return), or
+//! routed with a [`Confirmation`] that settles once every target queue has answered (a queue with
+//! `x-overflow = reject-publish` may refuse) and, for a journaled message, once the store has synced the record:
+//! accepted, refused (with the reason) or failed. Adapters wait on a [`SyncView`] and translate the outcome
+//! into their protocol (confirm ack / nack, PUBACK, an HTTP answer); none of them imports the store.
+
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
+
+use super::CoreError;
+use super::auth::Access;
+use super::error::Entity;
+use super::exchange::Exchange;
+use super::message::Message;
+use super::queue::{Enqueued, Overflow, QueueHandle};
+use super::session::Session;
+use crate::store::{SyncPoint, SyncState, SyncStatus};
+
+/// What became of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every target queue took it and, if it was journaled, the record is on disk.
+    Accepted,
+    /// A target queue refused it (`x-overflow = reject-publish(-dlx)` with the queue full).
+    Refused,
+    /// The store failed before the record was on disk.
+    Failed,
+}
+
+/// The answer to [`Publisher::publish`].
+#[derive(Debug)]
+pub enum Receipt {
+    /// No queue took the message: it is handed back (AMQP returns it to a mandatory publisher).
+    Unroutable(Box<Message>),
+    /// At least one queue took it; the confirmation settles later.
+    Routed(Confirmation),
+}
+
+/// The pending outcome of a routed publish (see the module docs).
+#[derive(Debug)]
+pub struct Confirmation {
+    sync: Option<SyncPoint>,
+    answers: Vec<oneshot::Receiver<Enqueued>>,
+}
+
+impl Confirmation {
+    /// Waits until every target queue that could refuse the message has answered; what is left to wait for
+    /// is the store (see [`Settling::check`]).
+    pub async fn queues_answered(self) -> Settling {
+        let mut refused = false;
+        for rx in self.answers {
+            refused |= matches!(rx.await, Ok(Enqueued::Rejected));
+        }
+        if refused {
+            Settling::Done(Outcome::Refused)
+        } else {
+            match self.sync {
+                Some(point) => Settling::AfterSync(point),
+                None => Settling::Done(Outcome::Accepted),
+            }
+        }
+    }
+
+    /// Whether any target queue may still refuse the message (the adapter may then await
+    /// [`Confirmation::queues_answered`] off its hot path; otherwise it returns at once).
+    pub fn awaits_queues(&self) -> bool {
+        !self.answers.is_empty()
+    }
+
+    /// Waits for the whole outcome (for adapters that answer one publish at a time).
+    pub async fn outcome(self, view: &mut SyncView) -> Outcome {
+        let settling = self.queues_answered().await;
+        loop {
+            if let Some(outcome) = settling.check(view) {
+                return outcome;
+            }
+            if view.changed().await.is_err() {
+                return Outcome::Failed;
+            }
+        }
+    }
+}
+
+/// A confirmation that waits only for the store, if at all: small and `Copy`, kept in publish order by
+/// adapters that confirm in order (AMQP publisher confirms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settling {
+    Done(Outcome),
+    AfterSync(SyncPoint),
+}
+
+impl Settling {
+    /// The outcome, if it is known as of `view`.
+    pub fn check(&self, view: &SyncView) -> Option<Outcome> {
+        match *self {
+            Settling::Done(outcome) => Some(outcome),
+            Settling::AfterSync(point) => match view.rx.borrow().status(point) {
+                SyncStatus::Durable => Some(Outcome::Accepted),
+                SyncStatus::Failed => Some(Outcome::Failed),
+                SyncStatus::Pending => None,
+            },
+        }
+    }
+
+    /// Whether it waits for the store.
+    pub fn waits_for_store(&self) -> bool {
+        matches!(self, Settling::AfterSync(_))
+    }
+}
+
+/// What the store has synced so far, to check [`Settling`]s against; `changed` wakes an adapter's loop.
+#[derive(Debug, Clone)]
+pub struct SyncView {
+    rx: watch::Receiver<SyncState>,
+}
+
+impl SyncView {
+    pub(crate) fn new(rx: watch::Receiver<SyncState>) -> Self {
+        Self { rx }
+    }
+
+    /// Resolves when the store synced more (or failed); an error once the store is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.rx.changed().await
+    }
+
+    /// Whether the store has failed (it accepts no persistent writes until a restart).
+    pub fn failed(&self) -> bool {
+        self.rx.borrow().failed.is_some()
+    }
+
+    /// Waits until `settling` is known.
+    pub async fn settled(&mut self, settling: Settling) -> Outcome {
+        loop {
+            if let Some(outcome) = settling.check(self) {
+                return outcome;
+            }
+            if self.changed().await.is_err() {
+                return Outcome::Failed;
+            }
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Publisher {
+    session: Session,
+    exchange: Option<Arc<Exchange>>,
+    route: Option<RouteCache>,
+}
+
+/// The last routing result of one publisher.
+#[derive(Debug)]
+struct RouteCache {
+    exchange: Arc<Exchange>,
+    routing_key: String,
+    generation: u64,
+    targets: Vec<QueueHandle>,
+}
+
+impl Publisher {
+    pub fn new(session: Session) -> Self {
+        Self {
+            session,
+            exchange: None,
+            route: None,
+        }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Publishes `message` to the exchange it names. `want_answers`: the caller will look at the outcome
+    /// (confirms), so queues that may refuse the message are asked to answer.
+    pub async fn publish(
+        &mut self,
+        mut message: Message,
+        want_answers: bool,
+    ) -> Result<Receipt, CoreError> {
+        let exchange = self.check(&message)?;
+        let targets = self.route(&exchange, &message);
+        if targets.is_empty() {
+            return Ok(Receipt::Unroutable(Box::new(message)));
+        }
+        // Sender-selected distribution: BCC is not passed on (RabbitMQ).
+        if message.headers.get("BCC").is_some() {
+            message.headers_mut().remove("BCC");
+        }
+        let vhost = self.session.vhost();
+        let persisted = vhost.persist(&message, &targets)?;
+        let message = Arc::new(message);
+        let mut answers = Vec::new();
+        for q in &targets {
+            let id = if q.durable {
+                persisted.map(|(id, _)| id)
+            } else {
+                None
+            };
+            let ask = want_answers
+                && q.args.overflow != Overflow::DropHead
+                && (q.args.max_length.is_some() || q.args.max_length_bytes.is_some());
+            if let Some(rx) = q.publish(message.clone(), id, ask).await {
+                answers.push(rx);
+            }
+        }
+        Ok(Receipt::Routed(Confirmation {
+            sync: persisted.map(|(_, p)| p),
+            answers,
+        }))
+    }
+
+    /// The publish's exchange, checked: exists, may be written, is not internal; `user_id` is the session's.
+    /// The exchange of the previous publish is reused while it has the same name and was not deleted, so a
+    /// steady publisher skips the vhost's map and lock.
+    fn check(&mut self, message: &Message) -> Result<Arc<Exchange>, CoreError> {
+        let name = message.exchange.as_str();
+        let session = &self.session;
+        let ex = match self.exchange.take() {
+            Some(ex) if ex.name == name && !ex.is_deleted() => ex,
+            _ => session.vhost().existing_exchange(name)?,
+        };
+        self.exchange = Some(ex.clone());
+        session.check(Access::Write, Entity::Exchange, name)?;
+        if ex.internal {
+            return Err(CoreError::AccessRefused(format!(
+                "cannot publish to internal exchange '{name}' in vhost '{}'",
+                session.vhost().name
+            )));
+        }
+        if let Some(user_id) = &message.properties.user_id
+            && *user_id != session.user().name
+        {
+            return Err(CoreError::PreconditionFailed(format!(
+                "user_id property set to '{user_id}' but authenticated user was '{}'",
+                session.user().name
+            )));
+        }
+        Ok(ex)
+    }
+
+    /// The target queues. The last result is reused for the same exchange and routing key while the vhost's
+    /// topology is unchanged, for messages without headers (whose routing depends on nothing else: headers
+    /// exchanges, CC/BCC, also behind exchange-to-exchange bindings or an alternate exchange).
+    fn route(&mut self, exchange: &Arc<Exchange>, message: &Message) -> Vec<QueueHandle> {
+        let vhost = self.session.vhost();
+        if !message.headers.is_empty() {
+            return vhost.route_via(exchange, message);
+        }
+        let generation = vhost.topology();
+        if let Some(c) = self.route.as_ref()
+            && c.generation == generation
+            && Arc::ptr_eq(&c.exchange, exchange)
+            && c.routing_key == message.routing_key
+        {
+            return c.targets.clone();
+        }
+        let targets = vhost.route_via(exchange, message);
+        self.route = Some(RouteCache {
+            exchange: exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            generation,
+            targets: targets.clone(),
+        });
+        targets
+    }
+}
+
+/// Confirmations without a store, for the adapters' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A view of a store that synced up to `synced` (and failed after it, if `failed`).
+    pub(crate) fn view(synced: u64, failed: bool) -> SyncView {
+        let state = SyncState {
+            synced: SyncPoint(synced),
+            failed: failed.then(|| Arc::new(crate::store::StoreError::Failed("test".into()))),
+        };
+        SyncView::new(watch::channel(state).1)
+    }
+
+    /// A confirmation waiting for the store to sync `point`.
+    pub(crate) fn after(point: u64) -> Settling {
+        Settling::AfterSync(SyncPoint(point))
+    }
+}
