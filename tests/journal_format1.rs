@@ -18,10 +18,10 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn copy_fixture(store_dir: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/store");
-    std::fs::create_dir_all(store_dir).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), store_dir.join(entry.file_name())).unwrap();
+    std::fs::create_dir_all(store_dir).expect("test setup");
+    for entry in std::fs::read_dir(from).expect("test setup") {
+        let entry = entry.expect("test setup");
+        std::fs::copy(entry.path(), store_dir.join(entry.file_name())).expect("test setup");
     }
 }
 
@@ -41,7 +41,7 @@ async fn count(ch: &Channel, queue: &str) -> u32 {
     };
     ch.queue_declare(queue.into(), opts, FieldTable::default())
         .await
-        .unwrap()
+        .expect("test setup")
         .message_count()
 }
 
@@ -52,7 +52,7 @@ async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
     )
     .await
     .expect("basic.get answers")
-    .unwrap()
+    .expect("test setup")
     .expect("a message")
 }
 
@@ -67,9 +67,9 @@ async fn publish_kind_args(ch: &Channel) {
         BasicProperties::default().with_headers(headers),
     )
     .await
-    .unwrap()
+    .expect("test setup")
     .await
-    .unwrap();
+    .expect("test setup");
 }
 
 #[tokio::test]

@@ -18,7 +18,9 @@ async fn durable_queue(ch: &Channel, name: &str, args: FieldTable) {
         durable: true,
         ..Default::default()
     };
-    ch.queue_declare(name.into(), opts, args).await.unwrap();
+    ch.queue_declare(name.into(), opts, args)
+        .await
+        .expect("test setup");
 }
 
 async fn get(ch: &Channel, queue: &str) -> Option<lapin::message::BasicGetMessage> {
@@ -28,7 +30,7 @@ async fn get(ch: &Channel, queue: &str) -> Option<lapin::message::BasicGetMessag
     )
     .await
     .expect("basic.get answers")
-    .unwrap()
+    .expect("test setup")
 }
 
 async fn count(ch: &Channel, queue: &str) -> u32 {
@@ -38,7 +40,7 @@ async fn count(ch: &Channel, queue: &str) -> u32 {
     };
     ch.queue_declare(queue.into(), opts, FieldTable::default())
         .await
-        .unwrap()
+        .expect("test setup")
         .message_count()
 }
 
