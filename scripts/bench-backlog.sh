@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Backlog benchmark (issue 4): fill one durable queue with COUNT persistent messages (publisher confirms, no
-# consumer), restart the broker on the same data dir, then drain the backlog with manual acks. Prints the
-# broker's RSS after the fill, the recovery time and RSS after the restart, and the drain rate, as one JSON line
-# on stdout (progress on stderr). Target: 10M x 1 KiB queued with RSS <= 512 MiB, drained at full speed.
+# Backlog benchmark, a durable backlog larger than memory: fill one durable queue with COUNT persistent messages
+# (publisher confirms, no consumer), restart the broker on the same data dir, then drain the backlog with manual
+# acks. Prints the broker's RSS after the fill, the recovery time and RSS after the restart, and the drain rate,
+# as one JSON line on stdout (progress on stderr). Target: 10M x 1 KiB queued with RSS <= 512 MiB, drained at
+# full speed.
 #
 #   scripts/bench-backlog.sh                      # 10M x 1 KiB (needs ~12 GB of free disk)
 #   COUNT=1000000 scripts/bench-backlog.sh        # smaller

@@ -8,10 +8,11 @@ wait_up() { # port seconds
   return 1
 }
 
-# Builds the broker and the bench in release mode; sets FERRYMQ and BENCH to their paths.
+# Builds the broker and the bench (its own workspace crate, hence -p) in release mode; sets FERRYMQ and BENCH to
+# their paths.
 build_release() {
   log "building (release)"
-  cargo build --release --bin ferrymq --bin ferrymq-bench >&2
+  cargo build --release -p ferrymq -p ferrymq-bench --bin ferrymq --bin ferrymq-bench >&2
   local target_dir
   target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
   BENCH="$target_dir/release/ferrymq-bench"

@@ -2,139 +2,15 @@
 //! reply code (or the protocol header for a wrong header) and leave the broker serving other clients.
 
 mod common;
+mod raw;
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::TestBroker;
 use ferrymq_amqp_codec::{self as codec, Frame, Method};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-struct Raw {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw {
-    async fn connect(broker: &TestBroker) -> Raw {
-        let stream = TcpStream::connect(broker.amqp_addr())
-            .await
-            .expect("connect");
-        Raw {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// Protocol header, start-ok (PLAIN guest/guest), tune-ok, open "/".
-    async fn open(broker: &TestBroker) -> Raw {
-        Raw::open_with_heartbeat(broker, 0).await
-    }
-
-    async fn open_with_heartbeat(broker: &TestBroker, heartbeat: u16) -> Raw {
-        Raw::open_with(broker, heartbeat, codec::FieldTable::default()).await
-    }
-
-    async fn open_with(
-        broker: &TestBroker,
-        heartbeat: u16,
-        client_properties: codec::FieldTable,
-    ) -> Raw {
-        let mut raw = Raw::connect(broker).await;
-        raw.send(&codec::PROTOCOL_HEADER).await;
-        assert!(matches!(
-            raw.frame().await,
-            Some(Frame::Method(0, Method::ConnectionStart(_)))
-        ));
-        raw.method(
-            0,
-            Method::ConnectionStartOk(codec::ConnectionStartOk {
-                client_properties,
-                mechanism: "PLAIN".into(),
-                response: Bytes::from_static(b"\0guest\0guest"),
-                locale: "en_US".into(),
-            }),
-        )
-        .await;
-        let Some(Frame::Method(0, Method::ConnectionTune(tune))) = raw.frame().await else {
-            panic!("no tune")
-        };
-        raw.method(
-            0,
-            Method::ConnectionTuneOk(codec::ConnectionTuneOk {
-                channel_max: 16,
-                frame_max: tune.frame_max,
-                heartbeat,
-            }),
-        )
-        .await;
-        raw.method(
-            0,
-            Method::ConnectionOpen(codec::ConnectionOpen {
-                virtual_host: "/".into(),
-            }),
-        )
-        .await;
-        assert!(matches!(
-            raw.frame().await,
-            Some(Frame::Method(0, Method::ConnectionOpenOk))
-        ));
-        raw
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    async fn method(&mut self, channel: u16, method: Method) {
-        let mut out = BytesMut::new();
-        codec::encode_method(channel, &method, &mut out);
-        self.send(&out).await;
-    }
-
-    async fn frame(&mut self) -> Option<Frame> {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(f) =
-                    codec::decode_frame(&mut self.buf, 1 << 20).expect("server sent a valid frame")
-                {
-                    return Some(f);
-                }
-                if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                    return None;
-                }
-            }
-        })
-        .await
-        .expect("server answered in time")
-    }
-
-    /// The reply code of the connection.close the server sends next (skipping other frames).
-    async fn close_code(&mut self) -> u16 {
-        loop {
-            match self.frame().await {
-                Some(Frame::Method(0, Method::ConnectionClose(c))) => {
-                    self.method(0, Method::ConnectionCloseOk).await;
-                    return c.reply_code;
-                }
-                Some(_) => continue,
-                None => panic!("connection dropped without connection.close"),
-            }
-        }
-    }
-}
-
-async fn still_serving(broker: &TestBroker) {
-    let mut raw = Raw::open(broker).await;
-    raw.method(1, Method::ChannelOpen).await;
-    assert!(matches!(
-        raw.frame().await,
-        Some(Frame::Method(1, Method::ChannelOpenOk))
-    ));
-}
+use raw::{Raw, WAIT, still_serving};
+use tokio::io::AsyncReadExt;
 
 #[tokio::test]
 async fn wrong_protocol_header_is_answered_with_ours() {
@@ -376,41 +252,11 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
     let mut props = codec::FieldTable::default();
     props.insert("capabilities", codec::FieldValue::Table(caps));
     let mut raw = Raw::open_with(&broker, 0, props).await;
-    raw.method(1, Method::ChannelOpen).await;
-    raw.frame().await;
-    let declare = codec::QueueDeclare {
-        queue: "mem".into(),
-        passive: false,
-        durable: false,
-        exclusive: false,
-        auto_delete: false,
-        no_wait: false,
-        arguments: Default::default(),
-    };
-    raw.method(1, Method::QueueDeclare(declare)).await;
-    assert!(matches!(
-        raw.frame().await,
-        Some(Frame::Method(1, Method::QueueDeclareOk(_)))
-    ));
-    let body = Bytes::from(vec![0u8; 8 * 1024]);
-    let publish = Method::BasicPublish(codec::BasicPublish {
-        exchange: "".into(),
-        routing_key: "mem".into(),
-        mandatory: false,
-        immediate: false,
-    });
+    raw.open_channel(1).await;
+    raw.declare_queue(1, "mem").await;
+    let body = vec![0u8; 8 * 1024];
     for _ in 0..10 {
-        let mut out = BytesMut::new();
-        codec::encode_content(
-            1,
-            &publish,
-            60,
-            &codec::BasicProperties::default(),
-            &body,
-            131072,
-            &mut out,
-        );
-        raw.send(&out).await;
+        raw.send(&raw::publish(1, "", "mem", &body)).await;
     }
     let Some(Frame::Method(0, Method::ConnectionBlocked(b))) = raw.frame().await else {
         panic!("expected connection.blocked")
@@ -418,8 +264,7 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
     assert_eq!(b.reason, "low on memory");
     // Another connection drains the queue; the alarm clears and the publisher is unblocked.
     let mut drain = Raw::open(&broker).await;
-    drain.method(1, Method::ChannelOpen).await;
-    drain.frame().await;
+    drain.open_channel(1).await;
     drain
         .method(
             1,

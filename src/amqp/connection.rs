@@ -480,15 +480,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 self.send_method(0, &Method::ConnectionCloseOk);
                 Ok(Some(End::Closed))
             }
-            Method::ConnectionCloseOk => Ok(Some(End::Closed)),
             Method::ConnectionUpdateSecret(_) => {
                 self.send_method(0, &Method::ConnectionUpdateSecretOk);
                 Ok(None)
             }
             Method::ConnectionBlocked(_) | Method::ConnectionUnblocked => Ok(None),
+            // Anything else, connection.close-ok included (the server has not sent connection.close: that
+            // path is `await_close_ok`), is out of sequence; RabbitMQ's rabbit_reader answers 504 the same way.
             other => Err(AmqpError::connection(
-                code::COMMAND_INVALID,
-                format!("unexpected {} on channel 0", method_name(&other)),
+                code::CHANNEL_ERROR,
+                format!(
+                    "unexpected method {} in connection state running",
+                    method_name(&other)
+                ),
             )
             .during(other.class_id(), other.method_id())),
         }
@@ -518,6 +522,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
+    /// After our connection.close, at most [`CLOSE_OK_WAIT`]: AMQP 0-9-1 connection.close rule, "any received
+    /// methods except Close and Close-OK MUST be discarded. The response to receiving a Close after sending
+    /// Close must be to send Close-Ok." A crossing close is answered and we keep waiting for the peer's
+    /// close-ok (as RabbitMQ's rabbit_reader does), so the peer reads our close-ok before the socket closes.
     async fn await_close_ok(&mut self) {
         if self.flush().await.is_err() {
             return;
@@ -530,8 +538,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     }
                     Ok(Some(Frame::Method(0, Method::ConnectionClose(_)))) => {
                         self.send_method(0, &Method::ConnectionCloseOk);
-                        let _ = self.flush().await;
-                        return;
+                        if self.flush().await.is_err() {
+                            return;
+                        }
                     }
                     Ok(Some(_)) => {}
                 }

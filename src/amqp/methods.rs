@@ -76,14 +76,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
         let channel = self.channel(ch)?;
         if channel.state == ChannelState::Closing {
-            // After our channel.close only close / close-ok matter (spec §2.2.4: discard everything else).
-            return match method {
-                Method::ChannelCloseOk | Method::ChannelClose(_) => {
-                    self.drop_channel(ch);
-                    Ok(())
-                }
-                _ => Ok(()),
-            };
+            self.on_closing_channel(ch, &method);
+            return Ok(());
         }
         if channel.assembly.is_some() {
             return Err(AmqpError::connection(
@@ -100,14 +94,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 self.send_method(ch, &Method::ChannelCloseOk);
                 Ok(())
             }
-            Method::ChannelCloseOk => Ok(()),
-            Method::ChannelFlow(f) => {
-                self.send_method(
-                    ch,
-                    &Method::ChannelFlowOk(codec::ChannelFlowOk { active: f.active }),
-                );
-                Ok(())
-            }
+            Method::ChannelCloseOk => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!("channel.close-ok on channel {ch}, which the server did not close"),
+            )),
+            Method::ChannelFlow(f) => self.flow(ch, f.active),
             Method::ExchangeDeclare(m) => {
                 let spec = ExchangeSpec {
                     name: m.exchange,
@@ -360,6 +351,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 ),
             ));
         }
+        // Also on a channel we are closing: until the client's close-ok the number is taken (RabbitMQ answers
+        // the same 504; discarding the open, as the close rule would, leaves the client waiting for open-ok).
         if self.channels.contains_key(&ch) {
             return Err(AmqpError::connection(
                 code::CHANNEL_ERROR,
@@ -368,6 +361,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
         self.channels.insert(ch, Channel::default());
         self.send_method(ch, &Method::ChannelOpenOk);
+        Ok(())
+    }
+
+    /// A method on a channel the server is closing (channel.close sent, close-ok not yet received). AMQP 0-9-1
+    /// channel.close rule: "After sending this method, any received methods except Close and Close-OK MUST be
+    /// discarded. The response to receiving a Close after sending Close must be to send Close-Ok." So a
+    /// crossing close gets close-ok and the channel keeps waiting; the client's close-ok frees the number, as
+    /// in RabbitMQ's rabbit_channel. Content frames are discarded in `on_header` / `on_body` without checking
+    /// their order (RabbitMQ's frame assembler still answers a misordered one with 505).
+    fn on_closing_channel(&mut self, ch: u16, method: &Method) {
+        match method {
+            Method::ChannelCloseOk => self.drop_channel(ch),
+            Method::ChannelClose(_) => self.send_method(ch, &Method::ChannelCloseOk),
+            _ => {}
+        }
+    }
+
+    /// channel.flow from the client. Like RabbitMQ (rabbit_channel.erl), active=true is confirmed and
+    /// active=false is refused with 540 NOT_IMPLEMENTED "active=false": the server does not pause deliveries
+    /// on request (consumers use basic.qos), and 540 is a connection-level (hard) error in AMQP 0-9-1 §1.2.
+    fn flow(&mut self, ch: u16, active: bool) -> Result<(), AmqpError> {
+        if !active {
+            return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "active=false"));
+        }
+        self.send_method(ch, &Method::ChannelFlowOk(codec::ChannelFlowOk { active }));
         Ok(())
     }
 

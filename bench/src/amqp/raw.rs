@@ -803,12 +803,7 @@ pub async fn consumer(
     received: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> ConStats {
-    let mut stats = ConStats {
-        received: 0,
-        errors: 0,
-        latency: Latency::new(),
-        last: None,
-    };
+    let mut stats = ConStats::default();
     let mut heartbeats = tokio::time::interval(conn.heartbeat_every());
     heartbeats.reset();
     let Conn {
@@ -818,11 +813,7 @@ pub async fn consumer(
         ..
     } = conn;
     let (mut rh, mut wh) = stream.split();
-    let ack_every = if args.prefetch > 0 {
-        args.multi_ack_every.clamp(1, u64::from(args.prefetch))
-    } else {
-        args.multi_ack_every.max(1)
-    };
+    let ack_every = args.ack_every();
     let mut wbuf = BytesMut::with_capacity(4096);
     let mut state = Content::Idle;
     let mut pending_ts = None;

@@ -102,6 +102,17 @@ pub struct Args {
     pub keep_queues: bool,
 }
 
+impl Args {
+    /// Deliveries per multiple ack: --multi-ack-every, at least 1 and at most the prefetch window.
+    fn ack_every(&self) -> u64 {
+        if self.prefetch > 0 {
+            self.multi_ack_every.clamp(1, u64::from(self.prefetch))
+        } else {
+            self.multi_ack_every.max(1)
+        }
+    }
+}
+
 /// What a publisher did.
 #[derive(Default)]
 struct PubStats {
@@ -113,6 +124,7 @@ struct PubStats {
 }
 
 /// What a consumer did.
+#[derive(Default)]
 struct ConStats {
     received: u64,
     errors: u64,
@@ -604,17 +616,8 @@ async fn consumer(
     received: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> ConStats {
-    let mut stats = ConStats {
-        received: 0,
-        errors: 0,
-        latency: Latency::new(),
-        last: None,
-    };
-    let ack_every = if args.prefetch > 0 {
-        args.multi_ack_every.clamp(1, u64::from(args.prefetch))
-    } else {
-        args.multi_ack_every.max(1)
-    };
+    let mut stats = ConStats::default();
+    let ack_every = args.ack_every();
     let mut unacked: u64 = 0;
     let mut last_tag: u64 = 0;
     let mut last_ns: u64 = 0;

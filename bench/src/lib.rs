@@ -1,5 +1,7 @@
-//! Shared parts of `ferrymq-bench`: run options every protocol takes, the latency histogram, the broker
-//! process sampler (RSS and CPU from /proc) and the one-line JSON report.
+//! `ferrymq-bench`, the load generator, as a library its binary (`main.rs`) drives: the shared parts are here
+//! (run options every protocol takes, the latency histogram, the broker process sampler reading RSS and CPU
+//! from /proc, the one-line JSON report), the protocol drivers in `amqp` and the TCP baseline in `relay`.
+//! It is its own workspace crate so that its client libraries (lapin, hdrhistogram) stay out of the broker.
 //!
 //! A protocol driver (today `amqp`) sets up its connections, starts a [`Sampler`] when the first message
 //! is about to go out, and fills a [`Report`] at the end. New protocols (`mqtt`, `stomp`, `sqs`) add a
@@ -144,6 +146,12 @@ pub fn rate(n: u64, d: Duration) -> f64 {
 /// Latency histogram in nanoseconds, 3 significant digits, 1 ns .. 1 h.
 pub struct Latency(Histogram<u64>);
 
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Latency {
     pub fn new() -> Self {
         Self(Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"))
@@ -169,6 +177,13 @@ impl Latency {
 /// shared by all tasks of this process.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock(Instant);
+
+impl Default for Clock {
+    /// A clock whose base is now.
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Clock {
     pub fn new() -> Self {
