@@ -9,5 +9,7 @@
 pub mod tcp;
 pub mod tls;
 
-pub use tcp::{AcceptOptions, ClientStream, Lifecycle, serve_listener};
+pub use tcp::{
+    AcceptOptions, ClientStream, ConnectionLimits, Lifecycle, StreamHandler, serve_listener,
+};
 pub use tls::{TlsError, load_acceptor};

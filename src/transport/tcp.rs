@@ -8,7 +8,6 @@
 //! [`ClientStream`]. The [`Lifecycle`] carries the two shutdown phases: stop accepting, then close
 //! connections.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -133,6 +133,30 @@ impl Default for Lifecycle {
     }
 }
 
+/// Serves one accepted connection of a byte-stream protocol until it ends; every listener of that protocol
+/// shares one (AMQP and AMQPS do).
+pub type StreamHandler =
+    Arc<dyn Fn(ClientStream, SocketAddr) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The connection budget of one protocol, shared by its listeners (AMQP and AMQPS share one).
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    /// One permit per open connection.
+    open: Arc<Semaphore>,
+    /// Time a client has to complete the TLS handshake.
+    handshake_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// At most `max_connections` open connections of protocol `name`; `handshake_timeout` for TLS.
+    pub fn new(_name: &'static str, max_connections: usize, handshake_timeout: Duration) -> Self {
+        Self {
+            open: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            handshake_timeout,
+        }
+    }
+}
+
 /// How one listener treats the connections it accepts.
 #[derive(Clone)]
 pub struct AcceptOptions {
@@ -140,10 +164,8 @@ pub struct AcceptOptions {
     pub name: &'static str,
     /// Present for TLS listeners: the handshake is completed before the handler runs.
     pub tls: Option<TlsAcceptor>,
-    /// Time a client has to complete the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// One permit per open connection; may be shared by several listeners (AMQP and AMQPS share one limit).
-    pub connection_limit: Arc<Semaphore>,
+    /// The protocol's connection budget.
+    pub limits: Arc<ConnectionLimits>,
 }
 
 impl std::fmt::Debug for AcceptOptions {
@@ -151,24 +173,19 @@ impl std::fmt::Debug for AcceptOptions {
         f.debug_struct("AcceptOptions")
             .field("name", &self.name)
             .field("tls", &self.tls.is_some())
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("connection_limit", &self.connection_limit)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
 /// Accept connections on `listener` until `lifecycle.stop_accepting` is cancelled, running `handler` on each
 /// in its own task tracked by `lifecycle.connections`. The handler must end when `close_connections` fires.
-pub async fn serve_listener<H, F>(
+pub async fn serve_listener(
     listener: TcpListener,
     options: AcceptOptions,
-    handler: H,
+    handler: StreamHandler,
     lifecycle: Lifecycle,
-) where
-    H: Fn(ClientStream, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let handler = Arc::new(handler);
+) {
     let name = options.name;
     loop {
         let accepted = tokio::select! {
@@ -193,17 +210,14 @@ pub async fn serve_listener<H, F>(
     info!(listener = name, "stopped accepting");
 }
 
-fn on_accept<H, F>(
+fn on_accept(
     tcp: TcpStream,
     peer: SocketAddr,
     options: &AcceptOptions,
-    handler: &Arc<H>,
+    handler: &StreamHandler,
     lifecycle: &Lifecycle,
-) where
-    H: Fn(ClientStream, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let Ok(permit) = options.connection_limit.clone().try_acquire_owned() else {
+) {
+    let Ok(permit) = options.limits.open.clone().try_acquire_owned() else {
         warn!(listener = options.name, %peer, "connection limit reached; closing the new connection");
         return;
     };
@@ -234,7 +248,8 @@ async fn tls_handshake(
     options: &AcceptOptions,
     closing: &CancellationToken,
 ) -> Option<ClientStream> {
-    let handshake = tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp));
+    let timeout = options.limits.handshake_timeout;
+    let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp));
     let outcome = tokio::select! {
         _ = closing.cancelled() => return None,
         outcome = handshake => outcome,
@@ -246,7 +261,7 @@ async fn tls_handshake(
             None
         }
         Err(_) => {
-            info!(listener = options.name, %peer, timeout_secs = options.handshake_timeout.as_secs(), "TLS handshake timed out");
+            info!(listener = options.name, %peer, timeout_secs = timeout.as_secs(), "TLS handshake timed out");
             None
         }
     }
@@ -282,11 +297,16 @@ mod tests {
         let options = AcceptOptions {
             name: "test",
             tls: None,
-            handshake_timeout: Duration::from_secs(5),
-            connection_limit: Arc::new(Semaphore::new(limit)),
+            limits: Arc::new(ConnectionLimits::new("test", limit, Duration::from_secs(5))),
         };
         let lifecycle = Lifecycle::new();
-        let task = tokio::spawn(serve_listener(listener, options, echo, lifecycle.clone()));
+        let handler: StreamHandler = Arc::new(|stream, peer| Box::pin(echo(stream, peer)));
+        let task = tokio::spawn(serve_listener(
+            listener,
+            options,
+            handler,
+            lifecycle.clone(),
+        ));
         (addr, lifecycle, task)
     }
 

@@ -129,7 +129,7 @@ impl TestBroker {
 
     /// The plain AMQP listener.
     pub fn amqp_addr(&self) -> SocketAddr {
-        self.server.amqp_addr
+        self.listener("amqp")
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
@@ -139,14 +139,19 @@ impl TestBroker {
 
     /// The AMQPS listener (only when TLS was configured).
     pub fn amqps_addr(&self) -> SocketAddr {
-        self.server
-            .amqps_addr
-            .expect("TLS is configured for this test broker")
+        self.listener("amqps")
     }
 
     /// The HTTP listener (health endpoints).
     pub fn http_addr(&self) -> SocketAddr {
-        self.server.http_addr
+        self.listener("http")
+    }
+
+    /// Where the listener `name` is bound (`amqps` only when TLS was configured).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.server
+            .addr(name)
+            .unwrap_or_else(|| panic!("the test broker runs no {name} listener"))
     }
 
     /// The broker's data dir.
