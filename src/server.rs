@@ -31,7 +31,9 @@ use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
 use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::transport::{self, AcceptOptions, ConnectionLimits, Lifecycle, StreamHandler, TlsError};
+use crate::transport::{
+    self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler, TlsError,
+};
 
 /// How long shutdown waits for open connections to close before closing the store anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +74,8 @@ pub enum StartError {
 pub struct RunningServer {
     /// Every listener's name and bound address (the real port when 0 was configured), in table order.
     addrs: Vec<(&'static str, SocketAddr)>,
+    /// Each stream listener's connection budget (listeners of one protocol share one).
+    limits: Vec<(&'static str, Arc<ConnectionLimits>)>,
     config: Config,
     broker: Broker,
     lifecycle: Lifecycle,
@@ -186,10 +190,14 @@ fn listener_table(
     lifecycle: &Lifecycle,
 ) -> Vec<ListenerSpec> {
     let amqp = amqp_handler(config, broker, lifecycle);
+    let amqp_budget = Budget {
+        max_connections: config.amqp.max_connections,
+        max_handshakes: config.amqp.max_handshakes,
+        handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
+    };
     let amqp_limits = Arc::new(ConnectionLimits::new(
         "amqp",
-        config.amqp.max_connections,
-        Duration::from_secs(config.amqp.handshake_timeout_secs),
+        fit_budget("amqp", amqp_budget),
     ));
     let mut table = vec![
         ListenerSpec::stream("amqp", config.amqp.addr(), None, &amqp, &amqp_limits),
@@ -208,11 +216,40 @@ fn listener_table(
     table
 }
 
+/// `budget`, lowered (with a warning naming the options) when the open-file limit cannot hold it next to the
+/// descriptors reserved for the store. With more protocols the limit will have to be shared out among them.
+fn fit_budget(protocol: &'static str, budget: Budget) -> Budget {
+    let soft_limit = transport::fd::soft_limit();
+    let Some(fitted) = transport::fd::fit(budget, soft_limit) else {
+        return budget;
+    };
+    warn!(
+        protocol,
+        open_files = soft_limit,
+        reserved = transport::fd::RESERVED_DESCRIPTORS,
+        max_connections = fitted.max_connections,
+        max_handshakes = fitted.max_handshakes,
+        configured_max_connections = budget.max_connections,
+        configured_max_handshakes = budget.max_handshakes,
+        "the open-file limit cannot hold the configured connection limits; lowering them (raise the hard \
+         limit, e.g. LimitNOFILE=, to keep them)"
+    );
+    fitted
+}
+
 /// The AMQP 0-9-1 front end's connection handler (AMQP and AMQPS share it).
 fn amqp_handler(config: &Config, broker: &Broker, lifecycle: &Lifecycle) -> StreamHandler {
     let ctx = AmqpContext::new(broker.clone(), &config.amqp);
     let closing = lifecycle.close_connections.clone();
-    Arc::new(move |stream, peer| Box::pin(amqp::serve(stream, peer, ctx.clone(), closing.clone())))
+    Arc::new(move |stream, peer, admission| {
+        Box::pin(amqp::serve(
+            stream,
+            peer,
+            admission,
+            ctx.clone(),
+            closing.clone(),
+        ))
+    })
 }
 
 /// The one place that decides which store backs the broker: the durable journal in `<data_dir>/store`, or
@@ -303,6 +340,7 @@ fn serve(
 ) -> RunningServer {
     let listeners = TaskTracker::new();
     let mut addrs = Vec::with_capacity(bound.len());
+    let mut budgets = Vec::new();
     for BoundListener { spec, socket, addr } in bound {
         let name = spec.name;
         info!(listener = name, %addr, "listening");
@@ -313,6 +351,7 @@ fn serve(
                 handler,
                 limits,
             } => {
+                budgets.push((name, limits.clone()));
                 let options = AcceptOptions { name, tls, limits };
                 let accept = transport::serve_listener(socket, options, handler, lifecycle.clone());
                 listeners.spawn(accept);
@@ -330,6 +369,7 @@ fn serve(
     listeners.close();
     RunningServer {
         addrs,
+        limits: budgets,
         config,
         broker,
         _cancel_on_drop: lifecycle.close_connections.clone().drop_guard(),
@@ -350,6 +390,21 @@ impl RunningServer {
     /// Every running listener's name and address, in table order.
     pub fn addrs(&self) -> &[(&'static str, SocketAddr)] {
         &self.addrs
+    }
+
+    /// The connection counters of the stream listener `name` (`amqp`, `amqps`: they share one budget).
+    pub fn connection_stats(&self, name: &str) -> Option<LimitStats> {
+        self.limits
+            .iter()
+            .find_map(|(listener, limits)| (*listener == name).then(|| limits.stats()))
+    }
+
+    /// The connection limits in force for the stream listener `name`, after fitting them to the open-file
+    /// limit.
+    pub fn connection_budget(&self, name: &str) -> Option<Budget> {
+        self.limits
+            .iter()
+            .find_map(|(listener, limits)| (*listener == name).then(|| limits.budget()))
     }
 
     /// The broker core behind the listeners.

@@ -24,8 +24,12 @@ pub struct AmqpConfig {
     pub heartbeat_secs: u16,
     /// Largest message body accepted, in bytes (at most 512 MiB).
     pub max_message_size: u64,
-    /// Open AMQP connections (plain and TLS together) beyond which new ones are closed at once.
+    /// Logged-in AMQP connections (plain and TLS together); beyond it connection.open is refused with 530
+    /// NOT_ALLOWED, as RabbitMQ does. Clamped at start-up to what the open-file limit allows.
     pub max_connections: usize,
+    /// Connections still in their handshake (not logged in yet); when a new one would exceed it, the oldest
+    /// is dropped, so silent sockets cannot lock real clients out.
+    pub max_handshakes: usize,
     /// The `product` server property; some clients branch on it.
     pub product: String,
     /// Seconds a client has for the TLS handshake, and again for the AMQP handshake, before it is
@@ -44,6 +48,7 @@ impl Default for AmqpConfig {
             heartbeat_secs: 60,
             max_message_size: 16 * MIB,
             max_connections: 10_000,
+            max_handshakes: 1_000,
             product: "FerryMQ".to_owned(),
             handshake_timeout_secs: 10,
         }
@@ -91,6 +96,12 @@ impl AmqpConfig {
         if self.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "amqp.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_handshakes == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.max_handshakes",
                 "must be at least 1",
             ));
         }

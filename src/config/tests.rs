@@ -168,9 +168,10 @@ fn message_size_is_limited_to_512_mib() {
 #[test]
 fn zero_limits_are_rejected_with_the_option_name() {
     type Breakage = fn(&mut Config);
-    let cases: [(&str, Breakage); 5] = [
+    let cases: [(&str, Breakage); 6] = [
         ("amqp.channel_max", |c| c.amqp.channel_max = 0),
         ("amqp.max_connections", |c| c.amqp.max_connections = 0),
+        ("amqp.max_handshakes", |c| c.amqp.max_handshakes = 0),
         ("amqp.handshake_timeout_secs", |c| {
             c.amqp.handshake_timeout_secs = 0
         }),
