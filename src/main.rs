@@ -3,7 +3,8 @@
 //!
 //! Everything the broker does lives in the library; this file owns only process concerns: argument and
 //! configuration errors (printed to stderr, exit status 2), the tracing subscriber (`RUST_LOG`, default
-//! `info`; text or JSON lines on stderr), the runtime, and signals. A second signal during the drain exits at
+//! `info`; text or JSON lines on stderr, every field escaped so that no client-supplied string can start a
+//! line of its own), the open-file limit (raised to the hard limit), the runtime, and signals. A second signal during the drain exits at
 //! once. `anyhow` is used here and nowhere else.
 
 use std::io::IsTerminal;
@@ -17,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 use ferrymq::config::{Cli, Config, LogFormat};
 use ferrymq::server;
+use ferrymq::transport::fd;
 
 /// mimalloc instead of the system allocator: it gives freed pages back to the system (glibc's malloc keeps the
 /// holes a recovered backlog leaves in its heap: hundreds of MB after recovering 10M messages), and it is
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(config.log.format);
+    raise_open_file_limit();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,8 +69,25 @@ fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder
+            .fmt_fields(text::EscapedFields)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
         LogFormat::Json => builder.event_format(json::JsonLines).init(),
+    }
+}
+
+/// Raise the soft open-file limit to the hard one before anything opens files or sockets; the server then
+/// fits its connection limits under it (see `transport::fd`).
+fn raise_open_file_limit() {
+    match fd::raise_soft_limit() {
+        Ok(raised) => info!(
+            before = raised.before,
+            soft = raised.soft,
+            hard = raised.hard,
+            "open-file limit"
+        ),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit; keeping it"),
     }
 }
 
@@ -136,6 +156,112 @@ impl Signals {
         match tokio::signal::ctrl_c().await {
             Ok(()) => "ctrl-c",
             Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// `[log] format = "text"`: tracing's usual `message key=value` fields, with every value escaped. This is
+/// the one place client-supplied text is made safe for the text log: a PLAIN user name containing a
+/// newline once wrote a forged "AMQP connection opened ... user=admin" line. Control characters (newline,
+/// carriage return, escape, ...) and bidirectional-text overrides become `\u{..}`, so each event is one
+/// line that says what it came from, whatever a client sent. (JSON lines need nothing: JSON escapes.)
+mod text {
+    use std::fmt;
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::field::RecordFields;
+    use tracing_subscriber::fmt::FormatFields;
+    use tracing_subscriber::fmt::format::Writer;
+
+    /// Formats an event's or span's fields like tracing's default, escaped.
+    pub struct EscapedFields;
+
+    impl<'writer> FormatFields<'writer> for EscapedFields {
+        fn format_fields<R: RecordFields>(
+            &self,
+            mut writer: Writer<'writer>,
+            fields: R,
+        ) -> fmt::Result {
+            let mut visitor = Escaping {
+                writer: &mut writer,
+                first: true,
+                result: Ok(()),
+            };
+            fields.record(&mut visitor);
+            visitor.result
+        }
+    }
+
+    struct Escaping<'a, 'writer> {
+        writer: &'a mut Writer<'writer>,
+        first: bool,
+        result: fmt::Result,
+    }
+
+    impl Escaping<'_, '_> {
+        fn write(&mut self, field: &Field, value: &str) {
+            if self.result.is_err() {
+                return;
+            }
+            let separator = if self.first { "" } else { " " };
+            self.first = false;
+            self.result = if field.name() == "message" {
+                write!(self.writer, "{separator}")
+            } else {
+                write!(self.writer, "{separator}{}=", field.name())
+            }
+            .and_then(|()| escape(value, &mut *self.writer));
+        }
+    }
+
+    impl Visit for Escaping<'_, '_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            // Like tracing's default: string fields quoted, the message as it is.
+            if field.name() == "message" {
+                self.write(field, value);
+            } else {
+                self.write(field, &format!("{value:?}"));
+            }
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    /// Copy `text`, writing control characters and bidirectional-text controls as `\u{hex}`.
+    pub fn escape(text: &str, out: &mut impl fmt::Write) -> fmt::Result {
+        for c in text.chars() {
+            if c.is_control() || is_bidi_control(c) {
+                write!(out, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                out.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Characters that reorder how the rest of a line is displayed (Unicode bidi embeddings, overrides and
+    /// isolates, and the directional marks).
+    fn is_bidi_control(c: char) -> bool {
+        matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::escape;
+
+        fn escaped(text: &str) -> String {
+            let mut out = String::new();
+            escape(text, &mut out).expect("writing to a String");
+            out
+        }
+
+        #[test]
+        fn control_and_bidi_characters_are_escaped_and_the_rest_kept() {
+            assert_eq!(escaped("a\nb\r\u{1b}[31m"), "a\\u{a}b\\u{d}\\u{1b}[31m");
+            assert_eq!(escaped("\u{202e}evil"), "\\u{202e}evil");
+            assert_eq!(escaped("gäst \"x\" = 1"), "gäst \"x\" = 1");
         }
     }
 }

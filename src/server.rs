@@ -3,9 +3,11 @@
 //! [`start`] turns a [`Config`] into a running broker in the order the durability contract needs: create the
 //! data directory, load the TLS certificate (so a bad one fails before anything else happens), open the store,
 //! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP,
-//! AMQPS when TLS is configured, and the HTTP health endpoints. Each bound address is logged as
-//! `listener=<name> addr=<ip:port> "listening"`, which is how tests and operators learn the ports picked for
-//! port 0.
+//! AMQPS when TLS is configured, and the HTTP health endpoints. The listeners are one table
+//! ([`listener_table`]): each front end registers its name, address, TLS acceptor and serve function in one
+//! row, and binding, serving, logging and [`RunningServer::addr`] all read that table. Each bound address is
+//! logged as `listener=<name> addr=<ip:port> "listening"`, which is how tests and operators learn the ports
+//! picked for port 0.
 //!
 //! [`RunningServer::shutdown`] is the graceful drain: stop accepting, tell every connection to close (AMQP
 //! sends 320 CONNECTION_FORCED), wait for the connection tasks for at most [`DRAIN_TIMEOUT`], then shut the
@@ -16,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::DropGuard;
 use tokio_util::task::TaskTracker;
@@ -29,7 +31,9 @@ use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
 use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
-use crate::transport::{self, AcceptOptions, Lifecycle, TlsError};
+use crate::transport::{
+    self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler, TlsError,
+};
 
 /// How long shutdown waits for open connections to close before closing the store anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,12 +72,10 @@ pub enum StartError {
 /// [`RunningServer::shutdown`] for the graceful drain.
 #[derive(Debug)]
 pub struct RunningServer {
-    /// Where the plain AMQP listener is bound (the real port when 0 was configured).
-    pub amqp_addr: SocketAddr,
-    /// Where the AMQPS listener is bound, when TLS is configured.
-    pub amqps_addr: Option<SocketAddr>,
-    /// Where the HTTP listener (health endpoints) is bound.
-    pub http_addr: SocketAddr,
+    /// Every listener's name and bound address (the real port when 0 was configured), in table order.
+    addrs: Vec<(&'static str, SocketAddr)>,
+    /// Each stream listener's connection budget (listeners of one protocol share one).
+    limits: Vec<(&'static str, Arc<ConnectionLimits>)>,
     config: Config,
     broker: Broker,
     lifecycle: Lifecycle,
@@ -82,17 +84,61 @@ pub struct RunningServer {
     _cancel_on_drop: DropGuard,
 }
 
-/// A listening socket bound but not yet serving, with the address it got.
-struct BoundSocket {
-    socket: TcpListener,
-    addr: SocketAddr,
+/// How a listener serves what it accepts.
+enum Service {
+    /// A byte-stream protocol (AMQP; MQTT and STOMP later): the shared accept loop in `transport`, one task
+    /// per connection running `handler`, after the TLS handshake when `tls` is set.
+    Stream {
+        tls: Option<TlsAcceptor>,
+        handler: StreamHandler,
+        limits: Arc<ConnectionLimits>,
+    },
+    /// An HTTP service (health today; management, SQS/SNS later) on axum.
+    Http(Router),
 }
 
-/// Every listening socket, bound but not yet serving.
-struct Bound {
-    amqp: BoundSocket,
-    amqps: Option<(BoundSocket, TlsAcceptor)>,
-    http: BoundSocket,
+/// One row of the listener table: a front end's name (as logged in `listener=<name>` and passed to
+/// [`RunningServer::addr`]), its address, and how it serves.
+struct ListenerSpec {
+    name: &'static str,
+    addr: SocketAddr,
+    service: Service,
+}
+
+impl ListenerSpec {
+    fn stream(
+        name: &'static str,
+        addr: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        handler: &StreamHandler,
+        limits: &Arc<ConnectionLimits>,
+    ) -> Self {
+        let service = Service::Stream {
+            tls,
+            handler: handler.clone(),
+            limits: limits.clone(),
+        };
+        Self {
+            name,
+            addr,
+            service,
+        }
+    }
+
+    fn http(name: &'static str, addr: SocketAddr, router: Router) -> Self {
+        Self {
+            name,
+            addr,
+            service: Service::Http(router),
+        }
+    }
+}
+
+/// A listener bound but not yet serving, with the address it got.
+struct BoundListener {
+    spec: ListenerSpec,
+    socket: TcpListener,
+    addr: SocketAddr,
 }
 
 /// Start FerryMQ as `config` says and return once every listener accepts connections.
@@ -117,14 +163,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             return Err(e.into());
         }
     };
-    let bound = match bind_all(&config, tls).await {
+    let lifecycle = Lifecycle::new();
+    let table = listener_table(&config, tls, &broker, &lifecycle);
+    let bound = match bind_all(table).await {
         Ok(bound) => bound,
         Err(e) => {
             broker.shutdown().await;
             return Err(e);
         }
     };
-    let server = serve(config, broker, bound);
+    let server = serve(config, broker, lifecycle, bound);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %server.config.data_dir.display(),
@@ -132,6 +180,77 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         "ferrymq started"
     );
     Ok(server)
+}
+
+/// The listener table: every front end FerryMQ serves, one row each. Adding a protocol is one row here (next
+/// to its config section), e.g. `ListenerSpec::stream("mqtt", config.mqtt.addr(), None, &mqtt, &limits)`.
+fn listener_table(
+    config: &Config,
+    tls: Option<TlsAcceptor>,
+    broker: &Broker,
+    lifecycle: &Lifecycle,
+) -> Vec<ListenerSpec> {
+    let amqp = amqp_handler(config, broker, lifecycle);
+    let amqp_budget = Budget {
+        max_connections: config.amqp.max_connections,
+        max_handshakes: config.amqp.max_handshakes,
+        handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
+    };
+    let amqp_limits = Arc::new(ConnectionLimits::new(
+        "amqp",
+        fit_budget("amqp", amqp_budget),
+    ));
+    let mut table = vec![
+        ListenerSpec::stream("amqp", config.amqp.addr(), None, &amqp, &amqp_limits),
+        ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),
+    ];
+    if let Some(tls) = tls {
+        let addr = config.amqp.tls_addr();
+        table.push(ListenerSpec::stream(
+            "amqps",
+            addr,
+            Some(tls),
+            &amqp,
+            &amqp_limits,
+        ));
+    }
+    table
+}
+
+/// `budget`, lowered (with a warning naming the options) when the open-file limit cannot hold it next to the
+/// descriptors reserved for the store. With more protocols the limit will have to be shared out among them.
+fn fit_budget(protocol: &'static str, budget: Budget) -> Budget {
+    let soft_limit = transport::fd::soft_limit();
+    let Some(fitted) = transport::fd::fit(budget, soft_limit) else {
+        return budget;
+    };
+    warn!(
+        protocol,
+        open_files = soft_limit,
+        reserved = transport::fd::RESERVED_DESCRIPTORS,
+        max_connections = fitted.max_connections,
+        max_handshakes = fitted.max_handshakes,
+        configured_max_connections = budget.max_connections,
+        configured_max_handshakes = budget.max_handshakes,
+        "the open-file limit cannot hold the configured connection limits; lowering them (raise the hard \
+         limit, e.g. LimitNOFILE=, to keep them)"
+    );
+    fitted
+}
+
+/// The AMQP 0-9-1 front end's connection handler (AMQP and AMQPS share it).
+fn amqp_handler(config: &Config, broker: &Broker, lifecycle: &Lifecycle) -> StreamHandler {
+    let ctx = AmqpContext::new(broker.clone(), &config.amqp);
+    let closing = lifecycle.close_connections.clone();
+    Arc::new(move |stream, peer, admission| {
+        Box::pin(amqp::serve(
+            stream,
+            peer,
+            admission,
+            ctx.clone(),
+            closing.clone(),
+        ))
+    })
 }
 
 /// The one place that decides which store backs the broker: the durable journal in `<data_dir>/store`, or
@@ -198,83 +317,60 @@ fn broker_options(config: &Config) -> BrokerOptions {
 }
 
 /// Bind every listener before serving any, so a port clash fails start-up without half a server running.
-async fn bind_all(config: &Config, tls: Option<TlsAcceptor>) -> Result<Bound, StartError> {
-    let amqp = bind("amqp", config.amqp.addr()).await?;
-    let amqps = match tls {
-        Some(acceptor) => Some((bind("amqps", config.amqp.tls_addr()).await?, acceptor)),
-        None => None,
-    };
-    let http = bind("http", config.http.addr()).await?;
-    Ok(Bound { amqp, amqps, http })
-}
-
-async fn bind(listener: &'static str, addr: SocketAddr) -> Result<BoundSocket, StartError> {
-    let error = |source| StartError::Bind {
-        listener,
-        addr,
-        source,
-    };
-    let socket = TcpListener::bind(addr).await.map_err(error)?;
-    let addr = socket.local_addr().map_err(error)?;
-    Ok(BoundSocket { socket, addr })
-}
-
-/// Spawn the accept loops and the HTTP server on the bound sockets, logging each address.
-fn serve(config: Config, broker: Broker, bound: Bound) -> RunningServer {
-    let lifecycle = Lifecycle::new();
-    let listeners = TaskTracker::new();
-    let ctx = AmqpContext::new(broker.clone(), &config.amqp);
-    let closing = lifecycle.close_connections.clone();
-    let amqp_handler = move |stream, peer| amqp::serve(stream, peer, ctx.clone(), closing.clone());
-    let accept = AcceptOptions {
-        name: "amqp",
-        tls: None,
-        handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
-        connection_limit: Arc::new(Semaphore::new(
-            config.amqp.max_connections.min(Semaphore::MAX_PERMITS),
-        )),
-    };
-
-    let amqp_addr = bound.amqp.addr;
-    info!(listener = "amqp", addr = %amqp_addr, "listening");
-    listeners.spawn(transport::serve_listener(
-        bound.amqp.socket,
-        accept.clone(),
-        amqp_handler.clone(),
-        lifecycle.clone(),
-    ));
-
-    let amqps_addr = bound.amqps.map(|(bound, acceptor)| {
-        info!(listener = "amqps", addr = %bound.addr, "listening");
-        let options = AcceptOptions {
-            name: "amqps",
-            tls: Some(acceptor),
-            ..accept
+async fn bind_all(table: Vec<ListenerSpec>) -> Result<Vec<BoundListener>, StartError> {
+    let mut bound = Vec::with_capacity(table.len());
+    for spec in table {
+        let error = |source| StartError::Bind {
+            listener: spec.name,
+            addr: spec.addr,
+            source,
         };
-        listeners.spawn(transport::serve_listener(
-            bound.socket,
-            options,
-            amqp_handler,
-            lifecycle.clone(),
-        ));
-        bound.addr
-    });
+        let socket = TcpListener::bind(spec.addr).await.map_err(error)?;
+        let addr = socket.local_addr().map_err(error)?;
+        bound.push(BoundListener { spec, socket, addr });
+    }
+    Ok(bound)
+}
 
-    let http_addr = bound.http.addr;
-    info!(listener = "http", addr = %http_addr, "listening");
-    let router = admin::router(broker.clone());
-    let stop_http = lifecycle.stop_accepting.clone();
-    listeners.spawn(async move {
-        if let Err(e) = admin::serve(bound.http.socket, router, stop_http).await {
-            error!(listener = "http", error = %e, "HTTP listener failed");
+/// Spawn every listener's accept loop or HTTP server, logging each address.
+fn serve(
+    config: Config,
+    broker: Broker,
+    lifecycle: Lifecycle,
+    bound: Vec<BoundListener>,
+) -> RunningServer {
+    let listeners = TaskTracker::new();
+    let mut addrs = Vec::with_capacity(bound.len());
+    let mut budgets = Vec::new();
+    for BoundListener { spec, socket, addr } in bound {
+        let name = spec.name;
+        info!(listener = name, %addr, "listening");
+        addrs.push((name, addr));
+        match spec.service {
+            Service::Stream {
+                tls,
+                handler,
+                limits,
+            } => {
+                budgets.push((name, limits.clone()));
+                let options = AcceptOptions { name, tls, limits };
+                let accept = transport::serve_listener(socket, options, handler, lifecycle.clone());
+                listeners.spawn(accept);
+            }
+            Service::Http(router) => {
+                let stop = lifecycle.stop_accepting.clone();
+                listeners.spawn(async move {
+                    if let Err(e) = admin::serve(socket, router, stop).await {
+                        error!(listener = name, error = %e, "HTTP listener failed");
+                    }
+                });
+            }
         }
-    });
+    }
     listeners.close();
-
     RunningServer {
-        amqp_addr,
-        amqps_addr,
-        http_addr,
+        addrs,
+        limits: budgets,
         config,
         broker,
         _cancel_on_drop: lifecycle.close_connections.clone().drop_guard(),
@@ -284,6 +380,34 @@ fn serve(config: Config, broker: Broker, bound: Bound) -> RunningServer {
 }
 
 impl RunningServer {
+    /// Where the listener `name` (`amqp`, `amqps`, `http`, ...) is bound; `None` when it is not running (e.g.
+    /// `amqps` without TLS).
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find_map(|(listener, addr)| (*listener == name).then_some(*addr))
+    }
+
+    /// Every running listener's name and address, in table order.
+    pub fn addrs(&self) -> &[(&'static str, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The connection counters of the stream listener `name` (`amqp`, `amqps`: they share one budget).
+    pub fn connection_stats(&self, name: &str) -> Option<LimitStats> {
+        self.limits
+            .iter()
+            .find_map(|(listener, limits)| (*listener == name).then(|| limits.stats()))
+    }
+
+    /// The connection limits in force for the stream listener `name`, after fitting them to the open-file
+    /// limit.
+    pub fn connection_budget(&self, name: &str) -> Option<Budget> {
+        self.limits
+            .iter()
+            .find_map(|(listener, limits)| (*listener == name).then(|| limits.budget()))
+    }
+
     /// The broker core behind the listeners.
     pub fn broker(&self) -> &Broker {
         &self.broker

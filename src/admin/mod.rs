@@ -7,24 +7,118 @@
 
 pub mod health;
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::core::Broker;
+use crate::transport::fd::HTTP_MAX_CONNECTIONS;
+
+/// Pause after an accept error (e.g. out of descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Every route of the HTTP listener.
 pub fn router(broker: Broker) -> Router {
     health::router(broker)
 }
 
-/// Serve `router` on `listener` until `shutdown` is cancelled; requests in flight then finish first.
+/// Serve `router` on `listener` until `shutdown` is cancelled; requests in flight then finish first. At most
+/// [`HTTP_MAX_CONNECTIONS`] are open at once (they are part of the descriptors reserved beside the store);
+/// more wait in the listen backlog.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = Limited {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(HTTP_MAX_CONNECTIONS)),
+    };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// A TCP listener that holds one permit per open connection and stops accepting while none is left.
+struct Limited {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Permitted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // The semaphore is never closed, so acquiring only waits.
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        Permitted {
+                            stream,
+                            _permit: permit,
+                        },
+                        peer,
+                    );
+                }
+                Err(e) => {
+                    debug!(listener = "http", error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An HTTP connection and the permit it holds until it closes.
+struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }

@@ -25,6 +25,7 @@ use super::error::{AmqpError, Scope, code};
 use crate::core::publish::SyncView;
 use crate::core::queue::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
 use crate::core::{ConnId, Session};
+use crate::transport::Admission;
 
 /// Flush the write buffer once it holds this much, even mid-batch.
 const FLUSH_AT: usize = 256 * 1024;
@@ -84,10 +85,17 @@ pub(super) struct Connection<S> {
     /// Write-window credit to hand back to queues once the current batch reaches the socket.
     written: Vec<(QueueHandle, ConsumerKey, u32)>,
     user: String,
+    /// This connection's place in the AMQP connection budget (handshake, then open).
+    admission: Admission,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
-    pub(super) fn new(stream: S, peer: SocketAddr, ctx: Arc<AmqpContext>) -> Self {
+    pub(super) fn new(
+        stream: S,
+        peer: SocketAddr,
+        admission: Admission,
+        ctx: Arc<AmqpContext>,
+    ) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let (sink, sink_rx) = mpsc::unbounded_channel();
         let sync = ctx.broker.sync_view();
@@ -120,12 +128,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             blocked: false,
             written: Vec::new(),
             user: String::new(),
+            admission,
         }
     }
 
     /// Run the connection to its end; always cleans up channels and exclusive queues.
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
-        let timeout = Duration::from_secs(self.ctx.config.handshake_timeout_secs);
+        let timeout = self.admission.handshake_timeout();
+        let evicted = self.admission.evicted().clone();
         let opened = tokio::select! {
             r = tokio::time::timeout(timeout, self.handshake()) => match r {
                 Ok(Ok(true)) => true,
@@ -140,9 +150,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 }
             },
             _ = shutdown.cancelled() => false,
+            _ = evicted.cancelled() => {
+                debug!(peer = %self.peer, "AMQP handshake dropped to make room (amqp.max_handshakes)");
+                false
+            }
         };
         if opened {
-            info!(peer = %self.peer, user = %self.user, conn = self.conn_id, "AMQP connection opened");
+            // Client-supplied strings are logged with `?` (quoted, escaped), never `%`.
+            info!(peer = %self.peer, user = ?self.user, conn = self.conn_id, "AMQP connection opened");
             let end = self.serve(&shutdown).await;
             let _ = self.flush().await;
             if let End::AwaitCloseOk = end {
@@ -230,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let user = match self.ctx.broker.authenticate(&user, &pass, self.peer.ip()) {
             Ok(u) => u,
             Err(e) => {
-                warn!(peer = %self.peer, user = %user, error = %e, "AMQP login refused");
+                warn!(peer = %self.peer, user = ?user, error = %e, "AMQP login refused");
                 let text = format!(
                     "Login was refused using authentication mechanism {}. For details see the broker logfile.",
                     start_ok.mechanism
@@ -262,6 +277,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     .during(10, 40),
             );
         };
+        self.admission.establish().map_err(|e| {
+            // RabbitMQ's words for its node-wide connection_max.
+            let text = format!(
+                "connection refused: node connection limit ({}) is reached",
+                e.limit
+            );
+            AmqpError::connection(code::NOT_ALLOWED, text).during(10, 40)
+        })?;
         let session = self
             .ctx
             .broker
@@ -476,7 +499,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn on_connection_method(&mut self, method: Method) -> Result<Option<End>, AmqpError> {
         match method {
             Method::ConnectionClose(close) => {
-                debug!(peer = %self.peer, code = close.reply_code, text = %close.reply_text, "client closed connection");
+                debug!(peer = %self.peer, code = close.reply_code, text = ?close.reply_text, "client closed connection");
                 self.send_method(0, &Method::ConnectionCloseOk);
                 Ok(Some(End::Closed))
             }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpConfig;
 use crate::core::Broker;
+use crate::transport::Admission;
 
 /// Registers what the core needs of AMQP before it starts: the reader for journal format 1, whose messages and
 /// arguments are in AMQP terms. Called by the composition root before `Broker::start`.
@@ -42,16 +43,17 @@ impl AmqpContext {
 }
 
 /// Serve one AMQP connection until the peer closes, an error closes it, or `shutdown` fires (then the
-/// connection is closed with 320 CONNECTION_FORCED).
+/// connection is closed with 320 CONNECTION_FORCED). `admission` is its place in the AMQP connection budget.
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
+    admission: Admission,
     ctx: Arc<AmqpContext>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    connection::Connection::new(stream, peer, ctx)
+    connection::Connection::new(stream, peer, admission, ctx)
         .run(shutdown)
         .await;
 }

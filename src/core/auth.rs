@@ -168,7 +168,8 @@ impl Users {
         if user.password != password {
             return Err(refused());
         }
-        if !peer.is_loopback() && self.loopback_only.iter().any(|u| u == name) {
+        // A listener bound to `::` sees IPv4 clients as IPv4-mapped addresses (`::ffff:127.0.0.1`).
+        if !peer.to_canonical().is_loopback() && self.loopback_only.iter().any(|u| u == name) {
             return Err(CoreError::AccessRefused(format!(
                 "user '{name}' can only connect via localhost"
             )));
@@ -202,6 +203,19 @@ mod tests {
         assert!(
             users
                 .authenticate("guest", "guest", "10.0.0.1".parse().unwrap())
+                .is_err()
+        );
+        for loopback in ["::1", "::ffff:127.0.0.1"] {
+            assert!(
+                users
+                    .authenticate("guest", "guest", loopback.parse().unwrap())
+                    .is_ok(),
+                "{loopback} is loopback"
+            );
+        }
+        assert!(
+            users
+                .authenticate("guest", "guest", "::ffff:10.0.0.1".parse().unwrap())
                 .is_err()
         );
         assert!(

@@ -29,8 +29,8 @@ const PREDECLARED: [(&str, ExchangeKind); 6] = [
     ("amq.match", ExchangeKind::Headers),
 ];
 
-/// How deep exchange-to-exchange and alternate-exchange chains are followed.
-const MAX_ROUTE_DEPTH: usize = 16;
+/// How many exchanges one routing pass records without allocating (see `Visited`); more are recorded too.
+const VISITED_INLINE: usize = 16;
 
 /// Arguments of exchange.declare.
 #[derive(Debug, Clone)]
@@ -704,23 +704,31 @@ impl BindingSpec {
     }
 }
 
-/// The exchanges one routing pass went through (loop detection for exchange-to-exchange and alternate
-/// exchanges), identified by address in a fixed array: no allocation on the publish path.
+/// The exchanges one routing pass went through, so that each is visited once however many there are:
+/// exchange-to-exchange bindings and alternate exchanges may form cycles (cut here) and diamonds (the second
+/// path adds nothing). Exchanges are identified by address; the first [`VISITED_INLINE`] live in a fixed
+/// array, so the usual publish allocates nothing, and any more spill into a set. No depth limit: a fanout to
+/// twenty fanouts reaches all twenty (it used to stop silently after sixteen exchanges).
 #[derive(Default)]
 struct Visited {
-    seen: [usize; MAX_ROUTE_DEPTH],
+    inline: [usize; VISITED_INLINE],
     len: usize,
+    spill: std::collections::HashSet<usize>,
 }
 
 impl Visited {
-    /// Record `ex`; false when it was seen already or the chain is too deep.
+    /// Record `ex`; false when this pass has visited it already.
     fn enter(&mut self, ex: &Arc<Exchange>) -> bool {
         let id = Arc::as_ptr(ex) as usize;
-        if self.len >= MAX_ROUTE_DEPTH || self.seen[..self.len].contains(&id) {
+        if self.inline[..self.len].contains(&id) || self.spill.contains(&id) {
             return false;
         }
-        self.seen[self.len] = id;
-        self.len += 1;
+        if self.len < VISITED_INLINE {
+            self.inline[self.len] = id;
+            self.len += 1;
+        } else {
+            self.spill.insert(id);
+        }
         true
     }
 }

@@ -1,4 +1,5 @@
-//! Byte transports under the protocol adapters: TCP listeners, TLS termination and connection limits.
+//! Byte transports under the protocol adapters: TCP listeners, TLS termination, connection budgets and the
+//! process's file-descriptor budget.
 //!
 //! `tcp` runs accept loops that hand each accepted connection, as a [`ClientStream`], to a protocol handler
 //! in its own task; `tls` loads certificates and builds the rustls acceptor. The adapters (AMQP today; MQTT
@@ -6,8 +7,11 @@
 //! whether TLS was involved. Nothing here knows a protocol: frames, handshakes and close codes belong to the
 //! adapters.
 
+pub mod fd;
+pub mod limits;
 pub mod tcp;
 pub mod tls;
 
-pub use tcp::{AcceptOptions, ClientStream, Lifecycle, serve_listener};
+pub use limits::{Admission, Budget, ConnectionLimits, LimitReached, LimitStats};
+pub use tcp::{AcceptOptions, ClientStream, Lifecycle, StreamHandler, serve_listener};
 pub use tls::{TlsError, load_acceptor};

@@ -1,14 +1,16 @@
 //! TCP accept loops shared by every socket protocol.
 //!
-//! [`serve_listener`] accepts connections until told to stop, enforces the connection limit (a connection
-//! over the limit is accepted and closed at once, so the client sees a prompt close instead of a hanging
-//! SYN backlog), sets `TCP_NODELAY`, and spawns one task per connection on the server's [`TaskTracker`].
+//! [`serve_listener`] accepts connections until told to stop, admits each into its protocol's budget
+//! ([`super::limits`]: the oldest unauthenticated connection makes room for a new one; the adapter refuses a
+//! client over `max_connections` in its protocol's words), sets `TCP_NODELAY`, and spawns one task per
+//! connection on the server's [`TaskTracker`]. Out of file descriptors (EMFILE/ENFILE), it refuses the
+//! waiting connection with the help of one spare descriptor instead of spinning: that is a refusal of one
+//! connection, never something the store has to see.
 //! That task performs the TLS handshake when the listener has an acceptor (bounded by a timeout and by
 //! shutdown, so a slow client never stalls the accept loop) and then runs the protocol handler on a
 //! [`ClientStream`]. The [`Lifecycle`] carries the two shutdown phases: stop accepting, then close
 //! connections.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,18 +18,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::limits::{Admission, ConnectionLimits};
 use tracing::{debug, info, warn};
 
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors), so the
 /// loop does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// How long the accept loop waits for the connection it is about to refuse for lack of descriptors.
+const SPARE_ACCEPT_WAIT: Duration = Duration::from_millis(10);
 
 /// An accepted client connection, plain or TLS; protocol handlers only see `AsyncRead + AsyncWrite`.
 #[derive(Debug)]
@@ -133,6 +139,13 @@ impl Default for Lifecycle {
     }
 }
 
+/// Serves one accepted connection of a byte-stream protocol until it ends; every listener of that protocol
+/// shares one (AMQP and AMQPS do). The [`Admission`] is the connection's place in its protocol's budget: the
+/// handler must give up when `evicted` fires during its handshake, call `establish` once the client has
+/// authenticated, and keep it until the connection ends.
+pub type StreamHandler =
+    Arc<dyn Fn(ClientStream, SocketAddr, Admission) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// How one listener treats the connections it accepts.
 #[derive(Clone)]
 pub struct AcceptOptions {
@@ -140,10 +153,8 @@ pub struct AcceptOptions {
     pub name: &'static str,
     /// Present for TLS listeners: the handshake is completed before the handler runs.
     pub tls: Option<TlsAcceptor>,
-    /// Time a client has to complete the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// One permit per open connection; may be shared by several listeners (AMQP and AMQPS share one limit).
-    pub connection_limit: Arc<Semaphore>,
+    /// The protocol's connection budget.
+    pub limits: Arc<ConnectionLimits>,
 }
 
 impl std::fmt::Debug for AcceptOptions {
@@ -151,25 +162,21 @@ impl std::fmt::Debug for AcceptOptions {
         f.debug_struct("AcceptOptions")
             .field("name", &self.name)
             .field("tls", &self.tls.is_some())
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("connection_limit", &self.connection_limit)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
 /// Accept connections on `listener` until `lifecycle.stop_accepting` is cancelled, running `handler` on each
 /// in its own task tracked by `lifecycle.connections`. The handler must end when `close_connections` fires.
-pub async fn serve_listener<H, F>(
+pub async fn serve_listener(
     listener: TcpListener,
     options: AcceptOptions,
-    handler: H,
+    handler: StreamHandler,
     lifecycle: Lifecycle,
-) where
-    H: Fn(ClientStream, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let handler = Arc::new(handler);
+) {
     let name = options.name;
+    let mut spare = SpareDescriptor::open();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -180,6 +187,11 @@ pub async fn serve_listener<H, F>(
             Ok((tcp, peer)) => on_accept(tcp, peer, &options, &handler, &lifecycle),
             Err(e) if is_connection_error(&e) => {
                 debug!(listener = name, error = %e, "accept failed for one connection")
+            }
+            Err(e) if is_out_of_descriptors(&e) => {
+                // Not the listener's fault and not the store's: refuse the waiting connection promptly.
+                options.limits.refuse("out of file descriptors");
+                spare.refuse_one(&listener).await;
             }
             Err(e) => {
                 warn!(listener = name, error = %e, "accept failed; pausing the listener briefly");
@@ -193,20 +205,14 @@ pub async fn serve_listener<H, F>(
     info!(listener = name, "stopped accepting");
 }
 
-fn on_accept<H, F>(
+fn on_accept(
     tcp: TcpStream,
     peer: SocketAddr,
     options: &AcceptOptions,
-    handler: &Arc<H>,
+    handler: &StreamHandler,
     lifecycle: &Lifecycle,
-) where
-    H: Fn(ClientStream, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let Ok(permit) = options.connection_limit.clone().try_acquire_owned() else {
-        warn!(listener = options.name, %peer, "connection limit reached; closing the new connection");
-        return;
-    };
+) {
+    let admission = options.limits.admit();
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(listener = options.name, %peer, error = %e, "cannot set TCP_NODELAY");
     }
@@ -215,15 +221,21 @@ fn on_accept<H, F>(
     let handler = handler.clone();
     let closing = lifecycle.close_connections.clone();
     lifecycle.connections.spawn(async move {
-        let _permit = permit;
         let stream = match &options.tls {
             None => ClientStream::Plain(tcp),
-            Some(acceptor) => match tls_handshake(acceptor, tcp, peer, &options, &closing).await {
-                Some(stream) => stream,
-                None => return,
-            },
+            Some(acceptor) => {
+                let handshake = tls_handshake(acceptor, tcp, peer, &options, &admission);
+                let stream = tokio::select! {
+                    _ = closing.cancelled() => None,
+                    stream = handshake => stream,
+                };
+                match stream {
+                    Some(stream) => stream,
+                    None => return,
+                }
+            }
         };
-        handler(stream, peer).await;
+        handler(stream, peer, admission).await;
     });
 }
 
@@ -232,11 +244,12 @@ async fn tls_handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     options: &AcceptOptions,
-    closing: &CancellationToken,
+    admission: &Admission,
 ) -> Option<ClientStream> {
-    let handshake = tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp));
+    let timeout = admission.handshake_timeout();
+    let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp));
     let outcome = tokio::select! {
-        _ = closing.cancelled() => return None,
+        _ = admission.evicted().cancelled() => return None,
         outcome = handshake => outcome,
     };
     match outcome {
@@ -246,10 +259,41 @@ async fn tls_handshake(
             None
         }
         Err(_) => {
-            info!(listener = options.name, %peer, timeout_secs = options.handshake_timeout.as_secs(), "TLS handshake timed out");
+            info!(listener = options.name, %peer, timeout_secs = timeout.as_secs(), "TLS handshake timed out");
             None
         }
     }
+}
+
+/// One descriptor held back (`/dev/null`) so that, out of descriptors, the accept loop can still take the
+/// waiting connection off the queue and close it: a prompt refusal instead of a client hanging in the
+/// backlog while the loop spins on EMFILE.
+struct SpareDescriptor(Option<std::fs::File>);
+
+impl SpareDescriptor {
+    fn open() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Free the spare, accept and close one waiting connection, then take the spare back.
+    async fn refuse_one(&mut self, listener: &TcpListener) {
+        self.0 = None;
+        if let Ok(Ok((tcp, _))) = tokio::time::timeout(SPARE_ACCEPT_WAIT, listener.accept()).await {
+            drop(tcp);
+        }
+        *self = Self::open();
+        if self.0.is_none() {
+            // Still none to spare: give the other tasks time to close something.
+            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+        }
+    }
+}
+
+/// EMFILE (this process) or ENFILE (the whole system): no descriptor for the new connection.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
 }
 
 /// Errors about one half-open connection that says nothing about the listener's health.
@@ -265,9 +309,13 @@ fn is_connection_error(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::limits::Budget;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn echo(mut stream: ClientStream, _peer: SocketAddr) {
+    async fn echo(mut stream: ClientStream, _peer: SocketAddr, mut admission: Admission) {
+        if admission.establish().is_err() {
+            return;
+        }
         let mut buf = [0u8; 64];
         while let Ok(n) = stream.read(&mut buf).await {
             if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
@@ -282,11 +330,24 @@ mod tests {
         let options = AcceptOptions {
             name: "test",
             tls: None,
-            handshake_timeout: Duration::from_secs(5),
-            connection_limit: Arc::new(Semaphore::new(limit)),
+            limits: Arc::new(ConnectionLimits::new(
+                "test",
+                Budget {
+                    max_connections: limit,
+                    max_handshakes: limit,
+                    handshake_timeout: Duration::from_secs(5),
+                },
+            )),
         };
         let lifecycle = Lifecycle::new();
-        let task = tokio::spawn(serve_listener(listener, options, echo, lifecycle.clone()));
+        let handler: StreamHandler =
+            Arc::new(|stream, peer, admission| Box::pin(echo(stream, peer, admission)));
+        let task = tokio::spawn(serve_listener(
+            listener,
+            options,
+            handler,
+            lifecycle.clone(),
+        ));
         (addr, lifecycle, task)
     }
 

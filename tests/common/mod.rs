@@ -129,7 +129,7 @@ impl TestBroker {
 
     /// The plain AMQP listener.
     pub fn amqp_addr(&self) -> SocketAddr {
-        self.server.amqp_addr
+        self.listener("amqp")
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
@@ -139,14 +139,19 @@ impl TestBroker {
 
     /// The AMQPS listener (only when TLS was configured).
     pub fn amqps_addr(&self) -> SocketAddr {
-        self.server
-            .amqps_addr
-            .expect("TLS is configured for this test broker")
+        self.listener("amqps")
     }
 
     /// The HTTP listener (health endpoints).
     pub fn http_addr(&self) -> SocketAddr {
-        self.server.http_addr
+        self.listener("http")
+    }
+
+    /// Where the listener `name` is bound (`amqps` only when TLS was configured).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.server
+            .addr(name)
+            .unwrap_or_else(|| panic!("the test broker runs no {name} listener"))
     }
 
     /// The broker's data dir.
@@ -188,6 +193,8 @@ pub struct ProcessAddrs {
 pub struct BrokerProcess {
     child: Option<Child>,
     dir: TempDir,
+    /// A command the binary runs under, e.g. `prlimit --nofile=1024:1024` (empty: run it directly).
+    wrapper: Vec<String>,
     extra_args: Vec<String>,
     addrs: ProcessAddrs,
     logs: Arc<Mutex<String>>,
@@ -201,11 +208,18 @@ impl BrokerProcess {
 
     /// Start with extra command-line arguments (they come last, so they override the defaults).
     pub fn start_with(extra_args: &[&str]) -> BrokerProcess {
+        Self::start_under(&[], extra_args)
+    }
+
+    /// Start the binary under `wrapper` (e.g. `["prlimit", "--nofile=1024:1024"]`) with extra arguments.
+    pub fn start_under(wrapper: &[&str], extra_args: &[&str]) -> BrokerProcess {
         let dir = tempfile::tempdir().expect("create temp data dir");
+        let owned = |args: &[&str]| args.iter().map(|s| s.to_string()).collect();
         let mut process = BrokerProcess {
             child: None,
             dir,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            wrapper: owned(wrapper),
+            extra_args: owned(extra_args),
             addrs: ProcessAddrs::default(),
             logs: Arc::new(Mutex::new(String::new())),
         };
@@ -214,7 +228,7 @@ impl BrokerProcess {
     }
 
     fn spawn(&mut self) {
-        let mut command = ferrymq_command();
+        let mut command = ferrymq_command_under(&self.wrapper);
         command
             .arg("--data-dir")
             .arg(self.dir.path())
@@ -371,7 +385,20 @@ impl Drop for BrokerProcess {
 /// A `Command` for the `ferrymq` binary with `RUST_LOG=info` and every `FERRYMQ_*` variable of the test's
 /// own environment removed, so only what the test sets applies.
 pub fn ferrymq_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrymq"));
+    ferrymq_command_under(&[])
+}
+
+/// [`ferrymq_command`] run under `wrapper` (a program and its arguments, the binary's path appended).
+pub fn ferrymq_command_under(wrapper: &[String]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_ferrymq");
+    let mut command = match wrapper.split_first() {
+        None => Command::new(binary),
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("FERRYMQ_") {
             command.env_remove(name);
