@@ -195,8 +195,8 @@ impl DiskWatch {
                 "disk free space back above the low-water mark"
             },
         );
-        if !low {
-            self.restore_reserve(fs, dir, free);
+        if !low && self.restore_reserve(fs, dir, free) {
+            budget.take(usize::try_from(reserve_len(self.low_water)).unwrap_or(usize::MAX));
         }
         Some(DiskState { free, low })
     }
@@ -225,11 +225,12 @@ impl DiskWatch {
         }
     }
 
-    /// Creates the reserve file if it is missing and there is room for it and the low-water mark besides.
-    fn restore_reserve(&mut self, fs: &dyn StoreFs, dir: &Path, free: u64) {
+    /// Creates the reserve file if it is missing and there is room for it and the low-water mark besides;
+    /// returns whether it did.
+    fn restore_reserve(&mut self, fs: &dyn StoreFs, dir: &Path, free: u64) -> bool {
         let len = reserve_len(self.low_water);
         if self.reserve_present || free < self.low_water.saturating_add(len.saturating_mul(2)) {
-            return;
+            return false;
         }
         let path = dir.join(RESERVE_FILE);
         match fs
@@ -239,10 +240,12 @@ impl DiskWatch {
             Ok(()) => {
                 self.reserve_present = true;
                 info!(bytes = len, "created the journal's emergency disk reserve");
+                true
             }
             Err(e) => {
                 warn!(error = %e, "could not create the journal's emergency disk reserve");
                 let _ = fs.remove(&path);
+                false
             }
         }
     }

@@ -272,6 +272,8 @@ mod faulty {
     pub(crate) struct Counters {
         pub(crate) syncs: AtomicU64,
         pub(crate) writes: AtomicU64,
+        /// Bytes read through the layer's files.
+        read_bytes: AtomicU64,
         /// Files open right now, and the most that were open at once.
         open: AtomicU64,
         peak_open: AtomicU64,
@@ -326,6 +328,11 @@ mod faulty {
 
         pub(crate) fn writes(&self) -> u64 {
             self.counters.writes.load(Ordering::SeqCst)
+        }
+
+        /// Bytes read so far.
+        pub(crate) fn read_bytes(&self) -> u64 {
+            self.counters.read_bytes.load(Ordering::SeqCst)
         }
 
         /// Refuse to open more than `n` files at once with EMFILE, as a process under `ulimit -n` would.
@@ -459,7 +466,11 @@ mod faulty {
             }
         }
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            self.inner.read_at(buf, offset)
+            let n = self.inner.read_at(buf, offset)?;
+            self.counters
+                .read_bytes
+                .fetch_add(n as u64, Ordering::SeqCst);
+            Ok(n)
         }
         fn len(&self) -> io::Result<u64> {
             self.inner.len()

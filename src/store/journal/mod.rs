@@ -40,6 +40,8 @@ mod summary;
 mod writer;
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

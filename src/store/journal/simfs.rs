@@ -47,6 +47,8 @@ struct Disk {
     capacity: Option<u64>,
     /// How many of the next syncs fail with EIO.
     failing_syncs: u64,
+    /// The next sync kills the process instead (a `kill -9` between a write and its sync).
+    kill_at_sync: bool,
 }
 
 impl Disk {
@@ -114,6 +116,7 @@ impl SimDisk {
             next_inode: 0,
             capacity: None,
             failing_syncs: 0,
+            kill_at_sync: false,
         })))
     }
 
@@ -175,32 +178,15 @@ impl SimDisk {
         self.lock().failing_syncs = n;
     }
 
+    /// The next `fdatasync` of a file kills the process instead of syncing: what it wrote stays in the page
+    /// cache, unsynced.
+    pub(crate) fn kill_at_next_sync(&self) {
+        self.lock().kill_at_sync = true;
+    }
+
     /// The names in the directory.
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().names.keys().cloned().collect()
-    }
-
-    /// A file's bytes as reads see them.
-    pub(crate) fn read(&self, name: &str) -> Option<Vec<u8>> {
-        let disk = self.lock();
-        let n = disk.names.get(name)?;
-        disk.inodes.get(n).map(|i| i.data.clone())
-    }
-
-    /// Replaces a file's bytes, in the page cache and on the disk alike (damage, or a file from elsewhere).
-    pub(crate) fn put(&self, name: &str, bytes: &[u8]) {
-        let mut disk = self.lock();
-        let n = match disk.names.get(name) {
-            Some(n) => *n,
-            None => disk.new_inode(),
-        };
-        disk.names.insert(name.to_owned(), n);
-        disk.durable_names.insert(name.to_owned(), n);
-        if let Some(inode) = disk.inodes.get_mut(&n) {
-            inode.data = bytes.to_vec();
-            inode.durable = bytes.to_vec();
-            inode.lost.clear();
-        }
     }
 }
 
@@ -399,6 +385,11 @@ impl SegmentFile for SimFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut disk = self.disk()?;
+        if std::mem::take(&mut disk.kill_at_sync) {
+            disk.generation += 1;
+            disk.close_all();
+            return Err(killed());
+        }
         let fail = disk.failing_syncs > 0;
         if fail {
             disk.failing_syncs -= 1;

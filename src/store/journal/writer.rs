@@ -54,8 +54,6 @@ const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 const WAKE_BYTES: usize = 1024 * 1024;
 /// Write buffer size: bytes gathered before one `write` call.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024;
-/// Bytes of live records one compaction pass copies at most.
-const COMPACT_PER_PASS: u64 = 4 * 1024 * 1024;
 /// While read-only, settles are dropped once this many bytes are queued.
 const READ_ONLY_SETTLES: usize = 16 * 1024 * 1024;
 /// How often a read-only journal tries again to create its head segment.
@@ -330,6 +328,9 @@ pub(crate) struct Tuning {
     pub(crate) disk_check_every: Duration,
     /// How long a segment must have been sealed before it may be compacted.
     pub(crate) compact_after: Duration,
+    /// Bytes of live records one compaction pass copies at most, so that a compaction does not hold up the
+    /// batches (and confirms) queued behind it for long.
+    pub(crate) compact_per_pass: u64,
 }
 
 impl Default for Tuning {
@@ -338,6 +339,7 @@ impl Default for Tuning {
             maintenance_every: Duration::from_millis(100),
             disk_check_every: Duration::from_secs(1),
             compact_after: Duration::from_secs(10),
+            compact_per_pass: 4 * 1024 * 1024,
         }
     }
 }
@@ -456,13 +458,16 @@ pub(crate) fn spawn(
             Some(head) => head,
             None => match wait_for_space(&shared, fs.as_ref(), &config, first, &mut disk) {
                 Some(head) => {
-                    disk.check(
+                    let checked = disk.check(
                         fs.as_ref(),
                         &config.dir,
                         &shared.disk,
                         0,
                         &shared.blocked_tx,
                     );
+                    if checked.is_none() {
+                        set_blocked(&shared.blocked_tx, false, "the journal is writable again");
+                    }
                     head
                 }
                 None => return,
@@ -847,10 +852,10 @@ impl Writer {
     }
 
     /// One pass of a compaction: re-appends the next live publish records of the victim to the head (with their
-    /// queue lists narrowed to the queues still holding them), at most [`COMPACT_PER_PASS`] bytes, and syncs.
+    /// queue lists narrowed to the queues still holding them), at most `Tuning::compact_per_pass` bytes, and syncs.
     /// Returns the compaction if there is more to do; when it is done the victim has no live messages left. The
     /// index learns the new locations only after the sync, so a reader never looks up a copy that is still in the
-    /// write buffer. The pass limit keeps a compaction from holding up the batches (and confirms) behind it.
+    /// write buffer.
     fn compact(&mut self, mut c: Compaction) -> io::Result<Option<Compaction>> {
         if !self.shared.index().has_segment(c.victim) {
             return Ok(None);
@@ -868,7 +873,7 @@ impl Writer {
         let mut moved = Vec::new();
         let mut pass = 0u64;
         let done = loop {
-            if pass >= COMPACT_PER_PASS {
+            if pass >= self.config.tuning.compact_per_pass {
                 break false;
             }
             let (id, part) = match reader.next_step()? {
@@ -952,24 +957,26 @@ impl Writer {
         );
     }
 
-    /// Fails the journal for good; see the module docs. Leaves [`SYNC_FAILED_FILE`] behind (if the disk still
-    /// takes it) so that the next start rewrites the head rather than trust pages the kernel may have marked
-    /// clean after the failed write or sync.
+    /// Fails the journal for good; see the module docs. First leaves [`SYNC_FAILED_FILE`] behind (if the disk
+    /// still takes it), so that the next start rewrites the head rather than trust pages the kernel may have
+    /// marked clean after the failed write or sync; only then is the failure reported (a broker killed as soon
+    /// as it reports the failure still leaves the marker).
     fn fail(&mut self, e: &io::Error) {
         let reason = format!(
             "journal write or sync failed in segment {}: {e}; no further persistent writes are accepted",
             segment::file_name(self.head.number)
         );
-        self.shared.fail(reason);
         let marker = self.config.dir.join(SYNC_FAILED_FILE);
-        let left = self
-            .fs
-            .create(&marker)
-            .and_then(|mut f| f.sync_data())
-            .and_then(|()| self.fs.sync_dir(&self.config.dir));
+        let left = match self.fs.create(&marker) {
+            Ok(mut f) => f.sync_data(),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+        .and_then(|()| self.fs.sync_dir(&self.config.dir));
         if let Err(e) = left {
             warn!(error = %e, "could not leave the sync-failed marker for the next start");
         }
+        self.shared.fail(reason);
     }
 }
 
@@ -1034,10 +1041,18 @@ fn create_segment(
     bytes.extend_from_slice(&segment::header(number, salt));
     bytes.extend_from_slice(&cp);
     framing.seal(&mut bytes[segment::HEADER_LEN as usize..], 0);
-    let mut file = fs.create(&segment::path(&config.dir, number))?;
-    file.write_all(&bytes)?;
-    file.sync_data()?;
-    fs.sync_dir(&config.dir)?;
+    let path = segment::path(&config.dir, number);
+    let mut file = fs.create(&path)?;
+    let written = file
+        .write_all(&bytes)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| fs.sync_dir(&config.dir));
+    if let Err(e) = written {
+        // Leave no half-made segment behind (a read-only journal tries again with the same number).
+        drop(file);
+        let _ = fs.remove(&path);
+        return Err(e.into());
+    }
     let size = bytes.len() as u64;
     shared.index().add_segment(number, size);
     let mut summary = SummaryBuilder::default();
