@@ -10,7 +10,9 @@
 #   PEER=rabbitmq COUNT=1000000 scripts/bench-backlog.sh   # the same against RabbitMQ (shared/peers/start.sh)
 #
 # Environment: COUNT (10000000), SIZE (1024), PORT (5681 for FerryMQ; RabbitMQ uses 5673), DATA_DIR (a fresh
-# temporary directory, removed at the end unless KEEP=1), FERRYMQ_ARGS (extra broker flags), PEERS.
+# temporary directory, removed at the end unless KEEP=1), FERRYMQ_ARGS (extra broker flags), PEERS; FERRYMQ and
+# BENCH (paths of already built `ferrymq` and `ferrymq-bench` binaries, e.g. an older build to compare with: both
+# set skips the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=bench-backlog
@@ -28,7 +30,7 @@ rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/nul
 peak_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo null; }
 now() { date +%s.%N; }
 
-build_release
+if [ -z "${FERRYMQ:-}" ] || [ -z "${BENCH:-}" ]; then build_release; fi
 
 PID=""
 DATA_DIR="${DATA_DIR:-$(mktemp -d)}"

@@ -293,6 +293,18 @@ pub enum StoreError {
     Failed(String),
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A journal segment is damaged where no crash can have torn it: it is not the last segment, or records
+    /// written after a later sync follow the damage. Start-up is refused rather than drop confirmed messages.
+    #[error(
+        "journal segment {segment} is damaged at offset {offset} ({detail}); this is not a torn write from a \
+         crash, so the journal refuses to start. To start anyway, dropping the rest of that segment (its bytes \
+         are kept in {segment}.damaged-{offset}), create an empty file named SALVAGE in the store directory"
+    )]
+    Damaged {
+        segment: String,
+        offset: u64,
+        detail: String,
+    },
     #[error("unsupported store format version {found} (this build reads up to {supported})")]
     FutureVersion { found: u32, supported: u32 },
     #[error("disk free space below the low-water mark")]

@@ -209,7 +209,8 @@ impl Index {
         self.next_id = self.next_id.max(id.saturating_add(1));
     }
 
-    fn intern(&mut self, q: &QueueKey) -> u32 {
+    /// The number a queue is known by in this index (given one on first sight).
+    pub(crate) fn intern(&mut self, q: &QueueKey) -> u32 {
         if let Some(n) = self.queue_ids.get(q) {
             return *n;
         }
@@ -283,12 +284,24 @@ impl Index {
         id: MsgId,
         queues: &[QueueKey],
     ) -> bool {
+        let interned: Vec<u32> = queues.iter().map(|q| self.intern(q)).collect();
+        self.publish_interned(segment, offset, len, id, interned)
+    }
+
+    /// [`Index::publish`] with the queues given by their interned numbers (see [`Index::intern`]).
+    pub(crate) fn publish_interned(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        len: u64,
+        id: MsgId,
+        mut interned: Vec<u32>,
+    ) -> bool {
         self.see_id(id);
         if let Some(old) = self.messages.remove(id) {
             self.retire(&old, segment);
             self.lists.release(old.queues);
         }
-        let mut interned: Vec<u32> = queues.iter().map(|q| self.intern(q)).collect();
         interned.sort_unstable();
         interned.dedup();
         let Some(queues) = self.lists.make(interned) else {
@@ -406,18 +419,53 @@ impl Index {
         }
     }
 
-    /// Segments other than `head` that can be deleted now: no live messages, and every segment their
-    /// tombstones point into is gone. Oldest first; deleting them may make more deletable (call again).
+    /// Segments other than `head` that can be deleted now, transitively: a segment with no live messages whose
+    /// tombstones point only into segments that are gone or deleted with it (before it: the list is in an order
+    /// in which every segment comes after the segments its tombstones point into, the order the files must be
+    /// removed in). Kahn's topological sort, linear in segments and dependencies, so a long chain goes in one
+    /// pass.
     pub(crate) fn deletable(&self, head: u64) -> Vec<u64> {
-        self.segments
-            .iter()
-            .filter(|(n, s)| {
-                **n != head
-                    && s.live_msgs == 0
-                    && s.depends_on.iter().all(|d| !self.segments.contains_key(d))
-            })
-            .map(|(n, _)| *n)
-            .collect()
+        let candidate =
+            |n: &u64| *n != head && self.segments.get(n).is_some_and(|s| s.live_msgs == 0);
+        let mut waiting: HashMap<u64, usize> = HashMap::new();
+        let mut dependents: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut ready = Vec::new();
+        for (n, s) in self.segments.iter().filter(|(n, _)| candidate(n)) {
+            let deps: Vec<u64> = s
+                .depends_on
+                .iter()
+                .copied()
+                .filter(|d| self.segments.contains_key(d))
+                .collect();
+            if deps.iter().any(|d| !candidate(d)) {
+                continue;
+            }
+            if deps.is_empty() {
+                ready.push(*n);
+            }
+            waiting.insert(*n, deps.len());
+            for d in deps {
+                dependents.entry(d).or_default().push(*n);
+            }
+        }
+        let mut order = Vec::new();
+        while let Some(n) = ready.pop() {
+            order.push(n);
+            for dependent in dependents.get(&n).into_iter().flatten() {
+                if let Some(w) = waiting.get_mut(dependent) {
+                    *w -= 1;
+                    if *w == 0 {
+                        ready.push(*dependent);
+                    }
+                }
+            }
+        }
+        order
+    }
+
+    /// Bytes of live messages whose current copy is in `segment`.
+    pub(crate) fn live_bytes(&self, segment: u64) -> u64 {
+        self.segments.get(&segment).map_or(0, |s| s.live_bytes)
     }
 
     /// The sealed segment most worth compacting, if any: the oldest of the segments `eligible` accepts (the
@@ -657,11 +705,42 @@ mod tests {
         );
         // Segment 2 has no live messages but its tombstone points into segment 1.
         assert!(ix.deletable(3).is_empty());
-        // Compact message 2 into the head: segment 1 empties and goes first, then segment 2.
+        // Compact message 2 into the head: segment 1 empties, and segment 2 goes with it, after it.
         ix.publish(3, 0, 40, 2, &[q("a")]);
-        assert_eq!(ix.deletable(3), vec![1]);
-        ix.remove_segment(1);
-        assert_eq!(ix.deletable(3), vec![2]);
+        assert_eq!(ix.deletable(3), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_long_dependency_chain_is_deletable_in_one_pass_in_removal_order() {
+        let mut ix = Index::default();
+        let n = 123;
+        for s in 1..=n + 1 {
+            ix.add_segment(s, 100);
+        }
+        // Segment s holds message s and the settle of message s - 1: each segment pins the next one, and
+        // message 0 in segment 1 pins them all.
+        ix.publish(1, 0, 10, 0, &[q("a")]);
+        for s in 1..=n {
+            ix.publish(s, 0, 10, s, &[q("a")]);
+            if s > 1 {
+                ix.settle(s, &q("a"), s - 1);
+            }
+        }
+        ix.settle(n + 1, &q("a"), n);
+        assert!(ix.deletable(n + 1).is_empty(), "message 0 is live");
+        ix.settle(n + 1, &q("a"), 0);
+        assert_eq!(ix.deletable(n + 1), (1..=n).collect::<Vec<_>>());
+        // A segment whose tombstone points into a live segment is not deletable, nor what depends on it.
+        let mut ix = Index::default();
+        for s in 1..=4 {
+            ix.add_segment(s, 100);
+        }
+        ix.publish(1, 0, 10, 1, &[q("a")]);
+        ix.publish(1, 0, 10, 2, &[q("a")]);
+        ix.settle(2, &q("a"), 2);
+        ix.publish(2, 0, 10, 3, &[q("a")]);
+        ix.settle(3, &q("a"), 3);
+        assert!(ix.deletable(4).is_empty());
     }
 
     #[test]

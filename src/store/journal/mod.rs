@@ -12,9 +12,13 @@
 //! queued 1 KiB messages, broker RSS 271 MB.
 //!
 //! Layout of this module, one concern per file:
+//! - `disk`: free disk space (headroom, blocking publishers, the emergency reserve);
 //! - `fs`: the file layer as traits (real, and a fault-injecting wrapper for tests);
+//! - `simfs` (tests only): an in-memory file system that tells the page cache from the disk, for kill and
+//!   power-cut tests;
 //! - `record`: the bytes of one record (framing, CRC32C, payload encodings);
 //! - `segment`: segment names, the versioned header, a reader over framed records;
+//! - `summary`: the per-segment summaries sealed segments end with, so a restart need not read bodies;
 //! - `index`: the in-memory view of the journal (live messages per segment, tombstone dependencies,
 //!   folded definitions) shared by recovery and the writer;
 //! - `idmap`: the compact id-keyed map the index and recovery keep per live message (about 16 bytes each);
@@ -22,6 +26,7 @@
 //! - `reader`: reading one message back by location ([`Store::read`], for queues that page bodies out);
 //! - `writer`: the writer thread (group commit, roll, compaction, deletion, disk-free watch).
 
+mod disk;
 mod format1;
 mod fs;
 mod idmap;
@@ -30,8 +35,13 @@ mod reader;
 mod record;
 mod recovery;
 mod segment;
+#[cfg(test)]
+mod simfs;
+mod summary;
 mod writer;
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;
 
@@ -47,7 +57,7 @@ use tracing::{error, info};
 pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 
 use self::reader::RecordReader;
-use self::writer::{Op, Shared, Tuning, Writer, WriterConfig};
+use self::writer::{Op, Shared, Tuning, WriterConfig};
 use super::{
     Definition, MsgId, QueueKey, Recovered, Store, StoreError, StoredMessage, SyncPoint, SyncState,
 };
@@ -122,11 +132,11 @@ fn open_tuned(
     fs: Arc<dyn StoreFs>,
     tuning: Tuning,
 ) -> Result<Arc<JournalStore>, StoreError> {
-    fs.create_dir_all(&opts.dir)?;
+    fs::create_dir_durably(fs.as_ref(), &opts.dir)?;
     let lock = fs.lock_dir(&opts.dir)?;
     let outcome = recovery::recover(fs.clone(), &opts.dir)?;
     let first = outcome.last_segment.map_or(1, |n| n + 1);
-    let shared = Arc::new(Shared::new(false, outcome.index));
+    let shared = Arc::new(Shared::new(outcome.index, opts.disk_low_water > 0));
     let reader = RecordReader::new(fs.clone(), &opts.dir);
     let config = WriterConfig {
         dir: opts.dir.clone(),
@@ -135,10 +145,7 @@ fn open_tuned(
         disk_low_water: opts.disk_low_water,
         tuning,
     };
-    let writer = Writer::new(shared.clone(), fs, config, first)?;
-    let handle = std::thread::Builder::new()
-        .name("ferrymq-journal".into())
-        .spawn(move || writer.run())?;
+    let handle = writer::spawn(shared.clone(), fs, config, first)?;
     info!(dir = %opts.dir.display(), head = first, "journal open");
     Ok(Arc::new(JournalStore {
         shared,
@@ -201,6 +208,7 @@ impl Store for JournalStore {
         self.shared.submit(Op::Publish {
             id,
             queues: queues.to_vec(),
+            meta: record::PublishMeta::of(message),
             record,
         })
     }

@@ -1,14 +1,28 @@
 //! The journal's record format: how one publish, settle, definition change, checkpoint or segment deletion is
 //! laid out as bytes, and back.
 //!
-//! A framed record is `len: u32 LE | crc: u32 LE | payload[len]`, where `crc` is CRC32C over the four length
-//! bytes followed by the payload (so a damaged length is caught too) and the payload starts with a kind octet.
+//! A framed record is a frame header followed by the payload, which starts with a kind octet. Two frame formats
+//! exist (the segment header says which one a segment uses, see [`Framing`]):
+//! - version 1: `len: u32 LE | crc: u32 LE`, where `crc` is CRC32C over the four length bytes and the payload;
+//! - version 2: `len: u32 LE | crc: u32 LE | batch: u32 LE`, where `batch` is the offset in the segment at which
+//!   the write batch holding the record began (the segment's synced length when it was appended), and `crc` is
+//!   CRC32C over the segment number and the segment's random salt (both `u64` LE, from the segment header), then
+//!   the length, the batch offset and the payload. Seeding the checksum with the segment's identity is what
+//!   SQLite's WAL (salt-1/salt-2 in every frame header) and RocksDB's recyclable log format (the log number in
+//!   every record header) do: a valid record of an earlier incarnation of the file, exposed again by a file
+//!   system after a crash, fails the check instead of being replayed. The batch offset lets recovery tell a
+//!   torn last batch from damage in synced data (see `recovery`).
+//!
+//! Appenders encode a record with an empty version-2 frame header (length only, see [`encode_publish`] and
+//! friends); the writer, which alone knows the segment, offset and batch a record lands in, fills in the batch
+//! offset and the checksum with [`Framing::seal`] as it copies the record into its write buffer.
+//!
 //! Integers are little-endian; strings and byte strings carry a `u32` length. A message's metadata and
 //! definition arguments are the core's opaque bytes ([`Opaque`]), stored as they are given.
 //!
 //! Format 1 records (a publish of kind 1, definitions of kinds 7, 9, 11 and 12) are still read: their metadata
 //! and arguments come back as [`Format::Format1`] bytes, with priority and expiry found by `format1`. New
-//! records use kind 6 for a publish and kinds 13 to 16 for definitions with arguments.
+//! records use kind 8 for a publish and kinds 13 to 16 for definitions with arguments.
 //!
 //! Decoding never trusts a length or a count: each is checked against the bytes left in the payload before
 //! anything is allocated, and any mismatch is a [`DecodeError`] (the caller turns it into `StoreError::Corrupt`
@@ -21,8 +35,10 @@ use crate::store::{
     Binding, Definition, DestinationKind, Format, MsgId, Opaque, QueueKey, StoredMessage,
 };
 
-/// Bytes of the frame header in front of each payload: length and CRC.
-pub(crate) const FRAME_HEADER: usize = 8;
+/// Bytes of the (version 2) frame header in front of each payload: length, CRC and batch offset.
+pub(crate) const FRAME_HEADER: usize = 12;
+/// Bytes of a version 1 frame header: length and CRC.
+pub(crate) const FRAME_HEADER_V1: usize = 8;
 
 /// The largest payload a record may have. A length field above it is corruption, never an allocation.
 pub(crate) const MAX_RECORD: u32 = 256 * 1024 * 1024;
@@ -33,7 +49,12 @@ const KIND_SETTLE: u8 = 2;
 const KIND_DEFINE: u8 = 3;
 const KIND_CHECKPOINT: u8 = 4;
 const KIND_SEGMENT_DELETED: u8 = 5;
-const KIND_PUBLISH: u8 = 6;
+const KIND_SUMMARY: u8 = 6;
+const KIND_SUMMARY_END: u8 = 7;
+
+/// Length of a framed summary trailer (see [`encode_summary_end`]): frame header, kind, offset.
+pub(crate) const SUMMARY_END_LEN: usize = FRAME_HEADER + 1 + 8;
+const KIND_PUBLISH: u8 = 8;
 
 /// A payload that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +79,45 @@ pub(crate) struct Checkpoint {
     pub(crate) definitions: Vec<Definition>,
 }
 
+/// When a message expires, as recovery hands it to its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// A per-message TTL in milliseconds (format 1's `expiration` property), counted from the recovery.
+    Ttl(u64),
+    /// An absolute deadline in milliseconds since the Unix epoch (what a publish journals since format 2).
+    Deadline(u64),
+}
+
+/// What the store needs of a publish besides its id and queues: body size, priority, expiry. Everything that
+/// learns these from a message goes through [`PublishMeta::new`], so a change of what a publish carries is made
+/// in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct PublishMeta {
+    pub(crate) size: u32,
+    pub(crate) priority: u8,
+    pub(crate) expiry: Option<Expiry>,
+}
+
+impl PublishMeta {
+    /// The meta of `message`.
+    pub(crate) fn of(message: &StoredMessage) -> Self {
+        Self {
+            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+            priority: message.priority,
+            expiry: message.expires_at_ms.map(Expiry::Deadline),
+        }
+    }
+
+    /// The deadline to restore the message with, in milliseconds since the Unix epoch (a format 1 TTL counts
+    /// from `now_ms`, the recovery).
+    pub(crate) fn deadline_ms(&self, now_ms: u64) -> Option<u64> {
+        match self.expiry? {
+            Expiry::Ttl(ttl) => Some(now_ms.saturating_add(ttl)),
+            Expiry::Deadline(at) => Some(at),
+        }
+    }
+}
+
 /// A decoded publish record.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PublishRecord {
@@ -80,6 +140,8 @@ pub(crate) enum Record {
     SegmentDeleted {
         segment: u64,
     },
+    /// A sealed segment's summary, or the trailer that points at it (see `summary`); replay skips both.
+    Summary,
 }
 
 // ---- framing ----
@@ -92,7 +154,7 @@ fn begin(kind: u8, capacity: usize) -> BytesMut {
     out
 }
 
-/// Fills in the frame header of a record started with [`begin`].
+/// Fills in the length of a record started with [`begin`]; the writer seals the rest (see [`Framing::seal`]).
 fn finish(mut out: BytesMut) -> Result<Bytes, DecodeError> {
     let len = u32::try_from(out.len() - FRAME_HEADER)
         .ok()
@@ -103,23 +165,105 @@ fn finish(mut out: BytesMut) -> Result<Bytes, DecodeError> {
                 out.len()
             ))
         })?;
-    let len_bytes = len.to_le_bytes();
-    let crc = frame_crc(len_bytes, &out[FRAME_HEADER..]);
-    out[0..4].copy_from_slice(&len_bytes);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out[0..4].copy_from_slice(&len.to_le_bytes());
     Ok(out.freeze())
 }
 
-/// The CRC a frame must carry for this length and payload.
-pub(crate) fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload)
+/// How the frames of one segment are laid out and checked (the segment header says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Format version 1: `len | crc(len, payload)`.
+    V1,
+    /// Format version 2: `len | crc(segment, salt, len, batch, payload) | batch`; `seed` is the CRC32C state
+    /// after the segment number and salt.
+    V2 { seed: u32 },
 }
 
-/// Splits a frame header into (payload length, expected CRC).
-pub(crate) fn parse_frame_header(header: [u8; FRAME_HEADER]) -> (u32, u32) {
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    (len, crc)
+/// A frame header as read from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    /// Payload length.
+    pub(crate) len: u32,
+    /// The checksum the frame carries.
+    pub(crate) crc: u32,
+    /// Where the write batch holding the frame began (version 2; 0 for version 1).
+    pub(crate) batch: u32,
+}
+
+impl Framing {
+    /// The version 2 framing of segment `number` with header salt `salt`.
+    pub(crate) fn v2(number: u64, salt: u64) -> Self {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&number.to_le_bytes());
+        id[8..].copy_from_slice(&salt.to_le_bytes());
+        Framing::V2 {
+            seed: crc32c::crc32c(&id),
+        }
+    }
+
+    /// Bytes of the frame header in front of each payload.
+    pub(crate) fn header_len(self) -> usize {
+        match self {
+            Framing::V1 => FRAME_HEADER_V1,
+            Framing::V2 { .. } => FRAME_HEADER,
+        }
+    }
+
+    /// Parses a frame header (`bytes` holds at least [`Framing::header_len`] bytes).
+    pub(crate) fn parse(self, bytes: &[u8]) -> FrameHeader {
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        FrameHeader {
+            len: word(0),
+            crc: word(4),
+            batch: match self {
+                Framing::V1 => 0,
+                Framing::V2 { .. } => word(8),
+            },
+        }
+    }
+
+    /// The checksum a frame with this length, batch offset and payload must carry.
+    pub(crate) fn crc(self, len: u32, batch: u32, payload: &[u8]) -> u32 {
+        match self {
+            Framing::V1 => crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload),
+            Framing::V2 { seed } => {
+                let mut head = [0u8; 8];
+                head[..4].copy_from_slice(&len.to_le_bytes());
+                head[4..].copy_from_slice(&batch.to_le_bytes());
+                crc32c::crc32c_append(crc32c::crc32c_append(seed, &head), payload)
+            }
+        }
+    }
+
+    /// Whether `header` checks out against `payload` (whose length the caller took from the header).
+    pub(crate) fn verify(self, header: &FrameHeader, payload: &[u8]) -> bool {
+        self.crc(header.len, header.batch, payload) == header.crc
+    }
+
+    /// Completes a frame encoded by this module (version 2 header with its length filled in) for the segment
+    /// this framing belongs to, in a write batch that began at offset `batch`. Version 1 frames are never
+    /// written.
+    pub(crate) fn seal(self, frame: &mut [u8], batch: u32) {
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        let crc = self.crc(len, batch, &frame[FRAME_HEADER..]);
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        frame[8..12].copy_from_slice(&batch.to_le_bytes());
+    }
+}
+
+/// Re-frames a record encoded by this module in the version 1 format (what the previous release wrote), for
+/// tests that check version 1 segments are still read.
+#[cfg(test)]
+pub(crate) fn frame_v1(record: &[u8]) -> Vec<u8> {
+    let payload = &record[FRAME_HEADER..];
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(FRAME_HEADER_V1 + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&Framing::V1.crc(len, 0, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 // ---- encoding ----
@@ -238,6 +382,39 @@ pub(crate) fn encode_checkpoint(cp: &Checkpoint) -> Result<Bytes, DecodeError> {
         put_nested(&mut out, |out| put_definition(out, d));
     }
     finish(out)
+}
+
+/// A framed summary record around an encoded summary body (see `summary`).
+pub(crate) fn encode_summary(body: &[u8]) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_SUMMARY, body.len());
+    out.put_slice(body);
+    finish(out)
+}
+
+/// The framed trailer that ends a sealed segment: where its summary record starts.
+pub(crate) fn encode_summary_end(summary_offset: u64) -> Result<Bytes, DecodeError> {
+    let mut out = begin(KIND_SUMMARY_END, 8);
+    out.put_u64_le(summary_offset);
+    finish(out)
+}
+
+/// The offset of the summary a trailer payload points at, or `None` if it is not a trailer.
+pub(crate) fn decode_summary_end(payload: &[u8]) -> Option<u64> {
+    let mut r = Reader { buf: payload };
+    if r.u8("record kind").ok()? != KIND_SUMMARY_END {
+        return None;
+    }
+    let offset = r.u64("summary offset").ok()?;
+    r.end("summary trailer").ok()?;
+    Some(offset)
+}
+
+/// The body of a summary record payload, or `None` if it is not one.
+pub(crate) fn decode_summary(payload: &[u8]) -> Option<&[u8]> {
+    match payload.split_first() {
+        Some((&KIND_SUMMARY, body)) => Some(body),
+        _ => None,
+    }
 }
 
 /// A framed segment-deleted record.
@@ -514,6 +691,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
         KIND_SEGMENT_DELETED => Record::SegmentDeleted {
             segment: r.u64("deleted segment")?,
         },
+        KIND_SUMMARY | KIND_SUMMARY_END => {
+            r.buf = &[];
+            Record::Summary
+        }
         kind => return Err(DecodeError::new(format!("unknown record kind {kind}"))),
     };
     r.end("record")?;
@@ -553,6 +734,48 @@ fn publish_parts<'a>(kind: u8, r: &mut Reader<'a>) -> Result<PublishHead<'a>, De
         id,
         queues,
         part,
+    })
+}
+
+/// A publish payload's id, queues and meta, without copying its body: what recovery reads of a publish.
+pub(crate) fn decode_publish_meta(
+    payload: &[u8],
+) -> Result<Option<(MsgId, Vec<QueueKey>, PublishMeta)>, DecodeError> {
+    let Some(head) = decode_publish_head(payload)? else {
+        return Ok(None);
+    };
+    let meta = message_part_meta(head.kind, head.part)?;
+    Ok(Some((head.id, head.queues, meta)))
+}
+
+/// The meta of a publish payload's message part (see [`decode_publish_head`]), without copying the body.
+pub(crate) fn message_part_meta(kind: u8, part: &[u8]) -> Result<PublishMeta, DecodeError> {
+    let mut r = Reader { buf: part };
+    if kind == KIND_PUBLISH_FORMAT1 {
+        r.bytes("exchange")?;
+        r.bytes("routing key")?;
+        let fields = format1::fields(r.bytes("properties")?).map_err(DecodeError::new)?;
+        let body = r.bytes("body")?;
+        r.end("message")?;
+        return Ok(PublishMeta {
+            size: u32::try_from(body.len()).unwrap_or(u32::MAX),
+            priority: fields.priority,
+            expiry: fields.ttl_ms.map(Expiry::Ttl),
+        });
+    }
+    let priority = r.u8("priority")?;
+    r.u64("publish time")?;
+    let expiry = match r.u8("has expiry")? {
+        0 => None,
+        _ => Some(Expiry::Deadline(r.u64("expiry")?)),
+    };
+    r.bytes("metadata")?;
+    let body = r.bytes("body")?;
+    r.end("message")?;
+    Ok(PublishMeta {
+        size: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        priority,
+        expiry,
     })
 }
 
@@ -888,14 +1111,50 @@ mod tests {
     }
 
     #[test]
-    fn frame_crc_covers_length_and_payload() -> Result<(), DecodeError> {
-        let framed = encode_segment_deleted(4)?;
-        let mut header = [0u8; FRAME_HEADER];
-        header.copy_from_slice(&framed[..FRAME_HEADER]);
-        let (len, crc) = parse_frame_header(header);
-        assert_eq!(len as usize, framed.len() - FRAME_HEADER);
-        assert_eq!(crc, frame_crc(len.to_le_bytes(), payload(&framed)));
-        assert_ne!(crc, frame_crc((len + 1).to_le_bytes(), payload(&framed)));
+    fn a_sealed_frame_checks_out_only_for_its_own_segment_salt_and_batch() -> Result<(), DecodeError>
+    {
+        let mut framed = encode_segment_deleted(4)?.to_vec();
+        let framing = Framing::v2(7, 0xfeed);
+        framing.seal(&mut framed, 16);
+        let header = framing.parse(&framed);
+        assert_eq!(header.len as usize, framed.len() - FRAME_HEADER);
+        assert_eq!(header.batch, 16);
+        let body = &framed[FRAME_HEADER..];
+        assert!(framing.verify(&header, body));
+        assert!(
+            !Framing::v2(8, 0xfeed).verify(&header, body),
+            "another segment"
+        );
+        assert!(
+            !Framing::v2(7, 0xbeef).verify(&header, body),
+            "another incarnation"
+        );
+        let moved = FrameHeader {
+            batch: 17,
+            ..header
+        };
+        assert!(!framing.verify(&moved, body), "another batch");
+        let longer = FrameHeader {
+            len: header.len + 1,
+            ..header
+        };
+        assert!(!framing.verify(&longer, body), "another length");
+        Ok(())
+    }
+
+    #[test]
+    fn a_version_1_frame_checks_length_and_payload() -> Result<(), DecodeError> {
+        let framed = frame_v1(&encode_segment_deleted(4)?);
+        let header = Framing::V1.parse(&framed);
+        assert_eq!(header.len as usize, framed.len() - FRAME_HEADER_V1);
+        let body = &framed[FRAME_HEADER_V1..];
+        assert!(Framing::V1.verify(&header, body));
+        assert_eq!(decode(body)?, Record::SegmentDeleted { segment: 4 });
+        let longer = FrameHeader {
+            len: header.len + 1,
+            ..header
+        };
+        assert!(!Framing::V1.verify(&longer, body));
         Ok(())
     }
 

@@ -1,15 +1,34 @@
-//! Start-up recovery: read every segment in order, verify each record, cut a torn tail, refuse real damage, and
-//! replay the records into what the broker needs ([`Recovered`]) and what the writer needs (an [`Index`]).
+//! Start-up recovery: read every segment in order, verify each record, cut a torn tail, refuse real damage, make
+//! the last segment durable, and replay the records into what the broker needs ([`Recovered`]) and what the
+//! writer needs (an [`Index`]).
 //!
 //! Policy, in the order checks happen:
 //! - a segment from a newer format version is refused ([`StoreError::FutureVersion`]), wherever it is;
-//! - the last segment may end in a torn or damaged record (a crash while a batch was being written: nothing in
-//!   it was ever reported synced). It is truncated at the first bad record and the cut is logged. A last
-//!   segment too short to hold its header (a crash while it was being created) is removed;
-//! - a bad record in any other segment is [`StoreError::Corrupt`]: those segments were synced before the next
+//! - a last segment too short to hold its header, or whose header is all zeros and nothing else was written
+//!   (a crash while it was being created), is removed;
+//! - the last segment may end in a torn record: the writer syncs each write batch before it writes the next,
+//!   so a crash can tear only the batch that was never reported synced. A bad record followed by a valid
+//!   record of a *later* batch (version 2 frames carry the offset their batch began at) is therefore damage to
+//!   synced data, refused with [`StoreError::Damaged`]; a bad record with no later batch after it is the torn
+//!   tail, cut and logged. (Version 1 segments, written by the previous release, carry no batch offsets: their
+//!   torn tail is cut as before.);
+//! - a bad record in any other segment is [`StoreError::Damaged`]: those segments were synced before the next
 //!   one was created, so damage there is not a crash artifact;
 //! - a segment that the newest checkpoint lists as existing, that no deletion record accounts for, and that is
 //!   not on disk is [`StoreError::Corrupt`] (a lost file would otherwise silently lose its messages).
+//!
+//! Salvage. An empty file named [`SALVAGE_FILE`] in the store directory turns the two refusals into repairs,
+//! once: a damaged segment is cut at the damage (the cut bytes are kept beside it in `<segment>.damaged-<offset>`)
+//! and a missing segment is logged, each at error level; the file is removed when recovery succeeds.
+//!
+//! Durability of what was read. The previous run's last segment may hold bytes that were written and never
+//! synced (a kill between a write and its `fdatasync`): recovery syncs it, and the directory, before anything
+//! new is written, so a power cut after the restart cannot turn it into a damaged middle segment. If that sync
+//! fails, or the previous run left [`SYNC_FAILED_FILE`] (its writer failed a write or sync, after which the
+//! kernel may have marked pages clean that never reached the disk), the segment's records are rewritten into a
+//! fresh file that replaces it, instead of trusting those pages.
+//!
+//! Segments are opened one at a time, so the number of segments is not bounded by the open-file limit.
 //!
 //! Replay: definitions in journal order, each checkpoint restarting from the state it records; publishes and
 //! settles folded into per-queue lists of unsettled messages in id order (ids are handed out in publish
@@ -18,23 +37,25 @@
 //!
 //! Bodies. Replay keeps only what a queue needs without the body (id, size, priority, TTL) for each live
 //! message, never the bodies themselves, so recovering a store larger than memory does not load it. After the
-//! scan the first [`LOAD_BUDGET`] bytes (at most [`LOAD_BUDGET_MESSAGES`] messages) of live bodies (in id order, which is publish order: the heads of the
-//! queues) are read back by location; every other message is recovered with `message: None`, and its queue
-//! reads it with `Store::read` when it needs it.
+//! scan the first [`LOAD_BUDGET`] bytes (at most [`LOAD_BUDGET_MESSAGES`] messages) of live bodies (in id
+//! order, which is publish order: the heads of the queues) are read back by location; every other message is
+//! recovered with `message: None`, and its queue reads it with `Store::read` when it needs it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::fs::{SegmentFile, StoreFs};
 use super::idmap::IdMap;
 use super::index::Index;
 use super::reader::RecordReader;
+use super::record::PublishMeta;
 use super::record::{self, Record};
-use super::segment::{self, HEADER_LEN, HeaderState, SegmentReader, Step};
+use super::segment::{self, HeaderState, SegmentReader, Step, read_full};
+use super::summary::{self, Entry, Summary};
 use crate::store::{MsgId, QueueKey, Recovered, RecoveredQueue, StoreError, StoredMessage};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most
@@ -43,6 +64,22 @@ use crate::store::{MsgId, QueueKey, Recovered, RecoveredQueue, StoreError, Store
 pub(crate) const LOAD_BUDGET: u64 = 8 * 1024 * 1024;
 /// At most this many bodies are loaded (a queue's message budget, for the same reason).
 pub(crate) const LOAD_BUDGET_MESSAGES: u64 = 4096;
+
+/// The signal file that asks recovery to salvage a damaged journal instead of refusing to start.
+pub(crate) const SALVAGE_FILE: &str = "SALVAGE";
+/// The marker a failed writer leaves: the last segment's unsynced pages cannot be trusted.
+pub(crate) const SYNC_FAILED_FILE: &str = "SYNC_FAILED";
+/// Suffix of the temporary file a segment is rewritten into before it replaces the segment.
+const REWRITE_SUFFIX: &str = ".rewrite";
+
+/// What recovery does with damage no crash can explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DamagePolicy {
+    /// Refuse to start ([`StoreError::Damaged`], [`StoreError::Corrupt`]).
+    Refuse,
+    /// Cut the damaged segment at the damage (keeping the cut bytes aside), log it, and go on.
+    Salvage,
+}
 
 /// What recovery hands to the journal.
 #[derive(Debug)]
@@ -85,6 +122,8 @@ struct Replay {
     checkpoint: Option<(u64, Vec<u64>)>,
     deleted: BTreeSet<u64>,
     records: u64,
+    /// Wall clock at the start of recovery (ms since the Unix epoch), for expiry deadlines.
+    now_ms: u64,
 }
 
 /// What a queue needs of a message while its body stays on disk, packed in 16 bytes (the id is the key).
@@ -97,11 +136,11 @@ struct Meta {
 }
 
 impl Meta {
-    fn of(message: &StoredMessage) -> Self {
+    fn new(meta: &PublishMeta, now_ms: u64) -> Self {
         Self {
-            expiration: message.expires_at_ms.unwrap_or(u64::MAX),
-            size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            priority: message.priority,
+            expiration: meta.deadline_ms(now_ms).unwrap_or(u64::MAX),
+            size: meta.size,
+            priority: meta.priority,
         }
     }
 
@@ -112,27 +151,82 @@ impl Meta {
     }
 }
 
+/// A publish as replay sees it: from a scanned record (its queues by key, and its payload, decoded in full
+/// only in the rare case its body must be kept) or from a summary (its queues by interned number).
+struct Published<'a> {
+    segment: u64,
+    offset: u64,
+    len: u64,
+    id: MsgId,
+    meta: PublishMeta,
+    payload: Option<&'a [u8]>,
+}
+
 impl Replay {
     fn forget(&mut self, id: MsgId) {
         self.messages.remove(id);
         self.unreadable.remove(&id);
     }
 
-    fn apply(&mut self, segment: u64, offset: u64, len: u64, record: Record) {
+    /// A publish whose queues are interned already.
+    fn publish(&mut self, p: Published<'_>, queues: Vec<u32>) -> Result<(), StoreError> {
+        self.records += 1;
+        self.index.grow(p.segment, p.len);
+        self.unreadable.remove(&p.id);
+        if !self
+            .index
+            .publish_interned(p.segment, p.offset, p.len, p.id, queues)
+        {
+            self.messages.remove(p.id);
+            return Ok(());
+        }
+        self.messages.insert(p.id, Meta::new(&p.meta, self.now_ms));
+        if self.index.locate(p.id).is_none() {
+            // Beyond the offsets the index keeps: only a full decode keeps this message.
+            let message = p
+                .payload
+                .map(record::decode)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("message {}: {e}", p.id)))?;
+            if let Some(Record::Publish(full)) = message {
+                self.unreadable.insert(p.id, Arc::new(full.message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Any record. (Scans route publishes to [`Replay::publish`] without decoding bodies; a publish decoded in
+    /// full, which a summary never holds, is replayed the same way and keeps its message if it must.)
+    fn apply(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        len: u64,
+        record: Record,
+    ) -> Result<(), StoreError> {
+        let record = match record {
+            Record::Publish(p) => {
+                let queues = p.queues.iter().map(|q| self.index.intern(q)).collect();
+                let published = Published {
+                    segment,
+                    offset,
+                    len,
+                    id: p.id,
+                    meta: PublishMeta::of(&p.message),
+                    payload: None,
+                };
+                self.publish(published, queues)?;
+                if self.index.locate(p.id).is_none() && self.messages.get(p.id).is_some() {
+                    self.unreadable.insert(p.id, Arc::new(p.message));
+                }
+                return Ok(());
+            }
+            other => other,
+        };
         self.records += 1;
         self.index.grow(segment, len);
         match record {
-            Record::Publish(p) => {
-                self.unreadable.remove(&p.id);
-                if self.index.publish(segment, offset, len, p.id, &p.queues) {
-                    self.messages.insert(p.id, Meta::of(&p.message));
-                    if self.index.locate(p.id).is_none() {
-                        self.unreadable.insert(p.id, Arc::new(p.message));
-                    }
-                } else {
-                    self.messages.remove(p.id);
-                }
-            }
+            Record::Publish(_) | Record::Summary => {}
             Record::Settle { queue, id } => {
                 if self.index.settle(segment, &queue, id) {
                     self.forget(id);
@@ -153,6 +247,7 @@ impl Replay {
                 self.deleted.insert(gone);
             }
         }
+        Ok(())
     }
 }
 
@@ -192,17 +287,46 @@ impl Progress {
     }
 }
 
+/// The names of the files in `dir` that matter to recovery.
+struct DirListing {
+    segments: Vec<u64>,
+    salvage: bool,
+    sync_failed: bool,
+}
+
+/// Lists `dir`, removing leftovers of an interrupted segment rewrite.
+fn list_dir(fs: &dyn StoreFs, dir: &Path) -> Result<DirListing, StoreError> {
+    let names = fs.list(dir)?;
+    for leftover in names.iter().filter(|n| n.ends_with(REWRITE_SUFFIX)) {
+        warn!(file = %leftover, "removing the leftover of an interrupted segment rewrite");
+        fs.remove(&dir.join(leftover))?;
+    }
+    Ok(DirListing {
+        segments: list_segments(fs, dir)?,
+        salvage: names.iter().any(|n| n == SALVAGE_FILE),
+        sync_failed: names.iter().any(|n| n == SYNC_FAILED_FILE),
+    })
+}
+
 /// Reads the journal in `dir`; see the module docs.
 pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, StoreError> {
     let fs = fs_arc.as_ref();
     let started = Instant::now();
-    let mut numbers = list_segments(fs, dir)?;
-    let mut files = Vec::with_capacity(numbers.len());
+    let listing = list_dir(fs, dir)?;
+    let policy = if listing.salvage {
+        error!(
+            dir = %dir.display(),
+            "{SALVAGE_FILE} is present: damaged journal segments will be cut at the damage instead of refusing to \
+             start (confirmed messages after the damage are lost)"
+        );
+        DamagePolicy::Salvage
+    } else {
+        DamagePolicy::Refuse
+    };
+    let mut numbers = listing.segments;
     let mut total_bytes = 0;
     for n in &numbers {
-        let file = fs.open(&segment::path(dir, *n))?;
-        total_bytes += file.len()?;
-        files.push(file);
+        total_bytes += fs.open(&segment::path(dir, *n))?.len()?;
     }
     let mut progress = Progress {
         started,
@@ -211,35 +335,69 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         done_bytes: 0,
         segments: numbers.len(),
     };
-    let mut replay = Replay::default();
+    let mut replay = Replay {
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        ..Replay::default()
+    };
     let count = numbers.len();
     let mut removed = None;
-    for (i, (number, file)) in numbers.iter().copied().zip(files.iter_mut()).enumerate() {
+    for (i, number) in numbers.iter().copied().enumerate() {
         let last = i + 1 == count;
-        match segment::check_header(file.as_ref(), number)? {
-            HeaderState::Valid => {}
-            HeaderState::Short if last => {
-                warn!(segment = %segment::file_name(number), "removing a last segment whose header was never completely written");
+        let mut file = fs.open(&segment::path(dir, number))?;
+        let framing = match segment::check_header(file.as_ref(), number)? {
+            HeaderState::Valid(framing) => framing,
+            state if last && unfinished_creation(file.as_ref(), &state, policy)? => {
+                warn!(segment = %segment::file_name(number), header = ?state, "removing a last segment whose creation never completed");
+                drop(file);
                 fs.remove(&segment::path(dir, number))?;
                 fs.sync_dir(dir)?;
                 removed = Some(number);
                 continue;
             }
-            HeaderState::Short => {
+            state => {
                 return Err(StoreError::Corrupt(format!(
-                    "{} is shorter than a segment header but is not the last segment",
-                    segment::file_name(number)
+                    "{}: {} header, and it is not a last segment whose creation a crash interrupted",
+                    segment::file_name(number),
+                    if state == HeaderState::Short {
+                        "a truncated"
+                    } else {
+                        "an all-zero"
+                    }
                 )));
             }
+        };
+        replay
+            .index
+            .add_segment(number, segment::data_start(framing));
+        let scan = SegmentScan {
+            fs,
+            dir,
+            number,
+            framing,
+            last,
+            policy,
+        };
+        let size = scan.replay(&mut replay, file.as_mut(), i, &mut progress)?;
+        if last {
+            make_durable(fs, dir, number, file, size, listing.sync_failed)?;
         }
-        replay.index.add_segment(number, HEADER_LEN);
-        let size = replay_segment(&mut replay, file.as_mut(), number, last, i, &mut progress)?;
         progress.done_bytes += size;
     }
     if let Some(n) = removed {
         numbers.retain(|x| *x != n);
     }
-    check_missing(&replay, &numbers)?;
+    fs.sync_dir(dir)?;
+    check_missing(&replay, &numbers, policy)?;
+    let signals = [
+        (SALVAGE_FILE, listing.salvage),
+        (SYNC_FAILED_FILE, listing.sync_failed),
+    ];
+    for (signal, _) in signals.iter().filter(|(_, present)| *present) {
+        fs.remove(&dir.join(signal))?;
+    }
+    fs.sync_dir(dir)?;
 
     let Replay {
         index,
@@ -274,9 +432,14 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         if body.is_none() && u64::from(meta.size) <= budget && loaded < LOAD_BUDGET_MESSAGES {
             let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
             if let Some(loc) = loc {
-                body = Some(Arc::new(reader.read(id, loc, &index)?));
                 budget -= u64::from(meta.size);
                 loaded += 1;
+                // A summarised segment's bodies are checked when they are read: a damaged one is reported here
+                // and each time its queue tries to read it, and stays in the journal (it is never settled).
+                match reader.read(id, loc, &index) {
+                    Ok(message) => body = Some(Arc::new(message)),
+                    Err(e) => error!(id, error = %e, "a recovered message could not be read back"),
+                }
             }
         }
         let index = index.lock().unwrap_or_else(|e| e.into_inner());
@@ -318,63 +481,321 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     })
 }
 
-/// Replays one segment; returns its size after any truncation.
-fn replay_segment(
-    replay: &mut Replay,
-    file: &mut dyn SegmentFile,
+/// Whether a last segment with this unusable header is one whose creation a crash interrupted: too short to
+/// hold a header, or all zeros (with salvage, whatever follows a zeroed header). A zeroed header followed by
+/// other bytes is damage, not a crash artifact: the writer appends nothing to a segment before its header and
+/// checkpoint are synced.
+fn unfinished_creation(
+    file: &dyn SegmentFile,
+    state: &HeaderState,
+    policy: DamagePolicy,
+) -> Result<bool, StoreError> {
+    match state {
+        HeaderState::Short => Ok(true),
+        HeaderState::Zeroed => Ok(policy == DamagePolicy::Salvage || all_zero(file)?),
+        HeaderState::Valid(_) => Ok(false),
+    }
+}
+
+/// Whether every byte of the file is zero.
+fn all_zero(file: &dyn SegmentFile) -> Result<bool, StoreError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    loop {
+        let n = read_full(file, &mut buf, at)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        if n < buf.len() {
+            return Ok(true);
+        }
+        at += n as u64;
+    }
+}
+
+/// Syncs the last segment (and then the directory): the previous run may have been killed between a write and
+/// its sync. If the sync fails, or the previous run's writer failed, its records are rewritten instead.
+fn make_durable(
+    fs: &dyn StoreFs,
+    dir: &Path,
     number: u64,
-    last: bool,
-    segment_index: usize,
-    progress: &mut Progress,
-) -> Result<u64, StoreError> {
+    mut file: Box<dyn SegmentFile>,
+    len: u64,
+    sync_failed: bool,
+) -> Result<(), StoreError> {
     let name = segment::file_name(number);
-    let (bad, file_len) = {
-        let mut reader = SegmentReader::new(&*file)?;
-        let file_len = reader.file_len();
-        let bad = loop {
-            match reader.next_step()? {
-                Step::End => break None,
-                Step::Bad { offset, reason } => break Some((offset, reason)),
-                Step::Record {
+    if sync_failed {
+        warn!(segment = %name, "the previous run's writer failed a write or sync: rewriting the last segment rather than trusting its cached pages");
+    } else {
+        match file.sync_data() {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                warn!(segment = %name, error = %e, "syncing the last segment failed: rewriting it rather than trusting pages the kernel may have marked clean");
+            }
+        }
+    }
+    rewrite_segment(fs, dir, number, file.as_ref(), len)
+}
+
+/// Copies the first `len` bytes of segment `number` into a new file, syncs it and renames it over the segment.
+fn rewrite_segment(
+    fs: &dyn StoreFs,
+    dir: &Path,
+    number: u64,
+    file: &dyn SegmentFile,
+    len: u64,
+) -> Result<(), StoreError> {
+    let path = segment::path(dir, number);
+    let tmp = dir.join(format!("{}{REWRITE_SUFFIX}", segment::file_name(number)));
+    let mut out = fs.create(&tmp)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let want = usize::try_from(len - at)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = read_full(file, &mut buf[..want], at)?;
+        if n < want {
+            return Err(StoreError::Corrupt(format!(
+                "{} shrank while being rewritten",
+                segment::file_name(number)
+            )));
+        }
+        out.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    out.sync_data()?;
+    drop(out);
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir(dir)?;
+    info!(segment = %segment::file_name(number), bytes = len, "rewrote the last journal segment");
+    Ok(())
+}
+
+/// One segment being replayed, and what to do with damage in it.
+struct SegmentScan<'a> {
+    fs: &'a dyn StoreFs,
+    dir: &'a Path,
+    number: u64,
+    framing: record::Framing,
+    last: bool,
+    policy: DamagePolicy,
+}
+
+/// Where a walk over a segment stopped early.
+struct BadRecord {
+    offset: u64,
+    reason: String,
+    /// A valid record of a later write batch after it, if any.
+    later_batch: Option<u64>,
+}
+
+impl SegmentScan<'_> {
+    /// Replays the segment; returns its size after any cut.
+    fn replay(
+        &self,
+        replay: &mut Replay,
+        file: &mut dyn SegmentFile,
+        segment_index: usize,
+        progress: &mut Progress,
+    ) -> Result<u64, StoreError> {
+        let name = segment::file_name(self.number);
+        let start = segment::data_start(self.framing);
+        let len = file.len()?;
+        if let Some((body, at)) = summary::read(&*file, self.framing, start, len)? {
+            self.replay_summary(replay, &body, start, at, len)?;
+            progress.tick(segment_index, len, replay.records);
+            return Ok(len);
+        }
+        let (bad, file_len) = {
+            let mut reader = SegmentReader::new(&*file, self.framing)?;
+            let file_len = reader.file_len();
+            let bad = loop {
+                match reader.next_step()? {
+                    Step::End => break None,
+                    Step::Bad { offset, reason } => break Some((offset, reason)),
+                    Step::Record {
+                        offset,
+                        len,
+                        payload,
+                    } => {
+                        self.replay_record(replay, offset, len, payload)
+                            .map_err(|e| {
+                                StoreError::Corrupt(format!(
+                                    "{name} offset {offset}: record has a valid CRC but does not decode: {e}"
+                                ))
+                            })??;
+                        progress.tick(segment_index, offset + len, replay.records);
+                    }
+                }
+            };
+            let bad = match bad {
+                Some((offset, reason)) => Some(BadRecord {
+                    later_batch: reader.later_batch(offset)?,
                     offset,
-                    len,
-                    payload,
-                } => {
-                    let rec = record::decode(payload).map_err(|e| {
-                        StoreError::Corrupt(format!(
-                            "{name} offset {offset}: record has a valid CRC but does not decode: {e}"
-                        ))
-                    })?;
-                    replay.apply(number, offset, len, rec);
-                    progress.tick(segment_index, offset + len, replay.records);
+                    reason,
+                }),
+                None => None,
+            };
+            (bad, file_len)
+        };
+        let Some(bad) = bad else {
+            return Ok(file_len);
+        };
+        if self.last && bad.later_batch.is_none() {
+            warn!(
+                segment = %name,
+                offset = bad.offset,
+                bytes_cut = file_len - bad.offset,
+                reason = %bad.reason,
+                "truncating the torn tail of the journal (records after the last sync, never confirmed)"
+            );
+            file.truncate(bad.offset)?;
+            return Ok(bad.offset);
+        }
+        let detail = match bad.later_batch {
+            Some(at) => format!(
+                "{}; a record written in a later batch follows at offset {at}, so the damaged one had been synced",
+                bad.reason
+            ),
+            None => format!("{}; it is not the last segment", bad.reason),
+        };
+        if self.policy == DamagePolicy::Refuse {
+            return Err(StoreError::Damaged {
+                segment: name,
+                offset: bad.offset,
+                detail,
+            });
+        }
+        self.salvage(file, bad.offset, file_len, &detail)?;
+        Ok(bad.offset)
+    }
+
+    /// Replays one scanned record: a publish from its head and properties only (its body is not copied), any
+    /// other record decoded in full.
+    fn replay_record(
+        &self,
+        replay: &mut Replay,
+        offset: u64,
+        len: u64,
+        payload: &[u8],
+    ) -> Result<Result<(), StoreError>, record::DecodeError> {
+        if let Some((id, queues, meta)) = record::decode_publish_meta(payload)? {
+            let queues = queues.iter().map(|q| replay.index.intern(q)).collect();
+            let published = Published {
+                segment: self.number,
+                offset,
+                len,
+                id,
+                meta,
+                payload: Some(payload),
+            };
+            return Ok(replay.publish(published, queues));
+        }
+        let record = record::decode(payload)?;
+        Ok(replay.apply(self.number, offset, len, record))
+    }
+
+    /// Replays a sealed segment from its summary (see `summary`): records start at `start`, the summary record
+    /// at `at`, and it and its trailer end the `len`-byte file.
+    fn replay_summary(
+        &self,
+        replay: &mut Replay,
+        body: &[u8],
+        start: u64,
+        at: u64,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        let name = segment::file_name(self.number);
+        let corrupt = |e: record::DecodeError| {
+            StoreError::Corrupt(format!(
+                "{name}: its summary has a valid CRC but does not decode: {e}"
+            ))
+        };
+        let mut summary = Summary::parse(body).map_err(corrupt)?;
+        let numbers: Vec<u32> = summary
+            .queues()
+            .iter()
+            .map(|q| replay.index.intern(q))
+            .collect();
+        let mut offset = start;
+        let mut queues = Vec::new();
+        while let Some(entry) = summary.next_entry(&mut queues).map_err(corrupt)? {
+            match entry {
+                Entry::Publish { len, id, meta } => {
+                    let interned = queues
+                        .iter()
+                        .map(|q| numbers.get(*q as usize).copied())
+                        .collect::<Option<Vec<u32>>>()
+                        .ok_or_else(|| corrupt(record::DecodeError("queue index".into())))?;
+                    let published = Published {
+                        segment: self.number,
+                        offset,
+                        len,
+                        id,
+                        meta,
+                        payload: None,
+                    };
+                    replay.publish(published, interned)?;
+                    offset += len;
+                }
+                Entry::Other { len, payload } => {
+                    let record = record::decode(payload).map_err(corrupt)?;
+                    replay.apply(self.number, offset, len, record)?;
+                    offset += len;
                 }
             }
-        };
-        (bad, file_len)
-    };
-    let Some((offset, reason)) = bad else {
-        return Ok(file_len);
-    };
-    if !last {
-        return Err(StoreError::Corrupt(format!(
-            "{name} is damaged at offset {offset} ({reason}); it is not the last segment, so this is not a torn \
-             write from a crash"
-        )));
+        }
+        if offset != at {
+            return Err(corrupt(record::DecodeError(format!(
+                "its records end at offset {offset}, the summary starts at {at}"
+            ))));
+        }
+        replay.index.grow(self.number, len - offset);
+        Ok(())
     }
-    warn!(
-        segment = %name,
-        offset,
-        bytes_cut = file_len - offset,
-        reason = %reason,
-        "truncating the torn tail of the journal (records after the last sync, never confirmed)"
-    );
-    file.truncate(offset)?;
-    file.sync_data()?;
-    Ok(offset)
+
+    /// Keeps the bytes from `offset` on in a side file, then cuts the segment there.
+    fn salvage(
+        &self,
+        file: &mut dyn SegmentFile,
+        offset: u64,
+        file_len: u64,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let name = segment::file_name(self.number);
+        let side = self.dir.join(format!("{name}.damaged-{offset}"));
+        let mut out = self.fs.create(&side)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = offset;
+        while at < file_len {
+            let want = usize::try_from(file_len - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = read_full(file, &mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        out.sync_data()?;
+        file.truncate(offset)?;
+        file.sync_data()?;
+        error!(
+            segment = %name,
+            offset,
+            bytes_cut = file_len - offset,
+            kept_in = %side.display(),
+            detail,
+            "SALVAGE: cut a damaged journal segment; messages and settlements recorded after the damage are lost"
+        );
+        Ok(())
+    }
 }
 
 /// Every segment the newest checkpoint says existed must still be there unless a deletion was recorded.
-fn check_missing(replay: &Replay, present: &[u64]) -> Result<(), StoreError> {
+fn check_missing(replay: &Replay, present: &[u64], policy: DamagePolicy) -> Result<(), StoreError> {
     let Some((holder, listed)) = &replay.checkpoint else {
         return Ok(());
     };
@@ -385,6 +806,13 @@ fn check_missing(replay: &Replay, present: &[u64]) -> Result<(), StoreError> {
         .map(|n| segment::file_name(*n))
         .collect();
     if missing.is_empty() {
+        return Ok(());
+    }
+    if policy == DamagePolicy::Salvage {
+        error!(
+            missing = %missing.join(", "),
+            "SALVAGE: journal segments are missing; their messages are lost"
+        );
         return Ok(());
     }
     Err(StoreError::Corrupt(format!(

@@ -29,7 +29,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,10 +39,13 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::SyncMode;
+use super::disk::{DiskBudget, DiskWatch, set_blocked};
 use super::fs::{SegmentFile, StoreFs};
 use super::index::Index;
-use super::record::{self, Checkpoint};
-use super::segment::{self, SegmentReader, Step};
+use super::record::{self, Checkpoint, FRAME_HEADER, Framing, PublishMeta};
+use super::recovery::SYNC_FAILED_FILE;
+use super::segment::{self, HeaderState, SegmentReader, Step};
+use super::summary::SummaryBuilder;
 use crate::store::{Definition, MsgId, QueueKey, StoreError, SyncPoint, SyncState};
 
 /// How long settle records may wait for a batch that syncs before the writer writes them anyway.
@@ -49,6 +54,10 @@ const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 const WAKE_BYTES: usize = 1024 * 1024;
 /// Write buffer size: bytes gathered before one `write` call.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+/// While read-only, settles are dropped once this many bytes are queued.
+const READ_ONLY_SETTLES: usize = 16 * 1024 * 1024;
+/// How often a read-only journal tries again to create its head segment.
+const READ_ONLY_RETRY: Duration = Duration::from_secs(1);
 
 /// One record waiting for the writer, with what the index needs to know about it.
 #[derive(Debug)]
@@ -56,6 +65,7 @@ pub(crate) enum Op {
     Publish {
         id: MsgId,
         queues: Vec<QueueKey>,
+        meta: PublishMeta,
         record: Bytes,
     },
     Settle {
@@ -118,11 +128,20 @@ pub(crate) struct Shared {
     pub(crate) index: Mutex<Index>,
     pub(crate) sync_tx: watch::Sender<SyncState>,
     pub(crate) blocked_tx: watch::Sender<bool>,
+    /// Bytes that may still be appended before free space falls below the low-water mark.
+    pub(crate) disk: DiskBudget,
+    /// Set while the journal has no head segment because the disk is full (see [`spawn`]).
+    read_only: AtomicBool,
+    /// Settles dropped while read-only (their messages come back after a restart, as after a crash).
+    dropped_settles: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(blocked: bool, index: Index) -> Self {
+    pub(crate) fn new(index: Index, disk_check: bool) -> Self {
         Self {
+            disk: DiskBudget::new(disk_check),
+            read_only: AtomicBool::new(false),
+            dropped_settles: AtomicU64::new(0),
             index: Mutex::new(index),
             synced_wake: Condvar::new(),
             inbox: Mutex::new(Inbox {
@@ -134,7 +153,7 @@ impl Shared {
             }),
             wake: Condvar::new(),
             sync_tx: watch::Sender::new(SyncState::default()),
-            blocked_tx: watch::Sender::new(blocked),
+            blocked_tx: watch::Sender::new(false),
         }
     }
 
@@ -179,8 +198,11 @@ impl Shared {
         self.synced_wake.notify_all();
     }
 
-    /// Queues a record for the writer and returns the point that must be synced for it to be durable.
+    /// Queues a record for the writer and returns the point that must be synced for it to be durable. An append
+    /// that uses up the disk headroom blocks publishers at once (see `disk`). While the journal is read-only,
+    /// settles beyond [`READ_ONLY_SETTLES`] queued bytes are dropped rather than held in memory.
     pub(crate) fn submit(&self, op: Op) -> Result<SyncPoint, StoreError> {
+        let len = op.record().len();
         let mut inbox = self.inbox();
         match &inbox.life {
             Lifecycle::Open => {}
@@ -189,9 +211,17 @@ impl Shared {
                 return Err(StoreError::Failed("the journal is closed".into()));
             }
         }
+        if !op.needs_sync() && inbox.bytes >= READ_ONLY_SETTLES && self.read_only() {
+            if self.dropped_settles.fetch_add(1, Ordering::Relaxed) == 0 {
+                warn!(
+                    "journal read-only and its queue full: dropping settles (those messages come back after a restart)"
+                );
+            }
+            return Ok(SyncPoint(inbox.last_point));
+        }
         inbox.last_point += 1;
         let point = SyncPoint(inbox.last_point);
-        inbox.bytes += op.record().len();
+        inbox.bytes += len;
         let wake = if op.needs_sync() {
             let first = inbox.first_sync_at.is_none();
             if first {
@@ -203,10 +233,32 @@ impl Shared {
         };
         inbox.ops.push(op);
         drop(inbox);
-        if wake {
+        let used_up = self.disk.take(len);
+        if used_up {
+            set_blocked(
+                &self.blocked_tx,
+                true,
+                "queued appends would take free disk space below the low-water mark",
+            );
+        }
+        if wake || used_up {
             self.wake.notify_one();
         }
         Ok(point)
+    }
+
+    /// Whether the journal is read-only (no head segment: the disk is full).
+    pub(crate) fn read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Relaxed);
+        if read_only {
+            set_blocked(&self.blocked_tx, true, "journal read-only: disk full");
+        } else {
+            self.dropped_settles.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Asks the writer to write what is queued, sync, and stop.
@@ -235,13 +287,25 @@ impl Shared {
         self.synced_wake.notify_all();
     }
 
-    /// Why the journal takes no appends, if it does not.
+    /// Why the journal cannot confirm persistent messages now, if it cannot: it failed, it is closed, it is
+    /// read-only, or publishers are blocked for disk space (what `/health/ready` reports).
     pub(crate) fn unhealthy(&self) -> Option<String> {
         match &self.inbox().life {
-            Lifecycle::Open => None,
-            Lifecycle::Failed(reason) => Some(reason.clone()),
-            Lifecycle::Closing | Lifecycle::Closed => Some("the journal is closed".into()),
+            Lifecycle::Open => {}
+            Lifecycle::Failed(reason) => return Some(reason.clone()),
+            Lifecycle::Closing | Lifecycle::Closed => return Some("the journal is closed".into()),
         }
+        if self.read_only() {
+            return Some(
+                "the journal is read-only: the disk is full (publishers are blocked until space is freed)".into(),
+            );
+        }
+        if *self.blocked_tx.borrow() {
+            return Some(
+                "disk free space is below the low-water mark: publishers are blocked".into(),
+            );
+        }
+        None
     }
 }
 
@@ -264,6 +328,9 @@ pub(crate) struct Tuning {
     pub(crate) disk_check_every: Duration,
     /// How long a segment must have been sealed before it may be compacted.
     pub(crate) compact_after: Duration,
+    /// Bytes of live records one compaction pass copies at most, so that a compaction does not hold up the
+    /// batches (and confirms) queued behind it for long.
+    pub(crate) compact_per_pass: u64,
 }
 
 impl Default for Tuning {
@@ -272,6 +339,7 @@ impl Default for Tuning {
             maintenance_every: Duration::from_millis(100),
             disk_check_every: Duration::from_secs(1),
             compact_after: Duration::from_secs(10),
+            compact_per_pass: 4 * 1024 * 1024,
         }
     }
 }
@@ -281,10 +349,27 @@ impl Default for Tuning {
 struct Head {
     number: u64,
     file: Box<dyn SegmentFile>,
+    /// How its frames are sealed (its salt).
+    framing: Framing,
     /// Bytes in the file plus bytes buffered for it.
     size: u64,
+    /// Bytes covered by the last successful sync: where the batch being written began.
+    synced: u64,
     /// Size right after its header and checkpoint; a head this small is never rolled.
     base: u64,
+    /// Its records so far, summarised (written when it is sealed).
+    summary: SummaryBuilder,
+}
+
+/// What the summary should say about a record being appended.
+#[derive(Debug, Clone, Copy)]
+enum Noted<'a> {
+    Publish {
+        id: MsgId,
+        queues: &'a [QueueKey],
+        meta: &'a PublishMeta,
+    },
+    Other,
 }
 
 /// A batch taken from the inbox.
@@ -304,46 +389,171 @@ pub(crate) struct Writer {
     head: Head,
     buf: Vec<u8>,
     last_maintenance: Instant,
-    last_disk_check: Instant,
+    disk: DiskWatch,
     last_write: Instant,
     /// Segments whose deletion records are written but whose files are not removed yet: a checkpoint written
     /// meanwhile must not list them, or their (expected) absence would look like a lost file.
     doomed: Vec<u64>,
     /// When each sealed segment was sealed (recovered ones: when the journal was opened).
     sealed_at: HashMap<u64, Instant>,
+    /// The compaction in progress, if any.
+    compaction: Option<Compaction>,
+}
+
+/// A compaction in progress (see [`Writer::compact`]).
+#[derive(Debug)]
+struct Compaction {
+    victim: u64,
+    /// Where the next pass goes on (`None`: at the first record).
+    offset: Option<u64>,
+    copied: u64,
+    bytes: u64,
+    started: Instant,
+}
+
+/// Starts the writer thread. Its head segment `first` is created here, after recovery (so the index is
+/// complete), and the disk is looked at first: on a disk below the low-water mark the emergency reserve is
+/// released before the head is created. If the head cannot be created for want of space, the journal starts
+/// read-only: publishers are blocked, appends wait in the inbox, and the thread tries again every second until
+/// there is room (or the journal is closed).
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    fs: Arc<dyn StoreFs>,
+    config: WriterConfig,
+    first: u64,
+) -> Result<JoinHandle<()>, StoreError> {
+    let mut disk = DiskWatch::new(
+        fs.as_ref(),
+        &config.dir,
+        config.disk_low_water,
+        config.tuning.disk_check_every,
+    );
+    let full = disk.enabled()
+        && fs
+            .available_space(&config.dir)
+            .is_ok_and(|free| free < config.disk_low_water);
+    if full {
+        disk.release_reserve(fs.as_ref(), &config.dir);
+    }
+    let head = match create_segment(fs.as_ref(), &config, &shared, first, &[]) {
+        Ok(head) => Some(head),
+        Err(e) if out_of_space(&e) => {
+            warn!(error = %e, "no room on the disk for a new journal segment: starting read-only");
+            shared.set_read_only(true);
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if head.is_some() {
+        disk.check(
+            fs.as_ref(),
+            &config.dir,
+            &shared.disk,
+            0,
+            &shared.blocked_tx,
+        );
+    }
+    let body = move || {
+        let head = match head {
+            Some(head) => head,
+            None => match wait_for_space(&shared, fs.as_ref(), &config, first, &mut disk) {
+                Some(head) => {
+                    let checked = disk.check(
+                        fs.as_ref(),
+                        &config.dir,
+                        &shared.disk,
+                        0,
+                        &shared.blocked_tx,
+                    );
+                    if checked.is_none() {
+                        set_blocked(&shared.blocked_tx, false, "the journal is writable again");
+                    }
+                    head
+                }
+                None => return,
+            },
+        };
+        Writer::new(shared, fs, config, head, disk).run();
+    };
+    Ok(std::thread::Builder::new()
+        .name("ferrymq-journal".into())
+        .spawn(body)?)
+}
+
+/// Whether an error is the disk being full.
+fn out_of_space(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io(io) if io.kind() == io::ErrorKind::StorageFull)
+}
+
+/// The read-only journal's loop: tries to create the head every [`READ_ONLY_RETRY`] until it can, the journal
+/// is closed, or something other than space fails.
+fn wait_for_space(
+    shared: &Shared,
+    fs: &dyn StoreFs,
+    config: &WriterConfig,
+    number: u64,
+    disk: &mut DiskWatch,
+) -> Option<Head> {
+    loop {
+        {
+            let mut inbox = shared.inbox();
+            if inbox.life == Lifecycle::Closing {
+                inbox.life = Lifecycle::Closed;
+            }
+            if inbox.life != Lifecycle::Open {
+                return None;
+            }
+            drop(shared.wake.wait_timeout(inbox, READ_ONLY_RETRY));
+        }
+        disk.release_reserve(fs, &config.dir);
+        match create_segment(fs, config, shared, number, &[]) {
+            Ok(head) => {
+                info!(
+                    segment = number,
+                    "room on the disk again: the journal is writable"
+                );
+                shared.set_read_only(false);
+                return Some(head);
+            }
+            Err(e) if out_of_space(&e) => {}
+            Err(e) => {
+                shared.fail(format!("could not create the journal's head segment: {e}"));
+                return None;
+            }
+        }
+    }
 }
 
 impl Writer {
-    /// Creates segment `first` as the head (after recovery, so the index is complete) and checks the disk.
-    pub(crate) fn new(
+    /// A writer on `head` (freshly created; the index is complete).
+    fn new(
         shared: Arc<Shared>,
         fs: Arc<dyn StoreFs>,
         config: WriterConfig,
-        first: u64,
-    ) -> Result<Self, StoreError> {
-        let head = create_segment(fs.as_ref(), &config, &mut shared.index(), first, &[])?;
+        head: Head,
+        disk: DiskWatch,
+    ) -> Self {
         let now = Instant::now();
         let sealed_at = shared
             .index()
             .segment_numbers()
             .into_iter()
-            .filter(|n| *n != first)
+            .filter(|n| *n != head.number)
             .map(|n| (n, now))
             .collect();
-        let mut writer = Self {
+        Self {
             shared,
             fs,
             config,
             head,
             buf: Vec::new(),
             last_maintenance: now,
-            last_disk_check: now,
+            disk,
             last_write: now,
             doomed: Vec::new(),
             sealed_at,
-        };
-        writer.check_disk();
-        Ok(writer)
+            compaction: None,
+        }
     }
 
     /// The thread body: batches until closed or failed.
@@ -364,6 +574,11 @@ impl Writer {
                 return;
             }
             if batch.closing {
+                let closing = self.shared.inbox().life == Lifecycle::Closing;
+                if closing && let Err(e) = self.seal_head().and_then(|()| self.sync()) {
+                    self.fail(&e);
+                    return;
+                }
                 self.shared.inbox().life = Lifecycle::Closed;
                 debug!(segment = self.head.number, "journal writer stopped");
                 return;
@@ -423,7 +638,17 @@ impl Writer {
     fn write_batch(&mut self, ops: Vec<Op>, point: u64) -> io::Result<()> {
         for op in ops {
             let len = op.record().len() as u64;
-            let (segment, offset) = self.append(op.record())?;
+            let noted = match &op {
+                Op::Publish {
+                    id, queues, meta, ..
+                } => Noted::Publish {
+                    id: *id,
+                    queues,
+                    meta,
+                },
+                _ => Noted::Other,
+            };
+            let (segment, offset) = self.append(op.record(), noted)?;
             let mut index = self.shared.index();
             match op {
                 Op::Publish { id, queues, .. } => {
@@ -440,41 +665,89 @@ impl Writer {
         self.sync()?;
         self.last_write = Instant::now();
         self.shared.advance(point);
+        if self.disk.due(&self.shared.disk) {
+            self.check_disk();
+        }
         Ok(())
     }
 
-    /// Appends one framed record to the head (rolling first if it would overflow); returns the segment it went
-    /// to and its offset there. The bytes may still be in the write buffer.
-    fn append(&mut self, record: &[u8]) -> io::Result<(u64, u64)> {
+    /// Appends one framed record to the head (rolling first if it would overflow) and notes it in the head's
+    /// summary; returns the segment it went to and its offset there. The bytes may still be in the write buffer.
+    fn append(&mut self, record: &[u8], noted: Noted<'_>) -> io::Result<(u64, u64)> {
         let len = record.len() as u64;
         if self.head.size + len > self.config.segment_size && self.head.size > self.head.base {
             self.roll()?;
         }
+        let offset = self.push(record)?;
+        match noted {
+            Noted::Publish { id, queues, meta } => self.head.summary.publish(len, id, queues, meta),
+            Noted::Other => self.head.summary.other(len, &record[FRAME_HEADER..]),
+        }
+        Ok((self.head.number, offset))
+    }
+
+    /// Puts one framed record at the end of the head, sealing its frame; returns its offset.
+    fn push(&mut self, record: &[u8]) -> io::Result<u64> {
+        let len = record.len() as u64;
         let offset = self.head.size;
+        let at = self.buf.len();
         self.buf.extend_from_slice(record);
+        // Segments stay below 4 GiB (MAX_SEGMENT_SIZE plus one record), so the batch offset fits.
+        let batch = u32::try_from(self.head.synced).unwrap_or(u32::MAX);
+        self.head.framing.seal(&mut self.buf[at..], batch);
         self.head.size += len;
         self.shared.index().grow(self.head.number, len);
         if self.buf.len() >= FLUSH_BYTES {
             self.flush()?;
         }
-        Ok((self.head.number, offset))
+        Ok(offset)
+    }
+
+    /// Ends the head with its summary and the trailer pointing at it (see `summary`), unless the summary would
+    /// save little: more than half the segment, or offsets past 4 GiB. Nothing is appended to a sealed head.
+    fn seal_head(&mut self) -> io::Result<()> {
+        let size = self.head.size;
+        if self.head.summary.len() as u64 * 2 > size || size > u64::from(u32::MAX) / 2 {
+            return Ok(());
+        }
+        let summary = self
+            .head
+            .summary
+            .encode()
+            .map_err(|e| io::Error::other(e.0))?;
+        let end = record::encode_summary_end(size).map_err(|e| io::Error::other(e.0))?;
+        self.shared.disk.take(summary.len() + end.len());
+        self.push(&summary)?;
+        self.push(&end)?;
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.head.file.write_all(&self.buf)?;
+            self.disk.wrote(self.buf.len() as u64);
             self.buf.clear();
         }
         Ok(())
     }
 
+    /// Appends a record the writer makes itself (not queued by an appender, so not yet taken from the disk
+    /// headroom).
+    fn append_own(&mut self, record: &[u8], noted: Noted<'_>) -> io::Result<(u64, u64)> {
+        self.shared.disk.take(record.len());
+        self.append(record, noted)
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.head.file.sync_data()
+        self.head.file.sync_data()?;
+        self.head.synced = self.head.size;
+        Ok(())
     }
 
     /// Seals the head (synced, so only the last segment can ever be torn) and starts the next segment.
     fn roll(&mut self) -> io::Result<()> {
+        self.seal_head()?;
         self.sync()?;
         let next = self.head.number + 1;
         if next > segment::MAX_NUMBER {
@@ -485,11 +758,13 @@ impl Writer {
         let head = create_segment(
             self.fs.as_ref(),
             &self.config,
-            &mut self.shared.index(),
+            &self.shared,
             next,
             &self.doomed,
         )
         .map_err(into_io)?;
+        self.shared.disk.take(head.size as usize);
+        self.disk.wrote(head.size);
         debug!(
             sealed = self.head.number,
             head = next,
@@ -503,78 +778,136 @@ impl Writer {
     /// Deletion, compaction and the disk check; see the module docs.
     fn maintain(&mut self) -> io::Result<()> {
         self.last_maintenance = Instant::now();
-        if self.last_disk_check.elapsed() >= self.config.tuning.disk_check_every {
-            self.last_disk_check = Instant::now();
+        if self.disk.due(&self.shared.disk) {
             self.check_disk();
         }
-        let min_age = self.config.tuning.compact_after;
-        let sealed_at = &self.sealed_at;
-        let old_enough = |n: u64| sealed_at.get(&n).is_some_and(|t| t.elapsed() >= min_age);
-        let victim = self
-            .shared
-            .index()
-            .compaction_candidate(self.head.number, old_enough);
-        if let Some(victim) = victim {
-            self.compact(victim)?;
+        if self.compaction.is_none() {
+            self.compaction = self.next_compaction();
+        }
+        if let Some(c) = self.compaction.take() {
+            self.compaction = self.compact(c)?;
         }
         self.delete_dead()
     }
 
-    /// Deletes every deletable segment: deletion records first (synced), then the files, then the directory.
-    fn delete_dead(&mut self) -> io::Result<()> {
-        loop {
-            let dead = self.shared.index().deletable(self.head.number);
-            if dead.is_empty() {
-                return Ok(());
-            }
-            self.doomed.clone_from(&dead);
-            for n in &dead {
-                let rec = record::encode_segment_deleted(*n).map_err(|e| io::Error::other(e.0))?;
-                self.append(&rec)?;
-            }
-            self.sync()?;
-            self.doomed.clear();
-            for n in dead {
-                let path = segment::path(&self.config.dir, n);
-                if let Err(e) = self.fs.remove(&path) {
-                    warn!(segment = %path.display(), error = %e, "could not delete a dead journal segment");
-                    return Ok(());
-                }
-                self.shared.index().remove_segment(n);
-                self.sealed_at.remove(&n);
-                debug!(segment = n, "deleted dead journal segment");
-            }
-            self.fs.sync_dir(&self.config.dir)?;
+    /// The segment to compact next, if one is worth it and its copies fit in the disk headroom (plus half the
+    /// low-water mark: see `disk`).
+    fn next_compaction(&self) -> Option<Compaction> {
+        let min_age = self.config.tuning.compact_after;
+        let sealed_at = &self.sealed_at;
+        let old_enough = |n: u64| sealed_at.get(&n).is_some_and(|t| t.elapsed() >= min_age);
+        let index = self.shared.index();
+        let victim = index.compaction_candidate(self.head.number, old_enough)?;
+        let need = i64::try_from(index.live_bytes(victim)).unwrap_or(i64::MAX);
+        drop(index);
+        let room = self.shared.disk.headroom()
+            + i64::try_from(self.config.disk_low_water / 2).unwrap_or(i64::MAX);
+        if self.disk.enabled() && room < need {
+            debug!(
+                segment = victim,
+                need, room, "compaction postponed: not enough disk headroom"
+            );
+            return None;
         }
+        Some(Compaction {
+            victim,
+            offset: None,
+            copied: 0,
+            bytes: 0,
+            started: Instant::now(),
+        })
     }
 
-    /// Re-appends the live publish records of `victim` to the head (with their queue lists narrowed to the
-    /// queues still holding them) and syncs, leaving `victim` with no live messages. The index learns the new
-    /// locations only after the sync, so a reader never looks up a copy that is still in the write buffer.
-    fn compact(&mut self, victim: u64) -> io::Result<()> {
-        let started = Instant::now();
-        let path = segment::path(&self.config.dir, victim);
+    /// Deletes every deletable segment, the whole transitive set at once: deletion records first (one sync),
+    /// then the files in dependency order, then the directory (one sync).
+    fn delete_dead(&mut self) -> io::Result<()> {
+        let dead = self.shared.index().deletable(self.head.number);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        self.doomed.clone_from(&dead);
+        for n in &dead {
+            let rec = record::encode_segment_deleted(*n).map_err(|e| io::Error::other(e.0))?;
+            self.append_own(&rec, Noted::Other)?;
+        }
+        self.sync()?;
+        self.doomed.clear();
+        let mut removed = 0;
+        for n in dead {
+            let path = segment::path(&self.config.dir, n);
+            if let Err(e) = self.fs.remove(&path) {
+                warn!(segment = %path.display(), error = %e, "could not delete a dead journal segment");
+                break;
+            }
+            self.shared.index().remove_segment(n);
+            self.sealed_at.remove(&n);
+            removed += 1;
+        }
+        self.fs.sync_dir(&self.config.dir)?;
+        debug!(segments = removed, "deleted dead journal segments");
+        if self.disk.enabled() {
+            self.check_disk();
+        }
+        Ok(())
+    }
+
+    /// One pass of a compaction: re-appends the next live publish records of the victim to the head (with their
+    /// queue lists narrowed to the queues still holding them), at most `Tuning::compact_per_pass` bytes, and syncs.
+    /// Returns the compaction if there is more to do; when it is done the victim has no live messages left. The
+    /// index learns the new locations only after the sync, so a reader never looks up a copy that is still in the
+    /// write buffer.
+    fn compact(&mut self, mut c: Compaction) -> io::Result<Option<Compaction>> {
+        if !self.shared.index().has_segment(c.victim) {
+            return Ok(None);
+        }
+        let path = segment::path(&self.config.dir, c.victim);
         let file = self.fs.open(&path)?;
-        let mut reader = SegmentReader::new(file.as_ref())?;
-        let (mut copied, mut bytes) = (0u64, 0u64);
+        let HeaderState::Valid(framing) =
+            segment::check_header(file.as_ref(), c.victim).map_err(into_io)?
+        else {
+            error!(segment = %path.display(), "sealed journal segment has no valid header; compaction skipped");
+            return Ok(None);
+        };
+        let start = c.offset.unwrap_or_else(|| segment::data_start(framing));
+        let mut reader = SegmentReader::at(file.as_ref(), framing, start)?;
         let mut moved = Vec::new();
-        loop {
+        let mut pass = 0u64;
+        let done = loop {
+            if pass >= self.config.tuning.compact_per_pass {
+                break false;
+            }
             let (kind, id, part) = match reader.next_step()? {
-                Step::End => break,
+                Step::End => break true,
                 Step::Bad { offset, reason } => {
-                    error!(segment = %path.display(), offset, reason = %reason, "sealed journal segment is damaged; compaction skipped");
-                    break;
+                    error!(segment = %path.display(), offset, reason = %reason, "sealed journal segment is damaged; compaction stopped");
+                    break true;
                 }
-                Step::Record { payload, .. } => match record::decode_publish_head(payload) {
-                    Ok(Some(head)) if self.shared.index().location(head.id) == Some(victim) => {
-                        (head.kind, head.id, head.part.to_vec())
+                Step::Record {
+                    offset,
+                    len,
+                    payload,
+                } => {
+                    c.offset = Some(offset + len);
+                    match record::decode_publish_head(payload) {
+                        Ok(Some(head))
+                            if self.shared.index().location(head.id) == Some(c.victim) =>
+                        {
+                            (head.kind, head.id, head.part.to_vec())
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            error!(segment = %path.display(), error = %e, "undecodable record; compaction stopped");
+                            break true;
+                        }
                     }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        error!(segment = %path.display(), error = %e, "undecodable record; compaction skipped");
-                        break;
-                    }
-                },
+                }
+            };
+            let meta = match record::message_part_meta(kind, &part) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    error!(segment = %path.display(), error = %e, "undecodable message; compaction stopped");
+                    break true;
+                }
             };
             let queues = self.shared.index().live_queues(id).unwrap_or_default();
             let head = record::PublishHead {
@@ -586,63 +919,69 @@ impl Writer {
             let rec =
                 record::reencode_publish(&head, &queues).map_err(|e| io::Error::other(e.0))?;
             let len = rec.len() as u64;
-            let (segment, offset) = self.append(&rec)?;
+            let noted = Noted::Publish {
+                id,
+                queues: &queues,
+                meta: &meta,
+            };
+            let (segment, offset) = self.append_own(&rec, noted)?;
             moved.push((segment, offset, len, id, queues));
-            copied += 1;
-            bytes += len;
-        }
+            c.copied += 1;
+            c.bytes += len;
+            pass += len;
+        };
+        drop(reader);
+        drop(file);
         self.sync()?;
         let mut index = self.shared.index();
         for (segment, offset, len, id, queues) in moved {
             index.publish(segment, offset, len, id, &queues);
         }
         drop(index);
+        if !done {
+            return Ok(Some(c));
+        }
         info!(
-            segment = victim,
-            messages = copied,
-            bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            segment = c.victim,
+            messages = c.copied,
+            bytes = c.bytes,
+            elapsed_ms = c.started.elapsed().as_millis() as u64,
             "compacted journal segment"
         );
-        Ok(())
+        Ok(None)
     }
 
-    /// Flips the `blocked` watch when free space crosses the low-water mark.
+    /// Looks at the free disk space (see `disk`).
     fn check_disk(&mut self) {
-        if self.config.disk_low_water == 0 {
-            return;
-        }
-        match self.fs.available_space(&self.config.dir) {
-            Ok(free) => {
-                let low = free < self.config.disk_low_water;
-                let changed = self
-                    .shared
-                    .blocked_tx
-                    .send_if_modified(|b| std::mem::replace(b, low) != low);
-                if changed && low {
-                    warn!(
-                        free,
-                        low_water = self.config.disk_low_water,
-                        "disk free space below the low-water mark; blocking publishers"
-                    );
-                } else if changed {
-                    info!(
-                        free,
-                        low_water = self.config.disk_low_water,
-                        "disk free space back above the low-water mark"
-                    );
-                }
-            }
-            Err(e) => warn!(error = %e, "could not read free disk space"),
-        }
+        let queued = self.shared.inbox().bytes as u64;
+        self.disk.check(
+            self.fs.as_ref(),
+            &self.config.dir,
+            &self.shared.disk,
+            queued,
+            &self.shared.blocked_tx,
+        );
     }
 
-    /// Fails the journal for good; see the module docs.
+    /// Fails the journal for good; see the module docs. First leaves [`SYNC_FAILED_FILE`] behind (if the disk
+    /// still takes it), so that the next start rewrites the head rather than trust pages the kernel may have
+    /// marked clean after the failed write or sync; only then is the failure reported (a broker killed as soon
+    /// as it reports the failure still leaves the marker).
     fn fail(&mut self, e: &io::Error) {
         let reason = format!(
             "journal write or sync failed in segment {}: {e}; no further persistent writes are accepted",
             segment::file_name(self.head.number)
         );
+        let marker = self.config.dir.join(SYNC_FAILED_FILE);
+        let left = match self.fs.create(&marker) {
+            Ok(mut f) => f.sync_data(),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+        .and_then(|()| self.fs.sync_dir(&self.config.dir));
+        if let Err(e) = left {
+            warn!(error = %e, "could not leave the sync-failed marker for the next start");
+        }
         self.shared.fail(reason);
     }
 }
@@ -679,37 +1018,58 @@ fn into_io(e: StoreError) -> io::Error {
     }
 }
 
-/// Creates segment `number` with its header and checkpoint, synced together with its directory entry.
+/// Creates segment `number` with a fresh salt, its header and checkpoint, synced together with its directory
+/// entry. The index is locked only to take the checkpoint and to account for the new segment, never across the
+/// syncs (readers look locations up meanwhile).
 fn create_segment(
     fs: &dyn StoreFs,
     config: &WriterConfig,
-    index: &mut Index,
+    shared: &Shared,
     number: u64,
     doomed: &[u64],
 ) -> Result<Head, StoreError> {
-    let checkpoint = Checkpoint {
-        next_id: index.next_id(),
-        segments: index
-            .segment_numbers()
-            .into_iter()
-            .filter(|n| !doomed.contains(n))
-            .collect(),
-        definitions: index.definitions(),
+    let checkpoint = {
+        let index = shared.index();
+        Checkpoint {
+            next_id: index.next_id(),
+            segments: index
+                .segment_numbers()
+                .into_iter()
+                .filter(|n| !doomed.contains(n))
+                .collect(),
+            definitions: index.definitions(),
+        }
     };
     let cp = record::encode_checkpoint(&checkpoint).map_err(|e| StoreError::Failed(e.0))?;
+    let salt: u64 = rand::random();
+    let framing = Framing::v2(number, salt);
     let mut bytes = Vec::with_capacity(segment::HEADER_LEN as usize + cp.len());
-    bytes.extend_from_slice(&segment::header(number));
+    bytes.extend_from_slice(&segment::header(number, salt));
     bytes.extend_from_slice(&cp);
-    let mut file = fs.create(&segment::path(&config.dir, number))?;
-    file.write_all(&bytes)?;
-    file.sync_data()?;
-    fs.sync_dir(&config.dir)?;
+    framing.seal(&mut bytes[segment::HEADER_LEN as usize..], 0);
+    let path = segment::path(&config.dir, number);
+    let mut file = fs.create(&path)?;
+    let written = file
+        .write_all(&bytes)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| fs.sync_dir(&config.dir));
+    if let Err(e) = written {
+        // Leave no half-made segment behind (a read-only journal tries again with the same number).
+        drop(file);
+        let _ = fs.remove(&path);
+        return Err(e.into());
+    }
     let size = bytes.len() as u64;
-    index.add_segment(number, size);
+    shared.index().add_segment(number, size);
+    let mut summary = SummaryBuilder::default();
+    summary.other(cp.len() as u64, &cp[FRAME_HEADER..]);
     Ok(Head {
         number,
         file,
+        framing,
         size,
+        synced: size,
         base: size,
+        summary,
     })
 }
