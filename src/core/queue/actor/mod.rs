@@ -25,6 +25,17 @@
 //! delivery. Drop-head overflow dead-letters a paged message after reading it in the actor (the queue must
 //! shrink at once). Purge settles paged messages without reading them. The memory gauge counts loaded bodies
 //! only.
+//!
+//! Files: this one owns the state, the loop and the commands; `dispatch` hands messages to consumers, `paging`
+//! reads paged bodies back, `dead_letter` makes dead-lettered copies, `timers` expiry and idle deadlines.
+
+mod dead_letter;
+mod dispatch;
+mod paging;
+mod timers;
+
+use self::paging::load;
+use self::timers::sleep_until;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -339,19 +350,6 @@ impl Actor {
         }
     }
 
-    /// When a message entering now expires: the queue's TTL from now, or the message's own deadline (ms since
-    /// the Unix epoch), whichever comes first.
-    fn expiry_of(&self, per_message_at_ms: Option<u64>) -> Option<Instant> {
-        let now = Instant::now();
-        let queue = self.me.args.message_ttl.map(|ttl| now + ttl);
-        let message =
-            per_message_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(now_ms())));
-        match (queue, message) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     fn enqueue(&mut self, message: Arc<Message>, store_id: Option<MsgId>) -> Enqueued {
         let size = message.body.len() as u64;
         let me = self.me.clone();
@@ -438,26 +436,6 @@ impl Actor {
         }
         if self.consumers.is_empty() && self.had_consumers && self.me.auto_delete {
             self.self_delete("auto-delete: last consumer gone");
-        }
-    }
-
-    /// Answers waiting gets in order: each takes the next message, or learns the queue is empty. Stops at the
-    /// first that must wait for a read.
-    fn serve_gets(&mut self) {
-        while let Some(get) = self.gets.pop_front() {
-            if get.reply.is_closed() {
-                continue; // the asker went away: leave the message for someone else
-            }
-            if self.ready_count == 0 {
-                let _ = get.reply.send(None);
-                continue;
-            }
-            let Some((entry, message)) = self.pop_ready() else {
-                self.gets.push_front(get);
-                return;
-            };
-            let delivery = self.get(entry, message, get.no_ack, get.lease);
-            let _ = get.reply.send(Some(delivery));
         }
     }
 
@@ -699,112 +677,6 @@ impl Actor {
 
     // ---- read-ahead ----
 
-    /// Whether an expired message must be read back before it leaves (to be dead-lettered with its body).
-    fn expiry_needs_body(&self) -> bool {
-        self.me.args.dead_letter_exchange.is_some()
-    }
-
-    /// Starts reading the next paged bodies back if none are in flight and a level needs them: first the level
-    /// consumers are served from when its head is empty, then a level whose next message expired and waits for
-    /// its body to be dead-lettered, then the consumers' level when its head is low.
-    fn read_ahead(&mut self, now: Instant) {
-        if self.reading.is_some() {
-            return;
-        }
-        let wanted = !self.consumers.is_empty() || !self.gets.is_empty();
-        let top = self.top_level().filter(|_| wanted);
-        let needs_body = self.expiry_needs_body();
-        let level = top
-            .filter(|l| self.levels[*l].waits_for_read())
-            .or_else(|| {
-                (0..self.levels.len()).rev().find(|l| {
-                    let level = &self.levels[*l];
-                    needs_body
-                        && level.waits_for_read()
-                        && level.front_deadline().is_some_and(|t| t <= now)
-                })
-            })
-            .or_else(|| {
-                top.filter(|l| {
-                    let level = &self.levels[*l];
-                    !level.tail().is_empty()
-                        && level.head_len() < READ_LOW_MESSAGES
-                        && level.head_bytes() < READ_LOW_BYTES
-                })
-            });
-        let Some(level) = level else {
-            return;
-        };
-        // Within the budget; a level with nothing loaded gets a small batch even when others hold it all.
-        let room = PAGE_BUDGET_MESSAGES.saturating_sub(self.loaded);
-        let room_bytes = PAGE_BUDGET_BYTES.saturating_sub(self.loaded_bytes);
-        let starved = self.levels[level].head_len() == 0;
-        let max_messages = if starved {
-            room.max(READ_STARVED_MESSAGES)
-        } else if room_bytes == 0 {
-            0
-        } else {
-            room
-        }
-        .min(READ_BATCH_MESSAGES);
-        let asked = self.levels[level]
-            .tail()
-            .paged_front(max_messages, room_bytes.min(READ_BATCH_BYTES));
-        if asked.is_empty() {
-            return;
-        }
-        let (tx, rx) = oneshot::channel();
-        let store = self.store.clone();
-        let ids = asked.clone();
-        tokio::task::spawn_blocking(move || {
-            let results: ReadResults = ids
-                .into_iter()
-                .map(|(tag, id)| (tag, read_message(store.as_ref(), id)))
-                .collect();
-            let _ = tx.send(results);
-        });
-        self.reading = Some(Reading { level, asked, rx });
-    }
-
-    /// A read-ahead batch came back: each body joins its level's head, if its message is still first in the
-    /// tail (it may have expired, been dropped or purged meanwhile). A message that could not be read is
-    /// dropped from the queue, not settled: it comes back after a restart.
-    fn on_read(&mut self, done: Result<ReadResults, oneshot::error::RecvError>) {
-        let Some(reading) = self.reading.take() else {
-            return;
-        };
-        let results = done.unwrap_or_else(|_| {
-            let why = || StoreError::Failed("the read-ahead task ended without an answer".into());
-            reading
-                .asked
-                .iter()
-                .map(|(tag, _)| (*tag, Err(why())))
-                .collect()
-        });
-        let level = reading.level;
-        for (tag, result) in results {
-            match result {
-                Ok(message) => {
-                    let Some(entry) = self.levels[level].loaded_read(tag, Arc::new(message)) else {
-                        continue;
-                    };
-                    let (cost, size) = (entry.cost(), u64::from(entry.size));
-                    self.memory.add(cost);
-                    self.loaded += 1;
-                    self.loaded_bytes += size;
-                }
-                Err(e) => {
-                    let Some(entry) = self.levels[level].drop_unreadable(tag) else {
-                        continue;
-                    };
-                    self.count_out(&entry);
-                    error!(queue = %self.me.name, vhost = %self.me.vhost, id = ?entry.store_id.get(),
-                        error = %e, "paged message could not be read back; dropped from the queue until the next restart");
-                }
-            }
-        }
-    }
-
     // ---- settlement ----
 
     /// A message leaves the queue for good: its settlement is journaled and its memory released.
@@ -821,185 +693,9 @@ impl Actor {
         self.retire(&entry);
     }
 
-    /// The message leaves this queue for its dead-letter exchange (or is dropped when there is none). The copy
-    /// is journaled before the original is settled, so a crash between the two brings the original back rather
-    /// than losing both.
-    fn dead_letter(&mut self, mut entry: Entry, reason: DeathReason) {
-        let dlx = self.me.args.dead_letter_exchange.clone();
-        let Some((dlx, vhost)) = dlx.zip(self.vhost.upgrade()) else {
-            self.retire(&entry);
-            return;
-        };
-        // A paged body is read back before the settlement lets the store forget it.
-        if !load(self.store.as_ref(), &self.memory, &self.me, &mut entry) {
-            return;
-        }
-        let Some(original) = entry.message.clone() else {
-            self.retire(&entry);
-            return;
-        };
-        let message = dead_lettered(&original, &self.me, &dlx, reason);
-        let mut targets = vhost.route(&dlx, &message);
-        // A queue the message already died in, with no rejection since, would cycle it forever: skip it.
-        targets.retain(|q| !is_cycle(&q.name, &message.annotations.deaths));
-        vhost.enqueue_detached(Arc::new(message), &targets);
-        self.retire(&entry);
-    }
-
     // ---- delivery ----
 
-    fn deliver(&mut self) {
-        if self.consumers.is_empty() {
-            return;
-        }
-        let mut blocked: Vec<ConsumerKey> = Vec::new();
-        while self.ready_count > 0 {
-            let Some(index) = self.pick_consumer(&mut blocked) else {
-                break;
-            };
-            let Some((entry, message)) = self.pop_ready() else {
-                // Nothing readable was left: give back the channel credit the pick took.
-                let spec = &self.consumers[index].spec;
-                if let Some(limit) = spec.channel_limit.as_ref().filter(|_| !spec.no_ack) {
-                    limit.release(1);
-                }
-                break;
-            };
-            self.hand_to(index, entry, message);
-        }
-    }
-
-    fn pick_consumer(&mut self, blocked: &mut Vec<ConsumerKey>) -> Option<usize> {
-        loop {
-            let eligible = |c: &Consumer| c.has_credit() && !blocked.contains(&c.spec.key);
-            let n = self.consumers.len();
-            let index = if self.me.args.single_active_consumer {
-                eligible(&self.consumers[0]).then_some(0)?
-            } else {
-                let best = self
-                    .consumers
-                    .iter()
-                    .filter(|c| eligible(c))
-                    .map(|c| c.spec.priority)
-                    .max()?;
-                (0..n).map(|i| (self.rr + i) % n).find(|&i| {
-                    eligible(&self.consumers[i]) && self.consumers[i].spec.priority == best
-                })?
-            };
-            let consumer = &self.consumers[index];
-            let channel_ok = consumer.spec.no_ack
-                || consumer
-                    .spec
-                    .channel_limit
-                    .as_ref()
-                    .is_none_or(|l| l.try_acquire());
-            if channel_ok {
-                self.rr = index + 1;
-                return Some(index);
-            }
-            blocked.push(consumer.spec.key);
-        }
-    }
-
-    fn hand_to(&mut self, index: usize, entry: Entry, message: Arc<Message>) {
-        let consumer = &mut self.consumers[index];
-        let delivery = Delivery {
-            consumer: consumer.spec.key,
-            queue: self.me.clone(),
-            tag: entry.tag,
-            message,
-            redelivered: entry.redelivered,
-            remaining: 0,
-        };
-        let key = consumer.spec.key;
-        let no_ack = consumer.spec.no_ack;
-        let limit = if no_ack {
-            None
-        } else {
-            consumer.spec.channel_limit.clone()
-        };
-        if consumer
-            .spec
-            .sink
-            .send(SinkEvent::Deliver(delivery))
-            .is_err()
-        {
-            if let Some(limit) = limit {
-                limit.release(1);
-            }
-            self.requeue(entry);
-            self.remove_consumer(key, true);
-            return;
-        }
-        consumer.unwritten += 1;
-        if no_ack {
-            self.drop_entry(entry);
-        } else {
-            consumer.unacked += 1;
-            self.outstanding.insert(
-                entry.tag,
-                Outstanding {
-                    entry,
-                    holder: Some(key),
-                    lease_until: None,
-                    channel_limit: limit,
-                },
-            );
-        }
-    }
-
     // ---- timers ----
-
-    /// The next timer: the first expiry at the front of a level (except one already due that waits for its
-    /// body: the read wakes the actor), the first lease, the idle deadline.
-    fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let needs_body = self.expiry_needs_body();
-        let heads = self.levels.iter().filter_map(|l| {
-            let t = l.front_deadline()?;
-            let waiting = needs_body && l.waits_for_read() && t <= now;
-            (!waiting).then_some(t)
-        });
-        let lease = self.leases.first().map(|(t, _)| *t);
-        let idle = match (self.me.args.expires, self.consumers.is_empty()) {
-            (Some(d), true) => Some(self.last_used + d),
-            _ => None,
-        };
-        heads.chain(lease).chain(idle).min()
-    }
-
-    fn on_timers(&mut self, now: Instant) {
-        let needs_body = self.expiry_needs_body();
-        for level in 0..self.levels.len() {
-            while self.levels[level]
-                .front_deadline()
-                .is_some_and(|t| t <= now)
-            {
-                if needs_body && self.levels[level].waits_for_read() {
-                    break; // dead-lettered once its body is back (see `read_ahead`)
-                }
-                let Some(entry) = self.levels[level].pop_front() else {
-                    break;
-                };
-                self.count_out(&entry);
-                self.dead_letter(entry, DeathReason::Expired);
-            }
-        }
-        while let Some(&(until, tag)) = self.leases.first() {
-            if until > now {
-                break;
-            }
-            self.leases.pop_first();
-            if let Some(out) = self.outstanding.remove(&tag) {
-                self.requeue(out.entry);
-            }
-        }
-        if let Some(d) = self.me.args.expires
-            && self.consumers.is_empty()
-            && now >= self.last_used + d
-        {
-            self.self_delete("x-expires: unused");
-        }
-    }
 }
 
 /// Waits for the read-ahead batch in flight; never resolves when there is none.
@@ -1010,103 +706,4 @@ async fn read_done(
         Some(r) => (&mut r.rx).await,
         None => std::future::pending().await,
     }
-}
-
-/// Reads a paged entry's body back from the store (counting it in the memory gauge); true if it is loaded.
-fn load(store: &dyn Store, memory: &MemoryGauge, queue: &QueueHandle, entry: &mut Entry) -> bool {
-    if entry.message.is_some() {
-        return true;
-    }
-    let Some(id) = entry.store_id.get() else {
-        return false;
-    };
-    match read_message(store, id) {
-        Ok(message) => {
-            entry.message = Some(Arc::new(message));
-            memory.add(entry.cost());
-            true
-        }
-        Err(e) => {
-            error!(queue = %queue.name, vhost = %queue.vhost, id, error = %e, "could not read a paged message back");
-            false
-        }
-    }
-}
-
-/// Reads a paged message back and decodes it (blocking: file I/O).
-fn read_message(store: &dyn Store, id: MsgId) -> Result<Message, StoreError> {
-    let stored = store.read(id)?;
-    persist::restore(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The copy of `original` that goes to the dead-letter exchange: RabbitMQ's death bookkeeping (one entry per
-/// queue and reason, most recent first, with a count; first and last death sites) in the annotations, and the
-/// per-message TTL removed (kept in the death entry as the original expiration).
-fn dead_lettered(
-    original: &Message,
-    queue: &QueueHandle,
-    dlx: &str,
-    reason: DeathReason,
-) -> Message {
-    let mut message = original.clone();
-    let routing_key = queue
-        .args
-        .dead_letter_routing_key
-        .clone()
-        .unwrap_or_else(|| original.routing_key.clone());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let expiry = message.properties_mut().expiry.take();
-    let a = &mut message.annotations;
-    let previous = a
-        .deaths
-        .iter()
-        .position(|d| d.queue == queue.name && d.reason == reason)
-        .map(|i| a.deaths.remove(i));
-    let count = previous.as_ref().map_or(0, |d| d.count) + 1;
-    a.deaths.insert(
-        0,
-        Death {
-            queue: queue.name.clone(),
-            reason,
-            exchange: original.exchange.clone(),
-            routing_keys: vec![original.routing_key.clone()],
-            count,
-            time: now,
-            original_expiration_ms: expiry.map(|e| e.ttl_ms),
-        },
-    );
-    let site = DeathSite {
-        queue: queue.name.clone(),
-        reason,
-        exchange: original.exchange.clone(),
-    };
-    a.first_death.get_or_insert_with(|| site.clone());
-    a.last_death = Some(site);
-    message.exchange = dlx.to_string();
-    message.routing_key = routing_key;
-    message
-}
-
-/// Whether dead-lettering a message with `deaths` (the latest first) into `target` closes a cycle: it died in
-/// `target` before and was never rejected since (RabbitMQ's rule; a rejection means a consumer saw it, so a
-/// cycle through a rejection is the application's choice).
-fn is_cycle(target: &str, deaths: &[Death]) -> bool {
-    for d in deaths {
-        if d.reason == DeathReason::Rejected {
-            return false;
-        }
-        if d.queue == target {
-            return true;
-        }
-    }
-    false
 }

@@ -1,0 +1,77 @@
+//! Timers: when a message expires (queue TTL from enqueue, the message's own deadline), the next wake-up
+//! (first expiry, first lease, the idle deadline of `x-expires`) and what happens when it comes.
+
+use super::*;
+
+impl Actor {
+    /// When a message entering now expires: the queue's TTL from now, or the message's own deadline (ms since
+    /// the Unix epoch), whichever comes first.
+    pub(super) fn expiry_of(&self, per_message_at_ms: Option<u64>) -> Option<Instant> {
+        let now = Instant::now();
+        let queue = self.me.args.message_ttl.map(|ttl| now + ttl);
+        let message =
+            per_message_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(now_ms())));
+        match (queue, message) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next timer: the first expiry at the front of a level (except one already due that waits for its
+    /// body: the read wakes the actor), the first lease, the idle deadline.
+    pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let needs_body = self.expiry_needs_body();
+        let heads = self.levels.iter().filter_map(|l| {
+            let t = l.front_deadline()?;
+            let waiting = needs_body && l.waits_for_read() && t <= now;
+            (!waiting).then_some(t)
+        });
+        let lease = self.leases.first().map(|(t, _)| *t);
+        let idle = match (self.me.args.expires, self.consumers.is_empty()) {
+            (Some(d), true) => Some(self.last_used + d),
+            _ => None,
+        };
+        heads.chain(lease).chain(idle).min()
+    }
+
+    pub(super) fn on_timers(&mut self, now: Instant) {
+        let needs_body = self.expiry_needs_body();
+        for level in 0..self.levels.len() {
+            while self.levels[level]
+                .front_deadline()
+                .is_some_and(|t| t <= now)
+            {
+                if needs_body && self.levels[level].waits_for_read() {
+                    break; // dead-lettered once its body is back (see `read_ahead`)
+                }
+                let Some(entry) = self.levels[level].pop_front() else {
+                    break;
+                };
+                self.count_out(&entry);
+                self.dead_letter(entry, DeathReason::Expired);
+            }
+        }
+        while let Some(&(until, tag)) = self.leases.first() {
+            if until > now {
+                break;
+            }
+            self.leases.pop_first();
+            if let Some(out) = self.outstanding.remove(&tag) {
+                self.requeue(out.entry);
+            }
+        }
+        if let Some(d) = self.me.args.expires
+            && self.consumers.is_empty()
+            && now >= self.last_used + d
+        {
+            self.self_delete("x-expires: unused");
+        }
+    }
+}
+
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
