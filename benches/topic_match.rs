@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ferrymq::core::topic::TopicTrie;
+use ferrymq::core::TopicTrie;
 
 /// Each case runs for about this long (at least one route).
 const BUDGET: Duration = Duration::from_millis(500);

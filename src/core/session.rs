@@ -107,7 +107,7 @@ impl Session {
         }
     }
 
-    pub fn vhost(&self) -> &Arc<VHost> {
+    pub(crate) fn vhost(&self) -> &Arc<VHost> {
         &self.vhost
     }
 

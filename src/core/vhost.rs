@@ -92,7 +92,8 @@ impl VHost {
         let exchanges = PREDECLARED
             .iter()
             .map(|(n, k)| {
-                let ex = Exchange::new((*n).to_owned(), *k, true, false, false, Headers::default());
+                let ex =
+                    Exchange::new((*n).to_owned(), *k, true, false, false, &Headers::default());
                 ((*n).to_owned(), Arc::new(ex))
             })
             .collect();
@@ -215,7 +216,7 @@ impl VHost {
             spec.durable,
             spec.auto_delete,
             spec.internal,
-            spec.arguments,
+            &spec.arguments,
         );
         exchanges.insert(spec.name, Arc::new(exchange));
         drop(exchanges);
