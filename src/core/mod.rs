@@ -30,8 +30,8 @@ use tracing::{info, warn};
 
 pub use crate::store::DestinationKind;
 use crate::store::{Definition, Format, Recovered, Store};
-pub use auth::{Access, Permission, User, Users};
-pub use error::{CoreError, Entity, ErrorClass};
+pub use auth::{Permission, User, Users};
+pub use error::{Access, CoreError, Entity, ErrorClass};
 pub use memory::MemoryGauge;
 pub use message::Message;
 pub use persist::{LegacyReader, register_legacy_reader};
@@ -42,9 +42,9 @@ pub use queue::{
     ChannelLimit, ConsumerSink, ConsumerSpec, Delivery, QueueHandle, QueueStats, Settle, SinkEvent,
 };
 pub use queue::{ConnId, ConsumerKey};
-pub use session::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
+pub use session::{AutoDelete, Durability, Ownership, QueueOptions, Session};
 pub use topic::TopicTrie;
-pub use vhost::ExchangeSpec;
+pub use vhost::{BindOp, ExchangeSpec};
 use vhost::{BindingSpec, Journal, QueueSpec, VHost};
 
 /// The vhost every broker has.
