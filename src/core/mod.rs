@@ -1,6 +1,6 @@
 //! The broker core: vhosts, exchanges, queues, bindings, routing, consumers, users and permissions. Knows no
 //! socket, no protocol name and no HTTP; every front end maps onto it through a [`Session`]
-//! (ARCHITECTURE.md §2). This module owns the [`Broker`] handle: start-up (recovery from the store), login,
+//! (docs/ARCHITECTURE.md §2-3). This module owns the [`Broker`] handle: start-up (recovery from the store), login,
 //! and identifiers shared by every front end.
 
 mod auth;

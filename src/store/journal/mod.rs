@@ -1,4 +1,4 @@
-//! The durable store: an append-only journal of segment files with group commit (ARCHITECTURE.md §5).
+//! The durable store: an append-only journal of segment files with group commit (the durability contract, shared design §5).
 //!
 //! [`open`] recovers whatever the data directory holds (verifying every record, cutting a torn tail), starts a
 //! fresh head segment, and starts the writer thread; the [`JournalStore`] it returns implements
