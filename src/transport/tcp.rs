@@ -313,7 +313,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn echo(mut stream: ClientStream, _peer: SocketAddr, mut admission: Admission) {
-        if admission.establish().is_err() {
+        if admission.establish("guest", "/").is_err() {
             return;
         }
         let mut buf = [0u8; 64];
@@ -337,6 +337,7 @@ mod tests {
                     max_handshakes: limit,
                     handshake_timeout: Duration::from_secs(5),
                 },
+                Arc::default(),
             )),
         };
         let lifecycle = Lifecycle::new();
