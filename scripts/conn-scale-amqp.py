@@ -12,14 +12,12 @@ import asyncio
 import json
 import multiprocessing as mp
 import resource
-import struct
 import sys
 import time
 
 import pika
 
-HEADER = b"AMQP\x00\x00\x09\x01"
-
+import amqp_raw
 
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as status:
@@ -29,52 +27,9 @@ def rss_mb(pid):
     return -1.0
 
 
-def method_frame(class_id, method_id, args):
-    payload = struct.pack(">HH", class_id, method_id) + args
-    return struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce"
-
-
-def shortstr(s):
-    return bytes([len(s)]) + s
-
-
-def longstr(b):
-    return struct.pack(">I", len(b)) + b
-
-
-START_OK = method_frame(10, 11, struct.pack(">I", 0) + shortstr(b"PLAIN") + longstr(b"\0guest\0guest")
-                        + shortstr(b"en_US"))
-OPEN = method_frame(10, 40, shortstr(b"/") + shortstr(b"") + b"\x00")
-
-
-async def read_frame(reader):
-    kind, _channel, size = struct.unpack(">BHI", await reader.readexactly(7))
-    payload = await reader.readexactly(size + 1)
-    return kind, payload[:-1]
-
-
-async def read_method(reader, want):
-    while True:
-        kind, payload = await read_frame(reader)
-        if kind != 1:
-            continue
-        got = struct.unpack(">HH", payload[:4])
-        if got == want:
-            return payload
-        raise RuntimeError(f"expected {want}, got {got}")
-
-
 async def open_connection(port, source, held):
     """Handshake (PLAIN guest, heartbeat 0) and keep the socket open."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    writer.write(HEADER)
-    await read_method(reader, (10, 10))
-    writer.write(START_OK)
-    tune = await read_method(reader, (10, 30))
-    channel_max, frame_max, _heartbeat = struct.unpack(">HIH", tune[4:12])
-    writer.write(method_frame(10, 31, struct.pack(">HIH", channel_max, frame_max, 0)))
-    writer.write(OPEN)
-    await read_method(reader, (10, 41))
+    _reader, writer = await amqp_raw.connect(port, source)
     held.append(writer)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak one AMQP broker: publishers at full speed (persistent, confirmed), consumers ten times slower.
+"""Soak one AMQP broker: publishers at full speed (persistent, confirms pipelined), consumers ten times slower.
 
 Runs for --seconds (default 600) against amqp://guest:guest@127.0.0.1:PORT, then prints one JSON summary
 line on stdout; progress and a sample every --every seconds go to stderr, and the samples to --csv if given.
@@ -16,13 +16,18 @@ Used by scripts/soak-amqp.sh, which starts the brokers; see there.
 """
 
 import argparse
+import asyncio
+import collections
 import json
 import multiprocessing as mp
 import os
+import struct
 import sys
 import time
 
 import pika
+
+import amqp_raw
 
 QUEUE = "soak"
 
@@ -44,36 +49,76 @@ def rss_mb(pid):
     return -1.0
 
 
-def publisher(port, stop_at, body, counters):
-    """Publish persistent messages with confirms as fast as the broker acks them."""
-    conn = pika.BlockingConnection(params(port))
-    blocked_since = [None]
+def publisher(port, stop_at, body, counters, window):
+    """Publish persistent messages with confirms at full speed: `window` unconfirmed at most."""
+    asyncio.run(publish_at_full_speed(port, stop_at, body, counters, window))
 
-    def on_blocked(_conn, _frame):
-        blocked_since[0] = time.monotonic()
 
-    def on_unblocked(_conn, _frame):
-        if blocked_since[0] is not None:
-            with counters["blocked_ms"].get_lock():
-                counters["blocked_ms"].value += int((time.monotonic() - blocked_since[0]) * 1000)
-            blocked_since[0] = None
+async def publish_at_full_speed(port, stop_at, body, counters, window):
+    reader, writer = await amqp_raw.connect(port)
+    await amqp_raw.open_confirm_channel(reader, writer)
+    message = amqp_raw.persistent_publish(QUEUE.encode(), body)
+    outstanding = collections.deque()  # delivery tags in publish order
+    settled = set()  # settled out of order, not yet at the front
+    room = asyncio.Event()
+    room.set()
+    blocked_since = None
 
-    conn.add_on_connection_blocked_callback(on_blocked)
-    conn.add_on_connection_unblocked_callback(on_unblocked)
-    ch = conn.channel()
-    ch.confirm_delivery()
-    props = pika.BasicProperties(delivery_mode=2)
-    while time.monotonic() < stop_at:
-        try:
-            ch.basic_publish("", QUEUE, body, props)
-            name = "acked"
-        except pika.exceptions.NackError:
-            name = "nacked"
+    def settle(tag, multiple, name):
+        count = 0
+        if multiple:
+            while outstanding and outstanding[0] <= tag:
+                settled.discard(outstanding.popleft())
+                count += 1
+        else:
+            settled.add(tag)
+            while outstanding and outstanding[0] in settled:
+                settled.discard(outstanding.popleft())
+                count += 1
         with counters[name].get_lock():
-            counters[name].value += 1
-    if blocked_since[0] is not None:
-        on_unblocked(None, None)
-    conn.close()
+            counters[name].value += count
+        if len(outstanding) < window:
+            room.set()
+
+    async def read_confirms():
+        nonlocal blocked_since
+        while True:
+            kind, _channel, payload = await amqp_raw.read_frame(reader)
+            if kind != 1:
+                continue
+            class_method = struct.unpack(">HH", payload[:4])
+            if class_method in ((60, 80), (60, 120)):  # basic.ack, basic.nack
+                tag, bits = struct.unpack(">QB", payload[4:13])
+                settle(tag, bits & 1, "acked" if class_method == (60, 80) else "nacked")
+            elif class_method == (10, 60):  # connection.blocked
+                blocked_since = time.monotonic()
+            elif class_method == (10, 61) and blocked_since is not None:  # connection.unblocked
+                with counters["blocked_ms"].get_lock():
+                    counters["blocked_ms"].value += int((time.monotonic() - blocked_since) * 1000)
+                blocked_since = None
+            elif class_method[0] in (10, 20):
+                raise RuntimeError(f"closed by the broker: {payload[4:120]!r}")
+
+    confirms = asyncio.create_task(read_confirms())
+    tag = 0
+    while time.monotonic() < stop_at and not confirms.done():
+        await room.wait()
+        batch = min(64, window - len(outstanding))
+        for _ in range(batch):
+            tag += 1
+            outstanding.append(tag)
+        writer.write(message * batch)
+        if len(outstanding) >= window:
+            room.clear()
+        await writer.drain()
+    deadline = time.monotonic() + 30
+    while outstanding and time.monotonic() < deadline and not confirms.done():
+        await asyncio.sleep(0.05)
+    if blocked_since is not None:
+        with counters["blocked_ms"].get_lock():
+            counters["blocked_ms"].value += int((time.monotonic() - blocked_since) * 1000)
+    confirms.cancel()
+    writer.close()
 
 
 def consumer(port, stop_at, counters, slowdown):
@@ -116,6 +161,7 @@ def main():
     ap.add_argument("--consumers", type=int, default=1)
     ap.add_argument("--size", type=int, default=1024, help="body bytes")
     ap.add_argument("--slowdown", type=float, default=10.0, help="consumers this many times slower")
+    ap.add_argument("--window", type=int, default=1000, help="unconfirmed publishes per publisher")
     ap.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--csv", help="append the samples to this file")
     args = ap.parse_args()
@@ -130,7 +176,7 @@ def main():
     stop_at = started + args.seconds
     body = os.urandom(args.size)
     workers = [
-        mp.Process(target=publisher, args=(args.port, stop_at, body, counters))
+        mp.Process(target=publisher, args=(args.port, stop_at, body, counters, args.window))
         for _ in range(args.publishers)
     ] + [
         mp.Process(target=consumer, args=(args.port, stop_at, counters, args.slowdown))
