@@ -277,14 +277,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     .during(10, 40),
             );
         };
-        self.admission.establish().map_err(|e| {
-            // RabbitMQ's words for its node-wide connection_max.
-            let text = format!(
-                "connection refused: node connection limit ({}) is reached",
-                e.limit
-            );
-            AmqpError::connection(code::NOT_ALLOWED, text).during(10, 40)
-        })?;
+        // Node-wide, vhost and user connection limits, refused in RabbitMQ's words.
+        self.admission
+            .establish(&user.name, &open.virtual_host)
+            .map_err(|e| AmqpError::connection(code::NOT_ALLOWED, e.to_string()).during(10, 40))?;
         let session = self
             .ctx
             .broker
