@@ -50,7 +50,7 @@ use tracing::{error, info, warn};
 
 use super::fs::{SegmentFile, StoreFs};
 use super::idmap::IdMap;
-use super::index::Index;
+use super::index::{Index, UNREADABLE_OFFSET};
 use super::reader::RecordReader;
 use super::record::PublishMeta;
 use super::record::{self, Record};
@@ -173,7 +173,9 @@ impl Replay {
     fn publish(&mut self, p: Published<'_>, queues: Vec<u32>) -> Result<(), StoreError> {
         self.records += 1;
         self.index.grow(p.segment, p.len);
-        self.unreadable.remove(&p.id);
+        if !self.unreadable.is_empty() {
+            self.unreadable.remove(&p.id);
+        }
         if !self
             .index
             .publish_interned(p.segment, p.offset, p.len, p.id, queues)
@@ -182,7 +184,7 @@ impl Replay {
             return Ok(());
         }
         self.messages.insert(p.id, Meta::new(&p.meta, self.now_ms));
-        if self.index.locate(p.id).is_none() {
+        if p.offset >= u64::from(UNREADABLE_OFFSET) {
             // Beyond the offsets the index keeps: only a full decode keeps this message.
             let message = p
                 .payload
@@ -672,6 +674,25 @@ impl SegmentScan<'_> {
         Ok(bad.offset)
     }
 
+    /// A publish record of this segment.
+    fn published<'p>(
+        &self,
+        offset: u64,
+        len: u64,
+        id: MsgId,
+        meta: PublishMeta,
+        payload: Option<&'p [u8]>,
+    ) -> Published<'p> {
+        Published {
+            segment: self.number,
+            offset,
+            len,
+            id,
+            meta,
+            payload,
+        }
+    }
+
     /// Replays one scanned record: a publish from its head and properties only (its body is not copied), any
     /// other record decoded in full.
     fn replay_record(
@@ -683,14 +704,7 @@ impl SegmentScan<'_> {
     ) -> Result<Result<(), StoreError>, record::DecodeError> {
         if let Some((id, queues, meta)) = record::decode_publish_meta(payload)? {
             let queues = queues.iter().map(|q| replay.index.intern(q)).collect();
-            let published = Published {
-                segment: self.number,
-                offset,
-                len,
-                id,
-                meta,
-                payload: Some(payload),
-            };
+            let published = self.published(offset, len, id, meta, Some(payload));
             return Ok(replay.publish(published, queues));
         }
         let record = record::decode(payload)?;
@@ -729,15 +743,7 @@ impl SegmentScan<'_> {
                         .map(|q| numbers.get(*q as usize).copied())
                         .collect::<Option<Vec<u32>>>()
                         .ok_or_else(|| corrupt(record::DecodeError("queue index".into())))?;
-                    let published = Published {
-                        segment: self.number,
-                        offset,
-                        len,
-                        id,
-                        meta,
-                        payload: None,
-                    };
-                    replay.publish(published, interned)?;
+                    replay.publish(self.published(offset, len, id, meta, None), interned)?;
                     offset += len;
                 }
                 Entry::Other { len, payload } => {

@@ -13,18 +13,30 @@
 //! Failure. Any write or sync error fails the journal for good: the inbox refuses further appends with
 //! [`StoreError::Failed`], the watch channel reports `failed` with `synced` left where the last successful sync
 //! put it, and the thread stops. Nothing is retried: after a failed `fdatasync` the kernel may have dropped the
-//! dirty pages, so a second attempt that "succeeds" proves nothing.
+//! dirty pages, so a second attempt that "succeeds" proves nothing. Before it reports the failure, the writer
+//! leaves a marker file (`recovery::SYNC_FAILED_FILE`) so that the next start rewrites the head instead of
+//! trusting its cached pages.
 //!
-//! Segments. A new segment is created when the head would exceed the configured size: the old head is synced
-//! first (so every segment but the last is complete on disk), and the new one starts with its header and a
-//! checkpoint record (all definitions in force, the next message id, the segments that exist), synced with
-//! its directory entry before anything is written after it. That is what lets old segments be deleted as
-//! soon as their messages are settled: they never hold the only copy of a definition.
+//! Frames. The writer seals every record's frame as it copies it into the write buffer: the offset at which the
+//! current write batch began (the head's synced length) and the checksum seeded with the head's number and salt
+//! (see `record`). That is what lets recovery tell a torn last batch from damage to synced data.
 //!
-//! Space. Every ~100 ms between batches the writer deletes segments the [`Index`] reports deletable (a
-//! deletion record is synced first, then the file is removed and the directory synced) and compacts at most one
-//! mostly dead segment by re-appending its live publish records to the head. Every second it compares the free
-//! space with the low-water mark and flips the `blocked` watch.
+//! Segments. A new segment is created when the head would exceed the configured size: the old head is sealed
+//! with its summary (see `summary`) and synced first (so every segment but the last is complete on disk), and
+//! the new one starts with its header (a fresh random salt) and a checkpoint record (all definitions in force,
+//! the next message id, the segments that exist), synced with its directory entry before anything is written
+//! after it. That is what lets old segments be deleted as soon as their messages are settled: they never hold
+//! the only copy of a definition. The index is locked only to take the checkpoint, never across the syncs. A
+//! clean close seals the head too, so a restart after it reads summaries only.
+//!
+//! Space. Every ~100 ms between batches the writer deletes every segment the [`Index`] reports deletable, the
+//! whole transitive set at once (deletion records synced first, then the files removed in dependency order,
+//! then one directory sync), and goes on with a compaction (re-appending the live publish records of one old,
+//! mostly dead segment to the head) for at most `Tuning::compact_per_pass` bytes, so neither holds up the
+//! confirms queued behind it for long. Free disk space is watched by bytes written (see `disk`): an append that
+//! uses up the headroom above the low-water mark blocks publishers at once. If the journal is opened on a disk
+//! with no room for its head segment, it starts read-only (publishers blocked, appends queued, `healthy()`
+//! says why) and creates the head as soon as there is room.
 
 use std::collections::HashMap;
 use std::io;
