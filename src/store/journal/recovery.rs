@@ -5,7 +5,9 @@
 //! Policy, in the order checks happen:
 //! - a segment from a newer format version is refused ([`StoreError::FutureVersion`]), wherever it is;
 //! - a last segment too short to hold its header, or whose header is all zeros and nothing else was written
-//!   (a crash while it was being created), is removed;
+//!   (a crash while it was being created), is removed. This build creates segments under a temporary name and
+//!   renames them into place once their header and checkpoint are synced, so only segments of the previous
+//!   release can look like that; leftover temporary files are removed;
 //! - the last segment may end in a torn record: the writer syncs each write batch before it writes the next,
 //!   so a crash can tear only the batch that was never reported synced. A bad record followed by a valid
 //!   record of a *later* batch (version 2 frames carry the offset their batch began at) is therefore damage to
@@ -70,8 +72,6 @@ pub(crate) const LOAD_BUDGET_MESSAGES: u64 = 4096;
 pub(crate) const SALVAGE_FILE: &str = "SALVAGE";
 /// The marker a failed writer leaves: the last segment's unsynced pages cannot be trusted.
 pub(crate) const SYNC_FAILED_FILE: &str = "SYNC_FAILED";
-/// Suffix of the temporary file a segment is rewritten into before it replaces the segment.
-const REWRITE_SUFFIX: &str = ".rewrite";
 
 /// What recovery does with damage no crash can explain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,11 +297,11 @@ struct DirListing {
     sync_failed: bool,
 }
 
-/// Lists `dir`, removing leftovers of an interrupted segment rewrite.
+/// Lists `dir`, removing leftovers of an interrupted segment creation or rewrite.
 fn list_dir(fs: &dyn StoreFs, dir: &Path) -> Result<DirListing, StoreError> {
     let names = fs.list(dir)?;
-    for leftover in names.iter().filter(|n| n.ends_with(REWRITE_SUFFIX)) {
-        warn!(file = %leftover, "removing the leftover of an interrupted segment rewrite");
+    for leftover in names.iter().filter(|n| n.ends_with(segment::TEMP_SUFFIX)) {
+        warn!(file = %leftover, "removing the leftover of an interrupted segment creation or rewrite");
         fs.remove(&dir.join(leftover))?;
     }
     Ok(DirListing {
@@ -549,7 +549,7 @@ fn rewrite_segment(
     len: u64,
 ) -> Result<(), StoreError> {
     let path = segment::path(dir, number);
-    let tmp = dir.join(format!("{}{REWRITE_SUFFIX}", segment::file_name(number)));
+    let tmp = segment::temp_path(dir, number);
     let mut out = fs.create(&tmp)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;

@@ -1024,8 +1024,9 @@ fn into_io(e: StoreError) -> io::Error {
     }
 }
 
-/// Creates segment `number` with a fresh salt, its header and checkpoint, synced together with its directory
-/// entry. The index is locked only to take the checkpoint and to account for the new segment, never across the
+/// Creates segment `number` with a fresh salt, its header and checkpoint: written to a temporary file, synced,
+/// renamed into place and the directory synced, so a segment file never shows an incomplete header, whatever
+/// the crash. The index is locked only to take the checkpoint and to account for the new segment, never across the
 /// syncs (readers look locations up meanwhile).
 fn create_segment(
     fs: &dyn StoreFs,
@@ -1054,14 +1055,17 @@ fn create_segment(
     bytes.extend_from_slice(&cp);
     framing.seal(&mut bytes[segment::HEADER_LEN as usize..], 0);
     let path = segment::path(&config.dir, number);
-    let mut file = fs.create(&path)?;
+    let tmp = segment::temp_path(&config.dir, number);
+    let mut file = fs.create(&tmp)?;
     let written = file
         .write_all(&bytes)
         .and_then(|()| file.sync_data())
+        .and_then(|()| fs.rename(&tmp, &path))
         .and_then(|()| fs.sync_dir(&config.dir));
     if let Err(e) = written {
         // Leave no half-made segment behind (a read-only journal tries again with the same number).
         drop(file);
+        let _ = fs.remove(&tmp);
         let _ = fs.remove(&path);
         return Err(e.into());
     }
