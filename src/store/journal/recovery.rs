@@ -170,7 +170,7 @@ impl Replay {
     }
 
     /// A publish whose queues are interned already.
-    fn publish(&mut self, p: Published<'_>, queues: Vec<u32>) -> Result<(), StoreError> {
+    fn publish(&mut self, p: Published<'_>, queues: &[u32]) -> Result<(), StoreError> {
         self.records += 1;
         self.index.grow(p.segment, p.len);
         if !self.unreadable.is_empty() {
@@ -209,7 +209,7 @@ impl Replay {
     ) -> Result<(), StoreError> {
         let record = match record {
             Record::Publish(p) => {
-                let queues = p.queues.iter().map(|q| self.index.intern(q)).collect();
+                let queues: Vec<u32> = p.queues.iter().map(|q| self.index.intern(q)).collect();
                 let published = Published {
                     segment,
                     offset,
@@ -218,7 +218,7 @@ impl Replay {
                     meta: PublishMeta::of(&p.message),
                     payload: None,
                 };
-                self.publish(published, queues)?;
+                self.publish(published, &queues)?;
                 if self.index.locate(p.id).is_none() && self.messages.get(p.id).is_some() {
                     self.unreadable.insert(p.id, Arc::new(p.message));
                 }
@@ -402,67 +402,30 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     }
     fs.sync_dir(dir)?;
 
+    let replayed_ms = started.elapsed().as_millis() as u64;
     let Replay {
         index,
         definitions,
         messages,
-        mut unreadable,
+        unreadable,
         records,
         ..
     } = replay;
-    let reader = RecordReader::new(fs_arc.clone(), dir);
+    let (mut queues, preload) = group(&index, messages, unreadable);
     let index = Mutex::new(index);
-    let mut budget = LOAD_BUDGET;
-    let mut loaded = 0u64;
-    // Group by interned queue number (no key clones per message), into lists sized exactly: a large store makes
-    // these lists large, and growing them by doubling would hold up to twice the memory. The replay's map is
-    // drained page by page as the lists fill, so the two are never both whole.
-    let mut sizes: HashMap<u32, usize> = HashMap::new();
-    {
-        let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, _) in messages.iter() {
-            for n in index.live_queue_numbers(id) {
-                *sizes.entry(*n).or_default() += 1;
-            }
-        }
-    }
-    let mut per_number: HashMap<u32, RecoveredQueue> = sizes
-        .into_iter()
-        .map(|(n, len)| (n, RecoveredQueue::with_capacity(len)))
-        .collect();
-    for (id, meta) in messages.drain() {
-        let mut body = unreadable.remove(&id);
-        if body.is_none() && u64::from(meta.size) <= budget && loaded < LOAD_BUDGET_MESSAGES {
-            let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
-            if let Some(loc) = loc {
-                budget -= u64::from(meta.size);
-                loaded += 1;
-                // A summarised segment's bodies are checked when they are read: a damaged one is reported here
-                // and each time its queue tries to read it, and stays in the journal (it is never settled).
-                match reader.read(id, loc, &index) {
-                    Ok(message) => body = Some(Arc::new(message)),
-                    Err(e) => error!(id, error = %e, "a recovered message could not be read back"),
-                }
-            }
-        }
-        let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        for n in index.live_queue_numbers(id) {
-            if let Some(queue) = per_number.get_mut(n) {
-                meta.push_to(id, queue);
-                if let Some(body) = &body {
-                    queue.bodies.insert(id, body.clone());
-                }
-            }
-        }
-    }
-    let per_queue: HashMap<QueueKey, RecoveredQueue> = {
-        let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        per_number
-            .into_iter()
-            .filter_map(|(n, list)| Some((index.queue_key(n)?.clone(), list)))
-            .collect()
-    };
+    let loaded = load_bodies(
+        &RecordReader::new(fs_arc.clone(), dir),
+        &index,
+        &preload,
+        &mut queues,
+    );
     let index = index.into_inner().unwrap_or_else(|e| e.into_inner());
+    let per_queue: HashMap<QueueKey, RecoveredQueue> = queues
+        .into_iter()
+        .enumerate()
+        .filter(|(_, q)| !q.messages.is_empty())
+        .filter_map(|(n, q)| Some((index.queue_key(u32::try_from(n).ok()?)?.clone(), q)))
+        .collect();
     info!(
         segments = numbers.len(),
         records,
@@ -470,6 +433,7 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         loaded,
         index_mb = index.heap_bytes() as f64 / 1e6,
         definitions = definitions.len(),
+        replayed_ms,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
     );
@@ -482,6 +446,99 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         index,
         last_segment: numbers.last().copied(),
     })
+}
+
+/// Groups the live messages by queue (by interned number), in id order, into lists sized exactly: a large store
+/// makes these lists large, and growing them by doubling would hold up to twice the memory. The replay's map is
+/// drained page by page as the lists fill, so the two are never both whole. Returns the lists and the messages
+/// whose bodies to load: the first ones, up to [`LOAD_BUDGET`] bytes and [`LOAD_BUDGET_MESSAGES`] messages.
+fn group(
+    index: &Index,
+    messages: IdMap<Meta>,
+    mut unreadable: HashMap<MsgId, Arc<Message>>,
+) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
+    let mut sizes = vec![0usize; index.queue_count()];
+    for (_, queues) in index.live() {
+        for n in queues {
+            if let Some(size) = sizes.get_mut(*n as usize) {
+                *size += 1;
+            }
+        }
+    }
+    let mut queues: Vec<RecoveredQueue> = sizes
+        .into_iter()
+        .map(RecoveredQueue::with_capacity)
+        .collect();
+    let mut preload = Vec::new();
+    let mut budget = LOAD_BUDGET;
+    // The replay's map and the index hold the same ids (a message is live in both or in neither), so they are
+    // walked side by side, both in id order, without a look-up per message.
+    let mut live = index.live().peekable();
+    for (id, meta) in messages.drain() {
+        while live.peek().is_some_and(|(at, _)| *at < id) {
+            live.next();
+        }
+        let holders = match live.peek() {
+            Some((at, holders)) if *at == id => {
+                let holders = *holders;
+                live.next();
+                holders
+            }
+            _ => index.live_queue_numbers(id),
+        };
+        let body = if unreadable.is_empty() {
+            None
+        } else {
+            unreadable.remove(&id)
+        };
+        if body.is_none()
+            && u64::from(meta.size) <= budget
+            && (preload.len() as u64) < LOAD_BUDGET_MESSAGES
+        {
+            budget -= u64::from(meta.size);
+            preload.push(id);
+        }
+        for n in holders {
+            if let Some(queue) = queues.get_mut(*n as usize) {
+                meta.push_to(id, queue);
+                if let Some(body) = &body {
+                    queue.bodies.insert(id, body.clone());
+                }
+            }
+        }
+    }
+    (queues, preload)
+}
+
+/// Reads the bodies of `ids` back into their queues; returns how many it loaded. A summarised segment's bodies
+/// are checked when they are read: a damaged one is reported here and each time its queue tries to read it, and
+/// stays in the journal (it is never settled).
+fn load_bodies(
+    reader: &RecordReader,
+    index: &Mutex<Index>,
+    ids: &[MsgId],
+    queues: &mut [RecoveredQueue],
+) -> u64 {
+    let mut loaded = 0;
+    for id in ids {
+        let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(*id);
+        let Some(loc) = loc else { continue };
+        let body = match reader.read(*id, loc, index) {
+            Ok(message) => Arc::new(message),
+            Err(e) => {
+                error!(id, error = %e, "a recovered message could not be read back");
+                continue;
+            }
+        };
+        loaded += 1;
+        let index = index.lock().unwrap_or_else(|e| e.into_inner());
+        for n in index.live_queue_numbers(*id) {
+            if let Some(queue) = queues.get_mut(*n as usize) {
+                queue.bodies.insert(*id, body.clone());
+            }
+        }
+    }
+    loaded
 }
 
 /// Whether a last segment with this unusable header is one whose creation a crash interrupted: too short to
@@ -703,9 +760,9 @@ impl SegmentScan<'_> {
         payload: &[u8],
     ) -> Result<Result<(), StoreError>, record::DecodeError> {
         if let Some((id, queues, meta)) = record::decode_publish_meta(payload)? {
-            let queues = queues.iter().map(|q| replay.index.intern(q)).collect();
+            let queues: Vec<u32> = queues.iter().map(|q| replay.index.intern(q)).collect();
             let published = self.published(offset, len, id, meta, Some(payload));
-            return Ok(replay.publish(published, queues));
+            return Ok(replay.publish(published, &queues));
         }
         let record = record::decode(payload)?;
         Ok(replay.apply(self.number, offset, len, record))
@@ -735,15 +792,18 @@ impl SegmentScan<'_> {
             .collect();
         let mut offset = start;
         let mut queues = Vec::new();
+        let mut interned = Vec::new();
         while let Some(entry) = summary.next_entry(&mut queues).map_err(corrupt)? {
             match entry {
                 Entry::Publish { len, id, meta } => {
-                    let interned = queues
-                        .iter()
-                        .map(|q| numbers.get(*q as usize).copied())
-                        .collect::<Option<Vec<u32>>>()
-                        .ok_or_else(|| corrupt(record::DecodeError("queue index".into())))?;
-                    replay.publish(self.published(offset, len, id, meta, None), interned)?;
+                    interned.clear();
+                    for q in &queues {
+                        let n = numbers.get(*q as usize).copied();
+                        interned.push(
+                            n.ok_or_else(|| corrupt(record::DecodeError("queue index".into())))?,
+                        );
+                    }
+                    replay.publish(self.published(offset, len, id, meta, None), &interned)?;
                     offset += len;
                 }
                 Entry::Other { len, payload } => {
