@@ -268,7 +268,10 @@ fn a_failed_sync_of_the_last_segment_at_recovery_rewrites_it() -> TestResult {
     assert_ne!(std::fs::metadata(&seg)?.ino(), inode, "not rewritten");
     assert_eq!(file_len(&seg)?, end);
     let names = RealFs.list(dir.path())?;
-    assert!(!names.iter().any(|n| n.ends_with(".rewrite")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with(segment::TEMP_SUFFIX)),
+        "{names:?}"
+    );
     Ok(())
 }
 
