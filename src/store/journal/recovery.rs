@@ -454,7 +454,7 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
 fn group(
     index: &Index,
     messages: IdMap<Meta>,
-    mut unreadable: HashMap<MsgId, Arc<Message>>,
+    mut unreadable: HashMap<MsgId, Arc<StoredMessage>>,
 ) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
     let mut sizes = vec![0usize; index.queue_count()];
     for (_, queues) in index.live() {
