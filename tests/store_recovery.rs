@@ -1,4 +1,4 @@
-//! Journal recovery and disk headroom, end to end with real clients (issue 16 and issue 17 item 5): the real
+//! Journal recovery and disk headroom, end to end with real clients: the real
 //! binary restarts on a journal of hundreds of segments under a low open-file limit, and `/health/ready` says
 //! 503 while publishers are blocked for disk space.
 

@@ -291,7 +291,7 @@ mod tests {
         assert!(trie.is_empty());
     }
 
-    /// The issue-17 binding: seven `#` and a 127-word key used to take minutes (one walk per way of
+    /// The denial-of-service binding: seven `#` and a 127-word key used to take minutes (one walk per way of
     /// splitting the key among the `#`s). Correctness only; the cost is measured in benches/topic_match.rs.
     #[test]
     fn many_hashes_and_a_long_key_match_correctly() {
