@@ -234,6 +234,14 @@ impl Session {
             auto_delete: auto_delete == AutoDelete::WhenUnused,
             arguments,
         };
+        // A delete racing the declare may stop the queue before its counts are read: declare it again then.
+        for _ in 0..3 {
+            let (q, _) = self.vhost.declare_queue(spec.clone(), Journal::Write)?;
+            match q.stats().await {
+                Err(CoreError::NotFound { .. }) if q.is_deleted() => continue,
+                stats => return Ok((q, stats?)),
+            }
+        }
         let (q, _) = self.vhost.declare_queue(spec, Journal::Write)?;
         let stats = q.stats().await?;
         Ok((q, stats))
