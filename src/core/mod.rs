@@ -44,8 +44,8 @@ pub use queue::{
 pub use queue::{ConnId, ConsumerKey};
 pub use session::{AutoDelete, Durability, Ownership, QueueOptions, Session};
 pub use topic::TopicTrie;
-pub use vhost::{BindOp, ExchangeSpec};
-use vhost::{BindingSpec, Journal, QueueSpec, VHost};
+pub use vhost::{BindOp, BindingSpec, ExchangeSpec};
+use vhost::{Journal, QueueSpec, VHost};
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";

@@ -27,12 +27,11 @@ use super::channel::{
 use super::connection::{Connection, ConsumerRoute, method_name};
 use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
-use crate::core::DestinationKind;
-use crate::core::ExchangeSpec;
 use crate::core::message::Message;
-use crate::core::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
-use crate::core::{ConsumerSpec, QueueHandle, Settle};
-use crate::core::{Outcome, Publisher, Receipt, Settling};
+use crate::core::{
+    AutoDelete, BindOp, BindingSpec, ConsumerSpec, DestinationKind, Durability, ExchangeSpec,
+    Outcome, Ownership, Publisher, QueueHandle, QueueOptions, Receipt, Session, Settle, Settling,
+};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -59,6 +58,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if !no_wait {
             self.send_method(ch, &method);
         }
+    }
+
+    /// exchange.bind / queue.bind and their unbinds: one core call, then the reply.
+    fn bind(
+        &mut self,
+        ch: u16,
+        op: BindOp,
+        binding: &BindingSpec,
+        no_wait: bool,
+        ok: Method,
+    ) -> Result<(), AmqpError> {
+        self.session()?.bind(binding, op)?;
+        self.reply(ch, no_wait, ok);
+        Ok(())
     }
 
     /// Resolve an empty queue name to the channel's last declared queue (AMQP 0-9-1 §1.7.2).
@@ -221,4 +234,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
 fn not_transactional() -> AmqpError {
     AmqpError::channel(code::PRECONDITION_FAILED, "channel is not transactional")
+}
+
+/// A binding from an AMQP bind or unbind method.
+fn binding(
+    source: String,
+    destination: String,
+    destination_kind: DestinationKind,
+    routing_key: String,
+    arguments: codec::FieldTable,
+) -> BindingSpec {
+    BindingSpec {
+        source,
+        destination,
+        destination_kind,
+        routing_key,
+        arguments: convert::table_in(arguments),
+    }
 }
