@@ -316,92 +316,11 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     let fs = fs_arc.as_ref();
     let started = Instant::now();
     let listing = list_dir(fs, dir)?;
-    let policy = if listing.salvage {
-        error!(
-            dir = %dir.display(),
-            "{SALVAGE_FILE} is present: damaged journal segments will be cut at the damage instead of refusing to \
-             start (confirmed messages after the damage are lost)"
-        );
-        DamagePolicy::Salvage
-    } else {
-        DamagePolicy::Refuse
-    };
-    let mut numbers = listing.segments;
-    let mut total_bytes = 0;
-    for n in &numbers {
-        total_bytes += fs.open(&segment::path(dir, *n))?.len()?;
-    }
-    let mut progress = Progress {
-        started,
-        last: started,
-        total_bytes,
-        done_bytes: 0,
-        segments: numbers.len(),
-    };
-    let mut replay = Replay {
-        now_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        ..Replay::default()
-    };
-    let count = numbers.len();
-    let mut removed = None;
-    for (i, number) in numbers.iter().copied().enumerate() {
-        let last = i + 1 == count;
-        let mut file = fs.open(&segment::path(dir, number))?;
-        let framing = match segment::check_header(file.as_ref(), number)? {
-            HeaderState::Valid(framing) => framing,
-            state if last && unfinished_creation(file.as_ref(), &state, policy)? => {
-                warn!(segment = %segment::file_name(number), header = ?state, "removing a last segment whose creation never completed");
-                drop(file);
-                fs.remove(&segment::path(dir, number))?;
-                fs.sync_dir(dir)?;
-                removed = Some(number);
-                continue;
-            }
-            state => {
-                return Err(StoreError::Corrupt(format!(
-                    "{}: {} header, and it is not a last segment whose creation a crash interrupted",
-                    segment::file_name(number),
-                    if state == HeaderState::Short {
-                        "a truncated"
-                    } else {
-                        "an all-zero"
-                    }
-                )));
-            }
-        };
-        replay
-            .index
-            .add_segment(number, segment::data_start(framing));
-        let scan = SegmentScan {
-            fs,
-            dir,
-            number,
-            framing,
-            last,
-            policy,
-        };
-        let size = scan.replay(&mut replay, file.as_mut(), i, &mut progress)?;
-        if last {
-            make_durable(fs, dir, number, file, size, listing.sync_failed)?;
-        }
-        progress.done_bytes += size;
-    }
-    if let Some(n) = removed {
-        numbers.retain(|x| *x != n);
-    }
+    let policy = damage_policy(&listing, dir);
+    let (replay, numbers) = replay_segments(fs, dir, &listing, policy, started)?;
     fs.sync_dir(dir)?;
     check_missing(&replay, &numbers, policy)?;
-    let signals = [
-        (SALVAGE_FILE, listing.salvage),
-        (SYNC_FAILED_FILE, listing.sync_failed),
-    ];
-    for (signal, _) in signals.iter().filter(|(_, present)| *present) {
-        fs.remove(&dir.join(signal))?;
-    }
-    fs.sync_dir(dir)?;
-
+    clear_signals(fs, dir, &listing)?;
     let replayed_ms = started.elapsed().as_millis() as u64;
     let Replay {
         index,
@@ -446,6 +365,126 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         index,
         last_segment: numbers.last().copied(),
     })
+}
+
+/// Salvage if asked to (logged loudly), refuse otherwise.
+fn damage_policy(listing: &DirListing, dir: &Path) -> DamagePolicy {
+    if !listing.salvage {
+        return DamagePolicy::Refuse;
+    }
+    error!(
+        dir = %dir.display(),
+        "{SALVAGE_FILE} is present: damaged journal segments will be cut at the damage instead of refusing to \
+         start (confirmed messages after the damage are lost)"
+    );
+    DamagePolicy::Salvage
+}
+
+/// Removes the signal files recovery has acted on (salvage is one-shot; the rewrite is done).
+fn clear_signals(fs: &dyn StoreFs, dir: &Path, listing: &DirListing) -> Result<(), StoreError> {
+    let signals = [
+        (SALVAGE_FILE, listing.salvage),
+        (SYNC_FAILED_FILE, listing.sync_failed),
+    ];
+    for (signal, _) in signals.iter().filter(|(_, present)| *present) {
+        fs.remove(&dir.join(signal))?;
+    }
+    fs.sync_dir(dir)?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Replays every segment in order, one open at a time, and makes the last one durable. Returns the replay and
+/// the segments left on disk.
+fn replay_segments(
+    fs: &dyn StoreFs,
+    dir: &Path,
+    listing: &DirListing,
+    policy: DamagePolicy,
+    started: Instant,
+) -> Result<(Replay, Vec<u64>), StoreError> {
+    let mut numbers = listing.segments.clone();
+    let mut total_bytes = 0;
+    for n in &numbers {
+        total_bytes += fs.open(&segment::path(dir, *n))?.len()?;
+    }
+    let mut progress = Progress {
+        started,
+        last: started,
+        total_bytes,
+        done_bytes: 0,
+        segments: numbers.len(),
+    };
+    let mut replay = Replay {
+        now_ms: now_ms(),
+        ..Replay::default()
+    };
+    let count = numbers.len();
+    let mut removed = None;
+    for (i, number) in numbers.iter().copied().enumerate() {
+        let last = i + 1 == count;
+        let mut file = fs.open(&segment::path(dir, number))?;
+        let Some(framing) = usable_header(fs, dir, file.as_ref(), number, last, policy)? else {
+            removed = Some(number);
+            continue;
+        };
+        replay
+            .index
+            .add_segment(number, segment::data_start(framing));
+        let scan = SegmentScan {
+            fs,
+            dir,
+            number,
+            framing,
+            last,
+            policy,
+        };
+        let size = scan.replay(&mut replay, file.as_mut(), i, &mut progress)?;
+        if last {
+            make_durable(fs, dir, number, file, size, listing.sync_failed)?;
+        }
+        progress.done_bytes += size;
+    }
+    if let Some(n) = removed {
+        numbers.retain(|x| *x != n);
+    }
+    Ok((replay, numbers))
+}
+
+/// The framing of segment `number` from its header; `None` if it was a last segment whose creation a crash
+/// interrupted (it is removed).
+fn usable_header(
+    fs: &dyn StoreFs,
+    dir: &Path,
+    file: &dyn SegmentFile,
+    number: u64,
+    last: bool,
+    policy: DamagePolicy,
+) -> Result<Option<record::Framing>, StoreError> {
+    let name = segment::file_name(number);
+    match segment::check_header(file, number)? {
+        HeaderState::Valid(framing) => Ok(Some(framing)),
+        state if last && unfinished_creation(file, &state, policy)? => {
+            warn!(segment = %name, header = ?state, "removing a last segment whose creation never completed");
+            fs.remove(&segment::path(dir, number))?;
+            fs.sync_dir(dir)?;
+            Ok(None)
+        }
+        state => Err(StoreError::Corrupt(format!(
+            "{name}: {} header, and it is not a last segment whose creation a crash interrupted",
+            if state == HeaderState::Short {
+                "a truncated"
+            } else {
+                "an all-zero"
+            }
+        ))),
+    }
 }
 
 /// Groups the live messages by queue (by interned number), in id order, into lists sized exactly: a large store
