@@ -114,9 +114,11 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
 struct Replay {
     index: Index,
     definitions: Vec<crate::store::Definition>,
-    /// Live messages, without their bodies (id, size, priority, TTL: 24 bytes, in pages freed as they empty),
-    /// as a large store has millions.
+    /// Live messages, without their bodies (size and priority: about 8 bytes each, in pages freed as they
+    /// empty), as a large store has millions.
     messages: IdMap<Meta>,
+    /// The TTL (milliseconds) of the live messages that have one.
+    expirations: HashMap<MsgId, u64>,
     /// Bodies of the rare live records the index cannot locate for a later read (see `index::UNREADABLE_OFFSET`).
     unreadable: HashMap<MsgId, Arc<Message>>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
@@ -127,27 +129,22 @@ struct Replay {
     now_ms: u64,
 }
 
-/// What a queue needs of a message while its body stays on disk, packed in 16 bytes (the id is the key).
+/// What a queue needs of a message while its body stays on disk, packed in 8 bytes (the id is the key; the
+/// per-message TTL, which few messages have, is kept aside in [`Replay::expirations`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {
-    /// Per-message TTL in milliseconds; `u64::MAX` for none.
-    expiration: u64,
     size: u32,
     priority: u8,
+    has_expiry: bool,
 }
 
 impl Meta {
-    fn new(meta: &PublishMeta, now_ms: u64) -> Self {
-        Self {
-            expiration: meta.ttl_ms(now_ms).unwrap_or(u64::MAX),
-            size: meta.size,
-            priority: meta.priority,
-        }
-    }
-
     /// Appends the message to a recovered queue.
-    fn push_to(self, id: MsgId, queue: &mut RecoveredQueue) {
-        let expiration = (self.expiration != u64::MAX).then_some(self.expiration);
+    fn push_to(self, id: MsgId, queue: &mut RecoveredQueue, expirations: &HashMap<MsgId, u64>) {
+        let expiration = self
+            .has_expiry
+            .then(|| expirations.get(&id).copied())
+            .flatten();
         queue.push(id, self.size, self.priority, expiration);
     }
 }
@@ -165,7 +162,9 @@ struct Published<'a> {
 
 impl Replay {
     fn forget(&mut self, id: MsgId) {
-        self.messages.remove(id);
+        if self.messages.remove(id).is_some_and(|m| m.has_expiry) {
+            self.expirations.remove(&id);
+        }
         self.unreadable.remove(&id);
     }
 
@@ -180,10 +179,19 @@ impl Replay {
             .index
             .publish_interned(p.segment, p.offset, p.len, p.id, queues)
         {
-            self.messages.remove(p.id);
+            self.forget(p.id);
             return Ok(());
         }
-        self.messages.insert(p.id, Meta::new(&p.meta, self.now_ms));
+        let ttl = p.meta.ttl_ms(self.now_ms);
+        let meta = Meta {
+            size: p.meta.size,
+            priority: p.meta.priority,
+            has_expiry: ttl.is_some(),
+        };
+        if let Some(ttl) = ttl {
+            self.expirations.insert(p.id, ttl);
+        }
+        self.messages.insert(p.id, meta);
         if p.offset >= u64::from(UNREADABLE_OFFSET) {
             // Beyond the offsets the index keeps: only a full decode keeps this message.
             let message = p
@@ -326,11 +334,13 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         index,
         definitions,
         messages,
+        expirations,
         unreadable,
         records,
         ..
     } = replay;
-    let (mut queues, preload) = group(&index, messages, unreadable);
+    let (mut queues, preload) = group(&index, messages, &expirations, unreadable);
+    drop(expirations);
     let index = Mutex::new(index);
     let loaded = load_bodies(
         &RecordReader::new(fs_arc.clone(), dir),
@@ -494,6 +504,7 @@ fn usable_header(
 fn group(
     index: &Index,
     messages: IdMap<Meta>,
+    expirations: &HashMap<MsgId, u64>,
     mut unreadable: HashMap<MsgId, Arc<Message>>,
 ) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
     let mut sizes = vec![0usize; index.queue_count()];
@@ -539,7 +550,7 @@ fn group(
         }
         for n in holders {
             if let Some(queue) = queues.get_mut(*n as usize) {
-                meta.push_to(id, queue);
+                meta.push_to(id, queue, expirations);
                 if let Some(body) = &body {
                     queue.bodies.insert(id, body.clone());
                 }
