@@ -339,7 +339,8 @@ pub(crate) struct WriterConfig {
 pub(crate) struct Tuning {
     /// How often the writer looks at deletable and compactable segments.
     pub(crate) maintenance_every: Duration,
-    /// How often the writer checks the free disk space.
+    /// The longest the writer goes without looking at the free disk space (it also looks whenever the bytes
+    /// written call for it, see `disk`).
     pub(crate) disk_check_every: Duration,
     /// How long a segment must have been sealed before it may be compacted.
     pub(crate) compact_after: Duration,
