@@ -91,7 +91,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Message and definition storage.
     pub store: StoreConfig,
-    /// Memory alarm for messages held by queues.
+    /// Memory alarm on what the broker holds for clients, and the cap per connection.
     pub memory: MemoryConfig,
     /// Log output.
     pub log: LogConfig,
@@ -165,6 +165,7 @@ impl Config {
         self.tls.validate()?;
         self.auth.validate()?;
         self.store.validate()?;
+        self.memory.validate(self.amqp.max_message_size)?;
         self.validate_ports()
     }
 
