@@ -1,6 +1,10 @@
 //! Per-channel bookkeeping of an AMQP connection: content assembly (publish -> header -> body frames),
 //! delivery tags and unacked deliveries, publisher confirms in publish order, transactions, consumers and
 //! prefetch. Pure state: no I/O and no core calls, so it is easy to reason about and test.
+//!
+//! What a channel holds for its client, the unfinished message and the transaction's publishes, is charged
+//! to the connection's memory ledger (`core::memory`) as it arrives and given back as it leaves (finished,
+//! committed, rolled back, channel closed); a charge the connection's cap refuses is an [`OverLimit`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
 
 use super::error::{AmqpError, code};
+use crate::core::memory::{Charge, MESSAGE_OVERHEAD, OverLimit};
 use crate::core::message::Message;
 use crate::core::publish::{Outcome, Publisher, Settling, SyncView};
 use crate::core::queue::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
@@ -30,6 +35,8 @@ pub struct Assembly {
     first: Option<Bytes>,
     rest: Vec<Bytes>,
     pub received: u64,
+    /// Bytes charged to the channel for this message (header and body so far).
+    held: u64,
 }
 
 impl Assembly {
@@ -40,6 +47,7 @@ impl Assembly {
             first: None,
             rest: Vec::new(),
             received: 0,
+            held: 0,
         }
     }
 
@@ -156,6 +164,8 @@ pub struct TxBuffer {
     /// Publishes (mandatory flag, message) waiting for tx.commit.
     pub publishes: Vec<(bool, Message)>,
     pub settles: Vec<TxSettle>,
+    /// Bytes charged to the channel for this work.
+    held: u64,
 }
 
 /// A consumer on this channel.
@@ -187,10 +197,13 @@ pub struct Channel {
     /// Unsettled deliveries by delivery tag: index = tag - `base_tag`; settled ones become None.
     unacked: VecDeque<Option<Unacked>>,
     base_tag: u64,
+    /// The unfinished message and the transaction's work, on the connection's ledger.
+    held: Charge,
 }
 
-impl Default for Channel {
-    fn default() -> Self {
+impl Channel {
+    /// A new open channel whose content is charged to `held` (a content charge of the connection's ledger).
+    pub fn new(held: Charge) -> Self {
         Self {
             state: ChannelState::Open,
             assembly: None,
@@ -205,11 +218,80 @@ impl Default for Channel {
             next_tag: 1,
             unacked: VecDeque::new(),
             base_tag: 1,
+            held,
         }
     }
-}
 
-impl Channel {
+    /// Holds the content header of the message being assembled (`raw` bytes of properties), refusing it when
+    /// the body it announces would not fit under the connection's cap either.
+    pub fn hold_header(&mut self, raw: u64, body_size: u64) -> Result<(), OverLimit> {
+        self.held.check(raw.saturating_add(body_size))?;
+        self.hold_assembly(raw)
+    }
+
+    /// Holds a body frame of the message being assembled.
+    pub fn hold_body(&mut self, len: u64) -> Result<(), OverLimit> {
+        self.hold_assembly(len)
+    }
+
+    fn hold_assembly(&mut self, bytes: u64) -> Result<(), OverLimit> {
+        self.held.add(bytes)?;
+        if let Some(assembly) = self.assembly.as_mut() {
+            assembly.held += bytes;
+        }
+        Ok(())
+    }
+
+    /// Takes the message being assembled, giving back what it held.
+    pub fn take_assembly(&mut self) -> Option<Assembly> {
+        let assembly = self.assembly.take()?;
+        self.held.sub(assembly.held);
+        Some(assembly)
+    }
+
+    /// Buffers a publish in the transaction (the channel must be transactional).
+    pub fn tx_publish(&mut self, mandatory: bool, message: Message) -> Result<(), OverLimit> {
+        let bytes = message.body.len() as u64 + MESSAGE_OVERHEAD;
+        self.tx_hold(bytes)?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.publishes.push((mandatory, message));
+        }
+        Ok(())
+    }
+
+    /// Buffers a settlement in the transaction (the channel must be transactional).
+    pub fn tx_settle(&mut self, settle: TxSettle) -> Result<(), OverLimit> {
+        self.tx_hold(std::mem::size_of::<TxSettle>() as u64)?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.settles.push(settle);
+        }
+        Ok(())
+    }
+
+    fn tx_hold(&mut self, bytes: u64) -> Result<(), OverLimit> {
+        self.held.add(bytes)?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.held += bytes;
+        }
+        Ok(())
+    }
+
+    /// The transaction's work (tx.commit, tx.rollback), giving back what it held; the channel stays
+    /// transactional. `None` when it is not.
+    pub fn take_tx(&mut self) -> Option<TxBuffer> {
+        let work = std::mem::take(self.tx.as_mut()?);
+        self.held.sub(work.held);
+        Some(work)
+    }
+
+    /// Drops the unfinished message and the transaction's work (the channel is closing).
+    pub fn drop_content(&mut self) {
+        self.assembly = None;
+        if let Some(tx) = self.tx.as_mut() {
+            *tx = TxBuffer::default();
+        }
+        self.held.set(0);
+    }
     /// Assign the next delivery tag; `unacked` is kept when the client must settle it.
     pub fn deliver(&mut self, unacked: Option<Unacked>) -> u64 {
         let tag = self.next_tag;

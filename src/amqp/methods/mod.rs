@@ -28,6 +28,7 @@ use super::connection::{Connection, ConsumerRoute, method_name};
 use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
 use crate::core::DestinationKind;
+use crate::core::memory::{Kind, MESSAGE_OVERHEAD};
 use crate::core::message::Message;
 use crate::core::publish::{Outcome, Publisher, Receipt, Settling};
 use crate::core::queue::{ConsumerSpec, QueueHandle, Settle};
@@ -147,7 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 format!("second 'channel.open' seen on channel {ch}"),
             ));
         }
-        self.channels.insert(ch, Channel::default());
+        let held = self.memory.charge(Kind::Content);
+        self.channels.insert(ch, Channel::new(held));
         self.send_method(ch, &Method::ChannelOpenOk);
         Ok(())
     }
@@ -205,7 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         };
         let consumers: Vec<ChannelConsumer> = channel.consumers.drain().map(|(_, c)| c).collect();
         let unacked = channel.take_all();
-        channel.assembly = None;
+        channel.drop_content();
         channel.confirms = None;
         for c in consumers {
             self.consumers.remove(&c.key);
