@@ -3,7 +3,7 @@
 
 use ferrymq_amqp_codec::CodecError;
 
-use crate::core::memory::OverLimit;
+use crate::core::OverLimit;
 use crate::core::{CoreError, ErrorClass};
 
 /// AMQP 0-9-1 reply codes (the codec's table, XML reference §1.2).

@@ -92,7 +92,7 @@ pub struct OverLimit {
 
 /// What a [`Charge`] counts: content is capped per connection, buffers are only counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum ChargeKind {
     /// Unfinished messages and uncommitted transactions: the client decides how much.
     Content,
     /// Read and write buffers: bounded by the adapter itself.
@@ -149,7 +149,7 @@ impl ClientMemory {
     }
 
     /// A charge of 0 bytes of `kind` on this ledger.
-    pub fn charge(&self, kind: Kind) -> Charge {
+    pub fn charge(&self, kind: ChargeKind) -> Charge {
         Charge {
             ledger: self.0.clone(),
             kind,
@@ -189,7 +189,7 @@ impl ClientMemory {
 #[derive(Debug)]
 pub struct Charge {
     ledger: Arc<Ledger>,
-    kind: Kind,
+    kind: ChargeKind,
     bytes: u64,
 }
 
@@ -206,7 +206,7 @@ impl Charge {
 
     /// Hold `more` bytes besides; content is refused beyond the connection's cap.
     pub fn add(&mut self, more: u64) -> Result<(), OverLimit> {
-        if self.kind == Kind::Content {
+        if self.kind == ChargeKind::Content {
             self.ledger.check(more)?;
         }
         self.counter().fetch_add(more, Ordering::Relaxed);
@@ -235,8 +235,8 @@ impl Charge {
 
     fn counter(&self) -> &AtomicU64 {
         match self.kind {
-            Kind::Content => &self.ledger.content,
-            Kind::Buffer => &self.ledger.buffers,
+            ChargeKind::Content => &self.ledger.content,
+            ChargeKind::Buffer => &self.ledger.buffers,
         }
     }
 }
@@ -277,8 +277,8 @@ mod tests {
     fn a_ledger_reaches_the_gauge_when_reported_and_leaves_it_when_dropped() {
         let gauge = Arc::new(MemoryGauge::new(1000));
         let client = ClientMemory::new(gauge.clone(), 0);
-        let mut buffer = client.charge(Kind::Buffer);
-        let mut content = client.charge(Kind::Content);
+        let mut buffer = client.charge(ChargeKind::Buffer);
+        let mut content = client.charge(ChargeKind::Content);
         buffer.set(600);
         content.add(500).expect("no cap");
         assert_eq!(gauge.used(), 0, "nothing reaches the gauge before a report");
@@ -300,8 +300,8 @@ mod tests {
     fn content_is_capped_per_connection_and_buffers_are_not() {
         let gauge = Arc::new(MemoryGauge::new(0));
         let client = ClientMemory::new(gauge, 1000);
-        let mut first = client.charge(Kind::Content);
-        let mut second = client.charge(Kind::Content);
+        let mut first = client.charge(ChargeKind::Content);
+        let mut second = client.charge(ChargeKind::Content);
         first.add(700).expect("under the cap");
         assert_eq!(
             second.add(400),
@@ -313,7 +313,7 @@ mod tests {
         );
         assert_eq!(second.bytes(), 0, "a refused charge holds nothing");
         second.add(300).expect("exactly the cap");
-        client.charge(Kind::Buffer).set(10_000);
+        client.charge(ChargeKind::Buffer).set(10_000);
         drop(first);
         assert_eq!(client.content(), 300);
         second

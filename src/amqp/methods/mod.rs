@@ -28,12 +28,11 @@ use super::connection::{Connection, ConsumerRoute, method_name};
 use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
 use crate::core::DestinationKind;
-use crate::core::memory::{Kind, MESSAGE_OVERHEAD};
 use crate::core::message::Message;
-use crate::core::publish::{Outcome, Publisher, Receipt, Settling};
-use crate::core::queue::{ConsumerSpec, QueueHandle, Settle};
-use crate::core::session::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
-use crate::core::vhost::ExchangeSpec;
+use crate::core::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
+use crate::core::{ChargeKind, ExchangeSpec, MESSAGE_OVERHEAD};
+use crate::core::{ConsumerSpec, QueueHandle, Settle};
+use crate::core::{Outcome, Publisher, Receipt, Settling};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -148,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 format!("second 'channel.open' seen on channel {ch}"),
             ));
         }
-        let held = self.memory.charge(Kind::Content);
+        let held = self.memory.charge(ChargeKind::Content);
         self.channels.insert(ch, Channel::new(held));
         self.send_method(ch, &Method::ChannelOpenOk);
         Ok(())
