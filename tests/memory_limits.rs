@@ -151,16 +151,7 @@ async fn a_no_ack_consumer_that_does_not_read_gets_a_bounded_window() {
     const MESSAGES: usize = 64;
     let broker = TestBroker::with(|c| c.memory.high_water = 0).await;
     let mut consumer = client(&broker, 1).await;
-    let consume = codec::BasicConsume {
-        queue: "q".into(),
-        consumer_tag: "sleeper".into(),
-        no_local: false,
-        no_ack: true,
-        exclusive: false,
-        no_wait: false,
-        arguments: Default::default(),
-    };
-    consumer.method(1, Method::BasicConsume(consume)).await;
+    consumer.method(1, memory::consume_no_ack("q")).await;
     assert!(matches!(
         consumer.next_method().await,
         (1, Method::BasicConsumeOk(_))
@@ -183,13 +174,7 @@ async fn a_no_ack_consumer_that_does_not_read_gets_a_bounded_window() {
         "the gauge counts {used} bytes"
     );
     drop(consumer);
-    let delete = codec::QueueDelete {
-        queue: "q".into(),
-        if_unused: false,
-        if_empty: false,
-        no_wait: false,
-    };
-    publisher.method(1, Method::QueueDelete(delete)).await;
+    publisher.method(1, memory::queue_delete("q")).await;
     assert!(matches!(
         publisher.next_method().await,
         (1, Method::QueueDeleteOk(_))

@@ -252,8 +252,7 @@ impl Channel {
     /// Buffers a publish in the transaction (the channel must be transactional).
     pub fn tx_publish(&mut self, mandatory: bool, message: Message) -> Result<(), OverLimit> {
         let bytes = message.body.len() as u64 + MESSAGE_OVERHEAD;
-        self.tx_hold(bytes)?;
-        if let Some(tx) = self.tx.as_mut() {
+        if let Some(tx) = self.tx_hold(bytes)? {
             tx.publishes.push((mandatory, message));
         }
         Ok(())
@@ -261,19 +260,20 @@ impl Channel {
 
     /// Buffers a settlement in the transaction (the channel must be transactional).
     pub fn tx_settle(&mut self, settle: TxSettle) -> Result<(), OverLimit> {
-        self.tx_hold(std::mem::size_of::<TxSettle>() as u64)?;
-        if let Some(tx) = self.tx.as_mut() {
+        if let Some(tx) = self.tx_hold(std::mem::size_of::<TxSettle>() as u64)? {
             tx.settles.push(settle);
         }
         Ok(())
     }
 
-    fn tx_hold(&mut self, bytes: u64) -> Result<(), OverLimit> {
+    /// Holds `bytes` more for the transaction, which it returns to add its work to.
+    fn tx_hold(&mut self, bytes: u64) -> Result<Option<&mut TxBuffer>, OverLimit> {
         self.held.add(bytes)?;
-        if let Some(tx) = self.tx.as_mut() {
-            tx.held += bytes;
-        }
-        Ok(())
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(None);
+        };
+        tx.held += bytes;
+        Ok(Some(tx))
     }
 
     /// The transaction's work (tx.commit, tx.rollback), giving back what it held; the channel stays
@@ -398,6 +398,31 @@ mod tests {
                 multiple: true
             }]
         );
+    }
+
+    #[test]
+    fn content_is_held_until_it_leaves_the_channel() {
+        let gauge = std::sync::Arc::new(crate::core::MemoryGauge::new(0));
+        let memory = crate::core::ClientMemory::new(gauge, 1000);
+        let mut channel = Channel::new(memory.charge(crate::core::ChargeKind::Content));
+        channel.assembly = Some(Assembly::new(BasicPublish::default()));
+        assert!(channel.hold_header(100, 901).is_err(), "the announced body does not fit");
+        channel.hold_header(100, 400).expect("fits");
+        channel.hold_body(300).expect("fits");
+        assert_eq!(memory.content(), 400);
+        assert!(channel.take_assembly().is_some());
+        assert_eq!(memory.content(), 0, "a finished message is given back");
+        channel.tx = Some(TxBuffer::default());
+        let message = Message::new("", "q", Bytes::from(vec![0; 600]));
+        channel.tx_publish(false, message.clone()).expect("fits");
+        assert!(channel.tx_publish(false, message).is_err(), "over the cap");
+        assert_eq!(memory.content(), 600 + MESSAGE_OVERHEAD);
+        let work = channel.take_tx().expect("transactional");
+        assert_eq!(work.publishes.len(), 1);
+        assert_eq!(memory.content(), 0, "committed or rolled back work is given back");
+        channel.hold_body(50).expect("fits");
+        channel.drop_content();
+        assert_eq!(memory.content(), 0, "a closing channel holds nothing");
     }
 
     #[test]

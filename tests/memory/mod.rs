@@ -106,6 +106,22 @@ pub async fn open_channel(raw: &mut Raw, channel: u16) {
     assert_eq!(answer, (channel, Method::ChannelOpenOk));
 }
 
+/// [`flood`]s the broker through `raw` until it stops reading, then asserts it holds no more than the mark
+/// plus [`MARGIN`] (see [`assert_bounded`]).
+pub async fn flood_until_blocked(
+    broker: &BrokerProcess,
+    raw: &mut Raw,
+    scenario: &str,
+    piece: impl FnMut(usize) -> Bytes,
+) {
+    let sent = flood(&mut raw.stream, VOLUME, piece).await;
+    assert_bounded(broker, scenario, sent);
+    assert!(
+        sent < VOLUME,
+        "{scenario}: the broker never stopped reading"
+    );
+}
+
 /// Writes `piece(0)`, `piece(1)`, ... until `volume` bytes are sent or a write stalls for [`STALL`] (the
 /// broker stopped reading); returns the bytes sent.
 pub async fn flood(
@@ -169,6 +185,29 @@ pub fn bodies(channel: u16, len: usize) -> BytesMut {
     out
 }
 
+/// basic.consume of `queue` with no-ack, tag `sleeper`.
+pub fn consume_no_ack(queue: &str) -> Method {
+    Method::BasicConsume(codec::BasicConsume {
+        queue: queue.into(),
+        consumer_tag: "sleeper".into(),
+        no_local: false,
+        no_ack: true,
+        exclusive: false,
+        no_wait: false,
+        arguments: Default::default(),
+    })
+}
+
+/// queue.delete of `queue`, unconditionally.
+pub fn queue_delete(queue: &str) -> Method {
+    Method::QueueDelete(codec::QueueDelete {
+        queue: queue.into(),
+        if_unused: false,
+        if_empty: false,
+        no_wait: false,
+    })
+}
+
 /// A whole message of `len` zero bytes to `queue` (publish, header, bodies).
 pub fn message(channel: u16, queue: &str, len: usize) -> BytesMut {
     let mut out = method(channel, basic_publish(queue));
@@ -202,13 +241,7 @@ async fn delete_queues(addr: SocketAddr, queues: &[&str]) {
     let mut raw = Raw::open_at(addr, 0, 1, codec::FieldTable::default()).await;
     open_channel(&mut raw, 1).await;
     for queue in queues {
-        let delete = codec::QueueDelete {
-            queue: (*queue).into(),
-            if_unused: false,
-            if_empty: false,
-            no_wait: false,
-        };
-        let answer = call(&mut raw, 1, Method::QueueDelete(delete)).await;
+        let answer = call(&mut raw, 1, queue_delete(queue)).await;
         assert!(
             matches!(answer, (1, Method::QueueDeleteOk(_))),
             "{answer:?}"
