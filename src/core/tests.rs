@@ -186,6 +186,7 @@ struct RecordingStore {
 enum Op {
     Publish(crate::store::MsgId),
     Settle(crate::store::MsgId),
+    SettleSynced(crate::store::MsgId),
     Define(crate::store::Definition),
 }
 
@@ -212,6 +213,17 @@ impl crate::store::Store for RecordingStore {
     ) -> Result<(), crate::store::StoreError> {
         self.log.lock().unwrap().push(Op::Settle(id));
         Ok(())
+    }
+    fn settle_synced(
+        &self,
+        queue: &crate::store::QueueKey,
+        id: crate::store::MsgId,
+    ) -> Result<crate::store::SyncPoint, crate::store::StoreError> {
+        self.log.lock().unwrap().push(Op::SettleSynced(id));
+        self.inner.define(&crate::store::Definition::DeleteQueue {
+            vhost: queue.vhost.clone(),
+            name: "sync marker".into(),
+        })
     }
     fn define(
         &self,
@@ -313,4 +325,46 @@ async fn a_dead_lettered_copy_is_journaled_before_the_original_is_settled() {
         at(Op::Publish(copy_id)) < at(Op::Settle(original)),
         "{log:?}"
     );
+}
+
+/// A publish refused by `reject-publish` is settled with a synced record, and its nack waits for that sync: a
+/// crash cannot bring back a message its publisher was told was not taken.
+#[tokio::test]
+async fn a_refused_publish_is_settled_durably_before_its_nack() {
+    use crate::core::message::Value;
+    use crate::core::publish::{Outcome, Receipt, Settling};
+    let store = Arc::new(RecordingStore::default());
+    let (broker, s) = session_on(store.clone()).await;
+    let full = QueueOptions::flags(true, false, false)
+        .with_argument("x-max-length", Value::I64(1))
+        .with_argument("x-overflow", Value::text("reject-publish"));
+    s.declare_queue("full", full).await.unwrap();
+    let mut publisher = Publisher::new(s.clone());
+    let mut settlings = Vec::new();
+    for body in [&b"kept"[..], b"refused"] {
+        let mut m = Message::new("", "full", Bytes::copy_from_slice(body));
+        m.properties.durable = true;
+        let Receipt::Routed(c) = publisher.publish(m, true).await.unwrap() else {
+            panic!("routed");
+        };
+        settlings.push(c.queues_answered().await);
+    }
+    assert!(matches!(settlings[0], Settling::AfterSync(_)));
+    assert!(
+        matches!(settlings[1], Settling::RefusedAfterSync(_)),
+        "{:?}",
+        settlings[1]
+    );
+    let mut view = broker.sync_view();
+    assert_eq!(view.settled(settlings[1]).await, Outcome::Refused);
+    let log = store.log();
+    let refused_id = log
+        .iter()
+        .filter_map(|op| match op {
+            Op::Publish(id) => Some(*id),
+            _ => None,
+        })
+        .nth(1)
+        .expect("two publishes");
+    assert!(log.contains(&Op::SettleSynced(refused_id)), "{log:?}");
 }

@@ -21,7 +21,7 @@ use super::CoreError;
 use super::error::Entity;
 use super::memory::MemoryGauge;
 use super::message::Message;
-use crate::store::{MsgId, QueueKey, RecoveredQueue, Store};
+use crate::store::{MsgId, QueueKey, RecoveredQueue, Store, SyncPoint};
 pub use args::{Overflow, QueueArgs};
 
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
@@ -127,8 +127,9 @@ pub enum Settle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Accepted,
-    /// Refused by `x-overflow = reject-publish(-dlx)`: the publisher gets a nack.
-    Rejected,
+    /// Refused by `x-overflow = reject-publish(-dlx)`: the publisher gets a nack, once the settlement of the
+    /// journaled message is durable at this point (if it was journaled).
+    Rejected(Option<SyncPoint>),
 }
 
 pub(crate) enum Command {

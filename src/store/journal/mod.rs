@@ -193,6 +193,21 @@ impl JournalStore {
         self.reader.read(id, loc, &self.shared.index)
     }
 
+    fn submit_settle(
+        &self,
+        queue: &QueueKey,
+        id: MsgId,
+        synced: bool,
+    ) -> Result<SyncPoint, StoreError> {
+        let record = Self::encoded(record::encode_settle(queue, id))?;
+        self.shared.submit(Op::Settle {
+            queue: queue.clone(),
+            id,
+            record,
+            synced,
+        })
+    }
+
     fn encoded<T>(r: Result<T, record::DecodeError>) -> Result<T, StoreError> {
         r.map_err(|e| StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0)))
     }
@@ -215,14 +230,11 @@ impl Store for JournalStore {
     }
 
     fn settle(&self, queue: &QueueKey, id: MsgId) -> Result<(), StoreError> {
-        let record = Self::encoded(record::encode_settle(queue, id))?;
-        self.shared
-            .submit(Op::Settle {
-                queue: queue.clone(),
-                id,
-                record,
-            })
-            .map(|_| ())
+        self.submit_settle(queue, id, false).map(|_| ())
+    }
+
+    fn settle_synced(&self, queue: &QueueKey, id: MsgId) -> Result<SyncPoint, StoreError> {
+        self.submit_settle(queue, id, true)
     }
 
     fn define(&self, definition: &Definition) -> Result<SyncPoint, StoreError> {

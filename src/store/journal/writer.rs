@@ -84,6 +84,9 @@ pub(crate) enum Op {
         queue: QueueKey,
         id: MsgId,
         record: Bytes,
+        /// Synced before the point returned for it is reported durable (a refused publish); other settles are
+        /// synced lazily.
+        synced: bool,
     },
     Define {
         definition: Definition,
@@ -101,7 +104,7 @@ impl Op {
     }
 
     fn needs_sync(&self) -> bool {
-        !matches!(self, Op::Settle { .. })
+        !matches!(self, Op::Settle { synced: false, .. })
     }
 }
 

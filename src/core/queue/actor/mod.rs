@@ -55,7 +55,7 @@ use crate::core::error::Entity;
 use crate::core::memory::{MESSAGE_OVERHEAD, MemoryGauge};
 use crate::core::message::{Death, DeathReason, DeathSite, Message, now_ms};
 use crate::core::persist;
-use crate::store::{MsgId, RecoveredQueue, Store, StoreError};
+use crate::store::{MsgId, RecoveredQueue, Store, StoreError, SyncPoint};
 
 /// Commands handled per batch before a delivery pass.
 const BATCH: usize = 256;
@@ -379,13 +379,11 @@ impl Actor {
                 Overflow::DropHead => {}
                 Overflow::RejectPublish => {
                     let entry = self.new_entry(message, store_id, 0, false);
-                    self.drop_entry(entry);
-                    return Enqueued::Rejected;
+                    return Enqueued::Rejected(self.retire_refused(&entry));
                 }
                 Overflow::RejectPublishDlx => {
                     let entry = self.new_entry(message, store_id, 0, false);
-                    self.dead_letter(entry, DeathReason::Maxlen);
-                    return Enqueued::Rejected;
+                    return Enqueued::Rejected(self.dead_letter_refused(entry));
                 }
             }
         }
@@ -726,6 +724,19 @@ impl Actor {
             && let Err(e) = self.store.settle(&self.me.key, id)
         {
             warn!(queue = %self.me.name, error = %e, "could not journal settlement");
+        }
+    }
+
+    /// A message refused on publish leaves at once, its settlement synced (see [`Enqueued::Rejected`]).
+    pub(super) fn retire_refused(&self, entry: &Entry) -> Option<SyncPoint> {
+        self.memory.sub(entry.cost());
+        let id = entry.store_id.get()?;
+        match self.store.settle_synced(&self.me.key, id) {
+            Ok(point) => Some(point),
+            Err(e) => {
+                warn!(queue = %self.me.name, error = %e, "could not journal settlement");
+                None
+            }
         }
     }
 
