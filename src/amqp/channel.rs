@@ -406,7 +406,10 @@ mod tests {
         let memory = crate::core::ClientMemory::new(gauge, 1000);
         let mut channel = Channel::new(memory.charge(crate::core::ChargeKind::Content));
         channel.assembly = Some(Assembly::new(BasicPublish::default()));
-        assert!(channel.hold_header(100, 901).is_err(), "the announced body does not fit");
+        assert!(
+            channel.hold_header(100, 901).is_err(),
+            "the announced body does not fit"
+        );
         channel.hold_header(100, 400).expect("fits");
         channel.hold_body(300).expect("fits");
         assert_eq!(memory.content(), 400);
@@ -419,7 +422,11 @@ mod tests {
         assert_eq!(memory.content(), 600 + MESSAGE_OVERHEAD);
         let work = channel.take_tx().expect("transactional");
         assert_eq!(work.publishes.len(), 1);
-        assert_eq!(memory.content(), 0, "committed or rolled back work is given back");
+        assert_eq!(
+            memory.content(),
+            0,
+            "committed or rolled back work is given back"
+        );
         channel.hold_body(50).expect("fits");
         channel.drop_content();
         assert_eq!(memory.content(), 0, "a closing channel holds nothing");
