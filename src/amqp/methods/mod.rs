@@ -29,8 +29,9 @@ use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
 use crate::core::message::Message;
 use crate::core::{
-    AutoDelete, BindOp, BindingSpec, ConsumerSpec, DestinationKind, Durability, ExchangeSpec,
-    Outcome, Ownership, Publisher, QueueHandle, QueueOptions, Receipt, Session, Settle, Settling,
+    AutoDelete, BindOp, BindingSpec, ChargeKind, ConsumerSpec, DestinationKind, Durability,
+    ExchangeSpec, MESSAGE_OVERHEAD, Outcome, Ownership, Publisher, QueueHandle, QueueOptions,
+    Receipt, Session, Settle, Settling,
 };
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
@@ -160,7 +161,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 format!("second 'channel.open' seen on channel {ch}"),
             ));
         }
-        self.channels.insert(ch, Channel::default());
+        let held = self.memory.charge(ChargeKind::Content);
+        self.channels.insert(ch, Channel::new(held));
         self.send_method(ch, &Method::ChannelOpenOk);
         Ok(())
     }
@@ -218,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         };
         let consumers: Vec<ChannelConsumer> = channel.consumers.drain().map(|(_, c)| c).collect();
         let unacked = channel.take_all();
-        channel.assembly = None;
+        channel.drop_content();
         channel.confirms = None;
         for c in consumers {
             self.consumers.remove(&c.key);

@@ -58,6 +58,7 @@ impl Actor {
     }
 
     pub(super) fn hand_to(&mut self, index: usize, entry: Entry, message: Arc<Message>) {
+        let bytes = message.body.len() as u64;
         let consumer = &mut self.consumers[index];
         let delivery = Delivery {
             consumer: consumer.spec.key,
@@ -88,8 +89,10 @@ impl Actor {
             return;
         }
         consumer.unwritten += 1;
+        consumer.unwritten_bytes += bytes;
         if no_ack {
-            self.drop_entry(entry);
+            // Settled now; counted in the memory gauge until its connection reports it written.
+            self.settle_in_store(&entry);
         } else {
             consumer.unacked += 1;
             self.outstanding.insert(
