@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AMQP benchmark: the same scenarios against FerryMQ and RabbitMQ in one run on one machine, one JSON line per
-# run on stdout (progress on stderr). Compare ratios, not absolute numbers (ARCHITECTURE.md §8).
+# run on stdout (progress on stderr). Compare ratios, not absolute numbers (docs/ARCHITECTURE.md §9).
 #
 #   scripts/bench-amqp.sh                 # 10 s per run
 #   DURATION=5 scripts/bench-amqp.sh      # shorter runs

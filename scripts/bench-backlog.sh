@@ -12,7 +12,7 @@
 # Environment: COUNT (10000000), SIZE (1024), PORT (5681 for FerryMQ; RabbitMQ uses 5673), DATA_DIR (a fresh
 # temporary directory, removed at the end unless KEEP=1), FERRYMQ_ARGS (extra broker flags), PEERS; FERRYMQ and
 # BENCH (paths of already built `ferrymq` and `ferrymq-bench` binaries, e.g. an older build to compare with: both
-# set skips the release build).
+# set skips the release build), RESTART_SIGNAL (TERM: a clean shutdown before the restart; KILL: a crash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=bench-backlog
@@ -24,6 +24,7 @@ SIZE="${SIZE:-1024}"
 PEER="${PEER:-ferrymq}"
 PEERS="${PEERS:-../shared/peers/start.sh}"
 KEEP="${KEEP:-0}"
+RESTART_SIGNAL="${RESTART_SIGNAL:-TERM}"
 read -r -a FERRYMQ_EXTRA <<<"${FERRYMQ_ARGS:-}"
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo null; }
@@ -84,8 +85,8 @@ RECOVERY_S=null
 RSS_RECOVERED=null
 PEAK_RECOVERY=null
 if [ "$PEER" = ferrymq ]; then
-  log "restart (SIGTERM, then start on the same data dir)"
-  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+  log "restart (SIG$RESTART_SIGNAL, then start on the same data dir)"
+  kill "-$RESTART_SIGNAL" "$PID"; wait "$PID" 2>/dev/null || true
   start_ferrymq
   RECOVERY_S="$UP_S"
   RSS_RECOVERED="$(rss_mb "$PID")"
@@ -98,6 +99,6 @@ log "drain: manual acks"
 DRAIN="$("$BENCH" amqp "${COMMON[@]}" --manual-ack --publishers 0 --count "$COUNT" --keep-queues --label "$PEER-drain")"
 echo "$DRAIN" >&2
 field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
-printf '{"peer":"%s","count":%s,"size":%s,"fill_rate":%s,"rss_full_mb":%s,"recovery_s":%s,"rss_recovered_mb":%s,"rss_peak_recovery_mb":%s,"drain_rate":%s,"drain_received":%s,"drain_rss_max_mb":%s}\n' \
-  "$PEER" "$COUNT" "$SIZE" "$(field "$FILL" send_rate)" "$RSS_FULL" "$RECOVERY_S" "$RSS_RECOVERED" "$PEAK_RECOVERY" \
+printf '{"peer":"%s","restart":"%s","count":%s,"size":%s,"fill_rate":%s,"rss_full_mb":%s,"recovery_s":%s,"rss_recovered_mb":%s,"rss_peak_recovery_mb":%s,"drain_rate":%s,"drain_received":%s,"drain_rss_max_mb":%s}\n' \
+  "$PEER" "SIG$RESTART_SIGNAL" "$COUNT" "$SIZE" "$(field "$FILL" send_rate)" "$RSS_FULL" "$RECOVERY_S" "$RSS_RECOVERED" "$PEAK_RECOVERY" \
   "$(field "$DRAIN" recv_rate)" "$(field "$DRAIN" received)" "$(field "$DRAIN" rss_max_mb)"

@@ -1,5 +1,5 @@
 //! FerryMQ: an open-protocol message broker speaking AMQP 0-9-1 over one shared broker core with a durable
-//! journal. See README.md and ARCHITECTURE.md (shared design) for the layout: `server` composes `transport`,
+//! journal. See README.md and docs/ARCHITECTURE.md for the layout: `server` composes `transport`,
 //! the protocol adapters (`amqp`), `core`, `store` and `admin`.
 
 pub mod admin;

@@ -32,7 +32,8 @@ use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{
-    self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler, TlsError,
+    self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler,
+    TenantLimits, TlsError,
 };
 
 /// How long shutdown waits for open connections to close before closing the store anyway.
@@ -190,16 +191,15 @@ fn listener_table(
     broker: &Broker,
     lifecycle: &Lifecycle,
 ) -> Vec<ListenerSpec> {
+    let tenants = Arc::new(TenantLimits::new(config.limits.clone()));
     let amqp = amqp_handler(config, broker, lifecycle);
     let amqp_budget = Budget {
         max_connections: config.amqp.max_connections,
         max_handshakes: config.amqp.max_handshakes,
         handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
     };
-    let amqp_limits = Arc::new(ConnectionLimits::new(
-        "amqp",
-        fit_budget("amqp", amqp_budget),
-    ));
+    let amqp_budget = fit_budget("amqp", amqp_budget);
+    let amqp_limits = Arc::new(ConnectionLimits::new("amqp", amqp_budget, tenants));
     let mut table = vec![
         ListenerSpec::stream("amqp", config.amqp.addr(), None, &amqp, &amqp_limits),
         ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),

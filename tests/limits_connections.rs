@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestBroker;
+use ferrymq::config::VhostLimits;
 use lapin::{Connection, ConnectionProperties};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -93,4 +94,36 @@ async fn silent_sockets_do_not_lock_out_a_real_client() {
         .await
         .expect("the oldest silent socket was closed, not left hanging");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
+async fn user_and_vhost_connection_limits_refuse_with_rabbitmq_texts() {
+    let broker = TestBroker::with(|c| {
+        c.limits.max_connections_per_user = 2;
+        c.limits.vhosts.push(VhostLimits {
+            name: "/".into(),
+            max_connections: Some(1),
+            max_queues: None,
+        });
+    })
+    .await;
+    let _first = connect(&broker).await.expect("first connection");
+    let refused = connect(&broker).await.expect_err("the vhost holds one");
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains(
+            "access to vhost '/' refused for user 'guest': connection limit (1) is reached"
+        ),
+        "{text}"
+    );
+    drop(_first);
+
+    let broker = TestBroker::with(|c| c.limits.max_connections_per_user = 1).await;
+    let _first = connect(&broker).await.expect("first connection");
+    let refused = connect(&broker).await.expect_err("guest holds one");
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("Connection refused for user 'guest': user connection limit (1) is reached"),
+        "{text}"
+    );
 }

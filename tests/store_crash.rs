@@ -1,4 +1,4 @@
-//! Crash test of the durability contract (ARCHITECTURE.md §5, issue 4): the real `ferrymq` binary is SIGKILLed
+//! Crash test of the durability contract (shared design §5): the real `ferrymq` binary is SIGKILLed
 //! at random points while lapin publishes persistent messages with confirms to a durable queue (and a consumer
 //! acks some of them), then restarted on the same data dir, over and over. At the end every message the broker
 //! confirmed must have been delivered at least once: duplicates (acks lost in the crash) are allowed and

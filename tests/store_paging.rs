@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestBroker;
-use ferrymq::core::queue::QueueStats;
+use ferrymq::core::QueueStats;
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -35,12 +35,9 @@ async fn declare(ch: &Channel, name: &str, args: FieldTable) {
 async fn stats(broker: &TestBroker, queue: &str) -> QueueStats {
     broker
         .broker()
-        .vhost("/")
-        .and_then(|v| v.queue(queue))
-        .expect("queue exists")
-        .stats()
+        .queue_stats("/", queue)
         .await
-        .expect("stats")
+        .expect("stats of an existing queue")
 }
 
 fn body(i: u32, size: usize) -> Vec<u8> {

@@ -3,7 +3,7 @@
 //!   ferrymq-bench amqp --url amqp://guest:guest@127.0.0.1:5672/%2f --publishers 1 --consumers 1 --duration 10
 //!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
 //!
-//! See shared/design/ARCHITECTURE.md §8 for the method (same machine, same run, compare ratios). This file is
+//! See docs/ARCHITECTURE.md §9 for the method (same machine, same run, compare ratios). This file is
 //! only the command line and the runtime; the drivers and the report live in the library (`lib.rs`).
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! `ferrymq-bench relay`: a trivial TCP forwarder (a copy loop per direction), the "relay" baseline of ARCHITECTURE §8.
+//! `ferrymq-bench relay`: a trivial TCP forwarder (a copy loop per direction), the "relay" baseline of docs/ARCHITECTURE.md §9.
 //!
 //! Benchmarking a broker through the relay (`amqp --url amqp://...@127.0.0.1:<listen>`) puts one more
 //! process copying every byte on the same machine: the gap between the direct and the relayed run shows

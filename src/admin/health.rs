@@ -3,7 +3,7 @@
 //! `GET /health/live` answers 200 `ok` whenever the process can serve HTTP at all. `GET /health/ready`
 //! answers 200 `ok` when the store accepts persistent writes and 503 with the store's reason when it does
 //! not (a failed fsync, disk below the low-water mark): a broker that cannot confirm messages should not
-//! receive traffic (ARCHITECTURE.md §5).
+//! receive traffic (the durability contract, shared design §5).
 
 use axum::Router;
 use axum::extract::State;

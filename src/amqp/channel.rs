@@ -10,8 +10,8 @@ use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
 
 use super::error::{AmqpError, code};
 use crate::core::message::Message;
-use crate::core::publish::{Outcome, Publisher, Settling, SyncView};
-use crate::core::queue::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
+use crate::core::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
+use crate::core::{Outcome, Publisher, Settling, SyncView};
 
 /// Whether the channel is usable or waiting for the client's close-ok after a channel error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +286,7 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::publish::testing::{after, view};
+    use crate::core::testing::{after, view};
 
     #[test]
     fn confirms_fold_runs_and_wait_for_sync() {

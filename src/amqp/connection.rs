@@ -22,9 +22,9 @@ use super::AmqpContext;
 use super::channel::ChannelTable;
 use super::convert::Outgoing;
 use super::error::{AmqpError, Scope, code};
-use crate::core::publish::SyncView;
-use crate::core::queue::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
+use crate::core::SyncView;
 use crate::core::{ConnId, Session};
+use crate::core::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
 use crate::transport::Admission;
 
 /// Flush the write buffer once it holds this much, even mid-batch.
@@ -277,14 +277,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     .during(10, 40),
             );
         };
-        self.admission.establish().map_err(|e| {
-            // RabbitMQ's words for its node-wide connection_max.
-            let text = format!(
-                "connection refused: node connection limit ({}) is reached",
-                e.limit
-            );
-            AmqpError::connection(code::NOT_ALLOWED, text).during(10, 40)
-        })?;
+        // Node-wide, vhost and user connection limits, refused in RabbitMQ's words.
+        self.admission
+            .establish(&user.name, &open.virtual_host)
+            .map_err(|e| AmqpError::connection(code::NOT_ALLOWED, e.to_string()).during(10, 40))?;
         let session = self
             .ctx
             .broker
@@ -616,11 +612,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             SinkEvent::Deliver(d) => {
                 let Some(route) = self.consumers.get(&d.consumer).cloned() else {
                     // Cancelled or channel gone while the delivery was in flight: give it back.
-                    d.queue.settle(
-                        vec![d.tag],
-                        crate::core::queue::Settle::Requeue,
-                        Some(d.consumer),
-                    );
+                    d.queue
+                        .settle(vec![d.tag], crate::core::Settle::Requeue, Some(d.consumer));
                     d.queue.written(d.consumer, 1);
                     return;
                 };

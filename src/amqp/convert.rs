@@ -13,10 +13,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, EncodeProperties, FieldTable, FieldValue};
 
 use super::error::{AmqpError, code};
+use crate::core::LegacyReader;
 use crate::core::message::{
     Annotations, DeathSite, Expiry, Headers, Message, Native, Properties, Protocol, Value,
 };
-use crate::core::persist::LegacyReader;
 
 // ---- tables ----
 

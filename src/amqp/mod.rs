@@ -23,7 +23,7 @@ use crate::transport::Admission;
 /// Registers what the core needs of AMQP before it starts: the reader for journal format 1, whose messages and
 /// arguments are in AMQP terms. Called by the composition root before `Broker::start`.
 pub fn register_with_core() {
-    crate::core::persist::register_legacy_reader(&convert::FORMAT1);
+    crate::core::register_legacy_reader(&convert::FORMAT1);
 }
 
 /// Shared state of every AMQP connection.

@@ -93,23 +93,14 @@ impl AmqpConfig {
                 ),
             ));
         }
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid(
-                "amqp.max_connections",
-                "must be at least 1",
-            ));
-        }
-        if self.max_handshakes == 0 {
-            return Err(ConfigError::invalid(
-                "amqp.max_handshakes",
-                "must be at least 1",
-            ));
-        }
-        if self.handshake_timeout_secs == 0 {
-            return Err(ConfigError::invalid(
-                "amqp.handshake_timeout_secs",
-                "must be at least 1",
-            ));
+        for (option, value) in [
+            ("amqp.max_connections", self.max_connections as u64),
+            ("amqp.max_handshakes", self.max_handshakes as u64),
+            ("amqp.handshake_timeout_secs", self.handshake_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(option, "must be at least 1"));
+            }
         }
         if self.product.trim().is_empty() {
             return Err(ConfigError::invalid("amqp.product", "must not be empty"));

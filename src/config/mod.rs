@@ -10,7 +10,7 @@
 //! This module knows option names, defaults and limits; it opens no socket and no file other than the config
 //! file itself.
 //!
-//! One module per section (`amqp`, `http`, `tls`, `auth`, `store`, `memory`, `log`) owns that section's
+//! One module per section (`amqp`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
 //! struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
 //! and the checks that span sections (ports shared by two listeners).
 
@@ -18,6 +18,7 @@ mod amqp;
 mod auth;
 mod cli;
 mod http;
+mod limits;
 mod log;
 mod memory;
 mod store;
@@ -31,6 +32,7 @@ pub use amqp::AmqpConfig;
 pub use auth::{AuthConfig, PermissionConfig, UserConfig};
 pub use cli::Cli;
 pub use http::HttpConfig;
+pub use limits::{LimitsConfig, UserLimits, VhostLimits};
 pub use log::{LogConfig, LogFormat};
 pub use memory::MemoryConfig;
 pub use store::{StoreConfig, StoreKind, SyncPolicy};
@@ -93,6 +95,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Memory alarm for messages held by queues.
     pub memory: MemoryConfig,
+    /// Per-user, per-vhost and per-queue limits.
+    pub limits: LimitsConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -108,6 +112,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             memory: MemoryConfig::default(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -165,6 +170,7 @@ impl Config {
         self.tls.validate()?;
         self.auth.validate()?;
         self.store.validate()?;
+        self.limits.validate()?;
         self.validate_ports()
     }
 

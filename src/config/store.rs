@@ -12,7 +12,7 @@ use super::{ConfigError, KIB, MIB, STORE_SUBDIR};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreKind {
-    /// The durable journal under `<data_dir>/store` (ARCHITECTURE.md §5).
+    /// The durable journal under `<data_dir>/store` (the durability contract, shared design §5).
     #[default]
     Journal,
     /// Nothing is written to disk; everything is lost at exit (tests, throwaway brokers).
@@ -72,7 +72,7 @@ impl StoreConfig {
 impl StoreConfig {
     /// Smallest segment accepted (one page; tests use small segments to exercise rolling and compaction).
     const MIN_SEGMENT_SIZE: u64 = 4 * KIB;
-    /// Longest batch window accepted (ARCHITECTURE.md §5: "a few hundred microseconds of batching at most";
+    /// Longest batch window accepted (the durability contract, shared design §5: "a few hundred microseconds of batching at most";
     /// anything beyond this is certainly a unit mistake).
     const MAX_BATCH_WINDOW_US: u64 = 100_000;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use regex::Regex;
 
 use super::CoreError;
-use super::error::Entity;
+use super::error::{Access, Entity};
 
 /// An authenticated user.
 #[derive(Debug)]
@@ -17,14 +17,6 @@ pub struct User {
     pub name: String,
     password: String,
     pub tags: Vec<String>,
-}
-
-/// The three kinds of access RabbitMQ distinguishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Configure,
-    Write,
-    Read,
 }
 
 /// What a user may do in one vhost.

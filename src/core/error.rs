@@ -1,10 +1,17 @@
-//! The core's errors: protocol-neutral and structured, so each front end words them for its own protocol in one
+//! The core's errors, and the small vocabulary they are made of ([`Entity`], [`Access`]): protocol-neutral and
+//! structured, so each front end words them for its own protocol in one
 //! place (AMQP with RabbitMQ's exact texts, SQS as `QueueDoesNotExist`, MQTT as a reason code). The `Display`
 //! texts here are for logs; no adapter shows them to a client without choosing to.
 
 use std::fmt;
 
-use super::auth::Access;
+/// The three kinds of access RabbitMQ distinguishes (checked by `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Configure,
+    Write,
+    Read,
+}
 
 /// The kind of entity an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,7 +76,6 @@ pub struct Exchange {
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
-    pub arguments: Headers,
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<String>,
     bindings: RwLock<Bindings>,
@@ -90,7 +89,7 @@ impl Exchange {
         durable: bool,
         auto_delete: bool,
         internal: bool,
-        arguments: Headers,
+        arguments: &Headers,
     ) -> Self {
         let alternate = arguments
             .get("alternate-exchange")
@@ -102,7 +101,6 @@ impl Exchange {
             durable,
             auto_delete,
             internal,
-            arguments,
             alternate,
             bindings: RwLock::default(),
             deleted: AtomicBool::new(false),
@@ -231,15 +229,6 @@ impl Exchange {
     /// Number of bindings from this exchange.
     pub fn binding_count(&self) -> usize {
         self.read().all.len()
-    }
-
-    /// Every binding as (destination, key, arguments), for listing and definition export.
-    pub fn bindings(&self) -> Vec<(Destination, String, Headers)> {
-        self.read()
-            .all
-            .iter()
-            .map(|b| (b.destination.clone(), b.key.clone(), b.arguments.clone()))
-            .collect()
     }
 
     /// Call `found` for each destination matching `key` / `headers`.

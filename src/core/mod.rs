@@ -1,24 +1,24 @@
 //! The broker core: vhosts, exchanges, queues, bindings, routing, consumers, users and permissions. Knows no
 //! socket, no protocol name and no HTTP; every front end maps onto it through a [`Session`]
-//! (ARCHITECTURE.md §2). This module owns the [`Broker`] handle: start-up (recovery from the store), login,
+//! (docs/ARCHITECTURE.md §2-3). This module owns the [`Broker`] handle: start-up (recovery from the store), login,
 //! and identifiers shared by every front end.
 
-pub mod auth;
-pub mod error;
-pub mod exchange;
-pub mod headers;
-pub mod memory;
+mod auth;
+mod error;
+mod exchange;
+mod headers;
+mod memory;
 pub mod message;
 #[cfg(test)]
 mod paging_tests;
-pub mod persist;
-pub mod publish;
-pub mod queue;
-pub mod session;
+mod persist;
+mod publish;
+mod queue;
+mod session;
 #[cfg(test)]
 mod tests;
-pub mod topic;
-pub mod vhost;
+mod topic;
+mod vhost;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,13 +31,21 @@ use tracing::{info, warn};
 pub use crate::store::DestinationKind;
 use crate::store::{Definition, Format, Recovered, Store};
 pub use auth::{Permission, User, Users};
-pub use error::{CoreError, Entity, ErrorClass};
-use memory::MemoryGauge;
+pub use error::{Access, CoreError, Entity, ErrorClass};
+pub use memory::MemoryGauge;
 pub use message::Message;
+pub use persist::{LegacyReader, register_legacy_reader};
+#[cfg(test)]
+pub(crate) use publish::testing;
+pub use publish::{Confirmation, Outcome, Publisher, Receipt, Settling, SyncView};
+pub use queue::{
+    ChannelLimit, ConsumerSink, ConsumerSpec, Delivery, QueueHandle, QueueStats, Settle, SinkEvent,
+};
 pub use queue::{ConnId, ConsumerKey};
-use session::BindOp;
-pub use session::Session;
-use vhost::{BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
+pub use session::{AutoDelete, Durability, Ownership, QueueOptions, Session};
+pub use topic::TopicTrie;
+pub use vhost::{BindOp, ExchangeSpec};
+use vhost::{BindingSpec, Journal, QueueSpec, VHost};
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -300,7 +308,7 @@ impl Broker {
     }
 
     /// The store behind this broker (health checks read it).
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
@@ -320,13 +328,22 @@ impl Broker {
     }
 
     /// Look up a vhost.
-    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+    pub(crate) fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.inner
             .vhosts
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// The counts of a queue (management, tests).
+    pub async fn queue_stats(&self, vhost: &str, queue: &str) -> Result<QueueStats, CoreError> {
+        self.vhost(vhost)
+            .and_then(|v| v.queue(queue))
+            .ok_or_else(|| CoreError::not_found(Entity::Queue, vhost, queue))?
+            .stats()
+            .await
     }
 
     /// Check credentials.

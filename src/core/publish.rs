@@ -15,8 +15,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 use super::CoreError;
-use super::auth::Access;
-use super::error::Entity;
+use super::error::{Access, Entity};
 use super::exchange::Exchange;
 use super::message::Message;
 use super::queue::{Enqueued, Overflow, QueueHandle};

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::CoreError;
-use super::auth::{Access, Permission, User};
-use super::error::Entity;
+use super::auth::{Permission, User};
+use super::error::{Access, Entity};
 use super::message::{Headers, Value};
 use super::queue::{ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats};
-use super::vhost::{BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
+use super::vhost::{BindOp, BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
 use crate::store::DestinationKind;
 
 /// Whether a queue survives a broker restart.
@@ -107,7 +107,7 @@ impl Session {
         }
     }
 
-    pub fn vhost(&self) -> &Arc<VHost> {
+    pub(crate) fn vhost(&self) -> &Arc<VHost> {
         &self.vhost
     }
 
@@ -300,13 +300,6 @@ impl Session {
     pub async fn close(&self) {
         self.vhost.drop_exclusive(self.conn).await;
     }
-}
-
-/// Bind or unbind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BindOp {
-    Bind,
-    Unbind,
 }
 
 /// `amq.gen-` + 22 URL-safe characters, like RabbitMQ's server-named queues.

@@ -1,7 +1,7 @@
 //! Topic matching: a trie over dot-separated words with `*` (exactly one word) and `#` (zero or more words),
 //! shared by AMQP topic exchanges and, later, MQTT subscriptions, STOMP `/topic` and SNS subject routing.
 //! Matching walks only the branches a key can take, so cost grows with the key's length and the number of
-//! wildcard branches, not with the number of bindings (ARCHITECTURE.md §2: fast at 100k bindings).
+//! wildcard branches, not with the number of bindings (fast at 100k bindings; docs/ARCHITECTURE.md §3).
 
 use std::collections::{HashMap, HashSet};
 
@@ -291,7 +291,7 @@ mod tests {
         assert!(trie.is_empty());
     }
 
-    /// The issue-17 binding: seven `#` and a 127-word key used to take minutes (one walk per way of
+    /// The denial-of-service binding: seven `#` and a 127-word key used to take minutes (one walk per way of
     /// splitting the key among the `#`s). Correctness only; the cost is measured in benches/topic_match.rs.
     #[test]
     fn many_hashes_and_a_long_key_match_correctly() {

@@ -15,8 +15,7 @@ use super::error::Entity;
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::memory::MemoryGauge;
 use super::message::Message;
-use super::queue::{ConnId, QueueArgs, QueueHandle, QueueInit};
-use super::session::BindOp;
+use super::queue::{ConnId, QueueArgs, QueueHandle, QueueHost, QueueInit};
 use crate::store::{Binding, Definition, DestinationKind, MsgId, Store, SyncPoint};
 
 /// Exchanges every vhost has: the default exchange and the `amq.*` ones.
@@ -92,7 +91,8 @@ impl VHost {
         let exchanges = PREDECLARED
             .iter()
             .map(|(n, k)| {
-                let ex = Exchange::new((*n).to_owned(), *k, true, false, false, Headers::default());
+                let ex =
+                    Exchange::new((*n).to_owned(), *k, true, false, false, &Headers::default());
                 ((*n).to_owned(), Arc::new(ex))
             })
             .collect();
@@ -136,11 +136,6 @@ impl VHost {
 
     fn topology_changed(&self) {
         self.topology.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The broker-wide memory gauge queues account their messages in.
-    pub(crate) fn memory(&self) -> &Arc<MemoryGauge> {
-        &self.memory
     }
 
     /// Look up an exchange.
@@ -215,7 +210,7 @@ impl VHost {
             spec.durable,
             spec.auto_delete,
             spec.internal,
-            spec.arguments,
+            &spec.arguments,
         );
         exchanges.insert(spec.name, Arc::new(exchange));
         drop(exchanges);
@@ -428,7 +423,9 @@ impl VHost {
             arguments: spec.arguments,
             args,
         };
-        let handle = QueueHandle::spawn(init, &me, self.store.clone());
+        let host: Arc<dyn QueueHost> = me;
+        let handle = QueueHandle::spawn(init, Arc::downgrade(&host), self.store.clone())
+            .ok_or_else(|| CoreError::not_found(Entity::VHost, &self.name, &self.name))?;
         self.topology_changed();
         queues.insert(spec.name, handle.clone());
         Ok((handle, true))
@@ -669,6 +666,13 @@ impl VHost {
     }
 }
 
+/// Bind or unbind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindOp {
+    Bind,
+    Unbind,
+}
+
 /// A binding as the core handles it (exchange.bind / queue.bind, MQTT subscriptions, SNS subscriptions).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingSpec {
@@ -786,5 +790,27 @@ fn show(v: Option<&Value>) -> String {
             .map(str::to_owned)
             .or_else(|| v.as_i64().map(|n| n.to_string()))
             .unwrap_or_else(|| format!("{v:?}")),
+    }
+}
+
+impl QueueHost for VHost {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn memory(&self) -> &Arc<MemoryGauge> {
+        &self.memory
+    }
+
+    fn route(&self, exchange: &str, message: &Message) -> Vec<QueueHandle> {
+        VHost::route(self, exchange, message)
+    }
+
+    fn enqueue_detached(&self, message: Arc<Message>, targets: &[QueueHandle]) {
+        VHost::enqueue_detached(self, message, targets)
+    }
+
+    fn forget_queue(&self, queue: &QueueHandle) {
+        VHost::forget_queue(self, queue)
     }
 }

@@ -4,7 +4,7 @@
 //! queues, bindings), persistent messages routed to durable queues, and the settlement (ack, drop, expiry,
 //! dead-lettering) of those messages. Appends return a [`SyncPoint`]; a confirm for the append may be sent
 //! only once [`Store::sync_state`] reports a synced point at or past it. That is how the durability contract
-//! (ARCHITECTURE.md §5: "confirm only after an fdatasync covering the record") reaches every protocol: the
+//! (the durability contract, shared design §5: "confirm only after an fdatasync covering the record") reaches every protocol: the
 //! adapter waits on the watch channel instead of the store calling back into protocol code.
 //!
 //! This module owns the trait and the value types that cross it; `memory` is the implementation used when no
@@ -98,7 +98,7 @@ pub struct SyncState {
     /// Every append at or before this point is on disk.
     pub synced: SyncPoint,
     /// Set once a write or sync failed: nothing after `synced` will ever become durable, and no further
-    /// persistent write is accepted (ARCHITECTURE.md §5: never retried blindly, never ignored).
+    /// persistent write is accepted (the durability contract, shared design §5: never retried blindly, never ignored).
     pub failed: Option<Arc<StoreError>>,
 }
 

@@ -7,8 +7,9 @@
 //! (its [`Admission::evicted`] token fires and its task closes the socket): a client that completes its
 //! handshake promptly always gets in, however many silent sockets an attacker holds. Once the client has
 //! authenticated, the protocol adapter calls [`Admission::establish`], which moves it into the *connection
-//! budget* (`max_connections`) or refuses it with [`LimitReached`], which the adapter reports in its own
-//! protocol's words (AMQP: 530 NOT_ALLOWED on connection.open, as RabbitMQ does). Refusals and evictions are
+//! budget* (`max_connections`, then the user's and vhost's limits in [`super::tenants`]) or refuses it with a
+//! [`Refusal`] that the adapter reports in its own protocol's words (AMQP: 530 NOT_ALLOWED on
+//! connection.open, with RabbitMQ's text). Refusals and evictions are
 //! counted and logged once per burst ([`BurstLog`]), never once per attempt.
 //!
 //! Nothing here knows a protocol; MQTT and STOMP reuse it with their own limits.
@@ -22,17 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::tenants::{Refusal, TenantConnection, TenantLimits};
+
 /// Quiet period that ends a burst: the first event after it is logged at once, the rest of the burst only as
 /// a count in the next line.
 const BURST_WINDOW: Duration = Duration::from_secs(10);
-
-/// A connection was refused because the connection budget is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("connection limit ({limit}) is reached")]
-pub struct LimitReached {
-    /// The limit in force.
-    pub limit: usize,
-}
 
 /// What a protocol may hold: open connections, connections still in their handshake, and how long a handshake
 /// may take.
@@ -64,6 +59,8 @@ pub struct LimitStats {
 pub struct ConnectionLimits {
     protocol: &'static str,
     budget: Budget,
+    /// Per-user and per-vhost counts, shared with every other protocol.
+    tenants: Arc<TenantLimits>,
     open: Arc<Semaphore>,
     handshakes: Mutex<Handshakes>,
     refused: AtomicU64,
@@ -80,10 +77,11 @@ struct Handshakes {
 }
 
 impl ConnectionLimits {
-    /// The budget of protocol `protocol` (the name used in logs).
-    pub fn new(protocol: &'static str, budget: Budget) -> Self {
+    /// The budget of protocol `protocol` (the name used in logs); `tenants` is shared by every protocol.
+    pub fn new(protocol: &'static str, budget: Budget, tenants: Arc<TenantLimits>) -> Self {
         Self {
             protocol,
+            tenants,
             open: Arc::new(Semaphore::new(
                 budget.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -190,7 +188,8 @@ pub struct Admission {
     /// Our key among the handshaking connections, until established.
     handshake: Option<u64>,
     evicted: CancellationToken,
-    open: Option<OwnedSemaphorePermit>,
+    /// The connection-budget permit and the per-user/vhost count, once established.
+    open: Option<(OwnedSemaphorePermit, TenantConnection)>,
 }
 
 impl Admission {
@@ -204,23 +203,30 @@ impl Admission {
         self.limits.budget.handshake_timeout
     }
 
-    /// The client has authenticated: move it from the handshake budget into the connection budget, or refuse
-    /// it (counted, logged once per burst) when that is full.
-    pub fn establish(&mut self) -> Result<(), LimitReached> {
+    /// `user` has logged in to `vhost`: move the connection from the handshake budget into the connection
+    /// budget and count it for its user and vhost, or refuse it (counted, logged once per burst) when the
+    /// protocol's `max_connections`, the vhost's or the user's connection limit is reached, checked in that
+    /// order as RabbitMQ does.
+    pub fn establish(&mut self, user: &str, vhost: &str) -> Result<(), Refusal> {
         if self.open.is_some() {
             return Ok(());
         }
         let Ok(permit) = self.limits.open.clone().try_acquire_owned() else {
             self.limits.refuse("max_connections reached");
-            return Err(LimitReached {
-                limit: self.limits.budget.max_connections,
-            });
+            let limit = self.limits.budget.max_connections;
+            return Err(self.limits.tenants.refuse(Refusal::Node { limit }));
         };
-        self.open = Some(permit);
+        let counted = self.limits.tenants.open_connection(user, vhost)?;
+        self.open = Some((permit, counted));
         if let Some(id) = self.handshake.take() {
             self.limits.leave_handshake(id);
         }
         Ok(())
+    }
+
+    /// The per-user and per-vhost limits (e.g. for channel counts).
+    pub fn tenants(&self) -> &Arc<TenantLimits> {
+        &self.limits.tenants
     }
 }
 
@@ -269,14 +275,12 @@ mod tests {
     use super::*;
 
     fn limits(max_connections: usize, max_handshakes: usize) -> Arc<ConnectionLimits> {
-        Arc::new(ConnectionLimits::new(
-            "test",
-            Budget {
-                max_connections,
-                max_handshakes,
-                handshake_timeout: Duration::from_secs(1),
-            },
-        ))
+        let budget = Budget {
+            max_connections,
+            max_handshakes,
+            handshake_timeout: Duration::from_secs(1),
+        };
+        Arc::new(ConnectionLimits::new("test", budget, Arc::default()))
     }
 
     #[test]
@@ -295,13 +299,16 @@ mod tests {
     fn establishing_moves_a_connection_into_the_connection_budget() {
         let limits = limits(1, 2);
         let mut first = limits.admit();
-        first.establish().expect("room for one");
+        first.establish("guest", "/").expect("room for one");
         let mut second = limits.admit();
-        assert_eq!(second.establish(), Err(LimitReached { limit: 1 }));
+        assert_eq!(
+            second.establish("guest", "/"),
+            Err(Refusal::Node { limit: 1 })
+        );
         let stats = limits.stats();
         assert_eq!((stats.open, stats.handshaking, stats.refused), (1, 1, 1));
         drop(first);
-        second.establish().expect("the slot came back");
+        second.establish("guest", "/").expect("the slot came back");
         drop(second);
         assert_eq!(limits.stats().open, 0);
     }

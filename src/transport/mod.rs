@@ -10,8 +10,10 @@
 pub mod fd;
 pub mod limits;
 pub mod tcp;
+pub mod tenants;
 pub mod tls;
 
-pub use limits::{Admission, Budget, ConnectionLimits, LimitReached, LimitStats};
+pub use limits::{Admission, Budget, ConnectionLimits, LimitStats};
 pub use tcp::{AcceptOptions, ClientStream, Lifecycle, StreamHandler, serve_listener};
+pub use tenants::{Refusal, TenantChannel, TenantConnection, TenantLimits};
 pub use tls::{TlsError, load_acceptor};

@@ -190,8 +190,9 @@ pub async fn serve_listener(
             }
             Err(e) if is_out_of_descriptors(&e) => {
                 // Not the listener's fault and not the store's: refuse the waiting connection promptly.
-                options.limits.refuse("out of file descriptors");
-                spare.refuse_one(&listener).await;
+                if spare.refuse_one(&listener).await {
+                    options.limits.refuse("out of file descriptors");
+                }
             }
             Err(e) => {
                 warn!(listener = name, error = %e, "accept failed; pausing the listener briefly");
@@ -275,17 +276,24 @@ impl SpareDescriptor {
         Self(std::fs::File::open("/dev/null").ok())
     }
 
-    /// Free the spare, accept and close one waiting connection, then take the spare back.
-    async fn refuse_one(&mut self, listener: &TcpListener) {
+    /// Free the spare, accept and close one waiting connection, then take the spare back. Returns whether
+    /// there was a connection to refuse: accept(2) reports EMFILE before it looks for one, so there may be
+    /// none.
+    async fn refuse_one(&mut self, listener: &TcpListener) -> bool {
         self.0 = None;
-        if let Ok(Ok((tcp, _))) = tokio::time::timeout(SPARE_ACCEPT_WAIT, listener.accept()).await {
-            drop(tcp);
-        }
+        let refused = match tokio::time::timeout(SPARE_ACCEPT_WAIT, listener.accept()).await {
+            Ok(Ok((tcp, _))) => {
+                drop(tcp);
+                true
+            }
+            _ => false,
+        };
         *self = Self::open();
         if self.0.is_none() {
             // Still none to spare: give the other tasks time to close something.
             tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
         }
+        refused
     }
 }
 
@@ -313,7 +321,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn echo(mut stream: ClientStream, _peer: SocketAddr, mut admission: Admission) {
-        if admission.establish().is_err() {
+        if admission.establish("guest", "/").is_err() {
             return;
         }
         let mut buf = [0u8; 64];
@@ -337,6 +345,7 @@ mod tests {
                     max_handshakes: limit,
                     handshake_timeout: Duration::from_secs(5),
                 },
+                Arc::default(),
             )),
         };
         let lifecycle = Lifecycle::new();
@@ -398,6 +407,57 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(third.is_some(), "a slot frees up once a connection closes");
+    }
+
+    /// Out of descriptors, the waiting connection is taken off the queue and closed (a counted refusal),
+    /// not left in the backlog while the loop spins. nextest runs each test in its own process, so lowering
+    /// this process's open-file limit touches no other test.
+    #[tokio::test]
+    async fn out_of_descriptors_the_waiting_connection_is_refused_and_counted() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let hard = getrlimit(Resource::Nofile).maximum;
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(256),
+                maximum: hard,
+            },
+        )
+        .expect("lower");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let limits = Arc::new(ConnectionLimits::new(
+            "test",
+            Budget {
+                max_connections: 10,
+                max_handshakes: 10,
+                handshake_timeout: Duration::from_secs(5),
+            },
+            Arc::default(),
+        ));
+        let options = AcceptOptions {
+            name: "test",
+            tls: None,
+            limits: limits.clone(),
+        };
+        let handler: StreamHandler =
+            Arc::new(|stream, peer, admission| Box::pin(echo(stream, peer, admission)));
+        let _task = tokio::spawn(serve_listener(listener, options, handler, Lifecycle::new()));
+        tokio::time::sleep(Duration::from_millis(50)).await; // the loop has opened its spare
+
+        let mut hoard = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            hoard.push(file);
+        }
+        hoard.pop(); // one for the client's socket
+        let mut client = TcpStream::connect(addr).await.expect("the kernel accepts");
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("refused promptly, not left hanging");
+        assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+        assert_eq!(limits.stats().refused, 1);
+        drop(hoard);
     }
 
     #[tokio::test]

@@ -28,11 +28,11 @@ use super::connection::{Connection, ConsumerRoute, method_name};
 use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
 use crate::core::DestinationKind;
+use crate::core::ExchangeSpec;
 use crate::core::message::Message;
-use crate::core::publish::{Outcome, Publisher, Receipt, Settling};
-use crate::core::queue::{ConsumerSpec, QueueHandle, Settle};
-use crate::core::session::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
-use crate::core::vhost::ExchangeSpec;
+use crate::core::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
+use crate::core::{ConsumerSpec, QueueHandle, Settle};
+use crate::core::{Outcome, Publisher, Receipt, Settling};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";

@@ -10,8 +10,8 @@ mod entry;
 mod level;
 mod tail;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::core::message::Headers;
@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::CoreError;
 use super::error::Entity;
+use super::memory::MemoryGauge;
 use super::message::Message;
-use super::vhost::VHost;
 use crate::store::{MsgId, QueueKey, RecoveredQueue, Store};
 pub use args::{Overflow, QueueArgs};
 
@@ -230,14 +230,35 @@ pub(crate) struct QueueInit {
     pub args: QueueArgs,
 }
 
+/// What a queue needs of the namespace it lives in (the vhost implements it): routing its dead-lettered
+/// messages, and forgetting it when it deletes itself. A trait, so that queues do not depend on the vhost that
+/// holds them (no import circle in the core).
+pub(crate) trait QueueHost: Send + Sync + std::fmt::Debug {
+    /// The vhost's name.
+    fn name(&self) -> &str;
+    /// The broker-wide memory gauge the queue accounts its messages in.
+    fn memory(&self) -> &Arc<MemoryGauge>;
+    /// The queues a message published to `exchange` reaches.
+    fn route(&self, exchange: &str, message: &Message) -> Vec<QueueHandle>;
+    /// Journals (when durable) and enqueues a message the broker produced, without waiting on any queue.
+    fn enqueue_detached(&self, message: Arc<Message>, targets: &[QueueHandle]);
+    /// Removes a queue that deleted itself from the namespace.
+    fn forget_queue(&self, queue: &QueueHandle);
+}
+
 impl QueueHandle {
-    /// Spawn the actor for a new queue.
-    pub(crate) fn spawn(init: QueueInit, vhost: &Arc<VHost>, store: Arc<dyn Store>) -> QueueHandle {
+    /// Spawn the actor for a new queue in `host`.
+    pub(crate) fn spawn(
+        init: QueueInit,
+        host: Weak<dyn QueueHost>,
+        store: Arc<dyn Store>,
+    ) -> Option<QueueHandle> {
+        let strong = host.upgrade()?;
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
         let shared = QueueShared {
-            key: QueueKey::new(vhost.name.clone(), init.name.clone()),
+            key: QueueKey::new(strong.name(), init.name.clone()),
             name: init.name,
-            vhost: vhost.name.clone(),
+            vhost: strong.name().to_owned(),
             durable: init.durable,
             auto_delete: init.auto_delete,
             exclusive_owner: init.exclusive_owner,
@@ -247,14 +268,8 @@ impl QueueHandle {
             deleted: AtomicBool::new(false),
         };
         let handle = QueueHandle(Arc::new(shared));
-        actor::spawn(
-            handle.clone(),
-            rx,
-            Arc::downgrade(vhost),
-            store,
-            vhost.memory().clone(),
-        );
-        handle
+        actor::spawn(handle.clone(), rx, host, store, strong.memory().clone());
+        Some(handle)
     }
 
     /// Whether the queue has been deleted.

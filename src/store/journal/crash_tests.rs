@@ -1,4 +1,4 @@
-//! Regression tests for crash consistency, bounded recovery and disk headroom (issue 16, and issue 17 item 5):
+//! Regression tests for crash consistency, bounded recovery and disk headroom:
 //! one test per sequence that used to lose confirmed data, resurrect a settled message, refuse to start, fill
 //! the disk, or hold confirms back; plus version 1 segments (the previous release's format) and segment
 //! summaries. The model-based property test that drives kills and power cuts at random is in `tests`.
@@ -268,7 +268,10 @@ fn a_failed_sync_of_the_last_segment_at_recovery_rewrites_it() -> TestResult {
     assert_ne!(std::fs::metadata(&seg)?.ino(), inode, "not rewritten");
     assert_eq!(file_len(&seg)?, end);
     let names = RealFs.list(dir.path())?;
-    assert!(!names.iter().any(|n| n.ends_with(".rewrite")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with(segment::TEMP_SUFFIX)),
+        "{names:?}"
+    );
     Ok(())
 }
 

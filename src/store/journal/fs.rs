@@ -1,5 +1,5 @@
 //! The file layer under the journal, as a pair of traits so tests can put a fault-injecting wrapper between the
-//! journal and the disk (ARCHITECTURE.md §5: "the file layer is a trait so tests can inject torn writes, failed
+//! journal and the disk (the durability contract, shared design §5: "the file layer is a trait so tests can inject torn writes, failed
 //! fsyncs and ENOSPC").
 //!
 //! [`StoreFs`] is the directory (create, open, list, remove, rename, sync the directory entry, free space, lock,

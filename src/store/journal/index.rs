@@ -285,27 +285,38 @@ impl Index {
         queues: &[QueueKey],
     ) -> bool {
         let interned: Vec<u32> = queues.iter().map(|q| self.intern(q)).collect();
-        self.publish_interned(segment, offset, len, id, interned)
+        self.publish_interned(segment, offset, len, id, &interned)
     }
 
-    /// [`Index::publish`] with the queues given by their interned numbers (see [`Index::intern`]).
+    /// [`Index::publish`] with the queues given by their interned numbers (see [`Index::intern`]); allocates
+    /// nothing for a message in one queue (recovery calls this for every live message).
     pub(crate) fn publish_interned(
         &mut self,
         segment: u64,
         offset: u64,
         len: u64,
         id: MsgId,
-        mut interned: Vec<u32>,
+        interned: &[u32],
     ) -> bool {
+        // An id at or past `next_id` has never been seen: nothing to replace (the common case, by far).
+        let seen = id < self.next_id;
         self.see_id(id);
-        if let Some(old) = self.messages.remove(id) {
+        if let Some(old) = seen.then(|| self.messages.remove(id)).flatten() {
             self.retire(&old, segment);
             self.lists.release(old.queues);
         }
-        interned.sort_unstable();
-        interned.dedup();
-        let Some(queues) = self.lists.make(interned) else {
-            return false;
+        let queues = match interned {
+            [] => return false,
+            [one] => QueuesRef(*one),
+            many => {
+                let mut sorted = many.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                match self.lists.make(sorted) {
+                    Some(r) => r,
+                    None => return false,
+                }
+            }
         };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         if let Some(s) = self.segments.get_mut(&segment) {
@@ -322,6 +333,18 @@ impl Index {
             },
         );
         true
+    }
+
+    /// How many queues have been interned (their numbers are below this).
+    pub(crate) fn queue_count(&self) -> usize {
+        self.queue_keys.len()
+    }
+
+    /// The live messages in id order, with the interned numbers of the queues holding each.
+    pub(crate) fn live(&self) -> impl Iterator<Item = (MsgId, &[u32])> + '_ {
+        self.messages
+            .iter()
+            .map(|(id, live)| (id, self.lists.get(&live.queues)))
     }
 
     /// A settle record in `segment`. Returns `true` when this made the message dead in every queue.

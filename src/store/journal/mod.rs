@@ -1,8 +1,8 @@
-//! The durable store: an append-only journal of segment files with group commit (ARCHITECTURE.md §5).
+//! The durable store: an append-only journal of segment files with group commit (the durability contract, shared design §5).
 //!
-//! [`open`] recovers whatever the data directory holds (verifying every record, cutting a torn tail), starts a
-//! fresh head segment, and starts the writer thread; the [`JournalStore`] it returns implements
-//! [`Store`]. Appends encode their record on the caller's thread and queue it; the writer batches everything
+//! [`open`] recovers whatever the data directory holds (verifying every record it reads, cutting a torn tail,
+//! refusing damage a crash cannot explain, reading sealed segments' summaries instead of their bodies), starts a
+//! fresh head segment, and starts the writer thread; the [`JournalStore`] it returns implements [`Store`]. Appends encode their record on the caller's thread and queue it; the writer batches everything
 //! queued into one write and one `fdatasync` and then advances the synced point on the watch channel, which is
 //! what releases confirms. Any write or sync error fails the journal for good (no blind retry, no confirm for
 //! data that is not on disk); [`Store::healthy`] then says why.
@@ -82,8 +82,9 @@ pub struct JournalOptions {
     pub segment_size: u64,
     /// When to sync.
     pub sync: SyncMode,
-    /// Publishers are blocked (`Store::blocked`) while free disk space is below this many bytes; 0 disables the
-    /// check.
+    /// Publishers are blocked (`Store::blocked`, and `Store::healthy` says so) as soon as appends would take free
+    /// disk space below this many bytes, so the journal never runs the disk full itself; it also keeps an
+    /// emergency reserve file for starting on a full disk (see `disk`). 0 disables both.
     pub disk_low_water: u64,
 }
 

@@ -5,7 +5,9 @@
 //! Policy, in the order checks happen:
 //! - a segment from a newer format version is refused ([`StoreError::FutureVersion`]), wherever it is;
 //! - a last segment too short to hold its header, or whose header is all zeros and nothing else was written
-//!   (a crash while it was being created), is removed;
+//!   (a crash while it was being created), is removed. This build creates segments under a temporary name and
+//!   renames them into place once their header and checkpoint are synced, so only segments of the previous
+//!   release can look like that; leftover temporary files are removed;
 //! - the last segment may end in a torn record: the writer syncs each write batch before it writes the next,
 //!   so a crash can tear only the batch that was never reported synced. A bad record followed by a valid
 //!   record of a *later* batch (version 2 frames carry the offset their batch began at) is therefore damage to
@@ -50,7 +52,7 @@ use tracing::{error, info, warn};
 
 use super::fs::{SegmentFile, StoreFs};
 use super::idmap::IdMap;
-use super::index::Index;
+use super::index::{Index, UNREADABLE_OFFSET};
 use super::reader::RecordReader;
 use super::record::PublishMeta;
 use super::record::{self, Record};
@@ -69,8 +71,6 @@ pub(crate) const LOAD_BUDGET_MESSAGES: u64 = 4096;
 pub(crate) const SALVAGE_FILE: &str = "SALVAGE";
 /// The marker a failed writer leaves: the last segment's unsynced pages cannot be trusted.
 pub(crate) const SYNC_FAILED_FILE: &str = "SYNC_FAILED";
-/// Suffix of the temporary file a segment is rewritten into before it replaces the segment.
-const REWRITE_SUFFIX: &str = ".rewrite";
 
 /// What recovery does with damage no crash can explain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,10 +169,12 @@ impl Replay {
     }
 
     /// A publish whose queues are interned already.
-    fn publish(&mut self, p: Published<'_>, queues: Vec<u32>) -> Result<(), StoreError> {
+    fn publish(&mut self, p: Published<'_>, queues: &[u32]) -> Result<(), StoreError> {
         self.records += 1;
         self.index.grow(p.segment, p.len);
-        self.unreadable.remove(&p.id);
+        if !self.unreadable.is_empty() {
+            self.unreadable.remove(&p.id);
+        }
         if !self
             .index
             .publish_interned(p.segment, p.offset, p.len, p.id, queues)
@@ -181,7 +183,7 @@ impl Replay {
             return Ok(());
         }
         self.messages.insert(p.id, Meta::new(&p.meta, self.now_ms));
-        if self.index.locate(p.id).is_none() {
+        if p.offset >= u64::from(UNREADABLE_OFFSET) {
             // Beyond the offsets the index keeps: only a full decode keeps this message.
             let message = p
                 .payload
@@ -206,7 +208,7 @@ impl Replay {
     ) -> Result<(), StoreError> {
         let record = match record {
             Record::Publish(p) => {
-                let queues = p.queues.iter().map(|q| self.index.intern(q)).collect();
+                let queues: Vec<u32> = p.queues.iter().map(|q| self.index.intern(q)).collect();
                 let published = Published {
                     segment,
                     offset,
@@ -215,7 +217,7 @@ impl Replay {
                     meta: PublishMeta::of(&p.message),
                     payload: None,
                 };
-                self.publish(published, queues)?;
+                self.publish(published, &queues)?;
                 if self.index.locate(p.id).is_none() && self.messages.get(p.id).is_some() {
                     self.unreadable.insert(p.id, Arc::new(p.message));
                 }
@@ -294,11 +296,11 @@ struct DirListing {
     sync_failed: bool,
 }
 
-/// Lists `dir`, removing leftovers of an interrupted segment rewrite.
+/// Lists `dir`, removing leftovers of an interrupted segment creation or rewrite.
 fn list_dir(fs: &dyn StoreFs, dir: &Path) -> Result<DirListing, StoreError> {
     let names = fs.list(dir)?;
-    for leftover in names.iter().filter(|n| n.ends_with(REWRITE_SUFFIX)) {
-        warn!(file = %leftover, "removing the leftover of an interrupted segment rewrite");
+    for leftover in names.iter().filter(|n| n.ends_with(segment::TEMP_SUFFIX)) {
+        warn!(file = %leftover, "removing the leftover of an interrupted segment creation or rewrite");
         fs.remove(&dir.join(leftover))?;
     }
     Ok(DirListing {
@@ -399,67 +401,30 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     }
     fs.sync_dir(dir)?;
 
+    let replayed_ms = started.elapsed().as_millis() as u64;
     let Replay {
         index,
         definitions,
         messages,
-        mut unreadable,
+        unreadable,
         records,
         ..
     } = replay;
-    let reader = RecordReader::new(fs_arc.clone(), dir);
+    let (mut queues, preload) = group(&index, messages, unreadable);
     let index = Mutex::new(index);
-    let mut budget = LOAD_BUDGET;
-    let mut loaded = 0u64;
-    // Group by interned queue number (no key clones per message), into lists sized exactly: a large store makes
-    // these lists large, and growing them by doubling would hold up to twice the memory. The replay's map is
-    // drained page by page as the lists fill, so the two are never both whole.
-    let mut sizes: HashMap<u32, usize> = HashMap::new();
-    {
-        let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, _) in messages.iter() {
-            for n in index.live_queue_numbers(id) {
-                *sizes.entry(*n).or_default() += 1;
-            }
-        }
-    }
-    let mut per_number: HashMap<u32, RecoveredQueue> = sizes
-        .into_iter()
-        .map(|(n, len)| (n, RecoveredQueue::with_capacity(len)))
-        .collect();
-    for (id, meta) in messages.drain() {
-        let mut body = unreadable.remove(&id);
-        if body.is_none() && u64::from(meta.size) <= budget && loaded < LOAD_BUDGET_MESSAGES {
-            let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(id);
-            if let Some(loc) = loc {
-                budget -= u64::from(meta.size);
-                loaded += 1;
-                // A summarised segment's bodies are checked when they are read: a damaged one is reported here
-                // and each time its queue tries to read it, and stays in the journal (it is never settled).
-                match reader.read(id, loc, &index) {
-                    Ok(message) => body = Some(Arc::new(message)),
-                    Err(e) => error!(id, error = %e, "a recovered message could not be read back"),
-                }
-            }
-        }
-        let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        for n in index.live_queue_numbers(id) {
-            if let Some(queue) = per_number.get_mut(n) {
-                meta.push_to(id, queue);
-                if let Some(body) = &body {
-                    queue.bodies.insert(id, body.clone());
-                }
-            }
-        }
-    }
-    let per_queue: HashMap<QueueKey, RecoveredQueue> = {
-        let index = index.lock().unwrap_or_else(|e| e.into_inner());
-        per_number
-            .into_iter()
-            .filter_map(|(n, list)| Some((index.queue_key(n)?.clone(), list)))
-            .collect()
-    };
+    let loaded = load_bodies(
+        &RecordReader::new(fs_arc.clone(), dir),
+        &index,
+        &preload,
+        &mut queues,
+    );
     let index = index.into_inner().unwrap_or_else(|e| e.into_inner());
+    let per_queue: HashMap<QueueKey, RecoveredQueue> = queues
+        .into_iter()
+        .enumerate()
+        .filter(|(_, q)| !q.messages.is_empty())
+        .filter_map(|(n, q)| Some((index.queue_key(u32::try_from(n).ok()?)?.clone(), q)))
+        .collect();
     info!(
         segments = numbers.len(),
         records,
@@ -467,6 +432,7 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         loaded,
         index_mb = index.heap_bytes() as f64 / 1e6,
         definitions = definitions.len(),
+        replayed_ms,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
     );
@@ -479,6 +445,99 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         index,
         last_segment: numbers.last().copied(),
     })
+}
+
+/// Groups the live messages by queue (by interned number), in id order, into lists sized exactly: a large store
+/// makes these lists large, and growing them by doubling would hold up to twice the memory. The replay's map is
+/// drained page by page as the lists fill, so the two are never both whole. Returns the lists and the messages
+/// whose bodies to load: the first ones, up to [`LOAD_BUDGET`] bytes and [`LOAD_BUDGET_MESSAGES`] messages.
+fn group(
+    index: &Index,
+    messages: IdMap<Meta>,
+    mut unreadable: HashMap<MsgId, Arc<StoredMessage>>,
+) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
+    let mut sizes = vec![0usize; index.queue_count()];
+    for (_, queues) in index.live() {
+        for n in queues {
+            if let Some(size) = sizes.get_mut(*n as usize) {
+                *size += 1;
+            }
+        }
+    }
+    let mut queues: Vec<RecoveredQueue> = sizes
+        .into_iter()
+        .map(RecoveredQueue::with_capacity)
+        .collect();
+    let mut preload = Vec::new();
+    let mut budget = LOAD_BUDGET;
+    // The replay's map and the index hold the same ids (a message is live in both or in neither), so they are
+    // walked side by side, both in id order, without a look-up per message.
+    let mut live = index.live().peekable();
+    for (id, meta) in messages.drain() {
+        while live.peek().is_some_and(|(at, _)| *at < id) {
+            live.next();
+        }
+        let holders = match live.peek() {
+            Some((at, holders)) if *at == id => {
+                let holders = *holders;
+                live.next();
+                holders
+            }
+            _ => index.live_queue_numbers(id),
+        };
+        let body = if unreadable.is_empty() {
+            None
+        } else {
+            unreadable.remove(&id)
+        };
+        if body.is_none()
+            && u64::from(meta.size) <= budget
+            && (preload.len() as u64) < LOAD_BUDGET_MESSAGES
+        {
+            budget -= u64::from(meta.size);
+            preload.push(id);
+        }
+        for n in holders {
+            if let Some(queue) = queues.get_mut(*n as usize) {
+                meta.push_to(id, queue);
+                if let Some(body) = &body {
+                    queue.bodies.insert(id, body.clone());
+                }
+            }
+        }
+    }
+    (queues, preload)
+}
+
+/// Reads the bodies of `ids` back into their queues; returns how many it loaded. A summarised segment's bodies
+/// are checked when they are read: a damaged one is reported here and each time its queue tries to read it, and
+/// stays in the journal (it is never settled).
+fn load_bodies(
+    reader: &RecordReader,
+    index: &Mutex<Index>,
+    ids: &[MsgId],
+    queues: &mut [RecoveredQueue],
+) -> u64 {
+    let mut loaded = 0;
+    for id in ids {
+        let loc = index.lock().unwrap_or_else(|e| e.into_inner()).locate(*id);
+        let Some(loc) = loc else { continue };
+        let body = match reader.read(*id, loc, index) {
+            Ok(message) => Arc::new(message),
+            Err(e) => {
+                error!(id, error = %e, "a recovered message could not be read back");
+                continue;
+            }
+        };
+        loaded += 1;
+        let index = index.lock().unwrap_or_else(|e| e.into_inner());
+        for n in index.live_queue_numbers(*id) {
+            if let Some(queue) = queues.get_mut(*n as usize) {
+                queue.bodies.insert(*id, body.clone());
+            }
+        }
+    }
+    loaded
 }
 
 /// Whether a last segment with this unusable header is one whose creation a crash interrupted: too short to
@@ -546,7 +605,7 @@ fn rewrite_segment(
     len: u64,
 ) -> Result<(), StoreError> {
     let path = segment::path(dir, number);
-    let tmp = dir.join(format!("{}{REWRITE_SUFFIX}", segment::file_name(number)));
+    let tmp = segment::temp_path(dir, number);
     let mut out = fs.create(&tmp)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
@@ -671,6 +730,25 @@ impl SegmentScan<'_> {
         Ok(bad.offset)
     }
 
+    /// A publish record of this segment.
+    fn published<'p>(
+        &self,
+        offset: u64,
+        len: u64,
+        id: MsgId,
+        meta: PublishMeta,
+        payload: Option<&'p [u8]>,
+    ) -> Published<'p> {
+        Published {
+            segment: self.number,
+            offset,
+            len,
+            id,
+            meta,
+            payload,
+        }
+    }
+
     /// Replays one scanned record: a publish from its head and properties only (its body is not copied), any
     /// other record decoded in full.
     fn replay_record(
@@ -681,16 +759,9 @@ impl SegmentScan<'_> {
         payload: &[u8],
     ) -> Result<Result<(), StoreError>, record::DecodeError> {
         if let Some((id, queues, meta)) = record::decode_publish_meta(payload)? {
-            let queues = queues.iter().map(|q| replay.index.intern(q)).collect();
-            let published = Published {
-                segment: self.number,
-                offset,
-                len,
-                id,
-                meta,
-                payload: Some(payload),
-            };
-            return Ok(replay.publish(published, queues));
+            let queues: Vec<u32> = queues.iter().map(|q| replay.index.intern(q)).collect();
+            let published = self.published(offset, len, id, meta, Some(payload));
+            return Ok(replay.publish(published, &queues));
         }
         let record = record::decode(payload)?;
         Ok(replay.apply(self.number, offset, len, record))
@@ -720,23 +791,18 @@ impl SegmentScan<'_> {
             .collect();
         let mut offset = start;
         let mut queues = Vec::new();
+        let mut interned = Vec::new();
         while let Some(entry) = summary.next_entry(&mut queues).map_err(corrupt)? {
             match entry {
                 Entry::Publish { len, id, meta } => {
-                    let interned = queues
-                        .iter()
-                        .map(|q| numbers.get(*q as usize).copied())
-                        .collect::<Option<Vec<u32>>>()
-                        .ok_or_else(|| corrupt(record::DecodeError("queue index".into())))?;
-                    let published = Published {
-                        segment: self.number,
-                        offset,
-                        len,
-                        id,
-                        meta,
-                        payload: None,
-                    };
-                    replay.publish(published, interned)?;
+                    interned.clear();
+                    for q in &queues {
+                        let n = numbers.get(*q as usize).copied();
+                        interned.push(
+                            n.ok_or_else(|| corrupt(record::DecodeError("queue index".into())))?,
+                        );
+                    }
+                    replay.publish(self.published(offset, len, id, meta, None), &interned)?;
                     offset += len;
                 }
                 Entry::Other { len, payload } => {

@@ -50,6 +50,15 @@ pub(crate) fn path(dir: &Path, number: u64) -> PathBuf {
     dir.join(file_name(number))
 }
 
+/// The temporary file segment `number` is written to before it is renamed into place (its name does not
+/// parse as a segment's; recovery removes leftovers).
+pub(crate) fn temp_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{}{TEMP_SUFFIX}", file_name(number)))
+}
+
+/// Suffix of a segment's temporary file (creation, or a rewrite at recovery).
+pub(crate) const TEMP_SUFFIX: &str = ".new";
+
 /// The segment number a file name stands for, or `None` for files that are not segments.
 pub(crate) fn parse_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SUFFIX)?;

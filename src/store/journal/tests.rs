@@ -1046,6 +1046,63 @@ proptest! {
 // ---- benchmark (run with --ignored --nocapture) ----
 
 #[test]
+#[ignore = "benchmark: prints recovery times; run with `cargo test --release --lib bench_ -- --ignored --nocapture`"]
+fn bench_recovery_of_a_backlog_of_1kib_messages() -> TestResult {
+    let count: u64 = std::env::var("BENCH_RECOVERY_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    // BENCH_RECOVERY_DIR keeps the filled journal for later runs (e.g. to profile recovery alone).
+    let temp = tempfile::tempdir()?;
+    let dir =
+        std::env::var_os("BENCH_RECOVERY_DIR").map_or(temp.path().to_path_buf(), PathBuf::from);
+    let open = || {
+        open_tuned(
+            JournalOptions::new(&dir),
+            Arc::new(RealFs),
+            Tuning::default(),
+        )
+    };
+    if segments(&dir).is_empty() {
+        let store = open()?;
+        store.recover()?;
+        let body = message(&[42u8; 1024]);
+        let mut last = SyncPoint::default();
+        for id in 0..count {
+            last = store.publish(id, &[q("bench")], &body)?;
+            if id % 100_000 == 99_999 {
+                wait(&store, last);
+            }
+        }
+        assert_eq!(wait(&store, last), SyncStatus::Durable);
+    }
+    // CPU time of this thread (recovery runs on it), which other load on the machine does not inflate.
+    let cpu_ns = || -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    for round in 0..3 {
+        let started = Instant::now();
+        let cpu = cpu_ns();
+        let store = open()?;
+        let recovered = store.recover()?;
+        let elapsed = started.elapsed();
+        let cpu = cpu_ns() - cpu;
+        let n: usize = recovered.messages.values().map(|q| q.messages.len()).sum();
+        assert_eq!(n as u64, count);
+        println!(
+            "recovery bench round {round}: {count} x 1 KiB recovered in {:.0} ms, {:.0} ms of CPU ({:.0} ns a message)",
+            elapsed.as_secs_f64() * 1e3,
+            cpu as f64 / 1e6,
+            cpu as f64 / count as f64
+        );
+    }
+    Ok(())
+}
+
+#[test]
 #[ignore = "benchmark: prints appends/s; run with `cargo test --release --lib bench_ -- --ignored --nocapture`"]
 fn bench_appends_per_second_sync_always_1kib_8_threads() -> TestResult {
     let dir = tempfile::tempdir()?;

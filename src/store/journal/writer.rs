@@ -13,18 +13,30 @@
 //! Failure. Any write or sync error fails the journal for good: the inbox refuses further appends with
 //! [`StoreError::Failed`], the watch channel reports `failed` with `synced` left where the last successful sync
 //! put it, and the thread stops. Nothing is retried: after a failed `fdatasync` the kernel may have dropped the
-//! dirty pages, so a second attempt that "succeeds" proves nothing.
+//! dirty pages, so a second attempt that "succeeds" proves nothing. Before it reports the failure, the writer
+//! leaves a marker file (`recovery::SYNC_FAILED_FILE`) so that the next start rewrites the head instead of
+//! trusting its cached pages.
 //!
-//! Segments. A new segment is created when the head would exceed the configured size: the old head is synced
-//! first (so every segment but the last is complete on disk), and the new one starts with its header and a
-//! checkpoint record (all definitions in force, the next message id, the segments that exist), synced with
-//! its directory entry before anything is written after it. That is what lets old segments be deleted as
-//! soon as their messages are settled: they never hold the only copy of a definition.
+//! Frames. The writer seals every record's frame as it copies it into the write buffer: the offset at which the
+//! current write batch began (the head's synced length) and the checksum seeded with the head's number and salt
+//! (see `record`). That is what lets recovery tell a torn last batch from damage to synced data.
 //!
-//! Space. Every ~100 ms between batches the writer deletes segments the [`Index`] reports deletable (a
-//! deletion record is synced first, then the file is removed and the directory synced) and compacts at most one
-//! mostly dead segment by re-appending its live publish records to the head. Every second it compares the free
-//! space with the low-water mark and flips the `blocked` watch.
+//! Segments. A new segment is created when the head would exceed the configured size: the old head is sealed
+//! with its summary (see `summary`) and synced first (so every segment but the last is complete on disk), and
+//! the new one starts with its header (a fresh random salt) and a checkpoint record (all definitions in force,
+//! the next message id, the segments that exist), synced with its directory entry before anything is written
+//! after it. That is what lets old segments be deleted as soon as their messages are settled: they never hold
+//! the only copy of a definition. The index is locked only to take the checkpoint, never across the syncs. A
+//! clean close seals the head too, so a restart after it reads summaries only.
+//!
+//! Space. Every ~100 ms between batches the writer deletes every segment the [`Index`] reports deletable, the
+//! whole transitive set at once (deletion records synced first, then the files removed in dependency order,
+//! then one directory sync), and goes on with a compaction (re-appending the live publish records of one old,
+//! mostly dead segment to the head) for at most `Tuning::compact_per_pass` bytes, so neither holds up the
+//! confirms queued behind it for long. Free disk space is watched by bytes written (see `disk`): an append that
+//! uses up the headroom above the low-water mark blocks publishers at once. If the journal is opened on a disk
+//! with no room for its head segment, it starts read-only (publishers blocked, appends queued, `healthy()`
+//! says why) and creates the head as soon as there is room.
 
 use std::collections::HashMap;
 use std::io;
@@ -1018,8 +1030,9 @@ fn into_io(e: StoreError) -> io::Error {
     }
 }
 
-/// Creates segment `number` with a fresh salt, its header and checkpoint, synced together with its directory
-/// entry. The index is locked only to take the checkpoint and to account for the new segment, never across the
+/// Creates segment `number` with a fresh salt, its header and checkpoint: written to a temporary file, synced,
+/// renamed into place and the directory synced, so a segment file never shows an incomplete header, whatever
+/// the crash. The index is locked only to take the checkpoint and to account for the new segment, never across the
 /// syncs (readers look locations up meanwhile).
 fn create_segment(
     fs: &dyn StoreFs,
@@ -1048,14 +1061,17 @@ fn create_segment(
     bytes.extend_from_slice(&cp);
     framing.seal(&mut bytes[segment::HEADER_LEN as usize..], 0);
     let path = segment::path(&config.dir, number);
-    let mut file = fs.create(&path)?;
+    let tmp = segment::temp_path(&config.dir, number);
+    let mut file = fs.create(&tmp)?;
     let written = file
         .write_all(&bytes)
         .and_then(|()| file.sync_data())
+        .and_then(|()| fs.rename(&tmp, &path))
         .and_then(|()| fs.sync_dir(&config.dir));
     if let Err(e) = written {
         // Leave no half-made segment behind (a read-only journal tries again with the same number).
         drop(file);
+        let _ = fs.remove(&tmp);
         let _ = fs.remove(&path);
         return Err(e.into());
     }

@@ -48,14 +48,13 @@ use super::entry::{Deadline, Entry, StoreRef, Tags};
 use super::level::Level;
 use super::{
     ChannelLimit, Command, ConsumerKey, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle,
-    QueueStats, SinkEvent, WRITE_WINDOW,
+    QueueHost, QueueStats, SinkEvent, WRITE_WINDOW,
 };
 use crate::core::CoreError;
 use crate::core::error::Entity;
 use crate::core::memory::MemoryGauge;
 use crate::core::message::{Death, DeathReason, DeathSite, Message, now_ms};
 use crate::core::persist;
-use crate::core::vhost::VHost;
 use crate::store::{MsgId, RecoveredQueue, Store, StoreError};
 
 /// Commands handled per batch before a delivery pass.
@@ -76,7 +75,7 @@ pub(crate) const READ_STARVED_MESSAGES: usize = 64;
 pub(super) fn spawn(
     me: QueueHandle,
     rx: mpsc::Receiver<Command>,
-    vhost: Weak<VHost>,
+    vhost: Weak<dyn QueueHost>,
     store: Arc<dyn Store>,
     memory: Arc<MemoryGauge>,
 ) {
@@ -160,7 +159,7 @@ enum Event {
 
 struct Actor {
     me: QueueHandle,
-    vhost: Weak<VHost>,
+    vhost: Weak<dyn QueueHost>,
     store: Arc<dyn Store>,
     memory: Arc<MemoryGauge>,
     levels: Vec<Level>,
