@@ -154,7 +154,7 @@ pub struct TxSettle {
 #[derive(Debug, Default)]
 pub struct TxBuffer {
     /// Publishes (mandatory flag, message) waiting for tx.commit.
-    pub publishes: Vec<(bool, Message)>,
+    pub publishes: Vec<(bool, Arc<Message>)>,
     pub settles: Vec<TxSettle>,
 }
 

@@ -24,7 +24,7 @@ use super::convert::Outgoing;
 use super::error::{AmqpError, Scope, code};
 use crate::core::SyncView;
 use crate::core::{ConnId, Session};
-use crate::core::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
+use crate::core::{ConsumerKey, ConsumerSink, Deliveries, QueueHandle, SinkEvent};
 use crate::transport::Admission;
 
 /// Flush the write buffer once it holds this much, even mid-batch.
@@ -453,13 +453,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    /// Decode and handle every complete frame in the read buffer.
+    /// Decode and handle every complete frame in the read buffer; then hand what was published to the queues.
     async fn on_input(&mut self) -> Result<Option<End>, AmqpError> {
+        let result = self.on_frames().await;
+        self.flush_publishes().await;
+        result
+    }
+
+    async fn on_frames(&mut self) -> Result<Option<End>, AmqpError> {
         loop {
             let Some(frame) = codec::decode_frame(&mut self.inbuf, self.frame_max)? else {
                 return Ok(None);
             };
             let channel = frame_channel(&frame);
+            if let Frame::Method(_, method) = &frame
+                && !matches!(method, Method::BasicPublish(_))
+            {
+                // Whatever this method does, it comes after the publishes before it.
+                self.flush_publishes().await;
+            }
             match self.on_frame(frame).await {
                 Ok(Some(end)) => return Ok(Some(end)),
                 Ok(None) => {}
@@ -609,44 +621,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     fn on_sink(&mut self, event: SinkEvent) {
         match event {
-            SinkEvent::Deliver(d) => {
-                let Some(route) = self.consumers.get(&d.consumer).cloned() else {
-                    // Cancelled or channel gone while the delivery was in flight: give it back.
-                    d.queue
-                        .settle(vec![d.tag], crate::core::Settle::Requeue, Some(d.consumer));
-                    d.queue.written(d.consumer, 1);
-                    return;
-                };
-                let Some(channel) = self.channels.get_mut(&route.channel) else {
-                    return;
-                };
-                let unacked = (!route.no_ack).then(|| super::channel::Unacked {
-                    queue: d.queue.clone(),
-                    tag: d.tag,
-                    consumer: Some(d.consumer),
-                });
-                let delivery_tag = channel.deliver(unacked);
-                codec::encode_deliver(
-                    route.channel,
-                    &route.tag,
-                    delivery_tag,
-                    d.redelivered,
-                    &d.message.exchange,
-                    &d.message.routing_key,
-                    &Outgoing(&d.message),
-                    &d.message.body,
-                    self.frame_max,
-                    &mut self.out,
-                );
-                match self
-                    .written
-                    .iter_mut()
-                    .find(|(q, k, _)| *k == d.consumer && *q == d.queue)
-                {
-                    Some(entry) => entry.2 += 1,
-                    None => self.written.push((d.queue, d.consumer, 1)),
-                }
-            }
+            SinkEvent::Deliver(d) => self.on_deliveries(d),
             SinkEvent::Cancelled { consumer } => {
                 let Some(route) = self.consumers.remove(&consumer) else {
                     return;
@@ -662,6 +637,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     self.send_method(route.channel, &Method::BasicCancel(cancel));
                 }
             }
+        }
+    }
+
+    /// Writes a queue's deliveries to one consumer; the queue gets their write-window credit back once they
+    /// reach the socket.
+    fn on_deliveries(&mut self, d: Deliveries) {
+        let count = u32::try_from(d.items.len()).unwrap_or(u32::MAX);
+        let Some(route) = self.consumers.get(&d.consumer) else {
+            // Cancelled or channel gone while the deliveries were in flight: give them back.
+            let tags = d.items.iter().map(|i| i.tag).collect();
+            d.queue
+                .settle(tags, crate::core::Settle::Requeue, Some(d.consumer));
+            d.queue.written(d.consumer, count);
+            return;
+        };
+        let (ch, no_ack) = (route.channel, route.no_ack);
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        for item in &d.items {
+            let unacked = (!no_ack).then(|| super::channel::Unacked {
+                queue: d.queue.clone(),
+                tag: item.tag,
+                consumer: Some(d.consumer),
+            });
+            let delivery_tag = channel.deliver(unacked);
+            let m = &item.message;
+            codec::encode_deliver(
+                ch,
+                &route.tag,
+                delivery_tag,
+                item.redelivered,
+                &m.exchange,
+                &m.routing_key,
+                &Outgoing(m),
+                &m.body,
+                self.frame_max,
+                &mut self.out,
+            );
+        }
+        match self
+            .written
+            .iter_mut()
+            .find(|(q, k, _)| *k == d.consumer && *q == d.queue)
+        {
+            Some(entry) => entry.2 += count,
+            None => self.written.push((d.queue, d.consumer, count)),
         }
     }
 

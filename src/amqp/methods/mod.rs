@@ -41,18 +41,13 @@ const BASIC_CLASS: u16 = 60;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn session(&self) -> Result<Session, AmqpError> {
-        self.session
-            .clone()
-            .ok_or_else(|| AmqpError::connection(code::COMMAND_INVALID, "connection not open"))
+        self.session.clone().ok_or_else(not_open)
     }
 
     fn channel(&mut self, ch: u16) -> Result<&mut Channel, AmqpError> {
-        self.channels.get_mut(&ch).ok_or_else(|| {
-            AmqpError::connection(
-                code::CHANNEL_ERROR,
-                format!("expected 'channel.open' on channel {ch}"),
-            )
-        })
+        self.channels
+            .get_mut(&ch)
+            .ok_or_else(|| channel_not_open(ch))
     }
 
     fn reply(&mut self, ch: u16, no_wait: bool, method: Method) {
@@ -217,6 +212,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     // ---- content ----
 
     // ---- consuming ----
+}
+
+fn not_open() -> AmqpError {
+    AmqpError::connection(code::COMMAND_INVALID, "connection not open")
+}
+
+fn channel_not_open(ch: u16) -> AmqpError {
+    AmqpError::connection(
+        code::CHANNEL_ERROR,
+        format!("expected 'channel.open' on channel {ch}"),
+    )
 }
 
 fn not_transactional() -> AmqpError {

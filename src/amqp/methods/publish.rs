@@ -103,6 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             body,
         )
         .map_err(|e| e.during(60, 40))?;
+        let message = Arc::new(message);
         if let Some(tx) = self.channel(ch)?.tx.as_mut() {
             tx.publishes.push((publish.mandatory, message));
             return Ok(());
@@ -112,38 +113,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             .map_err(|e| e.during(60, 40))
     }
 
-    /// Hands a message to the core through the channel's publisher; returns what its confirm waits for.
+    /// Hands a message to the core through the channel's publisher; returns what its confirm waits for. The
+    /// message waits in the publisher's outbox until [`Connection::flush_publishes`] (see `core::publish`),
+    /// unless the outbox is full or a queue must answer first.
     pub(super) async fn publish_one(
         &mut self,
         ch: u16,
-        message: Message,
+        message: Arc<Message>,
         mandatory: bool,
         want_answers: bool,
     ) -> Result<Settling, AmqpError> {
         self.has_published = true;
-        let session = self.session()?;
-        let mut publisher = self
-            .channel(ch)?
-            .publisher
-            .take()
-            .unwrap_or_else(|| Publisher::new(session));
-        let receipt = publisher.publish(message, want_answers).await;
-        self.channel(ch)?.publisher = Some(publisher);
-        Ok(match receipt? {
+        let session = self.session.as_ref();
+        let channel = self
+            .channels
+            .get_mut(&ch)
+            .ok_or_else(|| channel_not_open(ch))?;
+        let publisher = match channel.publisher.as_mut() {
+            Some(p) => p,
+            None => channel
+                .publisher
+                .insert(Publisher::new(session.cloned().ok_or_else(not_open)?)),
+        };
+        let receipt = publisher.publish_buffered(message, want_answers)?;
+        let full = publisher.is_full();
+        let confirmation = match receipt {
             Receipt::Unroutable(m) => {
                 if mandatory {
                     self.send_return(ch, &m);
                 }
-                Settling::Done(Outcome::Accepted)
+                return Ok(Settling::Done(Outcome::Accepted));
             }
-            Receipt::Routed(confirmation) => confirmation.queues_answered().await,
-        })
+            Receipt::Routed(confirmation) => confirmation,
+        };
+        match confirmation.try_settling() {
+            Ok(settling) => {
+                if full {
+                    self.flush_publishes().await;
+                }
+                Ok(settling)
+            }
+            Err(confirmation) => {
+                self.flush_publishes().await;
+                Ok(confirmation.queues_answered().await)
+            }
+        }
+    }
+
+    /// Hands every channel's gathered publishes to their queues: after a read's frames, and before anything
+    /// that must find them queued (any method but basic.publish, a commit, a confirm that waits for queues).
+    pub(crate) async fn flush_publishes(&mut self) {
+        for (_, channel) in self.channels.iter_mut() {
+            if let Some(publisher) = channel.publisher.as_mut().filter(|p| p.has_pending()) {
+                publisher.flush().await;
+            }
+        }
     }
 
     pub(super) async fn publish(
         &mut self,
         ch: u16,
-        message: Message,
+        message: Arc<Message>,
         mandatory: bool,
     ) -> Result<(), AmqpError> {
         let confirming = self.channel(ch)?.confirms.is_some();
@@ -188,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 last_sync = Some(settling);
             }
         }
+        self.flush_publishes().await;
         for s in work.settles {
             self.apply_settle(ch, s.delivery_tag, s.multiple, s.outcome)?;
         }

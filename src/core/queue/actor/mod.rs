@@ -232,14 +232,12 @@ impl Actor {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Publish {
-                message,
-                store_id,
-                reply,
-            } => {
-                let outcome = self.enqueue(message, store_id);
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
+            Command::Publish(batch) => {
+                for e in batch {
+                    let outcome = self.enqueue(e.message, e.store_id);
+                    if let Some(reply) = e.reply {
+                        let _ = reply.send(outcome);
+                    }
                 }
             }
             Command::Consume { spec, reply } => {
