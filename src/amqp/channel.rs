@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
+use ferrymq_amqp_codec::{BasicPublish, ContentHeader};
 
 use super::error::{AmqpError, code};
 use crate::core::message::Message;
@@ -24,8 +24,8 @@ pub enum ChannelState {
 #[derive(Debug)]
 pub struct Assembly {
     pub publish: BasicPublish,
-    /// Properties, their encoded form as received, and the body size.
-    pub header: Option<(BasicProperties, Bytes, u64)>,
+    /// The content header once it arrived, boxed as decoded (properties are large).
+    pub header: Option<Box<ContentHeader>>,
     /// The first body frame, kept apart so the common single-frame message needs no `Vec`.
     first: Option<Bytes>,
     rest: Vec<Bytes>,
@@ -52,10 +52,15 @@ impl Assembly {
         }
     }
 
-    /// The publish, its properties (decoded and as received) and the whole body; a single frame's bytes are
-    /// passed on without a copy.
-    pub fn finish(self) -> (BasicPublish, BasicProperties, Bytes, Bytes) {
-        let (properties, raw) = self.header.map(|(p, raw, _)| (p, raw)).unwrap_or_default();
+    /// The body size the content header announced (`None` before it arrived).
+    pub fn body_size(&self) -> Option<u64> {
+        self.header.as_ref().map(|h| h.body_size)
+    }
+
+    /// The publish, its content header and the whole body; a single frame's bytes are passed on without a
+    /// copy.
+    pub fn finish(self) -> (BasicPublish, Box<ContentHeader>, Bytes) {
+        let header = self.header.unwrap_or_default();
         let body = match (self.first, self.rest.is_empty()) {
             (None, _) => Bytes::new(),
             (Some(only), true) => only,
@@ -66,7 +71,7 @@ impl Assembly {
                 all.freeze()
             }
         };
-        (self.publish, properties, raw, body)
+        (self.publish, header, body)
     }
 }
 

@@ -9,6 +9,8 @@
 //!
 //! Also here: the reader for journal format 1, whose messages and arguments were stored in AMQP terms.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, EncodeProperties, FieldTable, FieldValue};
 
@@ -99,10 +101,10 @@ fn value_out(v: &Value) -> FieldValue {
 pub(crate) fn message_in(
     exchange: String,
     routing_key: String,
-    properties: BasicProperties,
+    properties: &mut BasicProperties,
     raw: Option<&[u8]>,
     body: Bytes,
-) -> Result<Message, AmqpError> {
+) -> Result<Arc<Message>, AmqpError> {
     let expiry = match &properties.expiration {
         None => None,
         Some(e) => Some(Expiry::from_now(e.parse::<u64>().map_err(|_| {
@@ -112,42 +114,56 @@ pub(crate) fn message_in(
             )
         })?)),
     };
-    let mut message = from_basic(properties, expiry);
-    message.exchange = exchange;
-    message.routing_key = routing_key;
-    message.body = body;
-    message.native = raw.map(|raw| Native {
+    let native = raw.map(|raw| Native {
         protocol: Protocol::Amqp091,
         bytes: Bytes::copy_from_slice(raw),
     });
-    Ok(message)
+    Ok(Arc::new(from_basic(
+        exchange,
+        routing_key,
+        properties,
+        expiry,
+        body,
+        native,
+    )))
 }
 
-/// The neutral form of basic properties (`expiry` already worked out from `expiration`).
-fn from_basic(p: BasicProperties, expiry: Option<Expiry>) -> Message {
+/// The neutral form of a message with basic properties (`expiry` already worked out from `expiration`); the
+/// properties are taken out of `p`.
+fn from_basic(
+    exchange: String,
+    routing_key: String,
+    p: &mut BasicProperties,
+    expiry: Option<Expiry>,
+    body: Bytes,
+    native: Option<Native>,
+) -> Message {
     let properties = Properties {
         durable: p.delivery_mode == Some(2),
         priority: p.priority,
         expiry,
         timestamp_ms: p.timestamp.map(|s| s.saturating_mul(1000)),
-        message_id: p.message_id,
-        correlation_id: p.correlation_id.map(Bytes::from),
-        reply_to: p.reply_to,
-        content_type: p.content_type,
-        content_encoding: p.content_encoding,
-        user_id: p.user_id,
-        kind: p.kind,
-        app_id: p.app_id,
-        cluster_id: p.cluster_id,
+        message_id: p.message_id.take(),
+        correlation_id: p.correlation_id.take().map(Bytes::from),
+        reply_to: p.reply_to.take(),
+        content_type: p.content_type.take(),
+        content_encoding: p.content_encoding.take(),
+        user_id: p.user_id.take(),
+        kind: p.kind.take(),
+        app_id: p.app_id.take(),
+        cluster_id: p.cluster_id.take(),
     };
     Message {
+        exchange,
+        routing_key,
         properties,
-        headers: p.headers.map(table_in).unwrap_or_default(),
+        headers: p.headers.take().map(table_in).unwrap_or_default(),
         annotations: Annotations {
             origin: Protocol::Amqp091,
             ..Annotations::default()
         },
-        ..Message::default()
+        body,
+        native,
     }
 }
 
@@ -265,22 +281,26 @@ impl LegacyReader for Format1 {
         let exchange = String::from_utf8(field("exchange")?).map_err(|e| e.to_string())?;
         let routing_key = String::from_utf8(field("routing key")?).map_err(|e| e.to_string())?;
         let raw = field("properties")?;
-        let mut bytes = Bytes::from(raw.clone());
-        let properties = BasicProperties::decode(&mut bytes).map_err(|e| e.to_string())?;
+        let raw = Bytes::from(raw);
+        let mut properties =
+            BasicProperties::decode(&mut raw.clone()).map_err(|e| e.to_string())?;
         let expiry = properties
             .expiration
             .as_deref()
             .and_then(|e| e.parse().ok())
             .map(Expiry::from_now);
-        let mut m = from_basic(properties, expiry);
-        m.exchange = exchange;
-        m.routing_key = routing_key;
-        m.body = body;
-        m.native = Some(Native {
+        let native = Native {
             protocol: Protocol::Amqp091,
-            bytes: Bytes::from(raw),
-        });
-        Ok(m)
+            bytes: raw,
+        };
+        Ok(from_basic(
+            exchange,
+            routing_key,
+            &mut properties,
+            expiry,
+            body,
+            Some(native),
+        ))
     }
 
     fn table(&self, bytes: &[u8]) -> Result<Headers, String> {
@@ -305,14 +325,14 @@ mod tests {
     fn a_native_message_is_delivered_byte_for_byte() -> Result<(), AmqpError> {
         let mut headers = FieldTable::new();
         headers.insert("k", FieldValue::I16(7));
-        let p = BasicProperties {
+        let mut p = BasicProperties {
             delivery_mode: Some(1),
             expiration: Some("0100".into()),
             headers: Some(headers),
             ..BasicProperties::default()
         };
         let raw = encoded(&p);
-        let m = message_in("ex".into(), "rk".into(), p, Some(&raw), Bytes::new())?;
+        let m = message_in("ex".into(), "rk".into(), &mut p, Some(&raw), Bytes::new())?;
         assert_eq!(encoded(&Outgoing(&m)), raw);
         assert_eq!(m.properties.expiry.map(|e| e.ttl_ms), Some(100));
         Ok(())
@@ -320,11 +340,11 @@ mod tests {
 
     #[test]
     fn an_invalid_expiration_is_a_precondition_failure() {
-        let p = BasicProperties {
+        let mut p = BasicProperties {
             expiration: Some("soon".into()),
             ..BasicProperties::default()
         };
-        let e = message_in(String::new(), String::new(), p, None, Bytes::new());
+        let e = message_in(String::new(), String::new(), &mut p, None, Bytes::new());
         assert!(e.is_err_and(|e| e.code == code::PRECONDITION_FAILED));
     }
 
@@ -401,9 +421,9 @@ mod tests {
     proptest! {
         /// AMQP -> core -> AMQP is byte-identical for any properties and tables: the native form travels.
         #[test]
-        fn amqp_to_core_to_amqp_is_byte_identical(p in any_properties()) {
+        fn amqp_to_core_to_amqp_is_byte_identical(mut p in any_properties()) {
             let raw = encoded(&p);
-            let m = message_in(String::new(), "k".into(), p, Some(&raw), Bytes::new()).unwrap();
+            let m = message_in(String::new(), "k".into(), &mut p, Some(&raw), Bytes::new()).unwrap();
             prop_assert_eq!(encoded(&Outgoing(&m)), raw);
         }
 
@@ -420,7 +440,7 @@ mod tests {
             p.expiration = ttl.map(|t| t.to_string());
             p.timestamp = seconds;
             let raw = encoded(&p);
-            let m = message_in(String::new(), "k".into(), p, None, Bytes::new()).unwrap();
+            let m = message_in(String::new(), "k".into(), &mut p, None, Bytes::new()).unwrap();
             prop_assert!(m.native.is_none());
             prop_assert_eq!(encoded(&Outgoing(&m)), raw);
         }

@@ -330,7 +330,7 @@ impl Publisher {
         let name = message.exchange.as_str();
         let session = &self.session;
         let ex = match self.exchange.take() {
-            Some(ex) if ex.name == name && !ex.is_deleted() => ex,
+            Some(ex) if same(&ex.name, name) && !ex.is_deleted() => ex,
             _ => session.vhost().existing_exchange(name)?,
         };
         self.exchange = Some(ex.clone());
@@ -364,7 +364,7 @@ impl Publisher {
         if let Some(c) = self.route.as_ref()
             && c.generation == generation
             && Arc::ptr_eq(&c.exchange, exchange)
-            && c.routing_key == message.routing_key
+            && same(&c.routing_key, &message.routing_key)
         {
             return c.targets.clone();
         }
@@ -377,6 +377,13 @@ impl Publisher {
         });
         targets
     }
+}
+
+/// `a == b`, without calling `memcmp` for two empty strings: glibc's AVX-512 `memcmp` takes about 100 ns to
+/// compare zero bytes at the dangling address of an empty `String` (measured here), and the default exchange
+/// and fanout routing keys are empty on every publish.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// Confirmations without a store, for the adapters' unit tests.

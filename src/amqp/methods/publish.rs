@@ -38,9 +38,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             )
             .during(60, 40));
         }
-        let header = *header;
-        assembly.header = Some((header.properties, header.raw_properties, header.body_size));
-        if header.body_size == 0 {
+        let empty = header.body_size == 0;
+        assembly.header = Some(header);
+        if empty {
             return self.finish_publish(ch).await;
         }
         Ok(())
@@ -57,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 "content body without a preceding basic.publish",
             ));
         };
-        let Some((_, _, size)) = assembly.header else {
+        let Some(size) = assembly.body_size() else {
             return Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
                 "content body before the content header",
@@ -82,8 +82,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             return Ok(());
         };
         let reply_to = channel.reply_to.clone();
-        let (publish, mut properties, raw, body) = assembly.finish();
-        let mut raw = Some(raw);
+        let (publish, mut header, body) = assembly.finish();
+        let properties = &mut header.properties;
+        let mut raw = Some(&header.raw_properties[..]);
         if properties.reply_to.as_deref() == Some(REPLY_TO) {
             let own = reply_to.ok_or_else(|| {
                 AmqpError::channel(
@@ -95,15 +96,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             properties.reply_to = Some(own);
             raw = None;
         }
-        let message = convert::message_in(
-            publish.exchange,
-            publish.routing_key,
-            properties,
-            raw.as_deref(),
-            body,
-        )
-        .map_err(|e| e.during(60, 40))?;
-        let message = Arc::new(message);
+        let message =
+            convert::message_in(publish.exchange, publish.routing_key, properties, raw, body)
+                .map_err(|e| e.during(60, 40))?;
         if let Some(tx) = self.channel(ch)?.tx.as_mut() {
             tx.publishes.push((publish.mandatory, message));
             return Ok(());
