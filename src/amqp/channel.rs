@@ -351,6 +351,10 @@ pub struct ChannelTable {
 }
 
 impl ChannelTable {
+    pub fn get(&self, ch: &u16) -> Option<&Channel> {
+        self.slots.get(usize::from(*ch))?.as_deref()
+    }
+
     pub fn get_mut(&mut self, ch: &u16) -> Option<&mut Channel> {
         self.slots.get_mut(usize::from(*ch))?.as_deref_mut()
     }

@@ -22,6 +22,7 @@ use super::AmqpContext;
 use super::channel::ChannelTable;
 use super::convert::Outgoing;
 use super::error::{AmqpError, Scope, code};
+use super::methods::PublishStep;
 use crate::core::SyncView;
 use crate::core::{ConnId, Session};
 use crate::core::{ConsumerKey, ConsumerSink, Deliveries, QueueHandle, SinkEvent};
@@ -456,7 +457,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// Decode and handle every complete frame in the read buffer; then hand what was published to the queues.
     async fn on_input(&mut self) -> Result<Option<End>, AmqpError> {
         let result = self.on_frames().await;
-        self.flush_publishes().await;
+        if self.flush_publishes().await {
+            // Let the queues just fed (woken onto this worker) and their consumers run before reading more:
+            // a fast publisher then feeds consumers instead of a backlog.
+            tokio::task::yield_now().await;
+        }
         result
     }
 
@@ -466,15 +471,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 return Ok(None);
             };
             let channel = frame_channel(&frame);
-            if let Frame::Method(_, method) = &frame
-                && !matches!(method, Method::BasicPublish(_))
-            {
-                // Whatever this method does, it comes after the publishes before it.
-                self.flush_publishes().await;
-            }
-            match self.on_frame(frame).await {
-                Ok(Some(end)) => return Ok(Some(end)),
-                Ok(None) => {}
+            // The publish path takes no await unless a publish must wait (`methods::publish`).
+            let step = match frame {
+                Frame::Method(ch @ 1.., method @ Method::BasicPublish(_)) => {
+                    self.on_publish_method(ch, method)
+                }
+                Frame::Header(ch @ 1.., header) => self.on_header(ch, header),
+                Frame::Body(ch @ 1.., body) => self.on_body(ch, body),
+                frame => {
+                    if let Frame::Method(..) = frame {
+                        // Whatever this method does, it comes after the publishes before it.
+                        self.flush_publishes().await;
+                    }
+                    match self.on_frame(frame).await {
+                        Ok(Some(end)) => return Ok(Some(end)),
+                        Ok(None) => Ok(PublishStep::Done),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let result = match step {
+                Ok(PublishStep::Done) => Ok(()),
+                Ok(step) => self.finish_step(step).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {}
                 Err(e) if e.scope == Scope::Channel && channel != 0 => {
                     self.close_channel_with(channel, &e)
                 }
@@ -499,8 +521,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 code::UNEXPECTED_FRAME,
                 "content frame on channel 0",
             )),
-            Frame::Header(ch, header) => self.on_header(ch, header).await.map(|_| None),
-            Frame::Body(ch, body) => self.on_body(ch, body).await.map(|_| None),
+            Frame::Header(ch, header) => {
+                let step = self.on_header(ch, header)?;
+                self.finish_step(step).await.map(|_| None)
+            }
+            Frame::Body(ch, body) => {
+                let step = self.on_body(ch, body)?;
+                self.finish_step(step).await.map(|_| None)
+            }
         }
     }
 

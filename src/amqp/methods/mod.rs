@@ -13,12 +13,14 @@ mod exchange;
 mod publish;
 mod queue;
 
+pub(crate) use self::publish::PublishStep;
+
 use self::consume::{requeue_or_reject, settle_grouped};
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_amqp_codec::{self as codec, ContentHeader, Method};
+use ferrymq_amqp_codec::{self as codec, BasicPublish, ContentHeader, Method};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::channel::{
@@ -31,8 +33,8 @@ use crate::core::DestinationKind;
 use crate::core::ExchangeSpec;
 use crate::core::message::Message;
 use crate::core::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
+use crate::core::{Confirmation, Outcome, Publisher, Receipt, Settling};
 use crate::core::{ConsumerSpec, QueueHandle, Settle};
-use crate::core::{Outcome, Publisher, Receipt, Settling};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -82,19 +84,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if let Method::ChannelOpen = method {
             return self.open_channel(ch);
         }
-        let channel = self.channel(ch)?;
-        if channel.state == ChannelState::Closing {
-            self.on_closing_channel(ch, &method);
+        if !self.admit(ch, &method)? {
             return Ok(());
-        }
-        if channel.assembly.is_some() {
-            return Err(AmqpError::connection(
-                code::UNEXPECTED_FRAME,
-                format!(
-                    "expected content header for class 60, got non content header frame instead ({})",
-                    method_name(&method)
-                ),
-            ));
         }
         match method {
             Method::ChannelClose(_) => {
@@ -122,6 +113,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             | Method::TxRollback) => self.confirm_tx_method(ch, m).await,
             m => self.basic_method(ch, m).await,
         }
+    }
+
+    /// The checks every method on an open channel goes through: the channel exists (else 504), is not in the
+    /// middle of content (505), and is not waiting for the client's close-ok (then the method is handled as
+    /// the close rule says and `false` comes back).
+    fn admit(&mut self, ch: u16, method: &Method) -> Result<bool, AmqpError> {
+        let channel = self.channel(ch)?;
+        if channel.state == ChannelState::Closing {
+            self.on_closing_channel(ch, method);
+            return Ok(false);
+        }
+        if channel.assembly.is_some() {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                format!(
+                    "expected content header for class 60, got non content header frame instead ({})",
+                    method_name(method)
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     fn open_channel(&mut self, ch: u16) -> Result<(), AmqpError> {
