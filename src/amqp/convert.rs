@@ -95,14 +95,15 @@ fn value_out(v: &Value) -> FieldValue {
 
 // ---- messages in ----
 
-/// The core message for a basic.publish. `raw` is the properties as they arrived, when the adapter did not
-/// change them; they travel as the message's native form. An `expiration` that is not a number of
+/// The core message for a basic.publish. `raw` is the properties as they arrived (in a buffer of their own:
+/// see `ContentHeader::raw_properties`), when the adapter did not change them; they travel as the message's
+/// native form. An `expiration` that is not a number of
 /// milliseconds is refused as RabbitMQ does.
 pub(crate) fn message_in(
     exchange: String,
     routing_key: String,
     properties: &mut BasicProperties,
-    raw: Option<&[u8]>,
+    raw: Option<Bytes>,
     body: Bytes,
 ) -> Result<Arc<Message>, AmqpError> {
     let expiry = match &properties.expiration {
@@ -114,9 +115,9 @@ pub(crate) fn message_in(
             )
         })?)),
     };
-    let native = raw.map(|raw| Native {
+    let native = raw.map(|bytes| Native {
         protocol: Protocol::Amqp091,
-        bytes: Bytes::copy_from_slice(raw),
+        bytes,
     });
     Ok(Arc::new(from_basic(
         exchange,
@@ -332,7 +333,13 @@ mod tests {
             ..BasicProperties::default()
         };
         let raw = encoded(&p);
-        let m = message_in("ex".into(), "rk".into(), &mut p, Some(&raw), Bytes::new())?;
+        let m = message_in(
+            "ex".into(),
+            "rk".into(),
+            &mut p,
+            Some(Bytes::from(raw.clone())),
+            Bytes::new(),
+        )?;
         assert_eq!(encoded(&Outgoing(&m)), raw);
         assert_eq!(m.properties.expiry.map(|e| e.ttl_ms), Some(100));
         Ok(())
@@ -423,7 +430,7 @@ mod tests {
         #[test]
         fn amqp_to_core_to_amqp_is_byte_identical(mut p in any_properties()) {
             let raw = encoded(&p);
-            let m = message_in(String::new(), "k".into(), &mut p, Some(&raw), Bytes::new()).unwrap();
+            let m = message_in(String::new(), "k".into(), &mut p, Some(Bytes::from(raw.clone())), Bytes::new()).unwrap();
             prop_assert_eq!(encoded(&Outgoing(&m)), raw);
         }
 

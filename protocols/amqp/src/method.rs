@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::CodecError;
 use crate::table::{FieldTable, ShortStr};
-use crate::wire::{ArgReader, ArgWriter, get_u16};
+use crate::wire::{ArgReader, ArgWriter, SliceReader, get_u16};
 
 /// Class ids (XML reference §1.3, "Class and Method ID Summaries").
 pub mod class {
@@ -848,6 +848,38 @@ impl Method {
         out.put_u16(class_id);
         out.put_u16(method_id);
         self.write_args(&mut ArgWriter::new(out));
+    }
+
+    /// The methods a busy connection receives most (basic.publish, basic.ack), read where they lie without
+    /// touching the buffer's reference count. `None` for any other method and for anything unusual in these
+    /// (truncated, not UTF-8, trailing bytes): [`Method::decode`] then reads it and reports what is wrong.
+    pub(crate) fn decode_in_place(payload: &[u8]) -> Option<Self> {
+        let mut r = SliceReader::new(payload);
+        let ids = (r.u16().ok()?, r.u16().ok()?);
+        let method = match ids {
+            (60, 40) => {
+                r.u16().ok()?; // reserved ticket
+                let exchange = r.shortstr().ok()?;
+                let routing_key = r.shortstr().ok()?;
+                let bits = r.u8().ok()?;
+                Self::BasicPublish(BasicPublish {
+                    exchange,
+                    routing_key,
+                    mandatory: bits & 1 != 0,
+                    immediate: bits & 2 != 0,
+                })
+            }
+            (60, 80) => {
+                let delivery_tag = r.u64().ok()?;
+                let bits = r.u8().ok()?;
+                Self::BasicAck(BasicAck {
+                    delivery_tag,
+                    multiple: bits & 1 != 0,
+                })
+            }
+            _ => return None,
+        };
+        (r.left() == 0).then_some(method)
     }
 
     /// Reads a whole method frame payload (spec §4.2.4). An unknown class/method pair is

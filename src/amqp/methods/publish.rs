@@ -130,8 +130,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         };
         let reply_to = channel.reply_to.clone();
         let (publish, mut header, body) = assembly.finish();
+        let header = &mut *header;
         let properties = &mut header.properties;
-        let mut raw = Some(&header.raw_properties[..]);
+        let mut raw = Some(std::mem::take(&mut header.raw_properties));
         if properties.reply_to.as_deref() == Some(REPLY_TO) {
             let own = reply_to.ok_or_else(|| {
                 AmqpError::channel(
