@@ -17,7 +17,7 @@ stop_ferrymq() {
 }
 cleanup_ferrymq() {
   stop_ferrymq
-  rm -rf "$DATA_DIR" "$DATA_DIR.log"
+  rm -rf "$DATA_DIR" "$DATA_DIR.log" "$DATA_DIR.toml"
 }
 trap cleanup_ferrymq EXIT
 

@@ -102,7 +102,10 @@ async def publish_at_full_speed(port, stop_at, body, counters, window):
     confirms = asyncio.create_task(read_confirms())
     tag = 0
     while time.monotonic() < stop_at and not confirms.done():
-        await room.wait()
+        try:  # a blocked broker stops confirming: give up waiting for room at the end of the run
+            await asyncio.wait_for(room.wait(), timeout=max(0.0, stop_at - time.monotonic()))
+        except asyncio.TimeoutError:
+            break
         batch = min(64, window - len(outstanding))
         for _ in range(batch):
             tag += 1
@@ -202,8 +205,9 @@ def main():
         if csv:
             csv.write(",".join(str(v) for v in sample.values()) + "\n")
             csv.flush()
+    deadline = time.monotonic() + 60
     for w in workers:
-        w.join(timeout=120)
+        w.join(timeout=max(0.0, deadline - time.monotonic()))
         if w.is_alive():
             w.terminate()
 

@@ -312,6 +312,7 @@ fn broker_options(config: &Config) -> BrokerOptions {
             })
             .collect(),
         memory_limit: config.memory.high_water,
+        connection_memory_limit: config.memory.max_per_connection,
         ..BrokerOptions::default()
     }
 }

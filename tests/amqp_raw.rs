@@ -246,7 +246,8 @@ async fn server_sends_heartbeats_and_drops_a_silent_peer() {
 
 #[tokio::test]
 async fn memory_alarm_blocks_publishers_until_consumers_drain() {
-    let broker = TestBroker::with(|c| c.memory.high_water = 64 * 1024).await;
+    // The mark is above what the two connections' own buffers take (they count too).
+    let broker = TestBroker::with(|c| c.memory.high_water = 1 << 20).await;
     let mut caps = codec::FieldTable::default();
     caps.insert("connection.blocked", codec::FieldValue::Bool(true));
     let mut props = codec::FieldTable::default();
@@ -254,8 +255,8 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
     let mut raw = Raw::open_with(&broker, 0, props).await;
     raw.open_channel(1).await;
     raw.declare_queue(1, "mem").await;
-    let body = vec![0u8; 8 * 1024];
-    for _ in 0..10 {
+    let body = vec![0u8; 256 * 1024];
+    for _ in 0..5 {
         raw.send(&raw::publish(1, "", "mem", &body)).await;
     }
     let Some(Frame::Method(0, Method::ConnectionBlocked(b))) = raw.frame().await else {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::TestBroker;
+use common::{TestBroker, message_count};
 use ferrymq::config::StoreKind;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -32,17 +32,6 @@ async fn start() -> TestBroker {
         copy_fixture(&c.store.dir);
     })
     .await
-}
-
-async fn count(ch: &Channel, queue: &str) -> u32 {
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), opts, FieldTable::default())
-        .await
-        .expect("test setup")
-        .message_count()
 }
 
 async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
@@ -76,9 +65,17 @@ async fn publish_kind_args(ch: &Channel) {
 async fn a_format1_data_dir_recovers_messages_properties_and_definitions() {
     let broker = start().await;
     let (_conn, ch) = broker.channel().await;
-    assert_eq!(count(&ch, "fx.plain").await, 8, "two of ten were acked");
-    assert_eq!(count(&ch, "fx.args").await, 3, "one of four was rejected");
-    assert_eq!(count(&ch, "fx.dead").await, 1, "and dead-lettered");
+    assert_eq!(
+        message_count(&ch, "fx.plain").await,
+        8,
+        "two of ten were acked"
+    );
+    assert_eq!(
+        message_count(&ch, "fx.args").await,
+        3,
+        "one of four was rejected"
+    );
+    assert_eq!(message_count(&ch, "fx.dead").await, 1, "and dead-lettered");
 
     let plain = get(&ch, "fx.plain").await;
     assert_eq!(plain.delivery.data, b"plain 2");
@@ -117,7 +114,7 @@ async fn a_format1_data_dir_recovers_messages_properties_and_definitions() {
 
     // The headers binding recovered with its arguments routes, and can be removed with the same arguments.
     publish_kind_args(&ch).await;
-    assert_eq!(count(&ch, "fx.args").await, 3);
+    assert_eq!(message_count(&ch, "fx.args").await, 3);
     let mut args = FieldTable::default();
     args.insert("x-match".into(), AMQPValue::LongString("any".into()));
     args.insert("kind".into(), AMQPValue::LongString("args".into()));
@@ -130,9 +127,9 @@ async fn a_format1_data_dir_recovers_messages_properties_and_definitions() {
     let (_conn, ch) = broker.channel().await;
     publish_kind_args(&ch).await;
     assert_eq!(
-        count(&ch, "fx.args").await,
+        message_count(&ch, "fx.args").await,
         3,
         "the unbind of a format 1 binding outlives a restart"
     );
-    assert_eq!(count(&ch, "fx.plain").await, 7);
+    assert_eq!(message_count(&ch, "fx.plain").await, 7);
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestBroker;
+use common::{TestBroker, message_count};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
@@ -31,17 +31,6 @@ async fn get(ch: &Channel, queue: &str) -> Option<lapin::message::BasicGetMessag
     .await
     .expect("basic.get answers")
     .expect("test setup")
-}
-
-async fn count(ch: &Channel, queue: &str) -> u32 {
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), opts, FieldTable::default())
-        .await
-        .expect("test setup")
-        .message_count()
 }
 
 fn rich_properties() -> BasicProperties {
@@ -143,7 +132,7 @@ async fn a_dead_lettered_message_carries_death_headers_after_a_restart() {
             .unwrap();
         // The copy is journaled before the original is settled; wait until it is in place.
         let until = tokio::time::Instant::now() + WAIT;
-        while count(&ch, "dead").await == 0 {
+        while message_count(&ch, "dead").await == 0 {
             assert!(tokio::time::Instant::now() < until, "dead-lettered copy");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -242,7 +231,7 @@ async fn a_dead_letter_cycle_without_rejection_ends_after_one_lap() {
     .await
     .unwrap();
     let until = tokio::time::Instant::now() + WAIT;
-    while count(&ch, "obs2").await == 0 {
+    while message_count(&ch, "obs2").await == 0 {
         assert!(
             tokio::time::Instant::now() < until,
             "the message reached obs2"
@@ -250,7 +239,14 @@ async fn a_dead_letter_cycle_without_rejection_ends_after_one_lap() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&ch, "obs1").await, 1, "one death in c1");
-    assert_eq!(count(&ch, "obs2").await, 1, "one death in c2, then dropped");
-    assert_eq!(count(&ch, "c1").await + count(&ch, "c2").await, 0);
+    assert_eq!(message_count(&ch, "obs1").await, 1, "one death in c1");
+    assert_eq!(
+        message_count(&ch, "obs2").await,
+        1,
+        "one death in c2, then dropped"
+    );
+    assert_eq!(
+        message_count(&ch, "c1").await + message_count(&ch, "c2").await,
+        0
+    );
 }

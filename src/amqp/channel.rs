@@ -1,6 +1,10 @@
 //! Per-channel bookkeeping of an AMQP connection: content assembly (publish -> header -> body frames),
 //! delivery tags and unacked deliveries, publisher confirms in publish order, transactions, consumers and
 //! prefetch. Pure state: no I/O and no core calls, so it is easy to reason about and test.
+//!
+//! What a channel holds for its client, the unfinished message and the transaction's publishes, is charged
+//! to the connection's memory ledger (`core::memory`) as it arrives and given back as it leaves (finished,
+//! committed, rolled back, channel closed); a charge the connection's cap refuses is an [`OverLimit`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use ferrymq_amqp_codec::{BasicPublish, ContentHeader};
 use super::error::{AmqpError, code};
 use crate::core::message::Message;
 use crate::core::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
+use crate::core::{Charge, MESSAGE_OVERHEAD, OverLimit};
 use crate::core::{Outcome, Publisher, Settling, SyncView};
 
 /// Whether the channel is usable or waiting for the client's close-ok after a channel error.
@@ -30,6 +35,8 @@ pub struct Assembly {
     first: Option<Bytes>,
     rest: Vec<Bytes>,
     pub received: u64,
+    /// Bytes charged to the channel for this message (header and body so far).
+    held: u64,
 }
 
 impl Assembly {
@@ -40,6 +47,7 @@ impl Assembly {
             first: None,
             rest: Vec::new(),
             received: 0,
+            held: 0,
         }
     }
 
@@ -161,6 +169,8 @@ pub struct TxBuffer {
     /// Publishes (mandatory flag, message) waiting for tx.commit.
     pub publishes: Vec<(bool, Arc<Message>)>,
     pub settles: Vec<TxSettle>,
+    /// Bytes charged to the channel for this work.
+    held: u64,
 }
 
 /// A consumer on this channel.
@@ -192,10 +202,13 @@ pub struct Channel {
     /// Unsettled deliveries by delivery tag: index = tag - `base_tag`; settled ones become None.
     unacked: VecDeque<Option<Unacked>>,
     base_tag: u64,
+    /// The unfinished message and the transaction's work, on the connection's ledger.
+    held: Charge,
 }
 
-impl Default for Channel {
-    fn default() -> Self {
+impl Channel {
+    /// A new open channel whose content is charged to `held` (a content charge of the connection's ledger).
+    pub fn new(held: Charge) -> Self {
         Self {
             state: ChannelState::Open,
             assembly: None,
@@ -210,11 +223,80 @@ impl Default for Channel {
             next_tag: 1,
             unacked: VecDeque::new(),
             base_tag: 1,
+            held,
         }
     }
-}
 
-impl Channel {
+    /// Holds the content header of the message being assembled (`raw` bytes of properties), refusing it when
+    /// the body it announces would not fit under the connection's cap either.
+    pub fn hold_header(&mut self, raw: u64, body_size: u64) -> Result<(), OverLimit> {
+        self.held.check(raw.saturating_add(body_size))?;
+        self.hold_assembly(raw)
+    }
+
+    /// Holds a body frame of the message being assembled.
+    pub fn hold_body(&mut self, len: u64) -> Result<(), OverLimit> {
+        self.hold_assembly(len)
+    }
+
+    fn hold_assembly(&mut self, bytes: u64) -> Result<(), OverLimit> {
+        self.held.add(bytes)?;
+        if let Some(assembly) = self.assembly.as_mut() {
+            assembly.held += bytes;
+        }
+        Ok(())
+    }
+
+    /// Takes the message being assembled, giving back what it held.
+    pub fn take_assembly(&mut self) -> Option<Assembly> {
+        let assembly = self.assembly.take()?;
+        self.held.sub(assembly.held);
+        Some(assembly)
+    }
+
+    /// Buffers a publish in the transaction (the channel must be transactional).
+    pub fn tx_publish(&mut self, mandatory: bool, message: Arc<Message>) -> Result<(), OverLimit> {
+        let bytes = message.body.len() as u64 + MESSAGE_OVERHEAD;
+        if let Some(tx) = self.tx_hold(bytes)? {
+            tx.publishes.push((mandatory, message));
+        }
+        Ok(())
+    }
+
+    /// Buffers a settlement in the transaction (the channel must be transactional).
+    pub fn tx_settle(&mut self, settle: TxSettle) -> Result<(), OverLimit> {
+        if let Some(tx) = self.tx_hold(std::mem::size_of::<TxSettle>() as u64)? {
+            tx.settles.push(settle);
+        }
+        Ok(())
+    }
+
+    /// Holds `bytes` more for the transaction, which it returns to add its work to.
+    fn tx_hold(&mut self, bytes: u64) -> Result<Option<&mut TxBuffer>, OverLimit> {
+        self.held.add(bytes)?;
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(None);
+        };
+        tx.held += bytes;
+        Ok(Some(tx))
+    }
+
+    /// The transaction's work (tx.commit, tx.rollback), giving back what it held; the channel stays
+    /// transactional. `None` when it is not.
+    pub fn take_tx(&mut self) -> Option<TxBuffer> {
+        let work = std::mem::take(self.tx.as_mut()?);
+        self.held.sub(work.held);
+        Some(work)
+    }
+
+    /// Drops the unfinished message and the transaction's work (the channel is closing).
+    pub fn drop_content(&mut self) {
+        self.assembly = None;
+        if let Some(tx) = self.tx.as_mut() {
+            *tx = TxBuffer::default();
+        }
+        self.held.set(0);
+    }
     /// Assign the next delivery tag; `unacked` is kept when the client must settle it.
     pub fn deliver(&mut self, unacked: Option<Unacked>) -> u64 {
         let tag = self.next_tag;
@@ -321,6 +403,38 @@ mod tests {
                 multiple: true
             }]
         );
+    }
+
+    #[test]
+    fn content_is_held_until_it_leaves_the_channel() {
+        let gauge = std::sync::Arc::new(crate::core::MemoryGauge::new(0));
+        let memory = crate::core::ClientMemory::new(gauge, 1000);
+        let mut channel = Channel::new(memory.charge(crate::core::ChargeKind::Content));
+        channel.assembly = Some(Assembly::new(BasicPublish::default()));
+        assert!(
+            channel.hold_header(100, 901).is_err(),
+            "the announced body does not fit"
+        );
+        channel.hold_header(100, 400).expect("fits");
+        channel.hold_body(300).expect("fits");
+        assert_eq!(memory.content(), 400);
+        assert!(channel.take_assembly().is_some());
+        assert_eq!(memory.content(), 0, "a finished message is given back");
+        channel.tx = Some(TxBuffer::default());
+        let message = Arc::new(Message::new("", "q", Bytes::from(vec![0; 600])));
+        channel.tx_publish(false, message.clone()).expect("fits");
+        assert!(channel.tx_publish(false, message).is_err(), "over the cap");
+        assert_eq!(memory.content(), 600 + MESSAGE_OVERHEAD);
+        let work = channel.take_tx().expect("transactional");
+        assert_eq!(work.publishes.len(), 1);
+        assert_eq!(
+            memory.content(),
+            0,
+            "committed or rolled back work is given back"
+        );
+        channel.hold_body(50).expect("fits");
+        channel.drop_content();
+        assert_eq!(memory.content(), 0, "a closing channel holds nothing");
     }
 
     #[test]

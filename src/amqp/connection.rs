@@ -1,7 +1,18 @@
 //! One AMQP connection: the handshake (protocol header, start/start-ok with PLAIN or AMQPLAIN, tune, open),
 //! then a single task that `select!`s over socket reads, deliveries from queues, store syncs (confirms),
-//! heartbeats, disk alarms and shutdown. Frames are decoded from one read buffer (bodies split off it without
-//! a copy) and replies are gathered in one write buffer flushed once per turn of the loop.
+//! heartbeats, disk alarms and shutdown. Frames are decoded from one read buffer and replies are gathered in
+//! one write buffer flushed once per turn of the loop.
+//!
+//! Memory. Everything the connection holds is on its ledger in the memory gauge (`core::memory`): the read
+//! buffer's chunk and the write buffer (set once per turn), and per channel the unfinished message and the
+//! transaction's work (charged frame by frame, capped per connection). Before each read the ledger is
+//! reported and the alarms are checked: a connection that publishes is not read while an alarm is raised,
+//! as RabbitMQ blocks publishers, and its heartbeat monitor is paused meanwhile (rabbit_reader does the same).
+//! Frames whose parts outlive decoding (bodies, headers, arguments kept by exchanges and queues) are decoded
+//! from a copy when they are small next to the read chunk, so they never pin it (`transport::read_buffer`);
+//! large bodies are split off without a copy. The write buffer is bounded by [`FLUSH_AT`] plus one message,
+//! and what queues hand to the connection before it is written is bounded and counted by the queues
+//! (`core::queue::WRITE_WINDOW_BYTES`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +24,7 @@ use ferrymq_amqp_codec::{
     self as codec, ConnectionClose, ConnectionStart, ConnectionTune, FieldTable, FieldValue, Frame,
     Method, ProtocolHeader,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -23,13 +34,15 @@ use super::channel::ChannelTable;
 use super::convert::Outgoing;
 use super::error::{AmqpError, Scope, code};
 use super::methods::PublishStep;
-use crate::core::SyncView;
+use crate::core::{Charge, ChargeKind, ClientMemory, SyncView};
 use crate::core::{ConnId, Session};
 use crate::core::{ConsumerKey, ConsumerSink, Deliveries, QueueHandle, SinkEvent};
-use crate::transport::Admission;
+use crate::transport::{Admission, ReadBuffer};
 
 /// Flush the write buffer once it holds this much, even mid-batch.
 const FLUSH_AT: usize = 256 * 1024;
+/// After a flush the write buffer lets go of its memory when it grew beyond this (for a large message).
+const OUT_KEEP: usize = 2 * FLUSH_AT;
 /// Deliveries taken from the sink per turn of the loop.
 const DELIVERY_BATCH: usize = 512;
 /// How long to wait for the peer's close-ok after we closed the connection.
@@ -64,8 +77,12 @@ pub(super) struct Connection<S> {
     pub peer: SocketAddr,
     reader: ReadHalf<S>,
     writer: WriteHalf<S>,
-    inbuf: BytesMut,
+    inbuf: ReadBuffer,
     pub out: BytesMut,
+    /// This connection's ledger in the memory gauge; channels charge their content to it.
+    pub memory: ClientMemory,
+    /// The read and write buffers, on the ledger.
+    buffers: Charge,
     pub frame_max: u32,
     pub channel_max: u16,
     heartbeat: u16,
@@ -83,8 +100,9 @@ pub(super) struct Connection<S> {
     last_sent: Instant,
     pub has_published: bool,
     blocked: bool,
-    /// Write-window credit to hand back to queues once the current batch reaches the socket.
-    written: Vec<(QueueHandle, ConsumerKey, u32)>,
+    /// Write-window credit (deliveries, body bytes) to hand back to queues once the current batch reaches
+    /// the socket.
+    written: Vec<(QueueHandle, ConsumerKey, u32, u64)>,
     user: String,
     /// This connection's place in the AMQP connection budget (handshake, then open).
     admission: Admission,
@@ -103,6 +121,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let blocked_rx = ctx.broker.disk_alarm();
         let memory_rx = ctx.broker.memory().alarm();
         let conn_id = ctx.broker.next_conn_id();
+        let memory = ctx.broker.client_memory();
+        let buffers = memory.charge(ChargeKind::Buffer);
         Self {
             frame_max: ctx.config.frame_max,
             channel_max: ctx.config.channel_max,
@@ -111,8 +131,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             peer,
             reader,
             writer,
-            inbuf: BytesMut::with_capacity(64 * 1024),
-            out: BytesMut::with_capacity(64 * 1024),
+            inbuf: ReadBuffer::default(),
+            out: BytesMut::new(),
+            memory,
+            buffers,
             session: None,
             conn_id,
             channels: ChannelTable::default(),
@@ -182,21 +204,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             // TLS streams buffer records until flushed; on TCP this is a no-op.
             self.writer.flush().await?;
             self.out.clear();
+            if self.out.capacity() > OUT_KEEP {
+                self.out = BytesMut::new();
+            }
             self.last_sent = Instant::now();
         }
-        for (queue, consumer, count) in self.written.drain(..) {
-            queue.written(consumer, count);
+        for (queue, consumer, count, bytes) in self.written.drain(..) {
+            queue.written(consumer, count, bytes);
         }
         Ok(())
+    }
+
+    /// Puts the buffers' current sizes on the ledger and tells the gauge what changed since the last turn.
+    fn account(&mut self) {
+        let held = self.inbuf.allocated() + self.out.capacity();
+        self.buffers.set(held as u64);
+        self.memory.report();
     }
 
     /// Read until one whole frame is buffered (handshake only; the main loop decodes in batches).
     async fn read_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
         loop {
-            if let Some(frame) = codec::decode_frame(&mut self.inbuf, self.frame_max)? {
+            if let Some(frame) = codec::decode_frame(self.inbuf.bytes(), self.frame_max)? {
                 return Ok(Some(frame));
             }
-            match self.reader.read_buf(&mut self.inbuf).await {
+            match self.inbuf.read_from(&mut self.reader, 0).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => self.last_recv = Instant::now(),
             }
@@ -209,10 +241,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// protocol (answered with our header, as the spec asks).
     async fn handshake(&mut self) -> Result<bool, AmqpError> {
         let header = loop {
-            if let Some(h) = codec::decode_protocol_header(&mut self.inbuf) {
+            if let Some(h) = codec::decode_protocol_header(self.inbuf.bytes()) {
                 break h;
             }
-            match self.reader.read_buf(&mut self.inbuf).await {
+            match self.inbuf.read_from(&mut self.reader, 0).await {
                 Ok(0) | Err(_) => return Ok(false),
                 Ok(_) => {}
             }
@@ -391,15 +423,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.on_blocked_change(); // an alarm already raised before this connection opened
         loop {
+            self.account();
             if let Err(e) = self.flush().await {
                 debug!(peer = %self.peer, error = %e, "AMQP write failed");
                 return End::Closed;
             }
+            self.check_alarms();
             let wait_sync = self
                 .channels
                 .iter()
                 .any(|(_, c)| c.confirms.as_ref().is_some_and(|c| c.waits_for_sync()));
             let reading = !(self.blocked && self.has_published);
+            let want = self.frame_remaining();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -419,7 +454,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         }
                     }
                 }
-                r = self.reader.read_buf(&mut self.inbuf), if reading => match r {
+                r = self.inbuf.read_from(&mut self.reader, want), if reading => match r {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(_) => {
                         self.last_recv = Instant::now();
@@ -441,7 +476,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 Ok(()) = self.blocked_rx.changed() => self.on_blocked_change(),
                 Ok(()) = self.memory_rx.changed() => self.on_blocked_change(),
                 _ = ticker.tick(), if self.heartbeat > 0 => {
-                    if self.last_recv.elapsed() > hb * 2 {
+                    if reading && self.last_recv.elapsed() > hb * 2 {
                         warn!(peer = %self.peer, timeout_s = self.heartbeat, "missed heartbeats from client, closing");
                         return End::Closed;
                     }
@@ -467,7 +502,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     async fn on_frames(&mut self) -> Result<Option<End>, AmqpError> {
         loop {
-            let Some(frame) = codec::decode_frame(&mut self.inbuf, self.frame_max)? else {
+            let Some(frame) = self.next_frame()? else {
+                self.inbuf.release_if_empty();
                 return Ok(None);
             };
             let channel = frame_channel(&frame);
@@ -476,8 +512,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 Frame::Method(ch @ 1.., method @ Method::BasicPublish(_)) => {
                     self.on_publish_method(ch, method)
                 }
-                Frame::Header(ch @ 1.., header) => self.on_header(ch, header),
-                Frame::Body(ch @ 1.., body) => self.on_body(ch, body),
+                Frame::Header(ch @ 1.., header) => {
+                    self.has_published = true;
+                    self.on_header(ch, header)
+                }
+                Frame::Body(ch @ 1.., body) => {
+                    self.has_published = true;
+                    self.on_body(ch, body)
+                }
                 frame => {
                     if let Frame::Method(..) = frame {
                         // Whatever this method does, it comes after the publishes before it.
@@ -522,13 +564,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 "content frame on channel 0",
             )),
             Frame::Header(ch, header) => {
+                self.has_published = true;
                 let step = self.on_header(ch, header)?;
                 self.finish_step(step).await.map(|_| None)
             }
             Frame::Body(ch, body) => {
+                self.has_published = true;
                 let step = self.on_body(ch, body)?;
                 self.finish_step(step).await.map(|_| None)
             }
+        }
+    }
+
+    /// The next whole frame in the read buffer. One whose parts outlive it and that is small next to the
+    /// read chunk is decoded from a copy of its own, so that what it leaves behind does not pin the chunk.
+    fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
+        if let Some(len) = outliving_frame(self.inbuf.bytes())
+            && self.inbuf.pins(len)
+        {
+            let mut own = self.inbuf.split_copy(len);
+            return Ok(codec::decode_frame(&mut own, self.frame_max)?);
+        }
+        Ok(codec::decode_frame(self.inbuf.bytes(), self.frame_max)?)
+    }
+
+    /// Bytes the partly buffered frame still needs (0 when none is started or its size is not known yet), so
+    /// that the next read makes room for all of it in one chunk.
+    fn frame_remaining(&mut self) -> usize {
+        let buf = self.inbuf.bytes();
+        let Some(size) = buf.get(3..7) else {
+            return 0;
+        };
+        let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+        let total = size as usize + codec::FRAME_OVERHEAD;
+        let within = self.frame_max == 0 || total <= self.frame_max as usize;
+        if within {
+            total.saturating_sub(buf.len())
+        } else {
+            0
         }
     }
 
@@ -620,6 +693,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     // ---- events from the core ----
 
+    /// Looks at the alarms right before a read (without waiting for the `select!` to notice a change).
+    fn check_alarms(&mut self) {
+        let changed = |rx: &watch::Receiver<bool>| rx.has_changed().unwrap_or(false);
+        if changed(&self.blocked_rx) || changed(&self.memory_rx) {
+            self.on_blocked_change();
+        }
+    }
+
     /// A resource alarm changed: block publishers (stop reading from connections that publish, tell clients
     /// that asked for connection.blocked) or unblock them.
     fn on_blocked_change(&mut self) {
@@ -630,6 +711,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             return;
         }
         self.blocked = blocked;
+        if !blocked {
+            // The heartbeat monitor was paused while the socket went unread.
+            self.last_recv = Instant::now();
+        }
         if self.caps.connection_blocked {
             let method = if blocked {
                 let reason = if memory {
@@ -672,12 +757,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// reach the socket.
     fn on_deliveries(&mut self, d: Deliveries) {
         let count = u32::try_from(d.items.len()).unwrap_or(u32::MAX);
+        let bytes: u64 = d.items.iter().map(|i| i.message.body.len() as u64).sum();
         let Some(route) = self.consumers.get(&d.consumer) else {
             // Cancelled or channel gone while the deliveries were in flight: give them back.
             let tags = d.items.iter().map(|i| i.tag).collect();
             d.queue
                 .settle(tags, crate::core::Settle::Requeue, Some(d.consumer));
-            d.queue.written(d.consumer, count);
+            d.queue.written(d.consumer, count, bytes);
             return;
         };
         let (ch, no_ack) = (route.channel, route.no_ack);
@@ -708,10 +794,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         match self
             .written
             .iter_mut()
-            .find(|(q, k, _)| *k == d.consumer && *q == d.queue)
+            .find(|(q, k, _, _)| *k == d.consumer && *q == d.queue)
         {
-            Some(entry) => entry.2 += count,
-            None => self.written.push((d.queue, d.consumer, count)),
+            Some(entry) => {
+                entry.2 += count;
+                entry.3 += bytes;
+            }
+            None => self.written.push((d.queue, d.consumer, count, bytes)),
         }
     }
 
@@ -741,6 +830,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             self.send_method(ch, &method);
         }
     }
+}
+
+/// The length of the whole frame at the front of `buf` if it is buffered and keeps slices of the buffer
+/// beyond its handling: a body or a content header (they become the message), or a method of the exchange or
+/// queue class (their argument tables stay with the entity). Other methods decode into owned values.
+fn outliving_frame(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..7)?;
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+    let total = size.checked_add(codec::FRAME_OVERHEAD)?;
+    if buf.len() < total {
+        return None;
+    }
+    let keeps = match head[0] {
+        codec::FRAME_BODY | codec::FRAME_HEADER => true,
+        codec::FRAME_METHOD => matches!(buf.get(7..9), Some([0, 40] | [0, 50])),
+        _ => false,
+    };
+    keeps.then_some(total)
 }
 
 fn frame_channel(frame: &Frame) -> u16 {
@@ -816,6 +923,40 @@ mod tests {
     fn method_names_read_like_the_spec() {
         assert_eq!(method_name(&Method::ConnectionOpenOk), "connection.open-ok");
         assert_eq!(method_name(&Method::TxSelect), "tx.select");
+    }
+
+    #[test]
+    fn bodies_headers_and_entity_arguments_outlive_their_frame() {
+        let frame = |f: Frame| {
+            let mut out = BytesMut::new();
+            codec::encode_frame(&f, &mut out);
+            out
+        };
+        let body = frame(Frame::Body(1, Bytes::from_static(b"x")));
+        assert_eq!(outliving_frame(&body), Some(9));
+        assert_eq!(outliving_frame(&body[..8]), None, "not all buffered yet");
+        let header = frame(Frame::Header(1, Box::default()));
+        assert_eq!(outliving_frame(&header), Some(header.len()));
+        let declare = frame(Frame::Method(
+            1,
+            Method::QueueDeclare(codec::QueueDeclare::default()),
+        ));
+        assert_eq!(outliving_frame(&declare), Some(declare.len()));
+        let exchange = frame(Frame::Method(
+            1,
+            Method::ExchangeBind(codec::ExchangeBind::default()),
+        ));
+        assert_eq!(outliving_frame(&exchange), Some(exchange.len()));
+        let publish = frame(Frame::Method(
+            1,
+            Method::BasicPublish(codec::BasicPublish::default()),
+        ));
+        assert_eq!(
+            outliving_frame(&publish),
+            None,
+            "decoded into owned strings"
+        );
+        assert_eq!(outliving_frame(&frame(Frame::Heartbeat(0))), None);
     }
 
     #[test]

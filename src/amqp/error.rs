@@ -3,6 +3,7 @@
 
 use ferrymq_amqp_codec::CodecError;
 
+use crate::core::OverLimit;
 use crate::core::{CoreError, ErrorClass};
 
 /// AMQP 0-9-1 reply codes (the codec's table, XML reference §1.2).
@@ -159,6 +160,23 @@ fn rabbit_text(e: &CoreError) -> String {
         | CoreError::AccessRefused(t)
         | CoreError::LimitExceeded(t)
         | CoreError::NotAllowed(t) => t.clone(),
+    }
+}
+
+/// A connection's unfinished and uncommitted messages would exceed `memory.max_per_connection`: the channel
+/// that asked is closed with 406, in the words RabbitMQ uses for its own size limit ("message size ~B is
+/// larger than configured max size ~B", rabbit_channel's check_msg_size).
+impl From<OverLimit> for AmqpError {
+    fn from(e: OverLimit) -> Self {
+        AmqpError::channel(
+            code::PRECONDITION_FAILED,
+            format!(
+                "unfinished and uncommitted messages of size {} on this connection would be larger than \
+                 configured max size {}",
+                e.held.saturating_add(e.more),
+                e.limit
+            ),
+        )
     }
 }
 

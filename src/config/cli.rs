@@ -45,9 +45,12 @@ pub struct Cli {
     /// When the journal syncs.
     #[arg(long, env = "FERRYMQ_STORE_SYNC", value_name = "POLICY")]
     pub store_sync: Option<SyncPolicy>,
-    /// Memory high-water mark in bytes for queued messages (0 disables the alarm).
+    /// Memory high-water mark in bytes for what the broker holds for clients (0 disables the alarm).
     #[arg(long, env = "FERRYMQ_MEMORY_HIGH_WATER", value_name = "BYTES")]
     pub memory_high_water: Option<u64>,
+    /// Bytes of unfinished and uncommitted messages one connection may hold (0 = no cap).
+    #[arg(long, env = "FERRYMQ_MEMORY_MAX_PER_CONNECTION", value_name = "BYTES")]
+    pub memory_max_per_connection: Option<u64>,
     /// Maximum number of open AMQP connections.
     #[arg(long, env = "FERRYMQ_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -85,6 +88,10 @@ impl Cli {
         set(&mut config.store.sync, &self.store_sync);
         set(&mut config.amqp.max_connections, &self.max_connections);
         set(&mut config.memory.high_water, &self.memory_high_water);
+        set(
+            &mut config.memory.max_per_connection,
+            &self.memory_max_per_connection,
+        );
         set(&mut config.log.format, &self.log_format);
     }
 }

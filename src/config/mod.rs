@@ -93,7 +93,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Message and definition storage.
     pub store: StoreConfig,
-    /// Memory alarm for messages held by queues.
+    /// Memory alarm on what the broker holds for clients, and the cap per connection.
     pub memory: MemoryConfig,
     /// Per-user, per-vhost and per-queue limits.
     pub limits: LimitsConfig,
@@ -170,6 +170,7 @@ impl Config {
         self.tls.validate()?;
         self.auth.validate()?;
         self.store.validate()?;
+        self.memory.validate(self.amqp.max_message_size)?;
         self.limits.validate()?;
         self.validate_ports()
     }

@@ -100,6 +100,8 @@ fn flags_override_the_file() {
         "memory",
         "--memory-high-water",
         "1000000",
+        "--memory-max-per-connection",
+        "20000000",
     ]))
     .expect("valid");
     assert_eq!(config.amqp.port, 0);
@@ -116,6 +118,7 @@ fn flags_override_the_file() {
     assert_eq!(config.store.kind, StoreKind::Memory);
     assert_eq!(config.store.dir, PathBuf::from("/tmp/x/store"));
     assert_eq!(config.memory.high_water, 1_000_000);
+    assert_eq!(config.memory.max_per_connection, 20_000_000);
 }
 
 #[test]
@@ -162,7 +165,22 @@ fn message_size_is_limited_to_512_mib() {
         "amqp.max_message_size"
     );
     config.amqp.max_message_size = MAX_MESSAGE_SIZE_LIMIT;
+    config.memory.max_per_connection = 0;
     config.resolve().expect("the limit itself is fine");
+}
+
+#[test]
+fn a_connection_may_hold_at_least_one_message_of_the_largest_size() {
+    let mut config = Config::default();
+    config.memory.max_per_connection = config.amqp.max_message_size - 1;
+    assert_eq!(
+        invalid_option(config.clone().resolve()),
+        "memory.max_per_connection"
+    );
+    config.memory.max_per_connection = config.amqp.max_message_size;
+    config.clone().resolve().expect("one message fits");
+    config.memory.max_per_connection = 0;
+    config.resolve().expect("0 means no cap");
 }
 
 #[test]

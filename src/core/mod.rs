@@ -32,7 +32,7 @@ pub use crate::store::DestinationKind;
 use crate::store::{Definition, Format, Recovered, Store};
 pub use auth::{Permission, User, Users};
 pub use error::{Access, CoreError, Entity, ErrorClass};
-pub use memory::MemoryGauge;
+pub use memory::{Charge, ChargeKind, ClientMemory, MESSAGE_OVERHEAD, MemoryGauge, OverLimit};
 pub use message::Message;
 pub use persist::{LegacyReader, register_legacy_reader};
 #[cfg(test)]
@@ -45,8 +45,8 @@ pub use queue::{
 pub use queue::{ConnId, ConsumerKey};
 pub use session::{AutoDelete, Durability, Ownership, QueueOptions, Session};
 pub use topic::TopicTrie;
-pub use vhost::{BindOp, ExchangeSpec};
-use vhost::{BindingSpec, Journal, QueueSpec, VHost};
+pub use vhost::{BindOp, BindingSpec, ExchangeSpec};
+use vhost::{Journal, QueueSpec, VHost};
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -64,8 +64,10 @@ pub struct BrokerOptions {
     pub users: Vec<UserSpec>,
     /// Permissions granted at start-up.
     pub permissions: Vec<PermissionSpec>,
-    /// Memory high-water mark for messages held by queues, in bytes (0 = no alarm).
+    /// Memory high-water mark for what the broker holds for clients, in bytes (0 = no alarm).
     pub memory_limit: u64,
+    /// Bytes of unfinished and uncommitted messages one connection may hold (0 = no cap).
+    pub connection_memory_limit: u64,
 }
 
 /// A user defined in the configuration.
@@ -96,6 +98,7 @@ impl Default for BrokerOptions {
             users: Vec::new(),
             permissions: Vec::new(),
             memory_limit: 0,
+            connection_memory_limit: 0,
         }
     }
 }
@@ -107,6 +110,7 @@ struct Inner {
     users: Users,
     ids: Arc<AtomicU64>,
     memory: Arc<MemoryGauge>,
+    connection_memory_limit: u64,
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
 }
@@ -129,6 +133,7 @@ impl Broker {
                 users: Users::new(options.loopback_users.clone()),
                 ids: Arc::new(AtomicU64::new(recovered.next_id.max(1))),
                 memory: Arc::new(MemoryGauge::new(options.memory_limit)),
+                connection_memory_limit: options.connection_memory_limit,
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
             }),
@@ -326,6 +331,14 @@ impl Broker {
     /// The memory gauge (alarm and usage).
     pub fn memory(&self) -> &MemoryGauge {
         &self.inner.memory
+    }
+
+    /// A new connection's ledger in the memory gauge, with the configured cap on its content.
+    pub fn client_memory(&self) -> ClientMemory {
+        ClientMemory::new(
+            self.inner.memory.clone(),
+            self.inner.connection_memory_limit,
+        )
     }
 
     /// Look up a vhost.

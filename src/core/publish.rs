@@ -56,12 +56,17 @@ impl Confirmation {
     /// Waits until every target queue that could refuse the message has answered; what is left to wait for
     /// is the store (see [`Settling::check`]).
     pub async fn queues_answered(self) -> Settling {
-        let mut refused = false;
+        let mut refused = None;
         for rx in self.answers {
-            refused |= matches!(rx.await, Ok(Enqueued::Rejected));
+            if let Ok(Enqueued::Rejected(settled)) = rx.await {
+                refused = Some(settled.max(refused.flatten()));
+            }
         }
-        if refused {
-            Settling::Done(Outcome::Refused)
+        if let Some(settled) = refused {
+            match settled {
+                Some(point) => Settling::RefusedAfterSync(point),
+                None => Settling::Done(Outcome::Refused),
+            }
         } else {
             Settling::after_queues(self.sync)
         }
@@ -103,6 +108,9 @@ impl Confirmation {
 pub enum Settling {
     Done(Outcome),
     AfterSync(SyncPoint),
+    /// Refused; reported once the settlement of the refused message is on disk (so no crash can bring back a
+    /// message its publisher was told was not taken).
+    RefusedAfterSync(SyncPoint),
 }
 
 impl Settling {
@@ -123,12 +131,16 @@ impl Settling {
                 SyncStatus::Failed => Some(Outcome::Failed),
                 SyncStatus::Pending => None,
             },
+            Settling::RefusedAfterSync(point) => match view.rx.borrow().status(point) {
+                SyncStatus::Durable | SyncStatus::Failed => Some(Outcome::Refused),
+                SyncStatus::Pending => None,
+            },
         }
     }
 
     /// Whether it waits for the store.
     pub fn waits_for_store(&self) -> bool {
-        matches!(self, Settling::AfterSync(_))
+        matches!(self, Settling::AfterSync(_) | Settling::RefusedAfterSync(_))
     }
 }
 

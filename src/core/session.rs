@@ -156,15 +156,8 @@ impl Session {
     }
 
     /// exchange.bind / queue.bind (and unbind with `bind = false`).
-    pub fn bind(
-        &self,
-        source: &str,
-        destination: &str,
-        kind: DestinationKind,
-        routing_key: &str,
-        arguments: &Headers,
-        op: BindOp,
-    ) -> Result<(), CoreError> {
+    pub fn bind(&self, binding: &BindingSpec, op: BindOp) -> Result<(), CoreError> {
+        let (destination, kind) = (&binding.destination, binding.destination_kind);
         let dest_kind = match kind {
             DestinationKind::Queue => Entity::Queue,
             DestinationKind::Exchange => Entity::Exchange,
@@ -173,15 +166,8 @@ impl Session {
             self.usable_queue(destination)?;
         }
         self.check(Access::Write, dest_kind, destination)?;
-        self.check(Access::Read, Entity::Exchange, source)?;
-        let binding = BindingSpec {
-            source: source.to_owned(),
-            destination: destination.to_owned(),
-            destination_kind: kind,
-            routing_key: routing_key.to_owned(),
-            arguments: arguments.clone(),
-        };
-        self.vhost.change_binding(op, &binding, Journal::Write)
+        self.check(Access::Read, Entity::Exchange, &binding.source)?;
+        self.vhost.change_binding(op, binding, Journal::Write)
     }
 
     // ---- queues ----
@@ -234,6 +220,14 @@ impl Session {
             auto_delete: auto_delete == AutoDelete::WhenUnused,
             arguments,
         };
+        // A delete racing the declare may stop the queue before its counts are read: declare it again then.
+        for _ in 0..3 {
+            let (q, _) = self.vhost.declare_queue(spec.clone(), Journal::Write)?;
+            match q.stats().await {
+                Err(CoreError::NotFound { .. }) if q.is_deleted() => continue,
+                stats => return Ok((q, stats?)),
+            }
+        }
         let (q, _) = self.vhost.declare_queue(spec, Journal::Write)?;
         let stats = q.stats().await?;
         Ok((q, stats))

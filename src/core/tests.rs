@@ -174,3 +174,207 @@ async fn neutral_properties_and_repeated_headers_survive_the_journal() {
     assert_eq!(got.message.properties, sent.properties);
     assert_eq!(got.message.body, sent.body);
 }
+
+/// A memory store that records, in order, what the core asked of it.
+#[derive(Debug, Default)]
+struct RecordingStore {
+    inner: crate::store::MemoryStore,
+    log: std::sync::Mutex<Vec<Op>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    Publish(crate::store::MsgId),
+    Settle(crate::store::MsgId),
+    SettleSynced(crate::store::MsgId),
+    Define(crate::store::Definition),
+}
+
+impl RecordingStore {
+    fn log(&self) -> Vec<Op> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the last definition journaled for queue `name` declared it (`Some(true)`) or deleted it.
+    fn last_word_on(&self, name: &str) -> Option<bool> {
+        use crate::store::Definition;
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|op| match op {
+                Op::Define(Definition::Queue { name: n, .. }) if n == name => Some(true),
+                Op::Define(Definition::DeleteQueue { name: n, .. }) if n == name => Some(false),
+                _ => None,
+            })
+    }
+}
+
+impl crate::store::Store for RecordingStore {
+    fn publish(
+        &self,
+        id: crate::store::MsgId,
+        queues: &[crate::store::QueueKey],
+        message: &crate::store::StoredMessage,
+    ) -> Result<crate::store::SyncPoint, crate::store::StoreError> {
+        self.log.lock().unwrap().push(Op::Publish(id));
+        self.inner.publish(id, queues, message)
+    }
+    fn settle(
+        &self,
+        _queue: &crate::store::QueueKey,
+        id: crate::store::MsgId,
+    ) -> Result<(), crate::store::StoreError> {
+        self.log.lock().unwrap().push(Op::Settle(id));
+        Ok(())
+    }
+    fn settle_synced(
+        &self,
+        queue: &crate::store::QueueKey,
+        id: crate::store::MsgId,
+    ) -> Result<crate::store::SyncPoint, crate::store::StoreError> {
+        self.log.lock().unwrap().push(Op::SettleSynced(id));
+        self.inner.define(&crate::store::Definition::DeleteQueue {
+            vhost: queue.vhost.clone(),
+            name: "sync marker".into(),
+        })
+    }
+    fn define(
+        &self,
+        definition: &crate::store::Definition,
+    ) -> Result<crate::store::SyncPoint, crate::store::StoreError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(Op::Define(definition.clone()));
+        self.inner.define(definition)
+    }
+    fn sync_state(&self) -> tokio::sync::watch::Receiver<crate::store::SyncState> {
+        self.inner.sync_state()
+    }
+    fn recover(&self) -> Result<crate::store::Recovered, crate::store::StoreError> {
+        Ok(crate::store::Recovered::default())
+    }
+    fn healthy(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn blocked(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.blocked()
+    }
+    fn close(&self) {}
+}
+
+/// A delete racing a re-declare of the same durable queue: whatever memory ends with, the journal's last word
+/// on the queue says the same (definitions are journaled under the lock that orders them), so a restart
+/// recovers what was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_redeclare_is_journaled_in_memory_order() {
+    let store = Arc::new(RecordingStore::default());
+    let (_broker, s) = session_on(store.clone()).await;
+    let durable = || QueueOptions::flags(true, false, false);
+    s.declare_queue("x", durable()).await.unwrap();
+    for _ in 0..500 {
+        let (a, b) = (s.clone(), s.clone());
+        let delete = tokio::spawn(async move { a.delete_queue("x", false, false).await });
+        let declare = tokio::spawn(async move { b.declare_queue("x", durable()).await });
+        delete.await.unwrap().unwrap();
+        declare.await.unwrap().unwrap();
+        let journaled = store.last_word_on("x");
+        let in_memory = s.queue_exists("x").await.is_ok();
+        assert_eq!(journaled, Some(in_memory), "the journal agrees with memory");
+        if !in_memory {
+            s.declare_queue("x", durable()).await.unwrap();
+        }
+    }
+}
+
+/// Dead-lettering journals the copy before it settles the original: a crash between the two brings the
+/// original back rather than losing both.
+#[tokio::test]
+async fn a_dead_lettered_copy_is_journaled_before_the_original_is_settled() {
+    use crate::core::message::Value;
+    let store = Arc::new(RecordingStore::default());
+    let (_broker, s) = session_on(store.clone()).await;
+    let with_dlx = QueueOptions::flags(true, false, false)
+        .with_argument("x-dead-letter-exchange", Value::text(""))
+        .with_argument("x-dead-letter-routing-key", Value::text("dlq"));
+    s.declare_queue("src", with_dlx).await.unwrap();
+    s.declare_queue("dlq", QueueOptions::flags(true, false, false))
+        .await
+        .unwrap();
+    let mut m = message("src", b"doomed");
+    m.properties.durable = true;
+    publish(&s, m).await;
+    let d = s.get("src", false, None).await.unwrap().expect("message");
+    d.queue.settle(vec![d.tag], Settle::Reject, None);
+    let copy = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(d) = s.get("dlq", true, None).await.unwrap() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the copy arrives");
+    assert_eq!(copy.message.body, Bytes::from_static(b"doomed"));
+    let log = store.log();
+    let publishes: Vec<_> = log
+        .iter()
+        .filter_map(|op| match op {
+            Op::Publish(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let [original, copy_id] = publishes[..] else {
+        panic!("two journaled publishes, got {log:?}");
+    };
+    let at = |op: Op| log.iter().position(|o| *o == op).expect("in the log");
+    assert!(
+        at(Op::Publish(copy_id)) < at(Op::Settle(original)),
+        "{log:?}"
+    );
+}
+
+/// A publish refused by `reject-publish` is settled with a synced record, and its nack waits for that sync: a
+/// crash cannot bring back a message its publisher was told was not taken.
+#[tokio::test]
+async fn a_refused_publish_is_settled_durably_before_its_nack() {
+    use crate::core::message::Value;
+    use crate::core::publish::{Outcome, Receipt, Settling};
+    let store = Arc::new(RecordingStore::default());
+    let (broker, s) = session_on(store.clone()).await;
+    let full = QueueOptions::flags(true, false, false)
+        .with_argument("x-max-length", Value::I64(1))
+        .with_argument("x-overflow", Value::text("reject-publish"));
+    s.declare_queue("full", full).await.unwrap();
+    let mut publisher = Publisher::new(s.clone());
+    let mut settlings = Vec::new();
+    for body in [&b"kept"[..], b"refused"] {
+        let mut m = Message::new("", "full", Bytes::copy_from_slice(body));
+        m.properties.durable = true;
+        let Receipt::Routed(c) = publisher.publish(m, true).await.unwrap() else {
+            panic!("routed");
+        };
+        settlings.push(c.queues_answered().await);
+    }
+    assert!(matches!(settlings[0], Settling::AfterSync(_)));
+    assert!(
+        matches!(settlings[1], Settling::RefusedAfterSync(_)),
+        "{:?}",
+        settlings[1]
+    );
+    let mut view = broker.sync_view();
+    assert_eq!(view.settled(settlings[1]).await, Outcome::Refused);
+    let log = store.log();
+    let refused_id = log
+        .iter()
+        .filter_map(|op| match op {
+            Op::Publish(id) => Some(*id),
+            _ => None,
+        })
+        .nth(1)
+        .expect("two publishes");
+    assert!(log.contains(&Op::SettleSynced(refused_id)), "{log:?}");
+}

@@ -389,7 +389,7 @@ impl VHost {
         spec: QueueSpec,
         journal: Journal,
     ) -> Result<(QueueHandle, bool), CoreError> {
-        if let Some(existing) = self.queue(&spec.name) {
+        if let Some(existing) = self.queue(&spec.name).filter(|q| !q.is_deleted()) {
             self.check_exclusive_access(&existing, spec.exclusive_owner)?;
             self.check_equivalent_queue(&existing, &spec)?;
             return Ok((existing, false));
@@ -400,12 +400,22 @@ impl VHost {
             .upgrade()
             .ok_or_else(|| CoreError::not_found(Entity::VHost, &self.name, &self.name))?;
         let mut queues = write(&self.queues);
-        if let Some(existing) = queues.get(&spec.name) {
-            let existing = existing.clone();
-            drop(queues);
-            self.check_exclusive_access(&existing, spec.exclusive_owner)?;
-            self.check_equivalent_queue(&existing, &spec)?;
-            return Ok((existing, false)); // lost a race with a declare
+        if let Some(existing) = queues.get(&spec.name).cloned() {
+            if !existing.is_deleted() {
+                drop(queues);
+                self.check_exclusive_access(&existing, spec.exclusive_owner)?;
+                self.check_equivalent_queue(&existing, &spec)?;
+                return Ok((existing, false)); // lost a race with a declare
+            }
+            // A queue being deleted whose delete has not reached the namespace yet: its end is journaled now,
+            // before the new incarnation, so its messages do not come back into the new queue at a restart.
+            if existing.durable && existing.exclusive_owner.is_none() {
+                self.journal(journal, || Definition::DeleteQueue {
+                    vhost: self.name.clone(),
+                    name: existing.name.clone(),
+                })?;
+            }
+            queues.remove(&spec.name);
         }
         if spec.durable && spec.exclusive_owner.is_none() {
             self.journal(journal, || Definition::Queue {

@@ -326,6 +326,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Settle (ack, drop, expire, dead-letter) a message in one queue. Synced lazily: after a crash the
     /// message may come back as redelivered, never be lost.
     fn settle(&self, queue: &QueueKey, id: MsgId) -> Result<(), StoreError>;
+    /// Settle a message whose publisher is told it was refused (a nack): synced like a publish, so the
+    /// returned point must be durable before the refusal is reported, and a crash cannot bring back a message
+    /// its publisher was told was not taken. Stores that keep no messages need no sync.
+    fn settle_synced(&self, queue: &QueueKey, id: MsgId) -> Result<SyncPoint, StoreError> {
+        self.settle(queue, id).map(|_| SyncPoint::default())
+    }
     /// Journal a definition change.
     fn define(&self, definition: &Definition) -> Result<SyncPoint, StoreError>;
     /// Watch what has been synced so far (and whether the store failed).

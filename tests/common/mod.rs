@@ -606,3 +606,15 @@ impl TestCerts {
         Arc::new(config)
     }
 }
+
+/// The number of ready messages in `queue` (a passive queue.declare), which must exist.
+pub async fn message_count(ch: &lapin::Channel, queue: &str) -> u32 {
+    let opts = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), opts, lapin::types::FieldTable::default())
+        .await
+        .expect("the queue exists")
+        .message_count()
+}

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use bytes::{Bytes, BytesMut};
 use ferrymq_amqp_codec::{self as codec, Frame, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,9 +29,12 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(broker: &TestBroker) -> Raw {
-        let stream = TcpStream::connect(broker.amqp_addr())
-            .await
-            .expect("connect");
+        Raw::connect_to(broker.amqp_addr()).await
+    }
+
+    /// A socket to any AMQP listener (e.g. a broker process's), nothing sent yet.
+    pub async fn connect_to(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
         Raw {
             stream,
             buf: BytesMut::new(),
@@ -50,7 +55,17 @@ impl Raw {
         heartbeat: u16,
         client_properties: codec::FieldTable,
     ) -> Raw {
-        let mut raw = Raw::connect(broker).await;
+        Raw::open_at(broker.amqp_addr(), heartbeat, 16, client_properties).await
+    }
+
+    /// [`Raw::open_with`] against any AMQP listener, asking for `channel_max` channels.
+    pub async fn open_at(
+        addr: SocketAddr,
+        heartbeat: u16,
+        channel_max: u16,
+        client_properties: codec::FieldTable,
+    ) -> Raw {
+        let mut raw = Raw::connect_to(addr).await;
         raw.send(&codec::PROTOCOL_HEADER).await;
         assert!(matches!(
             raw.frame().await,
@@ -72,7 +87,7 @@ impl Raw {
         raw.method(
             0,
             Method::ConnectionTuneOk(codec::ConnectionTuneOk {
-                channel_max: 16,
+                channel_max,
                 frame_max: tune.frame_max,
                 heartbeat,
             }),

@@ -36,12 +36,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             Method::TxCommit => self.commit(ch).await,
             Method::TxRollback => {
-                let tx = self
-                    .channel(ch)?
-                    .tx
-                    .as_mut()
-                    .ok_or_else(not_transactional)?;
-                *tx = TxBuffer::default();
+                self.channel(ch)?.take_tx().ok_or_else(not_transactional)?;
                 self.send_method(ch, &Method::TxRollbackOk);
                 Ok(())
             }

@@ -142,13 +142,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         multiple: bool,
         outcome: Settle,
     ) -> Result<(), AmqpError> {
-        if let Some(tx) = self.channel(ch)?.tx.as_mut() {
-            tx.settles.push(TxSettle {
+        let channel = self.channel(ch)?;
+        if channel.tx.is_some() {
+            let settle = TxSettle {
                 delivery_tag,
                 multiple,
                 outcome,
-            });
-            return Ok(());
+            };
+            return Ok(channel.tx_settle(settle)?);
         }
         self.apply_settle(ch, delivery_tag, multiple, outcome)
     }

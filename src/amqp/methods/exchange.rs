@@ -25,30 +25,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 Ok(())
             }
             Method::ExchangeBind(m) => {
-                let target = (m.destination.as_str(), DestinationKind::Exchange);
-                self.session()?.bind(
-                    &m.source,
-                    target.0,
-                    target.1,
-                    &m.routing_key,
-                    &convert::table_in(m.arguments),
-                    BindOp::Bind,
-                )?;
-                self.reply(ch, m.no_wait, Method::ExchangeBindOk);
-                Ok(())
+                let b = binding(
+                    m.source,
+                    m.destination,
+                    DestinationKind::Exchange,
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.bind(ch, BindOp::Bind, &b, m.no_wait, Method::ExchangeBindOk)
             }
             Method::ExchangeUnbind(m) => {
-                let target = (m.destination.as_str(), DestinationKind::Exchange);
-                self.session()?.bind(
-                    &m.source,
-                    target.0,
-                    target.1,
-                    &m.routing_key,
-                    &convert::table_in(m.arguments),
-                    BindOp::Unbind,
-                )?;
-                self.reply(ch, m.no_wait, Method::ExchangeUnbindOk);
-                Ok(())
+                let b = binding(
+                    m.source,
+                    m.destination,
+                    DestinationKind::Exchange,
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.bind(ch, BindOp::Unbind, &b, m.no_wait, Method::ExchangeUnbindOk)
             }
             other => Err(AmqpError::connection(
                 code::COMMAND_INVALID,

@@ -29,12 +29,12 @@ use super::channel::{
 use super::connection::{Connection, ConsumerRoute, method_name};
 use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
-use crate::core::DestinationKind;
-use crate::core::ExchangeSpec;
 use crate::core::message::Message;
-use crate::core::{AutoDelete, BindOp, Durability, Ownership, QueueOptions, Session};
-use crate::core::{Confirmation, Outcome, Publisher, Receipt, Settling};
-use crate::core::{ConsumerSpec, QueueHandle, Settle};
+use crate::core::{
+    AutoDelete, BindOp, BindingSpec, ChargeKind, Confirmation, ConsumerSpec, DestinationKind,
+    Durability, ExchangeSpec, MESSAGE_OVERHEAD, Outcome, Ownership, Publisher, QueueHandle,
+    QueueOptions, Receipt, Session, Settle, Settling,
+};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -56,6 +56,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if !no_wait {
             self.send_method(ch, &method);
         }
+    }
+
+    /// exchange.bind / queue.bind and their unbinds: one core call, then the reply.
+    fn bind(
+        &mut self,
+        ch: u16,
+        op: BindOp,
+        binding: &BindingSpec,
+        no_wait: bool,
+        ok: Method,
+    ) -> Result<(), AmqpError> {
+        self.session()?.bind(binding, op)?;
+        self.reply(ch, no_wait, ok);
+        Ok(())
     }
 
     /// Resolve an empty queue name to the channel's last declared queue (AMQP 0-9-1 §1.7.2).
@@ -154,7 +168,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 format!("second 'channel.open' seen on channel {ch}"),
             ));
         }
-        self.channels.insert(ch, Channel::default());
+        let held = self.memory.charge(ChargeKind::Content);
+        self.channels.insert(ch, Channel::new(held));
         self.send_method(ch, &Method::ChannelOpenOk);
         Ok(())
     }
@@ -212,7 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         };
         let consumers: Vec<ChannelConsumer> = channel.consumers.drain().map(|(_, c)| c).collect();
         let unacked = channel.take_all();
-        channel.assembly = None;
+        channel.drop_content();
         channel.confirms = None;
         for c in consumers {
             self.consumers.remove(&c.key);
@@ -239,4 +254,21 @@ fn channel_not_open(ch: u16) -> AmqpError {
 
 fn not_transactional() -> AmqpError {
     AmqpError::channel(code::PRECONDITION_FAILED, "channel is not transactional")
+}
+
+/// A binding from an AMQP bind or unbind method.
+fn binding(
+    source: String,
+    destination: String,
+    destination_kind: DestinationKind,
+    routing_key: String,
+    arguments: codec::FieldTable,
+) -> BindingSpec {
+    BindingSpec {
+        source,
+        destination,
+        destination_kind,
+        routing_key,
+        arguments: convert::table_in(arguments),
+    }
 }

@@ -85,9 +85,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             )
             .during(60, 40));
         }
-        let empty = header.body_size == 0;
+        let (raw, body_size) = (header.raw_properties.len() as u64, header.body_size);
         assembly.header = Some(header);
-        if empty {
+        if let Err(e) = channel.hold_header(raw + MESSAGE_OVERHEAD, body_size) {
+            channel.take_assembly();
+            return Err(AmqpError::from(e).during(60, 40));
+        }
+        if body_size == 0 {
             return self.finish_publish(ch);
         }
         Ok(PublishStep::Done)
@@ -110,7 +114,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 "content body before the content header",
             ));
         };
-        if assembly.received + body.len() as u64 > size {
+        let len = body.len() as u64;
+        if assembly.received + len > size {
             return Err(AmqpError::connection(
                 code::FRAME_ERROR,
                 format!("content body exceeds the declared size {size}"),
@@ -120,12 +125,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if assembly.received == size {
             return self.finish_publish(ch);
         }
+        channel
+            .hold_body(len)
+            .map_err(|e| AmqpError::from(e).during(60, 40))?;
         Ok(PublishStep::Done)
     }
 
     fn finish_publish(&mut self, ch: u16) -> Result<PublishStep, AmqpError> {
         let channel = self.channel(ch)?;
-        let Some(assembly) = channel.assembly.take() else {
+        let Some(assembly) = channel.take_assembly() else {
             return Ok(PublishStep::Done);
         };
         let reply_to = channel.reply_to.clone();
@@ -147,8 +155,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let message =
             convert::message_in(publish.exchange, publish.routing_key, properties, raw, body)
                 .map_err(|e| e.during(60, 40))?;
-        if let Some(tx) = self.channel(ch)?.tx.as_mut() {
-            tx.publishes.push((publish.mandatory, message));
+        let channel = self.channel(ch)?;
+        if channel.tx.is_some() {
+            channel
+                .tx_publish(publish.mandatory, message)
+                .map_err(|e| AmqpError::from(e).during(60, 40))?;
             return Ok(PublishStep::Done);
         }
         self.publish(ch, message, publish.mandatory)
@@ -282,12 +293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     pub(super) async fn commit(&mut self, ch: u16) -> Result<(), AmqpError> {
-        let tx = self
-            .channel(ch)?
-            .tx
-            .as_mut()
-            .ok_or_else(not_transactional)?;
-        let work = std::mem::take(tx);
+        let work = self.channel(ch)?.take_tx().ok_or_else(not_transactional)?;
         let mut last_sync = None;
         for (mandatory, message) in work.publishes {
             let settling = match self.route_one(ch, message, mandatory, false)? {

@@ -47,31 +47,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             Method::QueueBind(m) => {
                 let queue = self.queue_name(ch, &m.queue)?;
-                let target = (queue.as_str(), DestinationKind::Queue);
-                self.session()?.bind(
-                    &m.exchange,
-                    target.0,
-                    target.1,
-                    &m.routing_key,
-                    &convert::table_in(m.arguments),
-                    BindOp::Bind,
-                )?;
-                self.reply(ch, m.no_wait, Method::QueueBindOk);
-                Ok(())
+                let b = binding(
+                    m.exchange,
+                    queue,
+                    DestinationKind::Queue,
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.bind(ch, BindOp::Bind, &b, m.no_wait, Method::QueueBindOk)
             }
             Method::QueueUnbind(m) => {
+                // queue.unbind has no no-wait bit: it is always answered.
                 let queue = self.queue_name(ch, &m.queue)?;
-                let target = (queue.as_str(), DestinationKind::Queue);
-                self.session()?.bind(
-                    &m.exchange,
-                    target.0,
-                    target.1,
-                    &m.routing_key,
-                    &convert::table_in(m.arguments),
-                    BindOp::Unbind,
-                )?;
-                self.send_method(ch, &Method::QueueUnbindOk);
-                Ok(())
+                let b = binding(
+                    m.exchange,
+                    queue,
+                    DestinationKind::Queue,
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.bind(ch, BindOp::Unbind, &b, false, Method::QueueUnbindOk)
             }
             Method::QueuePurge(m) => {
                 let queue = self.queue_name(ch, &m.queue)?;

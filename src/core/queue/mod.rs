@@ -21,7 +21,7 @@ use super::CoreError;
 use super::error::Entity;
 use super::memory::MemoryGauge;
 use super::message::Message;
-use crate::store::{MsgId, QueueKey, RecoveredQueue, Store};
+use crate::store::{MsgId, QueueKey, RecoveredQueue, Store, SyncPoint};
 pub use args::{Overflow, QueueArgs};
 
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
@@ -36,6 +36,10 @@ pub type ConnId = u64;
 /// How many deliveries a consumer may have handed to its sink but not yet written to the wire: bounds the
 /// memory a slow socket can pin, independently of prefetch (which bounds unacked messages).
 pub const WRITE_WINDOW: u32 = 2000;
+/// How many body bytes a consumer may have handed to its sink but not yet written to the wire (one delivery
+/// always goes, however large). A no-ack delivery leaves the queue when it is handed out, but its bytes stay
+/// in the memory gauge until its connection reports it written.
+pub const WRITE_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where a consumer's deliveries go: one channel per connection, read by the connection's writer.
 pub type ConsumerSink = mpsc::UnboundedSender<SinkEvent>;
@@ -139,8 +143,9 @@ pub enum Settle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Accepted,
-    /// Refused by `x-overflow = reject-publish(-dlx)`: the publisher gets a nack.
-    Rejected,
+    /// Refused by `x-overflow = reject-publish(-dlx)`: the publisher gets a nack, once the settlement of the
+    /// journaled message is durable at this point (if it was journaled).
+    Rejected(Option<SyncPoint>),
 }
 
 /// One routed message for a queue; a publisher hands them over in batches ([`Command::Publish`]).
@@ -177,6 +182,8 @@ pub(crate) enum Command {
     Written {
         consumer: ConsumerKey,
         count: u32,
+        /// Their body bytes.
+        bytes: u64,
     },
     /// Re-try deliveries (channel credit was released elsewhere).
     Wake,
@@ -390,9 +397,13 @@ impl QueueHandle {
         });
     }
 
-    /// Return write-window credit for `count` deliveries written to the wire.
-    pub fn written(&self, consumer: ConsumerKey, count: u32) {
-        self.try_or_spawn(Command::Written { consumer, count });
+    /// Return write-window credit for `count` deliveries of `bytes` body bytes written to the wire.
+    pub fn written(&self, consumer: ConsumerKey, count: u32, bytes: u64) {
+        self.try_or_spawn(Command::Written {
+            consumer,
+            count,
+            bytes,
+        });
     }
 
     /// Ask the queue to retry deliveries.

@@ -9,7 +9,9 @@
 //!
 //! Memory. What grows with a backlog is 16 bytes per live message in the index (plus about 8 in the queue's
 //! paged tail, see `core::queue`); bodies stay on disk. Measured with `scripts/bench-backlog.sh`: 10 million
-//! queued 1 KiB messages, broker RSS 271 MB.
+//! queued 1 KiB messages, broker RSS 271 MB. A restart reads segment summaries, not bodies: about 110 ns of CPU
+//! per live message (10 million: 1.1 s, the `bench_recovery_of_a_backlog` test), broker RSS 434 MB after
+//! recovering 10 million (64-byte bodies, to fit the test machine's disk).
 //!
 //! Layout of this module, one concern per file:
 //! - `disk`: free disk space (headroom, blocking publishers, the emergency reserve);
@@ -193,6 +195,21 @@ impl JournalStore {
         self.reader.read(id, loc, &self.shared.index)
     }
 
+    fn submit_settle(
+        &self,
+        queue: &QueueKey,
+        id: MsgId,
+        synced: bool,
+    ) -> Result<SyncPoint, StoreError> {
+        let record = Self::encoded(record::encode_settle(queue, id))?;
+        self.shared.submit(Op::Settle {
+            queue: queue.clone(),
+            id,
+            record,
+            synced,
+        })
+    }
+
     fn encoded<T>(r: Result<T, record::DecodeError>) -> Result<T, StoreError> {
         r.map_err(|e| StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.0)))
     }
@@ -215,14 +232,11 @@ impl Store for JournalStore {
     }
 
     fn settle(&self, queue: &QueueKey, id: MsgId) -> Result<(), StoreError> {
-        let record = Self::encoded(record::encode_settle(queue, id))?;
-        self.shared
-            .submit(Op::Settle {
-                queue: queue.clone(),
-                id,
-                record,
-            })
-            .map(|_| ())
+        self.submit_settle(queue, id, false).map(|_| ())
+    }
+
+    fn settle_synced(&self, queue: &QueueKey, id: MsgId) -> Result<SyncPoint, StoreError> {
+        self.submit_settle(queue, id, true)
     }
 
     fn define(&self, definition: &Definition) -> Result<SyncPoint, StoreError> {

@@ -113,9 +113,11 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
 struct Replay {
     index: Index,
     definitions: Vec<crate::store::Definition>,
-    /// Live messages, without their bodies (id, size, priority, TTL: 24 bytes, in pages freed as they empty),
-    /// as a large store has millions.
+    /// Live messages, without their bodies (size and priority: about 8 bytes each, in pages freed as they
+    /// empty), as a large store has millions.
     messages: IdMap<Meta>,
+    /// The TTL (milliseconds) of the live messages that have one.
+    expirations: HashMap<MsgId, u64>,
     /// Bodies of the rare live records the index cannot locate for a later read (see `index::UNREADABLE_OFFSET`).
     unreadable: HashMap<MsgId, Arc<StoredMessage>>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
@@ -126,27 +128,22 @@ struct Replay {
     now_ms: u64,
 }
 
-/// What a queue needs of a message while its body stays on disk, packed in 16 bytes (the id is the key).
+/// What a queue needs of a message while its body stays on disk, packed in 8 bytes (the id is the key; the
+/// per-message TTL, which few messages have, is kept aside in [`Replay::expirations`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {
-    /// Per-message deadline in milliseconds since the Unix epoch; `u64::MAX` for none.
-    expiration: u64,
     size: u32,
     priority: u8,
+    has_expiry: bool,
 }
 
 impl Meta {
-    fn new(meta: &PublishMeta, now_ms: u64) -> Self {
-        Self {
-            expiration: meta.deadline_ms(now_ms).unwrap_or(u64::MAX),
-            size: meta.size,
-            priority: meta.priority,
-        }
-    }
-
     /// Appends the message to a recovered queue.
-    fn push_to(self, id: MsgId, queue: &mut RecoveredQueue) {
-        let expiration = (self.expiration != u64::MAX).then_some(self.expiration);
+    fn push_to(self, id: MsgId, queue: &mut RecoveredQueue, expirations: &HashMap<MsgId, u64>) {
+        let expiration = self
+            .has_expiry
+            .then(|| expirations.get(&id).copied())
+            .flatten();
         queue.push(id, self.size, self.priority, expiration);
     }
 }
@@ -164,7 +161,9 @@ struct Published<'a> {
 
 impl Replay {
     fn forget(&mut self, id: MsgId) {
-        self.messages.remove(id);
+        if self.messages.remove(id).is_some_and(|m| m.has_expiry) {
+            self.expirations.remove(&id);
+        }
         self.unreadable.remove(&id);
     }
 
@@ -179,10 +178,19 @@ impl Replay {
             .index
             .publish_interned(p.segment, p.offset, p.len, p.id, queues)
         {
-            self.messages.remove(p.id);
+            self.forget(p.id);
             return Ok(());
         }
-        self.messages.insert(p.id, Meta::new(&p.meta, self.now_ms));
+        let ttl = p.meta.deadline_ms(self.now_ms);
+        let meta = Meta {
+            size: p.meta.size,
+            priority: p.meta.priority,
+            has_expiry: ttl.is_some(),
+        };
+        if let Some(ttl) = ttl {
+            self.expirations.insert(p.id, ttl);
+        }
+        self.messages.insert(p.id, meta);
         if p.offset >= u64::from(UNREADABLE_OFFSET) {
             // Beyond the offsets the index keeps: only a full decode keeps this message.
             let message = p
@@ -315,102 +323,23 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     let fs = fs_arc.as_ref();
     let started = Instant::now();
     let listing = list_dir(fs, dir)?;
-    let policy = if listing.salvage {
-        error!(
-            dir = %dir.display(),
-            "{SALVAGE_FILE} is present: damaged journal segments will be cut at the damage instead of refusing to \
-             start (confirmed messages after the damage are lost)"
-        );
-        DamagePolicy::Salvage
-    } else {
-        DamagePolicy::Refuse
-    };
-    let mut numbers = listing.segments;
-    let mut total_bytes = 0;
-    for n in &numbers {
-        total_bytes += fs.open(&segment::path(dir, *n))?.len()?;
-    }
-    let mut progress = Progress {
-        started,
-        last: started,
-        total_bytes,
-        done_bytes: 0,
-        segments: numbers.len(),
-    };
-    let mut replay = Replay {
-        now_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        ..Replay::default()
-    };
-    let count = numbers.len();
-    let mut removed = None;
-    for (i, number) in numbers.iter().copied().enumerate() {
-        let last = i + 1 == count;
-        let mut file = fs.open(&segment::path(dir, number))?;
-        let framing = match segment::check_header(file.as_ref(), number)? {
-            HeaderState::Valid(framing) => framing,
-            state if last && unfinished_creation(file.as_ref(), &state, policy)? => {
-                warn!(segment = %segment::file_name(number), header = ?state, "removing a last segment whose creation never completed");
-                drop(file);
-                fs.remove(&segment::path(dir, number))?;
-                fs.sync_dir(dir)?;
-                removed = Some(number);
-                continue;
-            }
-            state => {
-                return Err(StoreError::Corrupt(format!(
-                    "{}: {} header, and it is not a last segment whose creation a crash interrupted",
-                    segment::file_name(number),
-                    if state == HeaderState::Short {
-                        "a truncated"
-                    } else {
-                        "an all-zero"
-                    }
-                )));
-            }
-        };
-        replay
-            .index
-            .add_segment(number, segment::data_start(framing));
-        let scan = SegmentScan {
-            fs,
-            dir,
-            number,
-            framing,
-            last,
-            policy,
-        };
-        let size = scan.replay(&mut replay, file.as_mut(), i, &mut progress)?;
-        if last {
-            make_durable(fs, dir, number, file, size, listing.sync_failed)?;
-        }
-        progress.done_bytes += size;
-    }
-    if let Some(n) = removed {
-        numbers.retain(|x| *x != n);
-    }
+    let policy = damage_policy(&listing, dir);
+    let (replay, numbers) = replay_segments(fs, dir, &listing, policy, started)?;
     fs.sync_dir(dir)?;
     check_missing(&replay, &numbers, policy)?;
-    let signals = [
-        (SALVAGE_FILE, listing.salvage),
-        (SYNC_FAILED_FILE, listing.sync_failed),
-    ];
-    for (signal, _) in signals.iter().filter(|(_, present)| *present) {
-        fs.remove(&dir.join(signal))?;
-    }
-    fs.sync_dir(dir)?;
-
+    clear_signals(fs, dir, &listing)?;
     let replayed_ms = started.elapsed().as_millis() as u64;
     let Replay {
         index,
         definitions,
         messages,
+        expirations,
         unreadable,
         records,
         ..
     } = replay;
-    let (mut queues, preload) = group(&index, messages, unreadable);
+    let (mut queues, preload) = group(&index, messages, &expirations, unreadable);
+    drop(expirations);
     let index = Mutex::new(index);
     let loaded = load_bodies(
         &RecordReader::new(fs_arc.clone(), dir),
@@ -447,6 +376,126 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     })
 }
 
+/// Salvage if asked to (logged loudly), refuse otherwise.
+fn damage_policy(listing: &DirListing, dir: &Path) -> DamagePolicy {
+    if !listing.salvage {
+        return DamagePolicy::Refuse;
+    }
+    error!(
+        dir = %dir.display(),
+        "{SALVAGE_FILE} is present: damaged journal segments will be cut at the damage instead of refusing to \
+         start (confirmed messages after the damage are lost)"
+    );
+    DamagePolicy::Salvage
+}
+
+/// Removes the signal files recovery has acted on (salvage is one-shot; the rewrite is done).
+fn clear_signals(fs: &dyn StoreFs, dir: &Path, listing: &DirListing) -> Result<(), StoreError> {
+    let signals = [
+        (SALVAGE_FILE, listing.salvage),
+        (SYNC_FAILED_FILE, listing.sync_failed),
+    ];
+    for (signal, _) in signals.iter().filter(|(_, present)| *present) {
+        fs.remove(&dir.join(signal))?;
+    }
+    fs.sync_dir(dir)?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Replays every segment in order, one open at a time, and makes the last one durable. Returns the replay and
+/// the segments left on disk.
+fn replay_segments(
+    fs: &dyn StoreFs,
+    dir: &Path,
+    listing: &DirListing,
+    policy: DamagePolicy,
+    started: Instant,
+) -> Result<(Replay, Vec<u64>), StoreError> {
+    let mut numbers = listing.segments.clone();
+    let mut total_bytes = 0;
+    for n in &numbers {
+        total_bytes += fs.open(&segment::path(dir, *n))?.len()?;
+    }
+    let mut progress = Progress {
+        started,
+        last: started,
+        total_bytes,
+        done_bytes: 0,
+        segments: numbers.len(),
+    };
+    let mut replay = Replay {
+        now_ms: now_ms(),
+        ..Replay::default()
+    };
+    let count = numbers.len();
+    let mut removed = None;
+    for (i, number) in numbers.iter().copied().enumerate() {
+        let last = i + 1 == count;
+        let mut file = fs.open(&segment::path(dir, number))?;
+        let Some(framing) = usable_header(fs, dir, file.as_ref(), number, last, policy)? else {
+            removed = Some(number);
+            continue;
+        };
+        replay
+            .index
+            .add_segment(number, segment::data_start(framing));
+        let scan = SegmentScan {
+            fs,
+            dir,
+            number,
+            framing,
+            last,
+            policy,
+        };
+        let size = scan.replay(&mut replay, file.as_mut(), i, &mut progress)?;
+        if last {
+            make_durable(fs, dir, number, file, size, listing.sync_failed)?;
+        }
+        progress.done_bytes += size;
+    }
+    if let Some(n) = removed {
+        numbers.retain(|x| *x != n);
+    }
+    Ok((replay, numbers))
+}
+
+/// The framing of segment `number` from its header; `None` if it was a last segment whose creation a crash
+/// interrupted (it is removed).
+fn usable_header(
+    fs: &dyn StoreFs,
+    dir: &Path,
+    file: &dyn SegmentFile,
+    number: u64,
+    last: bool,
+    policy: DamagePolicy,
+) -> Result<Option<record::Framing>, StoreError> {
+    let name = segment::file_name(number);
+    match segment::check_header(file, number)? {
+        HeaderState::Valid(framing) => Ok(Some(framing)),
+        state if last && unfinished_creation(file, &state, policy)? => {
+            warn!(segment = %name, header = ?state, "removing a last segment whose creation never completed");
+            fs.remove(&segment::path(dir, number))?;
+            fs.sync_dir(dir)?;
+            Ok(None)
+        }
+        state => Err(StoreError::Corrupt(format!(
+            "{name}: {} header, and it is not a last segment whose creation a crash interrupted",
+            if state == HeaderState::Short {
+                "a truncated"
+            } else {
+                "an all-zero"
+            }
+        ))),
+    }
+}
+
 /// Groups the live messages by queue (by interned number), in id order, into lists sized exactly: a large store
 /// makes these lists large, and growing them by doubling would hold up to twice the memory. The replay's map is
 /// drained page by page as the lists fill, so the two are never both whole. Returns the lists and the messages
@@ -454,6 +503,7 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
 fn group(
     index: &Index,
     messages: IdMap<Meta>,
+    expirations: &HashMap<MsgId, u64>,
     mut unreadable: HashMap<MsgId, Arc<StoredMessage>>,
 ) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
     let mut sizes = vec![0usize; index.queue_count()];
@@ -499,7 +549,7 @@ fn group(
         }
         for n in holders {
             if let Some(queue) = queues.get_mut(*n as usize) {
-                meta.push_to(id, queue);
+                meta.push_to(id, queue, expirations);
                 if let Some(body) = &body {
                     queue.bodies.insert(id, body.clone());
                 }

@@ -1047,11 +1047,15 @@ proptest! {
 
 #[test]
 #[ignore = "benchmark: prints recovery times; run with `cargo test --release --lib bench_ -- --ignored --nocapture`"]
-fn bench_recovery_of_a_backlog_of_1kib_messages() -> TestResult {
+fn bench_recovery_of_a_backlog() -> TestResult {
     let count: u64 = std::env::var("BENCH_RECOVERY_COUNT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
+    let size: usize = std::env::var("BENCH_RECOVERY_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     // BENCH_RECOVERY_DIR keeps the filled journal for later runs (e.g. to profile recovery alone).
     let temp = tempfile::tempdir()?;
     let dir =
@@ -1066,7 +1070,7 @@ fn bench_recovery_of_a_backlog_of_1kib_messages() -> TestResult {
     if segments(&dir).is_empty() {
         let store = open()?;
         store.recover()?;
-        let body = message(&[42u8; 1024]);
+        let body = message(&vec![42u8; size]);
         let mut last = SyncPoint::default();
         for id in 0..count {
             last = store.publish(id, &[q("bench")], &body)?;
@@ -1093,7 +1097,7 @@ fn bench_recovery_of_a_backlog_of_1kib_messages() -> TestResult {
         let n: usize = recovered.messages.values().map(|q| q.messages.len()).sum();
         assert_eq!(n as u64, count);
         println!(
-            "recovery bench round {round}: {count} x 1 KiB recovered in {:.0} ms, {:.0} ms of CPU ({:.0} ns a message)",
+            "recovery bench round {round}: {count} x {size} B recovered in {:.0} ms, {:.0} ms of CPU ({:.0} ns a message)",
             elapsed.as_secs_f64() * 1e3,
             cpu as f64 / 1e6,
             cpu as f64 / count as f64

@@ -84,6 +84,9 @@ pub(crate) enum Op {
         queue: QueueKey,
         id: MsgId,
         record: Bytes,
+        /// Synced before the point returned for it is reported durable (a refused publish); other settles are
+        /// synced lazily.
+        synced: bool,
     },
     Define {
         definition: Definition,
@@ -101,7 +104,7 @@ impl Op {
     }
 
     fn needs_sync(&self) -> bool {
-        !matches!(self, Op::Settle { .. })
+        !matches!(self, Op::Settle { synced: false, .. })
     }
 }
 
@@ -336,7 +339,8 @@ pub(crate) struct WriterConfig {
 pub(crate) struct Tuning {
     /// How often the writer looks at deletable and compactable segments.
     pub(crate) maintenance_every: Duration,
-    /// How often the writer checks the free disk space.
+    /// The longest the writer goes without looking at the free disk space (it also looks whenever the bytes
+    /// written call for it, see `disk`).
     pub(crate) disk_check_every: Duration,
     /// How long a segment must have been sealed before it may be compacted.
     pub(crate) compact_after: Duration,

@@ -7,26 +7,39 @@ impl Actor {
     /// The message leaves this queue for its dead-letter exchange (or is dropped when there is none). The copy
     /// is journaled before the original is settled, so a crash between the two brings the original back rather
     /// than losing both.
-    pub(super) fn dead_letter(&mut self, mut entry: Entry, reason: DeathReason) {
+    pub(super) fn dead_letter(&mut self, entry: Entry, reason: DeathReason) {
+        if let Some(entry) = self.send_to_dlx(entry, reason) {
+            self.retire(&entry);
+        }
+    }
+
+    /// A publish refused by `reject-publish-dlx`: dead-lettered, and the original's settlement synced (its
+    /// publisher is told it was refused).
+    pub(super) fn dead_letter_refused(&mut self, entry: Entry) -> Option<SyncPoint> {
+        let entry = self.send_to_dlx(entry, DeathReason::Maxlen)?;
+        self.retire_refused(&entry)
+    }
+
+    /// Routes the dead-lettered copy (journaled when durable); hands back the original to be settled, unless it
+    /// must stay (a paged body that could not be read back stays in the store and returns at a restart).
+    fn send_to_dlx(&mut self, mut entry: Entry, reason: DeathReason) -> Option<Entry> {
         let dlx = self.me.args.dead_letter_exchange.clone();
         let Some((dlx, vhost)) = dlx.zip(self.vhost.upgrade()) else {
-            self.retire(&entry);
-            return;
+            return Some(entry);
         };
         // A paged body is read back before the settlement lets the store forget it.
         if !load(self.store.as_ref(), &self.memory, &self.me, &mut entry) {
-            return;
+            return None;
         }
         let Some(original) = entry.message.clone() else {
-            self.retire(&entry);
-            return;
+            return Some(entry);
         };
         let message = dead_lettered(&original, &self.me, &dlx, reason);
         let mut targets = vhost.route(&dlx, &message);
         // A queue the message already died in, with no rejection since, would cycle it forever: skip it.
         targets.retain(|q| !is_cycle(&q.name, &message.annotations.deaths));
         vhost.enqueue_detached(Arc::new(message), &targets);
-        self.retire(&entry);
+        Some(entry)
     }
 }
 

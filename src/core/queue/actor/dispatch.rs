@@ -101,17 +101,19 @@ impl Actor {
         }
     }
 
-    /// Gives one message to the consumer of `handout`: counted against its credit, and held as unacked
-    /// unless it consumes without acks.
+    /// Gives one message to the consumer of `handout`: counted against its credit (and write window), and
+    /// held as unacked unless it consumes without acks.
     fn hand_to(&mut self, handout: &mut Handout, entry: Entry, message: Arc<Message>) {
+        let bytes = message.body.len();
         let consumer = &mut self.consumers[handout.index];
-        handout.bytes += message.body.len();
+        handout.bytes += bytes;
         handout.items.push(Delivered {
             tag: entry.tag,
             message,
             redelivered: entry.redelivered,
         });
         consumer.unwritten += 1;
+        consumer.unwritten_bytes += bytes as u64;
         if consumer.spec.no_ack {
             handout.no_ack.push(entry);
             return;
@@ -130,25 +132,31 @@ impl Actor {
         );
     }
 
-    /// Sends each handout to its consumer's connection. A consumer whose connection is gone is removed: its
-    /// unacked deliveries are requeued (as every delivery it held), and so are its no-ack ones.
+    /// Sends each handout to its consumer's connection. No-ack deliveries are settled then (and stay in the
+    /// memory gauge until the connection reports them written). A consumer whose connection is gone is
+    /// removed: its no-ack deliveries go back to the queue, and so do its unacked ones (as every delivery it
+    /// held).
     fn send_handouts(&mut self, handouts: Vec<Handout>) {
         let mut lost: Vec<ConsumerKey> = Vec::new();
         for handout in handouts {
-            let spec = &self.consumers[handout.index].spec;
-            let key = spec.key;
+            let count = u32::try_from(handout.items.len()).unwrap_or(u32::MAX);
+            let consumer = &mut self.consumers[handout.index];
+            let key = consumer.spec.key;
             let event = SinkEvent::Deliver(Deliveries {
                 consumer: key,
                 queue: self.me.clone(),
                 items: handout.items,
             });
-            if spec.sink.send(event).is_ok() {
-                handout.no_ack.into_iter().for_each(|e| self.drop_entry(e));
-            } else {
-                handout.no_ack.into_iter().for_each(|e| self.requeue(e));
-                if !lost.contains(&key) {
-                    lost.push(key);
-                }
+            if consumer.spec.sink.send(event).is_ok() {
+                handout.no_ack.iter().for_each(|e| self.settle_in_store(e));
+                continue;
+            }
+            // Not handed out after all: no longer in its write window, and the no-ack ones are still ours.
+            consumer.unwritten -= count;
+            consumer.unwritten_bytes -= handout.bytes as u64;
+            handout.no_ack.into_iter().for_each(|e| self.requeue(e));
+            if !lost.contains(&key) {
+                lost.push(key);
             }
         }
         for key in lost {

@@ -24,7 +24,7 @@
 //! message is settled as it is, unless it is to be dead-lettered, in which case it waits for its read like a
 //! delivery. Drop-head overflow dead-letters a paged message after reading it in the actor (the queue must
 //! shrink at once). Purge settles paged messages without reading them. The memory gauge counts loaded bodies
-//! only.
+//! only, and no-ack deliveries until their connection reports them written (see [`WRITE_WINDOW_BYTES`]).
 //!
 //! Files: this one owns the state, the loop and the commands; `dispatch` hands messages to consumers, `paging`
 //! reads paged bodies back, `dead_letter` makes dead-lettered copies, `timers` expiry and idle deadlines.
@@ -49,14 +49,14 @@ use super::entry::{Deadline, Entry, StoreRef, Tags};
 use super::level::Level;
 use super::{
     ChannelLimit, Command, ConsumerKey, ConsumerSpec, Delivery, Enqueued, Overflow, QueueHandle,
-    QueueHost, QueueStats, SinkEvent, WRITE_WINDOW,
+    QueueHost, QueueStats, SinkEvent, WRITE_WINDOW, WRITE_WINDOW_BYTES,
 };
 use crate::core::CoreError;
 use crate::core::error::Entity;
-use crate::core::memory::MemoryGauge;
+use crate::core::memory::{MESSAGE_OVERHEAD, MemoryGauge};
 use crate::core::message::{Death, DeathReason, DeathSite, Message, now_ms};
 use crate::core::persist;
-use crate::store::{MsgId, RecoveredQueue, Store, StoreError};
+use crate::store::{MsgId, RecoveredQueue, Store, StoreError, SyncPoint};
 
 /// Commands handled per batch before a delivery pass.
 const BATCH: usize = 256;
@@ -123,13 +123,26 @@ struct Outstanding {
 struct Consumer {
     spec: ConsumerSpec,
     unacked: u32,
+    /// Deliveries handed to the sink and not yet reported written, and their body bytes.
     unwritten: u32,
+    unwritten_bytes: u64,
 }
 
 impl Consumer {
     fn has_credit(&self) -> bool {
         self.unwritten < WRITE_WINDOW
+            && self.unwritten_bytes < WRITE_WINDOW_BYTES
             && (self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
+    }
+
+    /// What the memory gauge still counts for this consumer's no-ack deliveries in `count` deliveries of
+    /// `bytes` (acked deliveries are counted as unacked entries instead).
+    fn unwritten_cost(&self, count: u32, bytes: u64) -> u64 {
+        if self.spec.no_ack {
+            bytes + u64::from(count) * MESSAGE_OVERHEAD
+        } else {
+            0
+        }
     }
 }
 
@@ -305,11 +318,11 @@ impl Actor {
                 outcome,
                 consumer,
             } => self.settle(tags, outcome, consumer),
-            Command::Written { consumer, count } => {
-                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == consumer) {
-                    c.unwritten = c.unwritten.saturating_sub(count);
-                }
-            }
+            Command::Written {
+                consumer,
+                count,
+                bytes,
+            } => self.written(consumer, count, bytes),
             Command::Wake => {}
             Command::Stats { reply } => {
                 self.last_used = Instant::now();
@@ -403,13 +416,11 @@ impl Actor {
                 Overflow::DropHead => {}
                 Overflow::RejectPublish => {
                     let entry = self.new_entry(message, store_id, 0, false);
-                    self.drop_entry(entry);
-                    return Enqueued::Rejected;
+                    return Enqueued::Rejected(self.retire_refused(&entry));
                 }
                 Overflow::RejectPublishDlx => {
                     let entry = self.new_entry(message, store_id, 0, false);
-                    self.dead_letter(entry, DeathReason::Maxlen);
-                    return Enqueued::Rejected;
+                    return Enqueued::Rejected(self.dead_letter_refused(entry));
                 }
             }
         }
@@ -449,8 +460,29 @@ impl Actor {
             spec,
             unacked: 0,
             unwritten: 0,
+            unwritten_bytes: 0,
         });
         Ok(())
+    }
+
+    /// A consumer's connection wrote `count` deliveries of `bytes` out: window credit back, and no-ack
+    /// deliveries leave the memory gauge.
+    fn written(&mut self, consumer: ConsumerKey, count: u32, bytes: u64) {
+        let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == consumer) else {
+            return; // removed: what it still held was released then
+        };
+        let count = count.min(c.unwritten);
+        let bytes = bytes.min(c.unwritten_bytes);
+        c.unwritten -= count;
+        c.unwritten_bytes -= bytes;
+        let cost = c.unwritten_cost(count, bytes);
+        self.memory.sub(cost);
+    }
+
+    /// A consumer leaves: its no-ack deliveries not yet reported written leave the memory gauge with it.
+    fn release_unwritten(&self, c: &Consumer) {
+        self.memory
+            .sub(c.unwritten_cost(c.unwritten, c.unwritten_bytes));
     }
 
     /// Remove a consumer. When its sink is gone (`lost`), its unacked deliveries are requeued here; otherwise
@@ -459,7 +491,8 @@ impl Actor {
         let Some(pos) = self.consumers.iter().position(|c| c.spec.key == key) else {
             return;
         };
-        self.consumers.remove(pos);
+        let consumer = self.consumers.remove(pos);
+        self.release_unwritten(&consumer);
         self.last_used = Instant::now();
         if lost {
             let tags: Vec<u64> = self
@@ -589,7 +622,8 @@ impl Actor {
 
     /// Cancel every consumer and stop; returns the ready count at the time.
     fn stop(&mut self) -> u32 {
-        for c in self.consumers.drain(..) {
+        for c in std::mem::take(&mut self.consumers) {
+            self.release_unwritten(&c);
             let _ = c.spec.sink.send(SinkEvent::Cancelled {
                 consumer: c.spec.key,
             });
@@ -718,10 +752,28 @@ impl Actor {
     /// A message leaves the queue for good: its settlement is journaled and its memory released.
     fn retire(&self, entry: &Entry) {
         self.memory.sub(entry.cost());
+        self.settle_in_store(entry);
+    }
+
+    /// Journals that a message left the queue; its memory is released by the caller.
+    fn settle_in_store(&self, entry: &Entry) {
         if let Some(id) = entry.store_id.get()
             && let Err(e) = self.store.settle(&self.me.key, id)
         {
             warn!(queue = %self.me.name, error = %e, "could not journal settlement");
+        }
+    }
+
+    /// A message refused on publish leaves at once, its settlement synced (see [`Enqueued::Rejected`]).
+    pub(super) fn retire_refused(&self, entry: &Entry) -> Option<SyncPoint> {
+        self.memory.sub(entry.cost());
+        let id = entry.store_id.get()?;
+        match self.store.settle_synced(&self.me.key, id) {
+            Ok(point) => Some(point),
+            Err(e) => {
+                warn!(queue = %self.me.name, error = %e, "could not journal settlement");
+                None
+            }
         }
     }
 
