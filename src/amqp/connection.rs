@@ -577,15 +577,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     /// The next whole frame in the read buffer. One whose parts outlive it and that is small next to the
-    /// read chunk is decoded from a copy of its own, so that what it leaves behind does not pin the chunk.
+    /// read chunk does not keep the chunk alive: a body is copied out by the codec, the arguments of an
+    /// exchange or queue method are decoded from a copy of the frame.
     fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
-        if let Some(len) = outliving_frame(self.inbuf.bytes())
-            && self.inbuf.pins(len)
-        {
-            let mut own = self.inbuf.split_copy(len);
-            return Ok(codec::decode_frame(&mut own, self.frame_max)?);
-        }
-        Ok(codec::decode_frame(self.inbuf.bytes(), self.frame_max)?)
+        let body = match outliving_frame(self.inbuf.bytes()) {
+            Some((len, Outliving::Body)) if self.inbuf.pins(len) => codec::BodyPayload::Copied,
+            Some((len, Outliving::Arguments)) if self.inbuf.pins(len) => {
+                let mut own = self.inbuf.split_copy(len);
+                return Ok(codec::decode_frame(&mut own, self.frame_max)?);
+            }
+            _ => codec::BodyPayload::Split,
+        };
+        Ok(codec::decode_frame_with(
+            self.inbuf.bytes(),
+            self.frame_max,
+            body,
+        )?)
     }
 
     /// Bytes the partly buffered frame still needs (0 when none is started or its size is not known yet), so
@@ -832,10 +839,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 }
 
+/// What of a frame outlives its handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outliving {
+    /// A body: it becomes the message's.
+    Body,
+    /// A method of the exchange or queue class: its argument table stays with the entity.
+    Arguments,
+}
+
 /// The length of the whole frame at the front of `buf` if it is buffered and keeps slices of the buffer
-/// beyond its handling: a body or a content header (they become the message), or a method of the exchange or
-/// queue class (their argument tables stay with the entity). Other methods decode into owned values.
-fn outliving_frame(buf: &[u8]) -> Option<usize> {
+/// beyond its handling, and what does. Other methods decode into owned values, and a content header keeps
+/// its properties in a copy of its own (the codec makes it).
+fn outliving_frame(buf: &[u8]) -> Option<(usize, Outliving)> {
     let head = buf.get(..7)?;
     let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
     let total = size.checked_add(codec::FRAME_OVERHEAD)?;
@@ -843,11 +859,13 @@ fn outliving_frame(buf: &[u8]) -> Option<usize> {
         return None;
     }
     let keeps = match head[0] {
-        codec::FRAME_BODY | codec::FRAME_HEADER => true,
-        codec::FRAME_METHOD => matches!(buf.get(7..9), Some([0, 40] | [0, 50])),
-        _ => false,
+        codec::FRAME_BODY => Outliving::Body,
+        codec::FRAME_METHOD if matches!(buf.get(7..9), Some([0, 40] | [0, 50])) => {
+            Outliving::Arguments
+        }
+        _ => return None,
     };
-    keeps.then_some(total)
+    Some((total, keeps))
 }
 
 fn frame_channel(frame: &Frame) -> u16 {
@@ -926,27 +944,37 @@ mod tests {
     }
 
     #[test]
-    fn bodies_headers_and_entity_arguments_outlive_their_frame() {
+    fn bodies_and_entity_arguments_outlive_their_frame() {
         let frame = |f: Frame| {
             let mut out = BytesMut::new();
             codec::encode_frame(&f, &mut out);
             out
         };
         let body = frame(Frame::Body(1, Bytes::from_static(b"x")));
-        assert_eq!(outliving_frame(&body), Some(9));
+        assert_eq!(outliving_frame(&body), Some((9, Outliving::Body)));
         assert_eq!(outliving_frame(&body[..8]), None, "not all buffered yet");
         let header = frame(Frame::Header(1, Box::default()));
-        assert_eq!(outliving_frame(&header), Some(header.len()));
+        assert_eq!(
+            outliving_frame(&header),
+            None,
+            "the codec copies the properties"
+        );
         let declare = frame(Frame::Method(
             1,
             Method::QueueDeclare(codec::QueueDeclare::default()),
         ));
-        assert_eq!(outliving_frame(&declare), Some(declare.len()));
+        assert_eq!(
+            outliving_frame(&declare),
+            Some((declare.len(), Outliving::Arguments))
+        );
         let exchange = frame(Frame::Method(
             1,
             Method::ExchangeBind(codec::ExchangeBind::default()),
         ));
-        assert_eq!(outliving_frame(&exchange), Some(exchange.len()));
+        assert_eq!(
+            outliving_frame(&exchange),
+            Some((exchange.len(), Outliving::Arguments))
+        );
         let publish = frame(Frame::Method(
             1,
             Method::BasicPublish(codec::BasicPublish::default()),

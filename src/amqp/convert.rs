@@ -17,7 +17,8 @@ use ferrymq_amqp_codec::{BasicProperties, EncodeProperties, FieldTable, FieldVal
 use super::error::{AmqpError, code};
 use crate::core::LegacyReader;
 use crate::core::message::{
-    Annotations, DeathSite, Expiry, Headers, Message, Native, Properties, Protocol, Value,
+    Annotations, DeathSite, Expiry, Headers, Message, Native, Properties, Protocol, TextProperties,
+    Value,
 };
 
 // ---- tables ----
@@ -139,21 +140,16 @@ fn from_basic(
     body: Bytes,
     native: Option<Native>,
 ) -> Message {
-    let properties = Properties {
+    let mut properties = Properties {
         durable: p.delivery_mode == Some(2),
         priority: p.priority,
         expiry,
         timestamp_ms: p.timestamp.map(|s| s.saturating_mul(1000)),
-        message_id: p.message_id.take(),
-        correlation_id: p.correlation_id.take().map(Bytes::from),
-        reply_to: p.reply_to.take(),
-        content_type: p.content_type.take(),
-        content_encoding: p.content_encoding.take(),
-        user_id: p.user_id.take(),
-        kind: p.kind.take(),
-        app_id: p.app_id.take(),
-        cluster_id: p.cluster_id.take(),
+        ..Properties::default()
     };
+    if let Some(text) = text_in(p) {
+        properties.set_text(text);
+    }
     Message {
         exchange,
         routing_key,
@@ -166,6 +162,31 @@ fn from_basic(
         body,
         native,
     }
+}
+
+/// The text properties of basic properties, taken out of them; `None` when there is none (the common case,
+/// which then builds nothing).
+fn text_in(p: &mut BasicProperties) -> Option<TextProperties> {
+    let any = p.message_id.is_some()
+        || p.correlation_id.is_some()
+        || p.reply_to.is_some()
+        || p.content_type.is_some()
+        || p.content_encoding.is_some()
+        || p.user_id.is_some()
+        || p.kind.is_some()
+        || p.app_id.is_some()
+        || p.cluster_id.is_some();
+    any.then(|| TextProperties {
+        message_id: p.message_id.take(),
+        correlation_id: p.correlation_id.take().map(Bytes::from),
+        reply_to: p.reply_to.take(),
+        content_type: p.content_type.take(),
+        content_encoding: p.content_encoding.take(),
+        user_id: p.user_id.take(),
+        kind: p.kind.take(),
+        app_id: p.app_id.take(),
+        cluster_id: p.cluster_id.take(),
+    })
 }
 
 // ---- messages out ----
@@ -186,26 +207,27 @@ impl EncodeProperties for Outgoing<'_> {
 /// The basic properties of a message that has no (valid) AMQP native form.
 pub(crate) fn to_basic(m: &Message) -> BasicProperties {
     let p = &m.properties;
+    let t = p.text();
     let mut headers = table_out(&m.headers);
     annotate(&m.annotations, &mut headers);
     BasicProperties {
-        content_type: p.content_type.clone(),
-        content_encoding: p.content_encoding.clone(),
+        content_type: t.content_type.clone(),
+        content_encoding: t.content_encoding.clone(),
         headers: (!headers.is_empty()).then_some(headers),
         delivery_mode: Some(if p.durable { 2 } else { 1 }),
         priority: p.priority,
-        correlation_id: p
+        correlation_id: t
             .correlation_id
             .as_ref()
             .map(|c| String::from_utf8_lossy(c).into_owned()),
-        reply_to: p.reply_to.clone(),
+        reply_to: t.reply_to.clone(),
         expiration: p.expiry.map(|e| e.ttl_ms.to_string()),
-        message_id: p.message_id.clone(),
+        message_id: t.message_id.clone(),
         timestamp: p.timestamp_ms.map(|ms| ms / 1000),
-        kind: p.kind.clone(),
-        user_id: p.user_id.clone(),
-        app_id: p.app_id.clone(),
-        cluster_id: p.cluster_id.clone(),
+        kind: t.kind.clone(),
+        user_id: t.user_id.clone(),
+        app_id: t.app_id.clone(),
+        cluster_id: t.cluster_id.clone(),
     }
 }
 

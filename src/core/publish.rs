@@ -353,7 +353,7 @@ impl Publisher {
                 session.vhost().name
             )));
         }
-        if let Some(user_id) = &message.properties.user_id
+        if let Some(user_id) = &message.properties.text().user_id
             && *user_id != session.user().name
         {
             return Err(CoreError::PreconditionFailed(format!(

@@ -204,6 +204,25 @@ impl Frame {
 /// frame is, the frame-end octet ([`CodecError::BadFrameEnd`]); then the payload. After an error the
 /// connection must be closed; the buffer's contents are unspecified.
 pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Frame>, CodecError> {
+    decode_frame_with(buf, max_frame_size, BodyPayload::Split)
+}
+
+/// How [`decode_frame_with`] hands out the payload of a body frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPayload {
+    /// Split off the read buffer without a copy: it shares the buffer's allocation and keeps it alive.
+    Split,
+    /// Copied into an allocation of its own: for a small body that would otherwise keep a large read buffer
+    /// alive as long as the message lives.
+    Copied,
+}
+
+/// [`decode_frame`], choosing how a body frame's payload is handed out (other frames decode the same way).
+pub fn decode_frame_with(
+    buf: &mut BytesMut,
+    max_frame_size: u32,
+    body: BodyPayload,
+) -> Result<Option<Frame>, CodecError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -249,6 +268,9 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Fr
             }
         },
         FRAME_HEADER => Frame::Header(channel, ContentHeader::decode_boxed(payload)?),
+        FRAME_BODY if body == BodyPayload::Copied => {
+            Frame::Body(channel, Bytes::copy_from_slice(payload))
+        }
         FRAME_BODY => return Ok(Some(Frame::Body(channel, split_payload(buf, total)))),
         _ => {
             if !payload.is_empty() {
