@@ -45,6 +45,8 @@ const FLUSH_AT: usize = 256 * 1024;
 const OUT_KEEP: usize = 2 * FLUSH_AT;
 /// Deliveries taken from the sink per turn of the loop.
 const DELIVERY_BATCH: usize = 512;
+/// A read this large that published something makes the connection yield to the queues it fed.
+const YIELD_AFTER: usize = 8 * 1024;
 /// How long to wait for the peer's close-ok after we closed the connection.
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(2);
 
@@ -456,9 +458,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 }
                 r = self.inbuf.read_from(&mut self.reader, want), if reading => match r {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {
+                    Ok(read) => {
                         self.last_recv = Instant::now();
-                        match self.on_input().await {
+                        match self.on_input(read).await {
                             Ok(None) => {}
                             Ok(Some(end)) => return end,
                             Err(e) => {
@@ -489,12 +491,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    /// Decode and handle every complete frame in the read buffer; then hand what was published to the queues.
-    async fn on_input(&mut self) -> Result<Option<End>, AmqpError> {
+    /// Decode and handle every complete frame in the read buffer (`read` bytes came in); then hand what was
+    /// published to the queues.
+    async fn on_input(&mut self, read: usize) -> Result<Option<End>, AmqpError> {
         let result = self.on_frames().await;
-        if self.flush_publishes().await {
-            // Let the queues just fed (woken onto this worker) and their consumers run before reading more:
-            // a fast publisher then feeds consumers instead of a backlog.
+        if self.flush_publishes().await && read >= YIELD_AFTER {
+            // A fast publisher: let the queues just fed (woken onto this worker) and their consumers run
+            // before reading more, so it feeds consumers instead of a backlog. (After a small read the loop
+            // parks on the socket anyway, and a yield would only wake another worker.)
             tokio::task::yield_now().await;
         }
         result
