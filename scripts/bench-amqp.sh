@@ -14,7 +14,10 @@
 #
 # Environment: DURATION (s, default 10), FERRYMQ_PORT (5672), RABBITMQ_PORT (5673, as shared/peers/start.sh
 # sets it up), RELAY_PORT (5690), RELAY=0 to skip the relay runs, FERRYMQ_ARGS (extra broker flags),
-# BENCH_ARGS (extra ferrymq-bench flags, e.g. "--client lapin"), PEERS (path of shared/peers/start.sh).
+# BENCH_ARGS (extra ferrymq-bench flags, e.g. "--client lapin"), PEERS (path of shared/peers/start.sh),
+# SCENARIOS (default "a b c"), FERRYMQ and BENCH (paths of already built binaries: both set skips the release
+# build), BASELINE (path of another `ferrymq` binary, e.g. a build of main, run as target "baseline" on
+# BASELINE_PORT, default 5674, so a change is compared with what it changes in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=bench-amqp
@@ -28,21 +31,27 @@ RELAY_PORT="${RELAY_PORT:-5690}"
 RELAY="${RELAY:-1}"
 PEERS="${PEERS:-../shared/peers/start.sh}"
 OUT="${OUT:-}"
+SCENARIOS="${SCENARIOS:-a b c}"
+BASELINE="${BASELINE:-}"
+BASELINE_PORT="${BASELINE_PORT:-5674}"
 read -r -a FERRYMQ_EXTRA <<<"${FERRYMQ_ARGS:-}"
 read -r -a BENCH_EXTRA <<<"${BENCH_ARGS:-}"
 
-
-build_release
+if [ -z "${FERRYMQ:-}" ] || [ -z "${BENCH:-}" ]; then build_release; fi
 
 # Processes this script starts, stopped on exit (and only those).
 FERRYMQ_PID=""
+BASELINE_PID=""
 RELAY_PID=""
 DATA_DIR="$(mktemp -d)"
 FERRYMQ_LOG="$DATA_DIR.log"
+BASELINE_DIR="$(mktemp -d)"
 cleanup() {
-  if [ -n "$RELAY_PID" ]; then kill "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
-  if [ -n "$FERRYMQ_PID" ]; then kill "$FERRYMQ_PID" 2>/dev/null || true; wait "$FERRYMQ_PID" 2>/dev/null || true; fi
-  rm -rf "$DATA_DIR" "$FERRYMQ_LOG"
+  local pid
+  for pid in "$RELAY_PID" "$FERRYMQ_PID" "$BASELINE_PID"; do
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  done
+  rm -rf "$DATA_DIR" "$FERRYMQ_LOG" "$BASELINE_DIR" "$BASELINE_DIR.log"
 }
 trap cleanup EXIT
 
@@ -56,19 +65,28 @@ else
   log "RabbitMQ is not listening on 127.0.0.1:$RABBITMQ_PORT: skipping its runs"
 fi
 
-if up "$FERRYMQ_PORT"; then
-  log "something already listens on 127.0.0.1:$FERRYMQ_PORT: not starting FerryMQ there (set FERRYMQ_PORT)"
-else
-  log "starting FerryMQ on 127.0.0.1:$FERRYMQ_PORT (data in $DATA_DIR, log in $FERRYMQ_LOG)"
-  "$FERRYMQ" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port "$FERRYMQ_PORT" --http-port 0 \
-    "${FERRYMQ_EXTRA[@]}" >"$FERRYMQ_LOG" 2>&1 &
-  FERRYMQ_PID=$!
-  if ! wait_up "$FERRYMQ_PORT" 30; then
-    log "FerryMQ did not come up; its log:"
-    tail -n 20 "$FERRYMQ_LOG" >&2 || true
-    kill "$FERRYMQ_PID" 2>/dev/null || true
-    FERRYMQ_PID=""
+start_ferrymq() { # binary port data-dir log: prints the pid, or nothing when it did not come up
+  local bin="$1" port="$2" dir="$3" logf="$4"
+  if up "$port"; then
+    log "something already listens on 127.0.0.1:$port: not starting $bin there"
+    return 0
   fi
+  log "starting $bin on 127.0.0.1:$port (data in $dir, log in $logf)"
+  "$bin" --data-dir "$dir" --bind 127.0.0.1 --amqp-port "$port" --http-port 0 \
+    "${FERRYMQ_EXTRA[@]}" >"$logf" 2>&1 &
+  local pid=$!
+  if wait_up "$port" 30; then
+    echo "$pid"
+  else
+    log "$bin did not come up; its log:"
+    tail -n 20 "$logf" >&2 || true
+    kill "$pid" 2>/dev/null || true
+  fi
+}
+
+FERRYMQ_PID="$(start_ferrymq "$FERRYMQ" "$FERRYMQ_PORT" "$DATA_DIR" "$FERRYMQ_LOG")"
+if [ -n "$BASELINE" ]; then
+  BASELINE_PID="$(start_ferrymq "$BASELINE" "$BASELINE_PORT" "$BASELINE_DIR" "$BASELINE_DIR.log")"
 fi
 
 emit() { # one JSON line
@@ -94,10 +112,11 @@ bench() { # label port pid args...
 
 targets=()
 [ -n "$FERRYMQ_PID" ] && targets+=("ferrymq:$FERRYMQ_PORT:$FERRYMQ_PID")
+[ -n "$BASELINE_PID" ] && targets+=("baseline:$BASELINE_PORT:$BASELINE_PID")
 [ -n "$RABBITMQ_PID" ] && targets+=("rabbitmq:$RABBITMQ_PORT:$RABBITMQ_PID")
 [ ${#targets[@]} -gt 0 ] || { log "no broker to benchmark"; exit 1; }
 
-for scenario in a b c; do
+for scenario in $SCENARIOS; do
   for t in "${targets[@]}"; do
     IFS=: read -r name port pid <<<"$t"
     case "$scenario" in

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ferrymq_amqp_codec::{BasicProperties, BasicPublish};
+use ferrymq_amqp_codec::{BasicPublish, ContentHeader};
 
 use super::error::{AmqpError, code};
 use crate::core::message::Message;
@@ -30,8 +30,8 @@ pub enum ChannelState {
 #[derive(Debug)]
 pub struct Assembly {
     pub publish: BasicPublish,
-    /// Properties, their encoded form as received, and the body size.
-    pub header: Option<(BasicProperties, Bytes, u64)>,
+    /// The content header once it arrived, boxed as decoded (properties are large).
+    pub header: Option<Box<ContentHeader>>,
     /// The first body frame, kept apart so the common single-frame message needs no `Vec`.
     first: Option<Bytes>,
     rest: Vec<Bytes>,
@@ -61,10 +61,15 @@ impl Assembly {
         }
     }
 
-    /// The publish, its properties (decoded and as received) and the whole body; a single frame's bytes are
-    /// passed on without a copy.
-    pub fn finish(self) -> (BasicPublish, BasicProperties, Bytes, Bytes) {
-        let (properties, raw) = self.header.map(|(p, raw, _)| (p, raw)).unwrap_or_default();
+    /// The body size the content header announced (`None` before it arrived).
+    pub fn body_size(&self) -> Option<u64> {
+        self.header.as_ref().map(|h| h.body_size)
+    }
+
+    /// The publish, its content header and the whole body; a single frame's bytes are passed on without a
+    /// copy.
+    pub fn finish(self) -> (BasicPublish, Box<ContentHeader>, Bytes) {
+        let header = self.header.unwrap_or_default();
         let body = match (self.first, self.rest.is_empty()) {
             (None, _) => Bytes::new(),
             (Some(only), true) => only,
@@ -75,7 +80,7 @@ impl Assembly {
                 all.freeze()
             }
         };
-        (self.publish, properties, raw, body)
+        (self.publish, header, body)
     }
 }
 
@@ -163,7 +168,7 @@ pub struct TxSettle {
 #[derive(Debug, Default)]
 pub struct TxBuffer {
     /// Publishes (mandatory flag, message) waiting for tx.commit.
-    pub publishes: Vec<(bool, Message)>,
+    pub publishes: Vec<(bool, Arc<Message>)>,
     pub settles: Vec<TxSettle>,
     /// Bytes charged to the channel for this work.
     held: u64,
@@ -254,7 +259,7 @@ impl Channel {
     }
 
     /// Buffers a publish in the transaction (the channel must be transactional).
-    pub fn tx_publish(&mut self, mandatory: bool, message: Message) -> Result<(), OverLimit> {
+    pub fn tx_publish(&mut self, mandatory: bool, message: Arc<Message>) -> Result<(), OverLimit> {
         let bytes = message.body.len() as u64 + MESSAGE_OVERHEAD;
         if let Some(tx) = self.tx_hold(bytes)? {
             tx.publishes.push((mandatory, message));
@@ -420,7 +425,7 @@ mod tests {
         assert!(channel.take_assembly().is_some());
         assert_eq!(memory.content(), 0, "a finished message is given back");
         channel.tx = Some(TxBuffer::default());
-        let message = Message::new("", "q", Bytes::from(vec![0; 600]));
+        let message = Arc::new(Message::new("", "q", Bytes::from(vec![0; 600])));
         channel.tx_publish(false, message.clone()).expect("fits");
         assert!(channel.tx_publish(false, message).is_err(), "over the cap");
         assert_eq!(memory.content(), 600 + MESSAGE_OVERHEAD);
@@ -464,6 +469,10 @@ pub struct ChannelTable {
 }
 
 impl ChannelTable {
+    pub fn get(&self, ch: &u16) -> Option<&Channel> {
+        self.slots.get(usize::from(*ch))?.as_deref()
+    }
+
     pub fn get_mut(&mut self, ch: &u16) -> Option<&mut Channel> {
         self.slots.get_mut(usize::from(*ch))?.as_deref_mut()
     }

@@ -33,9 +33,10 @@ use super::AmqpContext;
 use super::channel::ChannelTable;
 use super::convert::Outgoing;
 use super::error::{AmqpError, Scope, code};
+use super::methods::PublishStep;
 use crate::core::{Charge, ChargeKind, ClientMemory, SyncView};
 use crate::core::{ConnId, Session};
-use crate::core::{ConsumerKey, ConsumerSink, QueueHandle, SinkEvent};
+use crate::core::{ConsumerKey, ConsumerSink, Deliveries, QueueHandle, SinkEvent};
 use crate::transport::{Admission, ReadBuffer};
 
 /// Flush the write buffer once it holds this much, even mid-batch.
@@ -44,6 +45,8 @@ const FLUSH_AT: usize = 256 * 1024;
 const OUT_KEEP: usize = 2 * FLUSH_AT;
 /// Deliveries taken from the sink per turn of the loop.
 const DELIVERY_BATCH: usize = 512;
+/// A read this large that published something makes the connection yield to the queues it fed.
+const YIELD_AFTER: usize = 8 * 1024;
 /// How long to wait for the peer's close-ok after we closed the connection.
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(2);
 
@@ -455,9 +458,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 }
                 r = self.inbuf.read_from(&mut self.reader, want), if reading => match r {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {
+                    Ok(read) => {
                         self.last_recv = Instant::now();
-                        match self.on_input().await {
+                        match self.on_input(read).await {
                             Ok(None) => {}
                             Ok(Some(end)) => return end,
                             Err(e) => {
@@ -488,17 +491,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    /// Decode and handle every complete frame in the read buffer.
-    async fn on_input(&mut self) -> Result<Option<End>, AmqpError> {
+    /// Decode and handle every complete frame in the read buffer (`read` bytes came in); then hand what was
+    /// published to the queues.
+    async fn on_input(&mut self, read: usize) -> Result<Option<End>, AmqpError> {
+        let result = self.on_frames().await;
+        if self.flush_publishes().await && read >= YIELD_AFTER {
+            // A fast publisher: let the queues just fed (woken onto this worker) and their consumers run
+            // before reading more, so it feeds consumers instead of a backlog. (After a small read the loop
+            // parks on the socket anyway, and a yield would only wake another worker.)
+            tokio::task::yield_now().await;
+        }
+        result
+    }
+
+    async fn on_frames(&mut self) -> Result<Option<End>, AmqpError> {
         loop {
             let Some(frame) = self.next_frame()? else {
                 self.inbuf.release_if_empty();
                 return Ok(None);
             };
             let channel = frame_channel(&frame);
-            match self.on_frame(frame).await {
-                Ok(Some(end)) => return Ok(Some(end)),
-                Ok(None) => {}
+            // The publish path takes no await unless a publish must wait (`methods::publish`).
+            let step = match frame {
+                Frame::Method(ch @ 1.., method @ Method::BasicPublish(_)) => {
+                    self.on_publish_method(ch, method)
+                }
+                Frame::Header(ch @ 1.., header) => {
+                    self.has_published = true;
+                    self.on_header(ch, header)
+                }
+                Frame::Body(ch @ 1.., body) => {
+                    self.has_published = true;
+                    self.on_body(ch, body)
+                }
+                frame => {
+                    if let Frame::Method(..) = frame {
+                        // Whatever this method does, it comes after the publishes before it.
+                        self.flush_publishes().await;
+                    }
+                    match self.on_frame(frame).await {
+                        Ok(Some(end)) => return Ok(Some(end)),
+                        Ok(None) => Ok(PublishStep::Done),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let result = match step {
+                Ok(PublishStep::Done) => Ok(()),
+                Ok(step) => self.finish_step(step).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {}
                 Err(e) if e.scope == Scope::Channel && channel != 0 => {
                     self.close_channel_with(channel, &e)
                 }
@@ -525,25 +569,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             )),
             Frame::Header(ch, header) => {
                 self.has_published = true;
-                self.on_header(ch, header).await.map(|_| None)
+                let step = self.on_header(ch, header)?;
+                self.finish_step(step).await.map(|_| None)
             }
             Frame::Body(ch, body) => {
                 self.has_published = true;
-                self.on_body(ch, body).await.map(|_| None)
+                let step = self.on_body(ch, body)?;
+                self.finish_step(step).await.map(|_| None)
             }
         }
     }
 
     /// The next whole frame in the read buffer. One whose parts outlive it and that is small next to the
-    /// read chunk is decoded from a copy of its own, so that what it leaves behind does not pin the chunk.
+    /// read chunk does not keep the chunk alive: a body is copied out by the codec, the arguments of an
+    /// exchange or queue method are decoded from a copy of the frame.
     fn next_frame(&mut self) -> Result<Option<Frame>, AmqpError> {
-        if let Some(len) = outliving_frame(self.inbuf.bytes())
-            && self.inbuf.pins(len)
-        {
-            let mut own = self.inbuf.split_copy(len);
-            return Ok(codec::decode_frame(&mut own, self.frame_max)?);
-        }
-        Ok(codec::decode_frame(self.inbuf.bytes(), self.frame_max)?)
+        let body = match outliving_frame(self.inbuf.bytes()) {
+            Some((len, Outliving::Body)) if self.inbuf.pins(len) => codec::BodyPayload::Copied,
+            Some((len, Outliving::Arguments)) if self.inbuf.pins(len) => {
+                let mut own = self.inbuf.split_copy(len);
+                return Ok(codec::decode_frame(&mut own, self.frame_max)?);
+            }
+            _ => codec::BodyPayload::Split,
+        };
+        Ok(codec::decode_frame_with(
+            self.inbuf.bytes(),
+            self.frame_max,
+            body,
+        )?)
     }
 
     /// Bytes the partly buffered frame still needs (0 when none is started or its size is not known yet), so
@@ -692,48 +745,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     fn on_sink(&mut self, event: SinkEvent) {
         match event {
-            SinkEvent::Deliver(d) => {
-                let Some(route) = self.consumers.get(&d.consumer).cloned() else {
-                    // Cancelled or channel gone while the delivery was in flight: give it back.
-                    d.queue
-                        .settle(vec![d.tag], crate::core::Settle::Requeue, Some(d.consumer));
-                    d.queue.written(d.consumer, 1, d.message.body.len() as u64);
-                    return;
-                };
-                let Some(channel) = self.channels.get_mut(&route.channel) else {
-                    return;
-                };
-                let unacked = (!route.no_ack).then(|| super::channel::Unacked {
-                    queue: d.queue.clone(),
-                    tag: d.tag,
-                    consumer: Some(d.consumer),
-                });
-                let delivery_tag = channel.deliver(unacked);
-                codec::encode_deliver(
-                    route.channel,
-                    &route.tag,
-                    delivery_tag,
-                    d.redelivered,
-                    &d.message.exchange,
-                    &d.message.routing_key,
-                    &Outgoing(&d.message),
-                    &d.message.body,
-                    self.frame_max,
-                    &mut self.out,
-                );
-                let bytes = d.message.body.len() as u64;
-                match self
-                    .written
-                    .iter_mut()
-                    .find(|(q, k, _, _)| *k == d.consumer && *q == d.queue)
-                {
-                    Some(entry) => {
-                        entry.2 += 1;
-                        entry.3 += bytes;
-                    }
-                    None => self.written.push((d.queue, d.consumer, 1, bytes)),
-                }
-            }
+            SinkEvent::Deliver(d) => self.on_deliveries(d),
             SinkEvent::Cancelled { consumer } => {
                 let Some(route) = self.consumers.remove(&consumer) else {
                     return;
@@ -749,6 +761,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     self.send_method(route.channel, &Method::BasicCancel(cancel));
                 }
             }
+        }
+    }
+
+    /// Writes a queue's deliveries to one consumer; the queue gets their write-window credit back once they
+    /// reach the socket.
+    fn on_deliveries(&mut self, d: Deliveries) {
+        let count = u32::try_from(d.items.len()).unwrap_or(u32::MAX);
+        let bytes: u64 = d.items.iter().map(|i| i.message.body.len() as u64).sum();
+        let Some(route) = self.consumers.get(&d.consumer) else {
+            // Cancelled or channel gone while the deliveries were in flight: give them back.
+            let tags = d.items.iter().map(|i| i.tag).collect();
+            d.queue
+                .settle(tags, crate::core::Settle::Requeue, Some(d.consumer));
+            d.queue.written(d.consumer, count, bytes);
+            return;
+        };
+        let (ch, no_ack) = (route.channel, route.no_ack);
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        for item in &d.items {
+            let unacked = (!no_ack).then(|| super::channel::Unacked {
+                queue: d.queue.clone(),
+                tag: item.tag,
+                consumer: Some(d.consumer),
+            });
+            let delivery_tag = channel.deliver(unacked);
+            let m = &item.message;
+            codec::encode_deliver(
+                ch,
+                &route.tag,
+                delivery_tag,
+                item.redelivered,
+                &m.exchange,
+                &m.routing_key,
+                &Outgoing(m),
+                &m.body,
+                self.frame_max,
+                &mut self.out,
+            );
+        }
+        match self
+            .written
+            .iter_mut()
+            .find(|(q, k, _, _)| *k == d.consumer && *q == d.queue)
+        {
+            Some(entry) => {
+                entry.2 += count;
+                entry.3 += bytes;
+            }
+            None => self.written.push((d.queue, d.consumer, count, bytes)),
         }
     }
 
@@ -780,10 +843,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 }
 
+/// What of a frame outlives its handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outliving {
+    /// A body: it becomes the message's.
+    Body,
+    /// A method of the exchange or queue class: its argument table stays with the entity.
+    Arguments,
+}
+
 /// The length of the whole frame at the front of `buf` if it is buffered and keeps slices of the buffer
-/// beyond its handling: a body or a content header (they become the message), or a method of the exchange or
-/// queue class (their argument tables stay with the entity). Other methods decode into owned values.
-fn outliving_frame(buf: &[u8]) -> Option<usize> {
+/// beyond its handling, and what does. Other methods decode into owned values, and a content header keeps
+/// its properties in a copy of its own (the codec makes it).
+fn outliving_frame(buf: &[u8]) -> Option<(usize, Outliving)> {
     let head = buf.get(..7)?;
     let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
     let total = size.checked_add(codec::FRAME_OVERHEAD)?;
@@ -791,11 +863,13 @@ fn outliving_frame(buf: &[u8]) -> Option<usize> {
         return None;
     }
     let keeps = match head[0] {
-        codec::FRAME_BODY | codec::FRAME_HEADER => true,
-        codec::FRAME_METHOD => matches!(buf.get(7..9), Some([0, 40] | [0, 50])),
-        _ => false,
+        codec::FRAME_BODY => Outliving::Body,
+        codec::FRAME_METHOD if matches!(buf.get(7..9), Some([0, 40] | [0, 50])) => {
+            Outliving::Arguments
+        }
+        _ => return None,
     };
-    keeps.then_some(total)
+    Some((total, keeps))
 }
 
 fn frame_channel(frame: &Frame) -> u16 {
@@ -874,27 +948,37 @@ mod tests {
     }
 
     #[test]
-    fn bodies_headers_and_entity_arguments_outlive_their_frame() {
+    fn bodies_and_entity_arguments_outlive_their_frame() {
         let frame = |f: Frame| {
             let mut out = BytesMut::new();
             codec::encode_frame(&f, &mut out);
             out
         };
         let body = frame(Frame::Body(1, Bytes::from_static(b"x")));
-        assert_eq!(outliving_frame(&body), Some(9));
+        assert_eq!(outliving_frame(&body), Some((9, Outliving::Body)));
         assert_eq!(outliving_frame(&body[..8]), None, "not all buffered yet");
         let header = frame(Frame::Header(1, Box::default()));
-        assert_eq!(outliving_frame(&header), Some(header.len()));
+        assert_eq!(
+            outliving_frame(&header),
+            None,
+            "the codec copies the properties"
+        );
         let declare = frame(Frame::Method(
             1,
             Method::QueueDeclare(codec::QueueDeclare::default()),
         ));
-        assert_eq!(outliving_frame(&declare), Some(declare.len()));
+        assert_eq!(
+            outliving_frame(&declare),
+            Some((declare.len(), Outliving::Arguments))
+        );
         let exchange = frame(Frame::Method(
             1,
             Method::ExchangeBind(codec::ExchangeBind::default()),
         ));
-        assert_eq!(outliving_frame(&exchange), Some(exchange.len()));
+        assert_eq!(
+            outliving_frame(&exchange),
+            Some((exchange.len(), Outliving::Arguments))
+        );
         let publish = frame(Frame::Method(
             1,
             Method::BasicPublish(codec::BasicPublish::default()),

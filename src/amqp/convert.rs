@@ -9,13 +9,16 @@
 //!
 //! Also here: the reader for journal format 1, whose messages and arguments were stored in AMQP terms.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrymq_amqp_codec::{BasicProperties, EncodeProperties, FieldTable, FieldValue};
 
 use super::error::{AmqpError, code};
 use crate::core::LegacyReader;
 use crate::core::message::{
-    Annotations, DeathSite, Expiry, Headers, Message, Native, Properties, Protocol, Value,
+    Annotations, DeathSite, Expiry, Headers, Message, Native, Properties, Protocol, TextProperties,
+    Value,
 };
 
 // ---- tables ----
@@ -93,16 +96,17 @@ fn value_out(v: &Value) -> FieldValue {
 
 // ---- messages in ----
 
-/// The core message for a basic.publish. `raw` is the properties as they arrived, when the adapter did not
-/// change them; they travel as the message's native form. An `expiration` that is not a number of
+/// The core message for a basic.publish. `raw` is the properties as they arrived (in a buffer of their own:
+/// see `ContentHeader::raw_properties`), when the adapter did not change them; they travel as the message's
+/// native form. An `expiration` that is not a number of
 /// milliseconds is refused as RabbitMQ does.
 pub(crate) fn message_in(
     exchange: String,
     routing_key: String,
-    properties: BasicProperties,
-    raw: Option<&[u8]>,
+    properties: &mut BasicProperties,
+    raw: Option<Bytes>,
     body: Bytes,
-) -> Result<Message, AmqpError> {
+) -> Result<Arc<Message>, AmqpError> {
     let expiry = match &properties.expiration {
         None => None,
         Some(e) => Some(Expiry::from_now(e.parse::<u64>().map_err(|_| {
@@ -112,43 +116,77 @@ pub(crate) fn message_in(
             )
         })?)),
     };
-    let mut message = from_basic(properties, expiry);
-    message.exchange = exchange;
-    message.routing_key = routing_key;
-    message.body = body;
-    message.native = raw.map(|raw| Native {
+    let native = raw.map(|bytes| Native {
         protocol: Protocol::Amqp091,
-        bytes: Bytes::copy_from_slice(raw),
+        bytes,
     });
-    Ok(message)
+    Ok(Arc::new(from_basic(
+        exchange,
+        routing_key,
+        properties,
+        expiry,
+        body,
+        native,
+    )))
 }
 
-/// The neutral form of basic properties (`expiry` already worked out from `expiration`).
-fn from_basic(p: BasicProperties, expiry: Option<Expiry>) -> Message {
-    let properties = Properties {
+/// The neutral form of a message with basic properties (`expiry` already worked out from `expiration`); the
+/// properties are taken out of `p`.
+fn from_basic(
+    exchange: String,
+    routing_key: String,
+    p: &mut BasicProperties,
+    expiry: Option<Expiry>,
+    body: Bytes,
+    native: Option<Native>,
+) -> Message {
+    let mut properties = Properties {
         durable: p.delivery_mode == Some(2),
         priority: p.priority,
         expiry,
         timestamp_ms: p.timestamp.map(|s| s.saturating_mul(1000)),
-        message_id: p.message_id,
-        correlation_id: p.correlation_id.map(Bytes::from),
-        reply_to: p.reply_to,
-        content_type: p.content_type,
-        content_encoding: p.content_encoding,
-        user_id: p.user_id,
-        kind: p.kind,
-        app_id: p.app_id,
-        cluster_id: p.cluster_id,
+        ..Properties::default()
     };
+    if let Some(text) = text_in(p) {
+        properties.set_text(text);
+    }
     Message {
+        exchange,
+        routing_key,
         properties,
-        headers: p.headers.map(table_in).unwrap_or_default(),
+        headers: p.headers.take().map(table_in).unwrap_or_default(),
         annotations: Annotations {
             origin: Protocol::Amqp091,
             ..Annotations::default()
         },
-        ..Message::default()
+        body,
+        native,
     }
+}
+
+/// The text properties of basic properties, taken out of them; `None` when there is none (the common case,
+/// which then builds nothing).
+fn text_in(p: &mut BasicProperties) -> Option<TextProperties> {
+    let any = p.message_id.is_some()
+        || p.correlation_id.is_some()
+        || p.reply_to.is_some()
+        || p.content_type.is_some()
+        || p.content_encoding.is_some()
+        || p.user_id.is_some()
+        || p.kind.is_some()
+        || p.app_id.is_some()
+        || p.cluster_id.is_some();
+    any.then(|| TextProperties {
+        message_id: p.message_id.take(),
+        correlation_id: p.correlation_id.take().map(Bytes::from),
+        reply_to: p.reply_to.take(),
+        content_type: p.content_type.take(),
+        content_encoding: p.content_encoding.take(),
+        user_id: p.user_id.take(),
+        kind: p.kind.take(),
+        app_id: p.app_id.take(),
+        cluster_id: p.cluster_id.take(),
+    })
 }
 
 // ---- messages out ----
@@ -169,26 +207,27 @@ impl EncodeProperties for Outgoing<'_> {
 /// The basic properties of a message that has no (valid) AMQP native form.
 pub(crate) fn to_basic(m: &Message) -> BasicProperties {
     let p = &m.properties;
+    let t = p.text();
     let mut headers = table_out(&m.headers);
     annotate(&m.annotations, &mut headers);
     BasicProperties {
-        content_type: p.content_type.clone(),
-        content_encoding: p.content_encoding.clone(),
+        content_type: t.content_type.clone(),
+        content_encoding: t.content_encoding.clone(),
         headers: (!headers.is_empty()).then_some(headers),
         delivery_mode: Some(if p.durable { 2 } else { 1 }),
         priority: p.priority,
-        correlation_id: p
+        correlation_id: t
             .correlation_id
             .as_ref()
             .map(|c| String::from_utf8_lossy(c).into_owned()),
-        reply_to: p.reply_to.clone(),
+        reply_to: t.reply_to.clone(),
         expiration: p.expiry.map(|e| e.ttl_ms.to_string()),
-        message_id: p.message_id.clone(),
+        message_id: t.message_id.clone(),
         timestamp: p.timestamp_ms.map(|ms| ms / 1000),
-        kind: p.kind.clone(),
-        user_id: p.user_id.clone(),
-        app_id: p.app_id.clone(),
-        cluster_id: p.cluster_id.clone(),
+        kind: t.kind.clone(),
+        user_id: t.user_id.clone(),
+        app_id: t.app_id.clone(),
+        cluster_id: t.cluster_id.clone(),
     }
 }
 
@@ -265,22 +304,26 @@ impl LegacyReader for Format1 {
         let exchange = String::from_utf8(field("exchange")?).map_err(|e| e.to_string())?;
         let routing_key = String::from_utf8(field("routing key")?).map_err(|e| e.to_string())?;
         let raw = field("properties")?;
-        let mut bytes = Bytes::from(raw.clone());
-        let properties = BasicProperties::decode(&mut bytes).map_err(|e| e.to_string())?;
+        let raw = Bytes::from(raw);
+        let mut properties =
+            BasicProperties::decode(&mut raw.clone()).map_err(|e| e.to_string())?;
         let expiry = properties
             .expiration
             .as_deref()
             .and_then(|e| e.parse().ok())
             .map(Expiry::from_now);
-        let mut m = from_basic(properties, expiry);
-        m.exchange = exchange;
-        m.routing_key = routing_key;
-        m.body = body;
-        m.native = Some(Native {
+        let native = Native {
             protocol: Protocol::Amqp091,
-            bytes: Bytes::from(raw),
-        });
-        Ok(m)
+            bytes: raw,
+        };
+        Ok(from_basic(
+            exchange,
+            routing_key,
+            &mut properties,
+            expiry,
+            body,
+            Some(native),
+        ))
     }
 
     fn table(&self, bytes: &[u8]) -> Result<Headers, String> {
@@ -305,14 +348,20 @@ mod tests {
     fn a_native_message_is_delivered_byte_for_byte() -> Result<(), AmqpError> {
         let mut headers = FieldTable::new();
         headers.insert("k", FieldValue::I16(7));
-        let p = BasicProperties {
+        let mut p = BasicProperties {
             delivery_mode: Some(1),
             expiration: Some("0100".into()),
             headers: Some(headers),
             ..BasicProperties::default()
         };
         let raw = encoded(&p);
-        let m = message_in("ex".into(), "rk".into(), p, Some(&raw), Bytes::new())?;
+        let m = message_in(
+            "ex".into(),
+            "rk".into(),
+            &mut p,
+            Some(Bytes::from(raw.clone())),
+            Bytes::new(),
+        )?;
         assert_eq!(encoded(&Outgoing(&m)), raw);
         assert_eq!(m.properties.expiry.map(|e| e.ttl_ms), Some(100));
         Ok(())
@@ -320,11 +369,11 @@ mod tests {
 
     #[test]
     fn an_invalid_expiration_is_a_precondition_failure() {
-        let p = BasicProperties {
+        let mut p = BasicProperties {
             expiration: Some("soon".into()),
             ..BasicProperties::default()
         };
-        let e = message_in(String::new(), String::new(), p, None, Bytes::new());
+        let e = message_in(String::new(), String::new(), &mut p, None, Bytes::new());
         assert!(e.is_err_and(|e| e.code == code::PRECONDITION_FAILED));
     }
 
@@ -401,9 +450,9 @@ mod tests {
     proptest! {
         /// AMQP -> core -> AMQP is byte-identical for any properties and tables: the native form travels.
         #[test]
-        fn amqp_to_core_to_amqp_is_byte_identical(p in any_properties()) {
+        fn amqp_to_core_to_amqp_is_byte_identical(mut p in any_properties()) {
             let raw = encoded(&p);
-            let m = message_in(String::new(), "k".into(), p, Some(&raw), Bytes::new()).unwrap();
+            let m = message_in(String::new(), "k".into(), &mut p, Some(Bytes::from(raw.clone())), Bytes::new()).unwrap();
             prop_assert_eq!(encoded(&Outgoing(&m)), raw);
         }
 
@@ -420,7 +469,7 @@ mod tests {
             p.expiration = ttl.map(|t| t.to_string());
             p.timestamp = seconds;
             let raw = encoded(&p);
-            let m = message_in(String::new(), "k".into(), p, None, Bytes::new()).unwrap();
+            let m = message_in(String::new(), "k".into(), &mut p, None, Bytes::new()).unwrap();
             prop_assert!(m.native.is_none());
             prop_assert_eq!(encoded(&Outgoing(&m)), raw);
         }

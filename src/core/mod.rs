@@ -39,7 +39,8 @@ pub use persist::{LegacyReader, register_legacy_reader};
 pub(crate) use publish::testing;
 pub use publish::{Confirmation, Outcome, Publisher, Receipt, Settling, SyncView};
 pub use queue::{
-    ChannelLimit, ConsumerSink, ConsumerSpec, Delivery, QueueHandle, QueueStats, Settle, SinkEvent,
+    ChannelLimit, ConsumerSink, ConsumerSpec, Delivered, Deliveries, Delivery, QueueHandle,
+    QueueStats, Settle, SinkEvent,
 };
 pub use queue::{ConnId, ConsumerKey};
 pub use session::{AutoDelete, Durability, Ownership, QueueOptions, Session};

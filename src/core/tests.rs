@@ -134,7 +134,7 @@ async fn neutral_properties_and_repeated_headers_survive_the_journal() {
     };
     let mut sent = Message::new("", "neutral", Bytes::from_static(b"body"));
     sent.properties.durable = true;
-    sent.properties.correlation_id = Some(Bytes::from_static(b"\x00\xff\x80binary"));
+    sent.properties.text_mut().correlation_id = Some(Bytes::from_static(b"\x00\xff\x80binary"));
     sent.properties.expiry = Some(Expiry::from_now(3_600_000));
     sent.headers.push("k", Value::text("first"));
     sent.headers.push("other", Value::U64(u64::MAX));

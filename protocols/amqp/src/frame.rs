@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::CodecError;
 use crate::method::Method;
 use crate::properties::BasicProperties;
-use crate::wire::{get_u16, get_u64};
+use crate::wire::SliceReader;
 
 /// The protocol header a 0-9-1 client sends first, and the server answers a mismatch with (spec §4.2.2).
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
@@ -75,9 +75,11 @@ pub struct ContentHeader {
     pub body_size: u64,
     /// The message's properties.
     pub properties: BasicProperties,
-    /// The property flags and properties exactly as decoded (a slice of the frame, no copy), so a broker can
-    /// pass them on byte for byte with [`RawProperties`]; empty for a header built in code. Not compared by
-    /// `==`, and not used by [`ContentHeader::encode`], which encodes `properties`.
+    /// The property flags and properties exactly as decoded, so a broker can pass them on byte for byte with
+    /// [`RawProperties`]; empty for a header built in code. They are copied out of the frame into a buffer of
+    /// their own (they are small), so a message that keeps them does not pin the read buffer; the headers
+    /// table in `properties` shares that buffer. Not compared by `==`, and not used by
+    /// [`ContentHeader::encode`], which encodes `properties`.
     pub raw_properties: Bytes,
 }
 
@@ -122,24 +124,35 @@ impl ContentHeader {
     /// Reads a whole header frame payload (spec §4.2.6.1). The weight is ignored; bytes left over after
     /// the properties are [`CodecError::Malformed`].
     pub fn decode(payload: &mut Bytes) -> Result<Self, CodecError> {
-        let class_id = get_u16(payload)?;
-        let _weight = get_u16(payload)?;
-        let body_size = get_u64(payload)?;
-        let raw = payload.clone();
-        let properties = BasicProperties::decode(payload)?;
-        let raw_properties = raw.slice(..raw.len() - payload.len());
-        if !payload.is_empty() {
-            return Err(CodecError::Malformed(format!(
-                "{} trailing bytes after content header properties",
-                payload.len()
-            )));
-        }
-        Ok(Self {
+        let header = Self::decode_boxed(payload)?;
+        payload.advance(payload.len());
+        Ok(*header)
+    }
+
+    /// [`ContentHeader::decode`] from the payload where it lies, into a box: the header is large and is not
+    /// moved once decoded.
+    fn decode_boxed(payload: &[u8]) -> Result<Box<Self>, CodecError> {
+        let mut r = SliceReader::new(payload);
+        let class_id = r.u16()?;
+        let _weight = r.u16()?;
+        let body_size = r.u64()?;
+        let mut header = Box::new(Self {
             class_id,
             body_size,
-            properties,
-            raw_properties,
-        })
+            properties: BasicProperties::default(),
+            raw_properties: Bytes::copy_from_slice(&payload[r.pos()..]),
+        });
+        let header_ref = &mut *header;
+        let used = header_ref
+            .properties
+            .read_from(&header_ref.raw_properties)?;
+        let trailing = header_ref.raw_properties.len() - used;
+        if trailing > 0 {
+            return Err(CodecError::Malformed(format!(
+                "{trailing} trailing bytes after content header properties"
+            )));
+        }
+        Ok(header)
     }
 }
 
@@ -191,6 +204,25 @@ impl Frame {
 /// frame is, the frame-end octet ([`CodecError::BadFrameEnd`]); then the payload. After an error the
 /// connection must be closed; the buffer's contents are unspecified.
 pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Frame>, CodecError> {
+    decode_frame_with(buf, max_frame_size, BodyPayload::Split)
+}
+
+/// How [`decode_frame_with`] hands out the payload of a body frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPayload {
+    /// Split off the read buffer without a copy: it shares the buffer's allocation and keeps it alive.
+    Split,
+    /// Copied into an allocation of its own: for a small body that would otherwise keep a large read buffer
+    /// alive as long as the message lives.
+    Copied,
+}
+
+/// [`decode_frame`], choosing how a body frame's payload is handed out (other frames decode the same way).
+pub fn decode_frame_with(
+    buf: &mut BytesMut,
+    max_frame_size: u32,
+    body: BodyPayload,
+) -> Result<Option<Frame>, CodecError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -222,13 +254,24 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Fr
     if end != FRAME_END {
         return Err(CodecError::BadFrameEnd(end));
     }
-    buf.advance(HEADER_LEN);
-    let mut payload = buf.split_to(total - FRAME_OVERHEAD).freeze();
-    buf.advance(1);
+    // Content headers and the hot methods are read where they lie; other methods and bodies are split off
+    // the buffer (their byte-string fields and the body are zero-copy slices of it).
+    let payload = &buf[HEADER_LEN..total - 1];
     let frame = match kind {
-        FRAME_METHOD => Frame::Method(channel, Method::decode(&mut payload)?),
-        FRAME_HEADER => Frame::Header(channel, Box::new(ContentHeader::decode(&mut payload)?)),
-        FRAME_BODY => Frame::Body(channel, payload),
+        FRAME_METHOD => match Method::decode_in_place(payload) {
+            Some(method) => Frame::Method(channel, method),
+            None => {
+                return Ok(Some(Frame::Method(
+                    channel,
+                    Method::decode(&mut split_payload(buf, total))?,
+                )));
+            }
+        },
+        FRAME_HEADER => Frame::Header(channel, ContentHeader::decode_boxed(payload)?),
+        FRAME_BODY if body == BodyPayload::Copied => {
+            Frame::Body(channel, Bytes::copy_from_slice(payload))
+        }
+        FRAME_BODY => return Ok(Some(Frame::Body(channel, split_payload(buf, total)))),
         _ => {
             if !payload.is_empty() {
                 return Err(CodecError::malformed("heartbeat frame with a payload"));
@@ -236,7 +279,16 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Fr
             Frame::Heartbeat(channel)
         }
     };
+    buf.advance(total);
     Ok(Some(frame))
+}
+
+/// Takes the frame of `total` bytes off the front of `buf`, returning its payload without a copy.
+fn split_payload(buf: &mut BytesMut, total: usize) -> Bytes {
+    buf.advance(HEADER_LEN);
+    let payload = buf.split_to(total - FRAME_OVERHEAD).freeze();
+    buf.advance(1);
+    payload
 }
 
 /// Appends one frame: header, the payload `write` produces, frame-end (spec §4.2.3).

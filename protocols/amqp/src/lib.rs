@@ -49,10 +49,10 @@ mod wire;
 
 pub use error::{CodecError, reply_code};
 pub use frame::{
-    ContentHeader, EncodeProperties, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT,
-    FRAME_METHOD, FRAME_MIN_SIZE, FRAME_OVERHEAD, Frame, PROTOCOL_HEADER, ProtocolHeader,
-    RawProperties, decode_frame, decode_protocol_header, encode_content, encode_deliver,
-    encode_frame, encode_heartbeat, encode_method,
+    BodyPayload, ContentHeader, EncodeProperties, FRAME_BODY, FRAME_END, FRAME_HEADER,
+    FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, FRAME_OVERHEAD, Frame, PROTOCOL_HEADER,
+    ProtocolHeader, RawProperties, decode_frame, decode_frame_with, decode_protocol_header,
+    encode_content, encode_deliver, encode_frame, encode_heartbeat, encode_method,
 };
 pub use method::*;
 pub use properties::BasicProperties;

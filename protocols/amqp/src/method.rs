@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::CodecError;
 use crate::table::{FieldTable, ShortStr};
-use crate::wire::{ArgReader, ArgWriter, get_u16};
+use crate::wire::{ArgReader, ArgWriter, SliceReader, get_u16};
 
 /// Class ids (XML reference §1.3, "Class and Method ID Summaries").
 pub mod class {
@@ -850,6 +850,38 @@ impl Method {
         self.write_args(&mut ArgWriter::new(out));
     }
 
+    /// The methods a busy connection receives most (basic.publish, basic.ack), read where they lie without
+    /// touching the buffer's reference count. `None` for any other method and for anything unusual in these
+    /// (truncated, not UTF-8, trailing bytes): [`Method::decode`] then reads it and reports what is wrong.
+    pub(crate) fn decode_in_place(payload: &[u8]) -> Option<Self> {
+        let mut r = SliceReader::new(payload);
+        let ids = (r.u16().ok()?, r.u16().ok()?);
+        let method = match ids {
+            (60, 40) => {
+                r.u16().ok()?; // reserved ticket
+                let exchange = r.shortstr().ok()?;
+                let routing_key = r.shortstr().ok()?;
+                let bits = r.u8().ok()?;
+                Self::BasicPublish(BasicPublish {
+                    exchange,
+                    routing_key,
+                    mandatory: bits & 1 != 0,
+                    immediate: bits & 2 != 0,
+                })
+            }
+            (60, 80) => {
+                let delivery_tag = r.u64().ok()?;
+                let bits = r.u8().ok()?;
+                Self::BasicAck(BasicAck {
+                    delivery_tag,
+                    multiple: bits & 1 != 0,
+                })
+            }
+            _ => return None,
+        };
+        (r.left() == 0).then_some(method)
+    }
+
     /// Reads a whole method frame payload (spec §4.2.4). An unknown class/method pair is
     /// [`CodecError::UnknownMethod`]; truncated arguments or bytes left over after them are
     /// [`CodecError::Malformed`].
@@ -865,5 +897,55 @@ impl Method {
             )));
         }
         Ok(method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn payload(class_id: u16, method_id: u16, args: &[u8]) -> Vec<u8> {
+        let mut p = Vec::with_capacity(4 + args.len());
+        p.extend_from_slice(&class_id.to_be_bytes());
+        p.extend_from_slice(&method_id.to_be_bytes());
+        p.extend_from_slice(args);
+        p
+    }
+
+    #[test]
+    fn publish_and_ack_are_read_in_place_as_the_general_decoder_reads_them() {
+        for method in [
+            Method::BasicPublish(BasicPublish {
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+                mandatory: true,
+                immediate: false,
+            }),
+            Method::BasicAck(BasicAck {
+                delivery_tag: 7,
+                multiple: true,
+            }),
+        ] {
+            let mut out = BytesMut::new();
+            method.encode(&mut out);
+            assert_eq!(Method::decode_in_place(&out), Some(method));
+        }
+    }
+
+    proptest! {
+        /// Whatever the arguments, the in-place reader agrees with the general decoder or leaves the frame
+        /// to it (which then reports what is wrong).
+        #[test]
+        fn the_in_place_reader_never_disagrees(
+            method_id in prop_oneof![Just(40u16), Just(80u16), Just(90u16)],
+            args in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let p = payload(60, method_id, &args);
+            if let Some(fast) = Method::decode_in_place(&p) {
+                let general = Method::decode(&mut Bytes::from(p));
+                prop_assert_eq!(general, Ok(fast));
+            }
+        }
     }
 }

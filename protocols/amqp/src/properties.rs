@@ -5,11 +5,11 @@
 //! (spec §4.2.6.1); basic has 14 properties, so any flag beyond them is [`CodecError::Malformed`]. This
 //! module knows the property list and its encoding, not the frame around it.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::CodecError;
 use crate::table::{FieldTable, ShortStr, decode_field_table, encode_field_table};
-use crate::wire::{get_shortstr, get_u8, get_u16, get_u64, put_shortstr};
+use crate::wire::{SliceReader, put_shortstr};
 
 const CONTENT_TYPE: u16 = 1 << 15;
 const CONTENT_ENCODING: u16 = 1 << 14;
@@ -124,10 +124,21 @@ impl BasicProperties {
     /// `buf` past them (spec §4.2.6.1). Flags for properties basic does not define, truncation and bad
     /// field values are [`CodecError::Malformed`].
     pub fn decode(buf: &mut Bytes) -> Result<Self, CodecError> {
-        let flags = get_u16(buf)?;
+        let mut properties = Self::default();
+        let used = properties.read_from(buf)?;
+        buf.advance(used);
+        Ok(properties)
+    }
+
+    /// Decodes the properties at the front of `raw` into `self` (whose properties must all be absent), in
+    /// place: the struct is large and is not moved. Returns how many bytes were read; the headers table keeps
+    /// zero-copy slices of `raw`.
+    pub(crate) fn read_from(&mut self, raw: &Bytes) -> Result<usize, CodecError> {
+        let mut r = SliceReader::new(raw);
+        let flags = r.u16()?;
         let mut more = flags & CONTINUATION != 0;
         while more {
-            let word = get_u16(buf)?;
+            let word = r.u16()?;
             if word & !CONTINUATION != 0 {
                 return Err(CodecError::malformed(
                     "unknown basic property flag in continuation word",
@@ -139,44 +150,38 @@ impl BasicProperties {
             return Err(CodecError::malformed("unknown basic property flag 0x0002"));
         }
         let has = |bit: u16| flags & bit != 0;
-        let s = |buf: &mut Bytes, bit: u16| -> Result<Option<ShortStr>, CodecError> {
+        let s = |r: &mut SliceReader, bit: u16| -> Result<Option<ShortStr>, CodecError> {
             if has(bit) {
-                get_shortstr(buf).map(Some)
+                r.shortstr().map(Some)
             } else {
                 Ok(None)
             }
         };
-        let o = |buf: &mut Bytes, bit: u16| -> Result<Option<u8>, CodecError> {
-            if has(bit) {
-                get_u8(buf).map(Some)
-            } else {
-                Ok(None)
-            }
+        let o = |r: &mut SliceReader, bit: u16| -> Result<Option<u8>, CodecError> {
+            if has(bit) { r.u8().map(Some) } else { Ok(None) }
         };
-        Ok(Self {
-            content_type: s(buf, CONTENT_TYPE)?,
-            content_encoding: s(buf, CONTENT_ENCODING)?,
-            headers: if has(HEADERS) {
-                Some(decode_field_table(buf)?)
-            } else {
-                None
-            },
-            delivery_mode: o(buf, DELIVERY_MODE)?,
-            priority: o(buf, PRIORITY)?,
-            correlation_id: s(buf, CORRELATION_ID)?,
-            reply_to: s(buf, REPLY_TO)?,
-            expiration: s(buf, EXPIRATION)?,
-            message_id: s(buf, MESSAGE_ID)?,
-            timestamp: if has(TIMESTAMP) {
-                Some(get_u64(buf)?)
-            } else {
-                None
-            },
-            kind: s(buf, KIND)?,
-            user_id: s(buf, USER_ID)?,
-            app_id: s(buf, APP_ID)?,
-            cluster_id: s(buf, CLUSTER_ID)?,
-        })
+        self.content_type = s(&mut r, CONTENT_TYPE)?;
+        self.content_encoding = s(&mut r, CONTENT_ENCODING)?;
+        if has(HEADERS) {
+            let mut rest = raw.slice(r.pos()..);
+            let before = rest.len();
+            self.headers = Some(decode_field_table(&mut rest)?);
+            r.skip(before - rest.len(), "field table")?;
+        }
+        self.delivery_mode = o(&mut r, DELIVERY_MODE)?;
+        self.priority = o(&mut r, PRIORITY)?;
+        self.correlation_id = s(&mut r, CORRELATION_ID)?;
+        self.reply_to = s(&mut r, REPLY_TO)?;
+        self.expiration = s(&mut r, EXPIRATION)?;
+        self.message_id = s(&mut r, MESSAGE_ID)?;
+        if has(TIMESTAMP) {
+            self.timestamp = Some(r.u64()?);
+        }
+        self.kind = s(&mut r, KIND)?;
+        self.user_id = s(&mut r, USER_ID)?;
+        self.app_id = s(&mut r, APP_ID)?;
+        self.cluster_id = s(&mut r, CLUSTER_ID)?;
+        Ok(r.pos())
     }
 }
 

@@ -13,13 +13,75 @@ use crate::CodecError;
 pub(crate) const SHORTSTR_MAX: usize = u8::MAX as usize;
 
 fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), CodecError> {
-    if buf.remaining() < n {
+    need_in(buf.remaining(), n, what)
+}
+
+fn need_in(left: usize, n: usize, what: &str) -> Result<(), CodecError> {
+    if left < n {
         return Err(CodecError::Malformed(format!(
-            "truncated {what}: need {n} bytes, {} left",
-            buf.remaining()
+            "truncated {what}: need {n} bytes, {left} left"
         )));
     }
     Ok(())
+}
+
+/// The same reads from a borrowed slice, for decoding a frame where it lies in the read buffer: the hot frames
+/// (basic.publish, content headers) then cost no reference counting on the shared buffer. Errors read as the
+/// `Bytes` readers' do.
+pub(crate) struct SliceReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SliceReader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Moves past `n` bytes read by other means.
+    pub(crate) fn skip(&mut self, n: usize, what: &str) -> Result<(), CodecError> {
+        self.take(n, what).map(|_| ())
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CodecError> {
+        need_in(self.left(), n, what)?;
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1, "octet")?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, CodecError> {
+        let b = self.take(2, "short")?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, CodecError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, "longlong")?);
+        Ok(u64::from_be_bytes(b))
+    }
+
+    /// shortstr (spec §4.2.5.3), as [`get_shortstr`].
+    pub(crate) fn shortstr(&mut self) -> Result<String, CodecError> {
+        let len = usize::from(self.u8()?);
+        let bytes = self.take(len, "shortstr")?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| CodecError::malformed("shortstr is not valid UTF-8"))
+    }
 }
 
 pub(crate) fn get_u8(buf: &mut Bytes) -> Result<u8, CodecError> {

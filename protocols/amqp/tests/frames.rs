@@ -396,3 +396,23 @@ fn a_non_amqp_client_is_a_mismatch_before_8_bytes_arrive() {
         Some(ProtocolHeader::Mismatch)
     );
 }
+
+#[test]
+fn a_copied_body_has_an_allocation_of_its_own_and_a_split_one_shares_the_buffer() {
+    let mut wire = BytesMut::new();
+    encode_frame(&Frame::Body(3, Bytes::from_static(b"body")), &mut wire);
+    encode_frame(&Frame::Body(3, Bytes::from_static(b"next")), &mut wire);
+    let copied = decode_frame_with(&mut wire, FRAME_MIN_SIZE, BodyPayload::Copied);
+    let Ok(Some(Frame::Body(3, copied))) = copied else {
+        panic!("a body frame: {copied:?}");
+    };
+    assert_eq!(&copied[..], b"body");
+    assert!(copied.is_unique(), "not a slice of the read buffer");
+    let split = decode_frame_with(&mut wire, FRAME_MIN_SIZE, BodyPayload::Split);
+    let Ok(Some(Frame::Body(3, split))) = split else {
+        panic!("a body frame: {split:?}");
+    };
+    assert_eq!(&split[..], b"next");
+    assert!(!split.is_unique(), "a slice of the read buffer");
+    assert!(wire.is_empty());
+}

@@ -42,16 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 );
                 Ok(())
             }
-            Method::BasicPublish(m) => {
-                if m.immediate {
-                    return Err(AmqpError::connection(
-                        code::NOT_IMPLEMENTED,
-                        "immediate=true",
-                    ));
-                }
-                self.channel(ch)?.assembly = Some(Assembly::new(m));
-                Ok(())
-            }
+            Method::BasicPublish(m) => self.start_publish(ch, m),
             Method::BasicGet(m) => self.get(ch, &m.queue, m.no_ack).await,
             Method::BasicAck(m) => self.settle(ch, m.delivery_tag, m.multiple, Settle::Ack),
             Method::BasicReject(m) => {

@@ -13,12 +13,14 @@ mod exchange;
 mod publish;
 mod queue;
 
+pub(crate) use self::publish::PublishStep;
+
 use self::consume::{requeue_or_reject, settle_grouped};
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_amqp_codec::{self as codec, ContentHeader, Method};
+use ferrymq_amqp_codec::{self as codec, BasicPublish, ContentHeader, Method};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::channel::{
@@ -29,9 +31,9 @@ use super::convert::{self, Outgoing};
 use super::error::{AmqpError, code};
 use crate::core::message::Message;
 use crate::core::{
-    AutoDelete, BindOp, BindingSpec, ChargeKind, ConsumerSpec, DestinationKind, Durability,
-    ExchangeSpec, MESSAGE_OVERHEAD, Outcome, Ownership, Publisher, QueueHandle, QueueOptions,
-    Receipt, Session, Settle, Settling,
+    AutoDelete, BindOp, BindingSpec, ChargeKind, Confirmation, ConsumerSpec, DestinationKind,
+    Durability, ExchangeSpec, MESSAGE_OVERHEAD, Outcome, Ownership, Publisher, QueueHandle,
+    QueueOptions, Receipt, Session, Settle, Settling,
 };
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
@@ -41,18 +43,13 @@ const BASIC_CLASS: u16 = 60;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn session(&self) -> Result<Session, AmqpError> {
-        self.session
-            .clone()
-            .ok_or_else(|| AmqpError::connection(code::COMMAND_INVALID, "connection not open"))
+        self.session.clone().ok_or_else(not_open)
     }
 
     fn channel(&mut self, ch: u16) -> Result<&mut Channel, AmqpError> {
-        self.channels.get_mut(&ch).ok_or_else(|| {
-            AmqpError::connection(
-                code::CHANNEL_ERROR,
-                format!("expected 'channel.open' on channel {ch}"),
-            )
-        })
+        self.channels
+            .get_mut(&ch)
+            .ok_or_else(|| channel_not_open(ch))
     }
 
     fn reply(&mut self, ch: u16, no_wait: bool, method: Method) {
@@ -101,19 +98,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if let Method::ChannelOpen = method {
             return self.open_channel(ch);
         }
-        let channel = self.channel(ch)?;
-        if channel.state == ChannelState::Closing {
-            self.on_closing_channel(ch, &method);
+        if !self.admit(ch, &method)? {
             return Ok(());
-        }
-        if channel.assembly.is_some() {
-            return Err(AmqpError::connection(
-                code::UNEXPECTED_FRAME,
-                format!(
-                    "expected content header for class 60, got non content header frame instead ({})",
-                    method_name(&method)
-                ),
-            ));
         }
         match method {
             Method::ChannelClose(_) => {
@@ -141,6 +127,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             | Method::TxRollback) => self.confirm_tx_method(ch, m).await,
             m => self.basic_method(ch, m).await,
         }
+    }
+
+    /// The checks every method on an open channel goes through: the channel exists (else 504), is not in the
+    /// middle of content (505), and is not waiting for the client's close-ok (then the method is handled as
+    /// the close rule says and `false` comes back).
+    fn admit(&mut self, ch: u16, method: &Method) -> Result<bool, AmqpError> {
+        let channel = self.channel(ch)?;
+        if channel.state == ChannelState::Closing {
+            self.on_closing_channel(ch, method);
+            return Ok(false);
+        }
+        if channel.assembly.is_some() {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                format!(
+                    "expected content header for class 60, got non content header frame instead ({})",
+                    method_name(method)
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     fn open_channel(&mut self, ch: u16) -> Result<(), AmqpError> {
@@ -240,6 +247,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     // ---- content ----
 
     // ---- consuming ----
+}
+
+fn not_open() -> AmqpError {
+    AmqpError::connection(code::COMMAND_INVALID, "connection not open")
+}
+
+fn channel_not_open(ch: u16) -> AmqpError {
+    AmqpError::connection(
+        code::CHANNEL_ERROR,
+        format!("expected 'channel.open' on channel {ch}"),
+    )
 }
 
 fn not_transactional() -> AmqpError {

@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
     Annotations, Death, DeathReason, DeathSite, Expiry, Headers, Message, Native, Properties,
-    Protocol, Value,
+    Protocol, TextProperties, Value,
 };
 
 /// The metadata format this build writes and the newest it reads.
@@ -101,15 +101,16 @@ const P_APP_ID: u16 = 1 << 11;
 const P_CLUSTER_ID: u16 = 1 << 12;
 
 fn put_properties(out: &mut BytesMut, p: &Properties) {
+    let t = p.text();
     let strings = [
-        (P_MESSAGE_ID, &p.message_id),
-        (P_REPLY_TO, &p.reply_to),
-        (P_CONTENT_TYPE, &p.content_type),
-        (P_CONTENT_ENCODING, &p.content_encoding),
-        (P_USER_ID, &p.user_id),
-        (P_KIND, &p.kind),
-        (P_APP_ID, &p.app_id),
-        (P_CLUSTER_ID, &p.cluster_id),
+        (P_MESSAGE_ID, &t.message_id),
+        (P_REPLY_TO, &t.reply_to),
+        (P_CONTENT_TYPE, &t.content_type),
+        (P_CONTENT_ENCODING, &t.content_encoding),
+        (P_USER_ID, &t.user_id),
+        (P_KIND, &t.kind),
+        (P_APP_ID, &t.app_id),
+        (P_CLUSTER_ID, &t.cluster_id),
     ];
     let mut flags = 0;
     let mut set = |present: bool, bit: u16| flags |= if present { bit } else { 0 };
@@ -117,7 +118,7 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
     set(p.priority.is_some(), P_PRIORITY);
     set(p.expiry.is_some(), P_EXPIRY);
     set(p.timestamp_ms.is_some(), P_TIMESTAMP);
-    set(p.correlation_id.is_some(), P_CORRELATION_ID);
+    set(t.correlation_id.is_some(), P_CORRELATION_ID);
     for (bit, s) in &strings {
         set(s.is_some(), *bit);
     }
@@ -132,7 +133,7 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
     if let Some(t) = p.timestamp_ms {
         out.put_u64_le(t);
     }
-    if let Some(c) = &p.correlation_id {
+    if let Some(c) = &t.correlation_id {
         put_bytes(out, c);
     }
     for (_, s) in strings {
@@ -375,23 +376,25 @@ impl<'a> Reader<'a> {
         if has(P_TIMESTAMP) {
             p.timestamp_ms = Some(self.u64()?);
         }
+        let mut t = TextProperties::default();
         if has(P_CORRELATION_ID) {
-            p.correlation_id = Some(Bytes::copy_from_slice(self.bytes()?));
+            t.correlation_id = Some(Bytes::copy_from_slice(self.bytes()?));
         }
         for (bit, slot) in [
-            (P_MESSAGE_ID, &mut p.message_id),
-            (P_REPLY_TO, &mut p.reply_to),
-            (P_CONTENT_TYPE, &mut p.content_type),
-            (P_CONTENT_ENCODING, &mut p.content_encoding),
-            (P_USER_ID, &mut p.user_id),
-            (P_KIND, &mut p.kind),
-            (P_APP_ID, &mut p.app_id),
-            (P_CLUSTER_ID, &mut p.cluster_id),
+            (P_MESSAGE_ID, &mut t.message_id),
+            (P_REPLY_TO, &mut t.reply_to),
+            (P_CONTENT_TYPE, &mut t.content_type),
+            (P_CONTENT_ENCODING, &mut t.content_encoding),
+            (P_USER_ID, &mut t.user_id),
+            (P_KIND, &mut t.kind),
+            (P_APP_ID, &mut t.app_id),
+            (P_CLUSTER_ID, &mut t.cluster_id),
         ] {
             if has(bit) {
                 *slot = Some(self.string()?);
             }
         }
+        p.set_text(t);
         Ok(p)
     }
 
@@ -440,8 +443,8 @@ impl<'a> Reader<'a> {
         }
         Ok(Annotations {
             deaths,
-            first_death: self.site()?,
-            last_death: self.site()?,
+            first_death: self.site()?.map(Box::new),
+            last_death: self.site()?.map(Box::new),
             delivery_count,
             origin,
             retain,
@@ -519,27 +522,31 @@ mod tests {
                 Value::Binary(Bytes::from_static(b"\0\xff")),
             ]),
         );
+        let mut properties = Properties {
+            durable: true,
+            priority: Some(4),
+            expiry: Some(Expiry {
+                at_ms: 123_456,
+                ttl_ms: 1000,
+            }),
+            timestamp_ms: Some(99_000),
+            ..Properties::default()
+        };
+        properties.set_text(TextProperties {
+            message_id: Some("m".into()),
+            correlation_id: Some(Bytes::from(vec![0u8; 70_000])),
+            reply_to: Some("r".into()),
+            content_type: Some("text/plain".into()),
+            content_encoding: None,
+            user_id: Some("guest".into()),
+            kind: None,
+            app_id: Some("a".into()),
+            cluster_id: None,
+        });
         Message {
             exchange: "ex".into(),
             routing_key: "rk".into(),
-            properties: Properties {
-                durable: true,
-                priority: Some(4),
-                expiry: Some(Expiry {
-                    at_ms: 123_456,
-                    ttl_ms: 1000,
-                }),
-                timestamp_ms: Some(99_000),
-                message_id: Some("m".into()),
-                correlation_id: Some(Bytes::from(vec![0u8; 70_000])),
-                reply_to: Some("r".into()),
-                content_type: Some("text/plain".into()),
-                content_encoding: None,
-                user_id: Some("guest".into()),
-                kind: None,
-                app_id: Some("a".into()),
-                cluster_id: None,
-            },
+            properties,
             headers,
             annotations: Annotations {
                 deaths: vec![Death {
@@ -551,11 +558,11 @@ mod tests {
                     time: 17,
                     original_expiration_ms: Some(5),
                 }],
-                first_death: Some(DeathSite {
+                first_death: Some(Box::new(DeathSite {
                     queue: "q".into(),
                     reason: DeathReason::Expired,
                     exchange: "ex".into(),
-                }),
+                })),
                 last_death: None,
                 delivery_count: 3,
                 origin: Protocol::Mqtt,

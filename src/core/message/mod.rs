@@ -81,8 +81,10 @@ impl Expiry {
     }
 }
 
-/// The neutral properties: what the core reads, and what every front end can say in its own terms.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The neutral properties: what the core reads, and what every front end can say in its own terms. The
+/// identifying and descriptive ones ([`TextProperties`]) are boxed apart, and only when one is set: most
+/// messages carry none of them, and a message is moved and held by the million (see [`Message`]).
+#[derive(Debug, Clone, Default)]
 pub struct Properties {
     /// Journaled when it reaches a durable queue (AMQP delivery-mode 2, MQTT QoS > 0 to a persistent session).
     pub durable: bool,
@@ -90,6 +92,14 @@ pub struct Properties {
     pub expiry: Option<Expiry>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: Option<u64>,
+    /// The text properties, boxed once one is set: read them with [`Properties::text`], set them with
+    /// [`Properties::set_text`] or [`Properties::text_mut`].
+    pub text: Option<Box<TextProperties>>,
+}
+
+/// The identifying and descriptive properties (see [`Properties`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TextProperties {
     pub message_id: Option<String>,
     /// Binary in MQTT 5 (correlation data) and AMQP 1.0; text in AMQP 0-9-1 and STOMP.
     pub correlation_id: Option<Bytes>,
@@ -103,6 +113,54 @@ pub struct Properties {
     pub app_id: Option<String>,
     /// AMQP 0-9-1 `cluster-id`: reserved by the spec, still carried.
     pub cluster_id: Option<String>,
+}
+
+impl TextProperties {
+    /// Every text property absent.
+    pub const NONE: TextProperties = TextProperties {
+        message_id: None,
+        correlation_id: None,
+        reply_to: None,
+        content_type: None,
+        content_encoding: None,
+        user_id: None,
+        kind: None,
+        app_id: None,
+        cluster_id: None,
+    };
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::NONE
+    }
+}
+
+static NO_TEXT: TextProperties = TextProperties::NONE;
+
+impl Properties {
+    /// The text properties (all absent when none is set).
+    pub fn text(&self) -> &TextProperties {
+        self.text.as_deref().unwrap_or(&NO_TEXT)
+    }
+
+    /// The text properties, to be changed (boxed on first use).
+    pub fn text_mut(&mut self) -> &mut TextProperties {
+        self.text.get_or_insert_with(Box::default)
+    }
+
+    /// Sets every text property at once (nothing is boxed when none is set).
+    pub fn set_text(&mut self, text: TextProperties) {
+        self.text = (!text.is_empty()).then(|| Box::new(text));
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Self) -> bool {
+        self.durable == other.durable
+            && self.priority == other.priority
+            && self.expiry == other.expiry
+            && self.timestamp_ms == other.timestamp_ms
+            && self.text() == other.text()
+    }
 }
 
 /// Why a message was dead-lettered (RabbitMQ's reasons).
@@ -163,8 +221,9 @@ pub struct DeathSite {
 pub struct Annotations {
     /// One entry per (queue, reason), most recent first.
     pub deaths: Vec<Death>,
-    pub first_death: Option<DeathSite>,
-    pub last_death: Option<DeathSite>,
+    /// Boxed, like the history: most messages never die.
+    pub first_death: Option<Box<DeathSite>>,
+    pub last_death: Option<Box<DeathSite>>,
     /// Times the message was delivered and given back (MQTT/SQS receive counts).
     pub delivery_count: u32,
     pub origin: Protocol,

@@ -47,11 +47,10 @@ pub type ConsumerSink = mpsc::UnboundedSender<SinkEvent>;
 /// What a queue tells a consumer's connection.
 #[derive(Debug)]
 pub enum SinkEvent {
-    Deliver(Delivery),
+    /// Messages for one consumer, in queue order: what one delivery pass handed it.
+    Deliver(Deliveries),
     /// The queue cancelled the consumer (queue deleted): RabbitMQ's consumer_cancel_notify.
-    Cancelled {
-        consumer: ConsumerKey,
-    },
+    Cancelled { consumer: ConsumerKey },
 }
 
 /// One message handed to a consumer or returned by `get`.
@@ -65,6 +64,23 @@ pub struct Delivery {
     pub redelivered: bool,
     /// Messages still ready in the queue after this one (for basic.get-ok).
     pub remaining: u32,
+}
+
+/// Messages a queue hands one consumer at once (see [`SinkEvent::Deliver`]).
+#[derive(Debug)]
+pub struct Deliveries {
+    pub consumer: ConsumerKey,
+    pub queue: QueueHandle,
+    pub items: Vec<Delivered>,
+}
+
+/// One message of [`Deliveries`].
+#[derive(Debug)]
+pub struct Delivered {
+    /// Queue-local id used to settle the delivery.
+    pub tag: u64,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
 }
 
 /// Per-channel prefetch shared by all consumers of one channel (AMQP basic.qos with global=true).
@@ -132,12 +148,18 @@ pub enum Enqueued {
     Rejected(Option<SyncPoint>),
 }
 
+/// One routed message for a queue; a publisher hands them over in batches ([`Command::Publish`]).
+#[derive(Debug)]
+pub(crate) struct Enqueue {
+    pub message: Arc<Message>,
+    pub store_id: Option<MsgId>,
+    /// Where to say whether the queue took it (asked only of queues that may refuse).
+    pub reply: Option<oneshot::Sender<Enqueued>>,
+}
+
 pub(crate) enum Command {
-    Publish {
-        message: Arc<Message>,
-        store_id: Option<MsgId>,
-        reply: Option<oneshot::Sender<Enqueued>>,
-    },
+    /// Messages in publish order: one command for what one publisher routed here since its last flush.
+    Publish(Vec<Enqueue>),
     Consume {
         spec: ConsumerSpec,
         reply: oneshot::Sender<Result<(), CoreError>>,
@@ -279,6 +301,11 @@ impl QueueHandle {
         Some(handle)
     }
 
+    /// Identifies this queue instance while it is alive (the address of its shared part).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
@@ -305,44 +332,19 @@ impl QueueHandle {
         rx.await.map_err(|_| self.gone())
     }
 
-    /// Enqueue a routed message. With `want_outcome`, the returned receiver says whether the queue took it.
-    pub(crate) async fn publish(
-        &self,
-        message: Arc<Message>,
-        store_id: Option<MsgId>,
-        want_outcome: bool,
-    ) -> Option<oneshot::Receiver<Enqueued>> {
-        let (reply, rx) = if want_outcome {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        // A queue deleted under a publisher simply drops the message, as in RabbitMQ.
-        let _ = self
-            .tx
-            .send(Command::Publish {
-                message,
-                store_id,
-                reply,
-            })
-            .await;
-        rx
+    /// Enqueue routed messages, in order (waits while the queue's command channel is full: back-pressure).
+    pub(crate) async fn publish(&self, batch: Vec<Enqueue>) {
+        // A queue deleted under a publisher simply drops the messages, as in RabbitMQ.
+        let _ = self.tx.send(Command::Publish(batch)).await;
     }
 
     /// Enqueue without waiting (dead-lettering from another queue's actor must never block on a full channel).
     pub(crate) fn publish_detached(&self, message: Arc<Message>, store_id: Option<MsgId>) {
-        let cmd = Command::Publish {
+        self.try_or_spawn(Command::Publish(vec![Enqueue {
             message,
             store_id,
             reply: None,
-        };
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(cmd).await;
-            });
-        }
+        }]));
     }
 
     /// Register a consumer.

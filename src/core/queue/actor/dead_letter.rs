@@ -86,8 +86,8 @@ pub(super) fn dead_lettered(
         reason,
         exchange: original.exchange.clone(),
     };
-    a.first_death.get_or_insert_with(|| site.clone());
-    a.last_death = Some(site);
+    a.first_death.get_or_insert_with(|| Box::new(site.clone()));
+    a.last_death = Some(Box::new(site));
     message.exchange = dlx.to_string();
     message.routing_key = routing_key;
     message

@@ -37,6 +37,7 @@ mod timers;
 use self::paging::load;
 use self::timers::sleep_until;
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,7 +86,7 @@ pub(super) fn spawn(
         me,
         vhost,
         store,
-        memory,
+        memory: Held::new(memory),
         levels: new_levels(levels),
         tags: Tags::new(levels),
         ready_count: 0,
@@ -170,11 +171,46 @@ enum Event {
     Timer,
 }
 
+/// The actor's share of the memory gauge: what it adds and takes away is summed here and reported once per
+/// turn of its loop, so a batch of messages costs the shared gauge one update instead of two per message.
+pub(super) struct Held {
+    gauge: Arc<MemoryGauge>,
+    delta: Cell<i64>,
+}
+
+impl Held {
+    fn new(gauge: Arc<MemoryGauge>) -> Self {
+        Self {
+            gauge,
+            delta: Cell::new(0),
+        }
+    }
+
+    pub(super) fn add(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.delta.set(self.delta.get().saturating_add(bytes));
+    }
+
+    pub(super) fn sub(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.delta.set(self.delta.get().saturating_sub(bytes));
+    }
+
+    /// Tells the gauge what changed since the last report.
+    fn report(&self) {
+        match self.delta.replace(0) {
+            d if d > 0 => self.gauge.add(d.unsigned_abs()),
+            d if d < 0 => self.gauge.sub(d.unsigned_abs()),
+            _ => {}
+        }
+    }
+}
+
 struct Actor {
     me: QueueHandle,
     vhost: Weak<dyn QueueHost>,
     store: Arc<dyn Store>,
-    memory: Arc<MemoryGauge>,
+    memory: Held,
     levels: Vec<Level>,
     tags: Tags,
     ready_count: usize,
@@ -236,7 +272,9 @@ impl Actor {
                 self.serve_gets();
                 self.deliver();
             }
+            self.memory.report();
         }
+        self.memory.report();
         self.me.mark_deleted();
         debug!(queue = %self.me.name, vhost = %self.me.vhost, "queue actor stopped");
     }
@@ -245,14 +283,12 @@ impl Actor {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Publish {
-                message,
-                store_id,
-                reply,
-            } => {
-                let outcome = self.enqueue(message, store_id);
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
+            Command::Publish(batch) => {
+                for e in batch {
+                    let outcome = self.enqueue(e.message, e.store_id);
+                    if let Some(reply) = e.reply {
+                        let _ = reply.send(outcome);
+                    }
                 }
             }
             Command::Consume { spec, reply } => {
@@ -290,6 +326,7 @@ impl Actor {
             Command::Wake => {}
             Command::Stats { reply } => {
                 self.last_used = Instant::now();
+                self.memory.report(); // the gauge, too, is current when the counts are
                 let _ = reply.send(self.stats());
             }
             Command::Purge { reply } => {

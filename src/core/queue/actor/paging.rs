@@ -115,7 +115,7 @@ impl Actor {
 /// Reads a paged entry's body back from the store (counting it in the memory gauge); true if it is loaded.
 pub(super) fn load(
     store: &dyn Store,
-    memory: &MemoryGauge,
+    memory: &Held,
     queue: &QueueHandle,
     entry: &mut Entry,
 ) -> bool {
