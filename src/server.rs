@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::amqp::{self, AmqpContext};
 use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
-use crate::core::{Broker, BrokerOptions, CoreError, PermissionSpec, UserSpec};
+use crate::core::{Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, UserSpec};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{
@@ -313,6 +313,16 @@ fn broker_options(config: &Config) -> BrokerOptions {
             .collect(),
         memory_limit: config.memory.high_water,
         connection_memory_limit: config.memory.max_per_connection,
+        limits: CoreLimits {
+            queues_per_vhost: Some(config.limits.max_queues_per_vhost).filter(|n| *n > 0),
+            vhost_queues: config
+                .limits
+                .vhosts
+                .iter()
+                .map(|v| (v.name.clone(), config.limits.vhost_queues(&v.name)))
+                .collect(),
+            consumers_per_queue: config.limits.queue_consumers(),
+        },
         ..BrokerOptions::default()
     }
 }

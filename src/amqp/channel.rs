@@ -17,6 +17,7 @@ use crate::core::message::Message;
 use crate::core::{ChannelLimit, ConsumerKey, QueueHandle, Settle};
 use crate::core::{Charge, MESSAGE_OVERHEAD, OverLimit};
 use crate::core::{Outcome, Publisher, Settling, SyncView};
+use crate::transport::TenantChannel;
 
 /// Whether the channel is usable or waiting for the client's close-ok after a channel error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +205,8 @@ pub struct Channel {
     base_tag: u64,
     /// The unfinished message and the transaction's work, on the connection's ledger.
     held: Charge,
+    /// The channel's place in its user's channel limit (given back when the channel goes).
+    pub tenant: Option<TenantChannel>,
 }
 
 impl Channel {
@@ -224,6 +227,7 @@ impl Channel {
             unacked: VecDeque::new(),
             base_tag: 1,
             held,
+            tenant: None,
         }
     }
 

@@ -105,9 +105,9 @@ pub(super) struct Connection<S> {
     /// Write-window credit (deliveries, body bytes) to hand back to queues once the current batch reaches
     /// the socket.
     written: Vec<(QueueHandle, ConsumerKey, u32, u64)>,
-    user: String,
+    pub(super) user: String,
     /// This connection's place in the AMQP connection budget (handshake, then open).
-    admission: Admission,
+    pub(super) admission: Admission,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {

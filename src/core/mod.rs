@@ -68,6 +68,29 @@ pub struct BrokerOptions {
     pub memory_limit: u64,
     /// Bytes of unfinished and uncommitted messages one connection may hold (0 = no cap).
     pub connection_memory_limit: u64,
+    /// Limits on how many queues a vhost and consumers a queue may have.
+    pub limits: CoreLimits,
+}
+
+/// Limits the core enforces (RabbitMQ's vhost `max-queues`; consumers per queue). `None`: unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreLimits {
+    /// Queues per vhost, unless `vhost_queues` names the vhost.
+    pub queues_per_vhost: Option<usize>,
+    /// Queues for single vhosts.
+    pub vhost_queues: Vec<(String, Option<usize>)>,
+    /// Consumers one queue may have at once.
+    pub consumers_per_queue: Option<usize>,
+}
+
+impl CoreLimits {
+    /// How many queues `vhost` may hold.
+    fn queues_in(&self, vhost: &str) -> Option<usize> {
+        self.vhost_queues
+            .iter()
+            .find(|(name, _)| name == vhost)
+            .map_or(self.queues_per_vhost, |(_, limit)| *limit)
+    }
 }
 
 /// A user defined in the configuration.
@@ -99,6 +122,7 @@ impl Default for BrokerOptions {
             permissions: Vec::new(),
             memory_limit: 0,
             connection_memory_limit: 0,
+            limits: CoreLimits::default(),
         }
     }
 }
@@ -111,6 +135,7 @@ struct Inner {
     ids: Arc<AtomicU64>,
     memory: Arc<MemoryGauge>,
     connection_memory_limit: u64,
+    limits: CoreLimits,
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
 }
@@ -134,6 +159,7 @@ impl Broker {
                 ids: Arc::new(AtomicU64::new(recovered.next_id.max(1))),
                 memory: Arc::new(MemoryGauge::new(options.memory_limit)),
                 connection_memory_limit: options.connection_memory_limit,
+                limits: options.limits.clone(),
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
             }),
@@ -189,6 +215,10 @@ impl Broker {
                     self.inner.store.clone(),
                     self.inner.ids.clone(),
                     self.inner.memory.clone(),
+                    vhost::Limits {
+                        queues: self.inner.limits.queues_in(name),
+                        consumers_per_queue: self.inner.limits.consumers_per_queue,
+                    },
                 )
             })
             .clone()

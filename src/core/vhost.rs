@@ -52,6 +52,15 @@ pub struct QueueSpec {
     pub arguments: Headers,
 }
 
+/// The limits of one vhost (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Queues it may hold (RabbitMQ's vhost `max-queues`).
+    pub(crate) queues: Option<usize>,
+    /// Consumers each of its queues may have.
+    pub(crate) consumers_per_queue: Option<usize>,
+}
+
 /// Whether a declare should journal its definition (live declares do; replay at recovery does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Journal {
@@ -71,6 +80,7 @@ pub struct VHost {
     /// Bumped by every change that can change where a message routes (exchanges, bindings, queues): routing
     /// results cached by a publisher stay valid while it is unchanged.
     topology: AtomicU64,
+    limits: Limits,
     me: Weak<VHost>,
 }
 
@@ -87,6 +97,7 @@ impl VHost {
         store: Arc<dyn Store>,
         ids: Arc<AtomicU64>,
         memory: Arc<MemoryGauge>,
+        limits: Limits,
     ) -> Arc<Self> {
         let exchanges = PREDECLARED
             .iter()
@@ -104,6 +115,7 @@ impl VHost {
             ids,
             memory,
             topology: AtomicU64::new(0),
+            limits,
             me: me.clone(),
         })
     }
@@ -394,7 +406,8 @@ impl VHost {
             self.check_equivalent_queue(&existing, &spec)?;
             return Ok((existing, false));
         }
-        let args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name)?;
+        let mut args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name)?;
+        args.max_consumers = self.limits.consumers_per_queue;
         let me = self
             .me
             .upgrade()
@@ -416,6 +429,15 @@ impl VHost {
                 })?;
             }
             queues.remove(&spec.name);
+        }
+        if let Some(limit) = self.limits.queues
+            && journal == Journal::Write
+            && queues.len() >= limit
+        {
+            return Err(CoreError::LimitExceeded(format!(
+                "cannot declare queue '{}': queue limit in vhost '{}' ({limit}) is reached",
+                spec.name, self.name
+            )));
         }
         if spec.durable && spec.exclusive_owner.is_none() {
             self.journal(journal, || Definition::Queue {

@@ -168,8 +168,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 format!("second 'channel.open' seen on channel {ch}"),
             ));
         }
+        // The user's channel limit ([limits]): RabbitMQ closes the connection with 530 when it is reached.
+        let tenant = self
+            .admission
+            .tenants()
+            .open_channel(&self.user)
+            .map_err(|refusal| AmqpError::connection(code::NOT_ALLOWED, refusal.to_string()))?;
         let held = self.memory.charge(ChargeKind::Content);
-        self.channels.insert(ch, Channel::new(held));
+        let mut channel = Channel::new(held);
+        channel.tenant = Some(tenant);
+        self.channels.insert(ch, channel);
         self.send_method(ch, &Method::ChannelOpenOk);
         Ok(())
     }

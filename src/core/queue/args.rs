@@ -29,6 +29,8 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<String>,
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
+    /// Consumers the queue may have at once (the broker's `[limits]`, not a declare argument).
+    pub max_consumers: Option<usize>,
 }
 
 impl QueueArgs {

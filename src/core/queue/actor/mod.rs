@@ -454,6 +454,14 @@ impl Actor {
                 self.me.name, self.me.vhost
             )));
         }
+        if let Some(limit) = self.me.args.max_consumers
+            && self.consumers.len() >= limit
+        {
+            return Err(CoreError::LimitExceeded(format!(
+                "cannot consume from queue '{}' in vhost '{}': consumer limit ({limit}) is reached",
+                self.me.name, self.me.vhost
+            )));
+        }
         self.last_used = Instant::now();
         self.had_consumers = true;
         self.consumers.push(Consumer {
