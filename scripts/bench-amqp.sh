@@ -7,9 +7,9 @@
 #   OUT=bench.jsonl scripts/bench-amqp.sh # also append the JSON lines to a file
 #
 # Scenarios, each against FerryMQ then RabbitMQ:
-#   a  transient, 16 B, 1 publisher / 1 consumer, as fast as possible       (target: FerryMQ >= 5x RabbitMQ)
-#   b  transient, 16 B, fixed 5000 msg/s: latency                          (target: p99 < 1 ms)
-#   c  persistent + publisher confirms + manual acks, 1 KiB                 (target: FerryMQ >= 4x RabbitMQ)
+#   a  transient, 16 B, 1 publisher / 1 consumer, as fast as possible       (target: >= 1M msg/s, >= 8x RabbitMQ)
+#   b  transient, 16 B, fixed 5000 msg/s: latency                          (target: p99 < 0.2 ms)
+#   c  persistent + publisher confirms + manual acks, 1 KiB                 (target: no slower than BASELINE)
 #   a through the relay (a plain TCP forwarder in front of each broker): the cost of moving the bytes alone.
 #
 # Environment: DURATION (s, default 10), FERRYMQ_PORT (5672), RABBITMQ_PORT (5673, as shared/peers/start.sh

@@ -1,5 +1,6 @@
-//! Raw-socket AMQP tests: what real clients never send. Each case must end in the right connection.close
-//! reply code (or the protocol header for a wrong header) and leave the broker serving other clients.
+//! Raw-socket AMQP tests: what real clients never send, or send only by chance (frames that arrive in one read).
+//! Each error case must end in the right connection.close reply code (or the protocol header for a wrong header)
+//! and leave the broker serving other clients.
 
 mod common;
 mod raw;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::TestBroker;
 use ferrymq_amqp_codec::{self as codec, Frame, Method};
-use raw::{Raw, WAIT, still_serving};
+use raw::{Raw, WAIT, publish, still_serving};
 use tokio::io::AsyncReadExt;
 
 #[tokio::test]
@@ -306,4 +307,74 @@ async fn a_method_only_servers_send_is_command_invalid() {
     raw.method(1, Method::BasicGetEmpty).await;
     assert_eq!(raw.close_code().await, 503);
     still_serving(&broker).await;
+}
+
+/// Publishes wait in their channel's outbox until the frames of a read are handled (`core::publish`); a
+/// method that arrives in the same read after them must still find them queued.
+#[tokio::test]
+async fn a_get_in_the_same_read_as_the_publishes_before_it_finds_them_queued() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.open_channel(1).await;
+    raw.open_channel(2).await;
+    raw.declare_queue(1, "pipelined").await;
+    let mut out = BytesMut::new();
+    for body in [&b"m0"[..], b"m1", b"m2"] {
+        out.extend_from_slice(&publish(1, "", "pipelined", body));
+    }
+    let get = codec::BasicGet {
+        queue: "pipelined".into(),
+        no_ack: true,
+    };
+    codec::encode_method(2, &Method::BasicGet(get), &mut out);
+    raw.send(&out).await;
+    let (ch, method) = raw.next_method().await;
+    let Method::BasicGetOk(ok) = method else {
+        panic!("expected basic.get-ok, got {method:?}");
+    };
+    assert_eq!(ch, 2);
+    assert_eq!(ok.message_count, 2, "the two others are queued behind it");
+    assert!(matches!(raw.frame().await, Some(Frame::Header(2, _))));
+    assert_eq!(
+        raw.frame().await,
+        Some(Frame::Body(2, Bytes::from_static(b"m0")))
+    );
+}
+
+/// A thousand publishes in one write cross many outbox flushes and delivery events (64 and 128 messages): the
+/// consumer gets every one, in publish order.
+#[tokio::test]
+async fn batched_publishes_and_deliveries_keep_publish_order() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::open(&broker).await;
+    raw.open_channel(1).await;
+    raw.declare_queue(1, "ordered").await;
+    let consume = codec::BasicConsume {
+        queue: "ordered".into(),
+        consumer_tag: "c".into(),
+        no_ack: true,
+        ..Default::default()
+    };
+    raw.method(1, Method::BasicConsume(consume)).await;
+    assert!(matches!(
+        raw.next_method().await,
+        (1, Method::BasicConsumeOk(_))
+    ));
+    let mut out = BytesMut::new();
+    for i in 0..1000u32 {
+        out.extend_from_slice(&publish(1, "", "ordered", &i.to_be_bytes()));
+    }
+    raw.send(&out).await;
+    for i in 0..1000u32 {
+        assert!(matches!(
+            raw.next_method().await,
+            (1, Method::BasicDeliver(_))
+        ));
+        assert!(matches!(raw.frame().await, Some(Frame::Header(1, _))));
+        assert_eq!(
+            raw.frame().await,
+            Some(Frame::Body(1, Bytes::copy_from_slice(&i.to_be_bytes()))),
+            "message {i} in publish order"
+        );
+    }
 }

@@ -23,6 +23,7 @@ use super::exchange::Exchange;
 use super::message::Message;
 use super::queue::{Enqueue, Enqueued, Overflow, QueueHandle};
 use super::session::Session;
+use super::vhost::VHost;
 use crate::store::{SyncPoint, SyncState, SyncStatus};
 
 /// What became of a publish.
@@ -201,7 +202,7 @@ struct RouteCache {
     exchange: Arc<Exchange>,
     routing_key: String,
     generation: u64,
-    targets: Arc<[QueueHandle]>,
+    targets: Vec<QueueHandle>,
 }
 
 /// Routed messages not yet handed to their queues: one batch per queue, in publish order.
@@ -284,8 +285,8 @@ impl Publisher {
         want_answers: bool,
     ) -> Result<Receipt, CoreError> {
         let mut message = message.into();
-        let exchange = self.check(&message)?;
-        let targets = self.route(&exchange, &message);
+        let exchange = check(&mut self.exchange, &self.session, &message)?;
+        let targets = route(&mut self.route, self.session.vhost(), exchange, &message);
         if targets.is_empty() {
             return Ok(Receipt::Unroutable(message));
         }
@@ -334,61 +335,86 @@ impl Publisher {
             queue.publish(batch).await;
         }
     }
+}
 
-    /// The publish's exchange, checked: exists, may be written, is not internal; `user_id` is the session's.
-    /// The exchange of the previous publish is reused while it has the same name and was not deleted, so a
-    /// steady publisher skips the vhost's map and lock.
-    fn check(&mut self, message: &Message) -> Result<Arc<Exchange>, CoreError> {
-        let name = message.exchange.as_str();
-        let session = &self.session;
-        let ex = match self.exchange.take() {
-            Some(ex) if same(&ex.name, name) && !ex.is_deleted() => ex,
-            _ => session.vhost().existing_exchange(name)?,
-        };
-        self.exchange = Some(ex.clone());
-        session.check(Access::Write, Entity::Exchange, name)?;
-        if ex.internal {
-            return Err(CoreError::AccessRefused(format!(
-                "cannot publish to internal exchange '{name}' in vhost '{}'",
-                session.vhost().name
-            )));
-        }
-        if let Some(user_id) = &message.properties.text().user_id
-            && *user_id != session.user().name
-        {
-            return Err(CoreError::PreconditionFailed(format!(
-                "user_id property set to '{user_id}' but authenticated user was '{}'",
-                session.user().name
-            )));
-        }
-        Ok(ex)
+/// The publish's exchange, checked: exists, may be written, is not internal; `user_id` is the session's.
+/// The exchange of the previous publish (`cached`) is reused while it has the same name and was not deleted,
+/// so a steady publisher skips the vhost's map and lock (and the exchange's reference count).
+fn check<'a>(
+    cached: &'a mut Option<Arc<Exchange>>,
+    session: &Session,
+    message: &Message,
+) -> Result<&'a Arc<Exchange>, CoreError> {
+    let name = message.exchange.as_str();
+    let ex = match cached.take() {
+        Some(ex) if same(&ex.name, name) && !ex.is_deleted() => ex,
+        _ => session.vhost().existing_exchange(name)?,
+    };
+    let ex = cached.insert(ex);
+    session.check(Access::Write, Entity::Exchange, name)?;
+    if ex.internal {
+        return Err(CoreError::AccessRefused(format!(
+            "cannot publish to internal exchange '{name}' in vhost '{}'",
+            session.vhost().name
+        )));
     }
+    if let Some(user_id) = &message.properties.text().user_id
+        && *user_id != session.user().name
+    {
+        return Err(CoreError::PreconditionFailed(format!(
+            "user_id property set to '{user_id}' but authenticated user was '{}'",
+            session.user().name
+        )));
+    }
+    Ok(ex)
+}
 
-    /// The target queues. The last result is reused for the same exchange and routing key while the vhost's
-    /// topology is unchanged, for messages without headers (whose routing depends on nothing else: headers
-    /// exchanges, CC/BCC, also behind exchange-to-exchange bindings or an alternate exchange).
-    fn route(&mut self, exchange: &Arc<Exchange>, message: &Message) -> Arc<[QueueHandle]> {
-        let vhost = self.session.vhost();
-        if !message.headers.is_empty() {
-            return vhost.route_via(exchange, message).into();
+/// Where [`route`] found the target queues.
+enum Targets<'a> {
+    /// The publisher's cached result, borrowed.
+    Cached(&'a [QueueHandle]),
+    Fresh(Vec<QueueHandle>),
+}
+
+impl std::ops::Deref for Targets<'_> {
+    type Target = [QueueHandle];
+
+    fn deref(&self) -> &[QueueHandle] {
+        match self {
+            Targets::Cached(queues) => queues,
+            Targets::Fresh(queues) => queues,
         }
-        let generation = vhost.topology();
-        if let Some(c) = self.route.as_ref()
-            && c.generation == generation
+    }
+}
+
+/// The target queues. The last result (`cache`) is reused for the same exchange and routing key while the
+/// vhost's topology is unchanged, for messages without headers (whose routing depends on nothing else:
+/// headers exchanges, CC/BCC, also behind exchange-to-exchange bindings or an alternate exchange).
+fn route<'a>(
+    cache: &'a mut Option<RouteCache>,
+    vhost: &VHost,
+    exchange: &Arc<Exchange>,
+    message: &Message,
+) -> Targets<'a> {
+    if !message.headers.is_empty() {
+        return Targets::Fresh(vhost.route_via(exchange, message));
+    }
+    let generation = vhost.topology();
+    let hit = cache.as_ref().is_some_and(|c| {
+        c.generation == generation
             && Arc::ptr_eq(&c.exchange, exchange)
             && same(&c.routing_key, &message.routing_key)
-        {
-            return c.targets.clone();
-        }
-        let targets: Arc<[QueueHandle]> = vhost.route_via(exchange, message).into();
-        self.route = Some(RouteCache {
-            exchange: exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            generation,
-            targets: targets.clone(),
-        });
-        targets
+    });
+    if !hit {
+        *cache = None;
     }
+    let c = cache.get_or_insert_with(|| RouteCache {
+        exchange: exchange.clone(),
+        routing_key: message.routing_key.clone(),
+        generation,
+        targets: vhost.route_via(exchange, message),
+    });
+    Targets::Cached(&c.targets)
 }
 
 /// `a == b`, without calling `memcmp` for two empty strings: glibc's AVX-512 `memcmp` takes about 100 ns to

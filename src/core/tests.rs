@@ -1,5 +1,5 @@
-//! Core-level tests that need no protocol: leases (the SQS visibility mechanism), memory accounting, and the
-//! persistence seam as seen from a queue.
+//! Core-level tests that need no protocol: leases (the SQS visibility mechanism), memory accounting, the
+//! persistence seam as seen from a queue, and a publisher's outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -382,4 +382,51 @@ async fn a_refused_publish_is_settled_durably_before_its_nack() {
         .nth(1)
         .expect("two publishes");
     assert!(log.contains(&Op::SettleSynced(refused_id)), "{log:?}");
+}
+
+/// One publisher feeding more queues than its outbox finds by a linear search (a fanout to 20 queues): each
+/// queue gets every message once, in publish order, when the outbox is flushed.
+#[tokio::test]
+async fn a_publisher_feeding_many_queues_hands_each_its_messages_in_order() {
+    use super::DestinationKind;
+    use super::message::Headers;
+    use super::vhost::{BindOp, BindingSpec, ExchangeSpec};
+
+    let (_broker, s) = session().await;
+    let fanout = ExchangeSpec {
+        name: "fan".into(),
+        kind: "fanout".into(),
+        durable: false,
+        auto_delete: false,
+        internal: false,
+        arguments: Headers::new(),
+    };
+    s.declare_exchange(fanout, false).unwrap();
+    let queues: Vec<String> = (0..20).map(|i| format!("fan-{i}")).collect();
+    for q in &queues {
+        s.declare_queue(q, QueueOptions::default()).await.unwrap();
+        let binding = BindingSpec {
+            source: "fan".into(),
+            destination: q.clone(),
+            destination_kind: DestinationKind::Queue,
+            routing_key: String::new(),
+            arguments: Headers::new(),
+        };
+        s.bind(&binding, BindOp::Bind).unwrap();
+    }
+    let mut publisher = Publisher::new(s.clone());
+    for n in 0..10u8 {
+        let m = Message::new("fan", "", Bytes::from(vec![n]));
+        publisher.publish_buffered(m, false).unwrap();
+    }
+    assert!(publisher.has_pending());
+    publisher.flush().await;
+    assert!(!publisher.has_pending());
+    for q in &queues {
+        for n in 0..10u8 {
+            let got = s.get(q, true, None).await.unwrap().expect("a message");
+            assert_eq!(&got.message.body[..], &[n], "queue {q}, message {n}");
+        }
+        assert!(s.get(q, true, None).await.unwrap().is_none(), "queue {q}");
+    }
 }

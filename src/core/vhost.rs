@@ -666,21 +666,27 @@ impl VHost {
         if !message.is_persistent() {
             return Ok(None);
         }
-        let keys: Vec<_> = targets
-            .iter()
-            .filter(|q| q.durable)
-            .map(|q| q.key.clone())
-            .collect();
-        if keys.is_empty() {
+        let mut durable = targets.iter().filter(|q| q.durable);
+        let Some(first) = durable.next() else {
             return Ok(None);
-        }
+        };
         let id = self.next_message_id();
         let stored = persist::stored(message, self.store.pages());
-        let point = self
-            .store
-            .publish(id, &keys, &stored)
-            .map_err(CoreError::store)?;
-        Ok(Some((id, point)))
+        // The common single durable target needs no list of its own.
+        let point = match durable.next() {
+            None => self
+                .store
+                .publish(id, std::slice::from_ref(&first.key), &stored),
+            Some(_) => {
+                let keys: Vec<_> = targets
+                    .iter()
+                    .filter(|q| q.durable)
+                    .map(|q| q.key.clone())
+                    .collect();
+                self.store.publish(id, &keys, &stored)
+            }
+        };
+        Ok(Some((id, point.map_err(CoreError::store)?)))
     }
 
     /// Enqueue a message produced inside the broker (dead-lettering) without waiting on any queue.

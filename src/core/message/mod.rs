@@ -296,3 +296,31 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moved on every publish and held by the million: keep it at 248 bytes (what most messages lack is boxed).
+    #[test]
+    fn a_message_is_248_bytes() {
+        assert_eq!(std::mem::size_of::<Message>(), 248);
+    }
+
+    #[test]
+    fn text_properties_are_boxed_only_when_one_is_set() {
+        let mut p = Properties::default();
+        p.set_text(TextProperties::default());
+        assert!(p.text.is_none());
+        assert_eq!(p.text().reply_to, None);
+        p.text_mut().reply_to = Some("r".into());
+        assert!(p.text.is_some());
+        let mut q = Properties::default();
+        q.set_text(TextProperties {
+            reply_to: Some("r".into()),
+            ..TextProperties::default()
+        });
+        assert_eq!(p, q);
+        assert_ne!(p, Properties::default());
+    }
+}
