@@ -4,13 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use common::{BrokerProcess, TestBroker, amqp_url, http_get, parse_listening};
+use common::{BrokerProcess, TestBroker, http_get};
 use ferrymq::config::StoreKind;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -18,88 +12,6 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const QUEUE: &str = "many-segments";
 const MESSAGES: u32 = 200;
-
-/// `ferrymq` started through `sh -c 'ulimit -n N; exec ...'`, so the broker itself runs with at most `N` open
-/// files. Killed when dropped.
-struct LimitedBroker {
-    child: Child,
-    amqp: SocketAddr,
-}
-
-impl LimitedBroker {
-    fn start(open_files: u32, args: &[&str]) -> Result<Self, String> {
-        let script = format!("ulimit -n {open_files} && exec \"$0\" \"$@\"");
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", &script, env!("CARGO_BIN_EXE_ferrymq")])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("FERRYMQ_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command.spawn().map_err(|e| e.to_string())?;
-        let (tx, rx) = mpsc::channel();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        let mut logs = String::new();
-        let mut amqp = None;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("ferrymq did not start; logs:\n{logs}"));
-                }
-            };
-            logs.push_str(&line);
-            logs.push('\n');
-            if let Some((name, addr)) = parse_listening(&line)
-                && name == "amqp"
-            {
-                amqp = Some(addr);
-            }
-            if line.contains("ferrymq started") {
-                let amqp = amqp.ok_or_else(|| format!("no amqp listener logged:\n{logs}"))?;
-                return Ok(Self { child, amqp });
-            }
-        }
-    }
-}
-
-impl Drop for LimitedBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn declare(url: &str) -> (Connection, lapin::Channel, u32) {
     let conn = Connection::connect(url, ConnectionProperties::default())
@@ -157,30 +69,8 @@ async fn a_journal_of_hundreds_of_segments_reopens_under_an_open_file_limit_of_6
         .count();
     assert!(segments >= MESSAGES as usize, "{segments} segments");
 
-    let data_dir = broker
-        .data_dir()
-        .to_str()
-        .expect("utf-8 temp path")
-        .to_owned();
-    let limited = LimitedBroker::start(
-        64,
-        &[
-            "--data-dir",
-            &data_dir,
-            "--bind",
-            "127.0.0.1",
-            "--amqp-port",
-            "0",
-            "--amqps-port",
-            "0",
-            "--http-port",
-            "0",
-            "--config",
-            &config,
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let (_conn, _ch, count) = declare(&amqp_url(limited.amqp)).await;
+    broker.restart_under(&["prlimit", "--nofile=64:64"]);
+    let (_conn, _ch, count) = declare(&broker.amqp_url()).await;
     assert_eq!(count, MESSAGES, "messages recovered under ulimit -n 64");
 }
 

@@ -371,6 +371,12 @@ impl BrokerProcess {
         self.kill9();
         self.spawn();
     }
+
+    /// [`BrokerProcess::restart`], this time under `wrapper` (e.g. `prlimit --nofile=64:64`).
+    pub fn restart_under(&mut self, wrapper: &[&str]) {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
 }
 
 impl Drop for BrokerProcess {
