@@ -54,7 +54,7 @@ pub struct Conn<S> {
     pub publisher: Publisher,
     pub sync: SyncView,
     pub sink: ConsumerSink,
-    sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
+    pub sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
     pub subs: Subscriptions,
     /// Deliveries to the client awaiting PUBACK / PUBREC / PUBCOMP, by packet id.
     pub inflight: Inflight,
@@ -362,6 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             None => None,
         };
         self.subs.detach().await;
+        self.requeue_unacknowledged();
         self.est.core.close().await;
         info!(peer = %self.peer, client_id = ?self.est.client_id, "MQTT connection closed");
         self.release(pending);

@@ -47,6 +47,11 @@ impl Inflight {
     fn take(&mut self, id: u16) -> Option<Delivered> {
         self.by_id.remove(&id).and_then(|e| e.settle)
     }
+
+    /// Every unsettled delivery, leaving none in flight.
+    fn drain(&mut self) -> impl Iterator<Item = Delivered> + '_ {
+        self.by_id.drain().filter_map(|(_, e)| e.settle)
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
@@ -120,6 +125,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         }
         self.wire.send(&Packet::Publish(publish));
         false
+    }
+
+    /// The connection is ending: what is in flight, and what queues handed over but was not written, goes back
+    /// to its queue marked redelivered, to be sent again with DUP when the session resumes [MQTT-4.4.0-1].
+    pub fn requeue_unacknowledged(&mut self) {
+        for (queue, tag, consumer) in self.inflight.drain() {
+            queue.settle(vec![tag], Settle::Requeue, Some(consumer));
+        }
+        while let Ok(event) = self.sink_rx.try_recv() {
+            if let SinkEvent::Deliver(d) = event {
+                let tags = d.items.iter().map(|i| i.tag).collect();
+                d.queue.settle(tags, Settle::Requeue, Some(d.consumer));
+            }
+        }
     }
 
     /// PUBACK: a QoS 1 delivery is done.
