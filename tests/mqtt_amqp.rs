@@ -8,9 +8,9 @@ mod common;
 
 use common::TestBroker;
 use common::mqtt::{self, connack5, publish5, suback5};
+use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::BasicProperties;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 type QoS = rumqttc::v5::mqttbytes::QoS;
@@ -21,10 +21,22 @@ async fn an_mqtt_publish_reaches_amqp_queues_bound_with_matching_patterns() {
     let (_conn, ch) = broker.channel().await;
     for pattern in ["a.b.c", "a.*.c", "a.#"] {
         let queue = format!("q-{pattern}");
-        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-        ch.queue_bind(queue.as_str().into(), "amq.topic".into(), pattern.into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            queue.as_str().into(),
+            "amq.topic".into(),
+            pattern.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
     let (publisher, mut events) = mqtt::v5(broker.mqtt_addr(), "mqtt-pub", |_| {});
     connack5(&mut events).await;
@@ -32,19 +44,40 @@ async fn an_mqtt_publish_reaches_amqp_queues_bound_with_matching_patterns() {
         user_properties: vec![("origin".into(), "mqtt".into())],
         ..PublishProperties::default()
     };
-    publisher.publish_with_properties("a/b/c", QoS::AtLeastOnce, false, "from mqtt", props).await.unwrap();
+    publisher
+        .publish_with_properties("a/b/c", QoS::AtLeastOnce, false, "from mqtt", props)
+        .await
+        .unwrap();
     events
-        .next_matching(|e| matches!(e, rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_))).then_some(()))
+        .next_matching(|e| {
+            matches!(
+                e,
+                rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_))
+            )
+            .then_some(())
+        })
         .await;
     for pattern in ["a.b.c", "a.*.c", "a.#"] {
         let queue = format!("q-{pattern}");
-        let got = ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().expect(&queue);
+        let got = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect(&queue);
         assert_eq!(got.delivery.data, b"from mqtt");
         assert_eq!(got.delivery.routing_key.as_str(), "a.b.c");
         let headers = got.delivery.properties.headers().clone().unwrap();
         let origin = headers.inner().get(&ShortString::from("origin")).cloned();
-        assert_eq!(origin, Some(AMQPValue::LongString("mqtt".into())), "user property as a header");
-        assert_eq!(*got.delivery.properties.delivery_mode(), Some(2), "QoS 1 is persistent");
+        assert_eq!(
+            origin,
+            Some(AMQPValue::LongString("mqtt".into())),
+            "user property as a header"
+        );
+        assert_eq!(
+            *got.delivery.properties.delivery_mode(),
+            Some(2),
+            "QoS 1 is persistent"
+        );
     }
 }
 
@@ -58,18 +91,40 @@ async fn an_amqp_publish_to_amq_topic_reaches_an_mqtt_wildcard_subscriber() {
     let (_conn, ch) = broker.channel().await;
     let mut headers = FieldTable::default();
     headers.insert("origin".into(), AMQPValue::LongString("amqp".into()));
-    let persistent = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    let persistent = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
     let transient = BasicProperties::default();
     for (body, props) in [("persistent", persistent), ("transient", transient)] {
-        ch.basic_publish("amq.topic".into(), "a.b.c".into(), BasicPublishOptions::default(), body.as_bytes(), props)
-            .await
-            .unwrap();
+        ch.basic_publish(
+            "amq.topic".into(),
+            "a.b.c".into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        )
+        .await
+        .unwrap();
     }
     let first = events.next_matching(publish5).await;
-    assert_eq!((&first.topic[..], &first.payload[..]), (&b"a/b/c"[..], &b"persistent"[..]));
-    assert_eq!(first.qos, QoS::AtLeastOnce, "a persistent AMQP message counts as QoS 1");
+    assert_eq!(
+        (&first.topic[..], &first.payload[..]),
+        (&b"a/b/c"[..], &b"persistent"[..])
+    );
+    assert_eq!(
+        first.qos,
+        QoS::AtLeastOnce,
+        "a persistent AMQP message counts as QoS 1"
+    );
     let user = first.properties.unwrap().user_properties;
-    assert_eq!(user, vec![("origin".to_owned(), "amqp".to_owned())], "headers as user properties");
+    assert_eq!(
+        user,
+        vec![("origin".to_owned(), "amqp".to_owned())],
+        "headers as user properties"
+    );
     let second = events.next_matching(publish5).await;
-    assert_eq!((&second.payload[..], second.qos), (&b"transient"[..], QoS::AtMostOnce));
+    assert_eq!(
+        (&second.payload[..], second.qos),
+        (&b"transient"[..], QoS::AtMostOnce)
+    );
 }

@@ -17,7 +17,12 @@ type QoS5 = rumqttc::v5::mqttbytes::QoS;
 
 const QUIET: Duration = Duration::from_millis(300);
 
-async fn subscriber4(broker: &TestBroker, id: &str, filter: &str, qos: QoS) -> (rumqttc::AsyncClient, mqtt::Events<rumqttc::Event>) {
+async fn subscriber4(
+    broker: &TestBroker,
+    id: &str,
+    filter: &str,
+    qos: QoS,
+) -> (rumqttc::AsyncClient, mqtt::Events<rumqttc::Event>) {
     let (client, mut events) = mqtt::v4(broker.mqtt_addr(), id, |_| {});
     connack4(&mut events).await;
     client.subscribe(filter, qos).await.unwrap();
@@ -40,11 +45,16 @@ async fn qos_0_1_and_2_publishes_reach_a_subscriber_at_the_lower_of_both_qos() {
         publisher.publish("q/x", qos, false, body).await.unwrap();
         let got = events.next_matching(publish4).await;
         assert_eq!(got.payload, Bytes::from(body));
-        assert_eq!(got.qos, expected, "the lower of publish and granted QoS [MQTT-3.8.4-8]");
+        assert_eq!(
+            got.qos, expected,
+            "the lower of publish and granted QoS [MQTT-3.8.4-8]"
+        );
         assert_eq!(got.topic, "q/x");
     }
     pub_events
-        .next_matching(|e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_))).then_some(()))
+        .next_matching(|e| {
+            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_))).then_some(())
+        })
         .await;
 }
 
@@ -56,10 +66,20 @@ async fn wildcards_match_levels_and_leading_wildcards_skip_dollar_topics() {
     suback4(&mut events).await;
     let (publisher, mut pub_events) = mqtt::v4(broker.mqtt_addr(), "pub", |_| {});
     connack4(&mut pub_events).await;
-    publisher.publish("$SYS/x", QoS::AtMostOnce, false, "dollar").await.unwrap();
-    publisher.publish("a/b/c", QoS::AtMostOnce, false, "abc").await.unwrap();
+    publisher
+        .publish("$SYS/x", QoS::AtMostOnce, false, "dollar")
+        .await
+        .unwrap();
+    publisher
+        .publish("a/b/c", QoS::AtMostOnce, false, "abc")
+        .await
+        .unwrap();
     let got = events.next_matching(publish4).await;
-    assert_eq!((got.topic.as_str(), &got.payload[..]), ("a/b/c", &b"abc"[..]), "[MQTT-4.7.2-1]: # skips $SYS/x");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("a/b/c", &b"abc"[..]),
+        "[MQTT-4.7.2-1]: # skips $SYS/x"
+    );
     events.none_matching(QUIET, |e| publish4(e).is_some()).await;
 }
 
@@ -69,9 +89,15 @@ async fn an_invalid_filter_is_refused_in_suback_and_the_session_goes_on() {
     let (client, mut events) = mqtt::v4(broker.mqtt_addr(), "bad-filter", |_| {});
     connack4(&mut events).await;
     client.subscribe("a/#/c", QoS::AtLeastOnce).await.unwrap();
-    assert_eq!(suback4(&mut events).await, vec![SubscribeReasonCode::Failure]);
+    assert_eq!(
+        suback4(&mut events).await,
+        vec![SubscribeReasonCode::Failure]
+    );
     client.subscribe("ok", QoS::AtLeastOnce).await.unwrap();
-    assert_eq!(suback4(&mut events).await, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(
+        suback4(&mut events).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
 }
 
 #[tokio::test]
@@ -79,19 +105,35 @@ async fn a_retained_message_reaches_later_subscribers_until_an_empty_one_clears_
     let broker = TestBroker::start().await;
     let (publisher, mut pub_events) = mqtt::v4(broker.mqtt_addr(), "pub", |_| {});
     connack4(&mut pub_events).await;
-    publisher.publish("r/t", QoS::AtLeastOnce, true, "kept").await.unwrap();
+    publisher
+        .publish("r/t", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
     pub_events
-        .next_matching(|e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(()))
+        .next_matching(|e| {
+            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
+        })
         .await;
     let (_sub, mut events) = subscriber4(&broker, "late", "r/+", QoS::AtLeastOnce).await;
     let got = events.next_matching(publish4).await;
-    assert!(got.retain, "a retained message is sent with retain set [MQTT-3.3.1-8]");
+    assert!(
+        got.retain,
+        "a retained message is sent with retain set [MQTT-3.3.1-8]"
+    );
     assert_eq!(&got.payload[..], b"kept");
-    publisher.publish("r/t", QoS::AtLeastOnce, true, "").await.unwrap();
+    publisher
+        .publish("r/t", QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
     let cleared = events.next_matching(publish4).await;
-    assert!(cleared.payload.is_empty(), "the empty retained publish still reaches current subscribers");
+    assert!(
+        cleared.payload.is_empty(),
+        "the empty retained publish still reaches current subscribers"
+    );
     let (_later, mut later_events) = subscriber4(&broker, "later", "r/+", QoS::AtLeastOnce).await;
-    later_events.none_matching(QUIET, |e| publish4(e).is_some()).await;
+    later_events
+        .none_matching(QUIET, |e| publish4(e).is_some())
+        .await;
 }
 
 #[tokio::test]
@@ -107,16 +149,27 @@ async fn a_persistent_session_keeps_its_subscription_and_gets_what_was_published
     events.error().await;
     let (publisher, mut pub_events) = mqtt::v4(broker.mqtt_addr(), "pub", |_| {});
     connack4(&mut pub_events).await;
-    publisher.publish("p/t", QoS::AtLeastOnce, false, "while away").await.unwrap();
+    publisher
+        .publish("p/t", QoS::AtLeastOnce, false, "while away")
+        .await
+        .unwrap();
     pub_events
-        .next_matching(|e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(()))
+        .next_matching(|e| {
+            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
+        })
         .await;
     let (_back, mut back_events) = mqtt::v4(broker.mqtt_addr(), "keeper", |o| {
         o.set_clean_session(false);
     });
-    assert!(connack4(&mut back_events).await, "session present [MQTT-3.2.2-2]");
+    assert!(
+        connack4(&mut back_events).await,
+        "session present [MQTT-3.2.2-2]"
+    );
     let got = back_events.next_matching(publish4).await;
-    assert_eq!((&got.payload[..], got.qos), (&b"while away"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (&got.payload[..], got.qos),
+        (&b"while away"[..], QoS::AtLeastOnce)
+    );
 }
 
 #[tokio::test]
@@ -131,11 +184,19 @@ async fn a_clean_session_forgets_the_previous_one() {
     sub.disconnect().await.unwrap();
     events.error().await;
     let (_clean, mut clean_events) = mqtt::v4(broker.mqtt_addr(), "forget", |_| {});
-    assert!(!connack4(&mut clean_events).await, "clean session: no session present [MQTT-3.2.2-1]");
+    assert!(
+        !connack4(&mut clean_events).await,
+        "clean session: no session present [MQTT-3.2.2-1]"
+    );
     let (publisher, mut pub_events) = mqtt::v4(broker.mqtt_addr(), "pub", |_| {});
     connack4(&mut pub_events).await;
-    publisher.publish("f/t", QoS::AtMostOnce, false, "nobody").await.unwrap();
-    clean_events.none_matching(QUIET, |e| publish4(e).is_some()).await;
+    publisher
+        .publish("f/t", QoS::AtMostOnce, false, "nobody")
+        .await
+        .unwrap();
+    clean_events
+        .none_matching(QUIET, |e| publish4(e).is_some())
+        .await;
 }
 
 #[tokio::test]
@@ -146,7 +207,10 @@ async fn a_second_connection_with_the_same_client_id_takes_the_session_over_with
     let (_second, mut second_events) = mqtt::v5(broker.mqtt_addr(), "twin", |_| {});
     connack5(&mut second_events).await;
     let error = first_events.error().await;
-    assert!(error.contains("SessionTakenOver"), "rumqttc reports the server's DISCONNECT: {error}");
+    assert!(
+        error.contains("SessionTakenOver"),
+        "rumqttc reports the server's DISCONNECT: {error}"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +219,12 @@ async fn the_will_is_published_when_the_connection_drops_and_not_after_disconnec
     let (_watcher, mut events) = subscriber4(&broker, "watcher", "will/#", QoS::AtLeastOnce).await;
     for (id, clean_close) in [("polite", true), ("rude", false)] {
         let (client, mut client_events) = mqtt::v4(broker.mqtt_addr(), id, |o| {
-            o.set_last_will(rumqttc::LastWill::new(format!("will/{id}"), "gone", QoS::AtLeastOnce, false));
+            o.set_last_will(rumqttc::LastWill::new(
+                format!("will/{id}"),
+                "gone",
+                QoS::AtLeastOnce,
+                false,
+            ));
         });
         connack4(&mut client_events).await;
         if clean_close {
@@ -166,7 +235,10 @@ async fn the_will_is_published_when_the_connection_drops_and_not_after_disconnec
         }
     }
     let got = events.next_matching(publish4).await;
-    assert_eq!((got.topic.as_str(), &got.payload[..]), ("will/rude", &b"gone"[..]));
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("will/rude", &b"gone"[..])
+    );
     events.none_matching(QUIET, |e| publish4(e).is_some()).await;
 }
 
@@ -175,8 +247,13 @@ async fn v5_properties_reach_the_subscriber() {
     let broker = TestBroker::start().await;
     let (sub, mut events) = mqtt::v5(broker.mqtt_addr(), "props-sub", |_| {});
     connack5(&mut events).await;
-    let props = rumqttc::v5::mqttbytes::v5::SubscribeProperties { id: Some(42), user_properties: vec![] };
-    sub.subscribe_with_properties("v5/+", QoS5::AtLeastOnce, props).await.unwrap();
+    let props = rumqttc::v5::mqttbytes::v5::SubscribeProperties {
+        id: Some(42),
+        user_properties: vec![],
+    };
+    sub.subscribe_with_properties("v5/+", QoS5::AtLeastOnce, props)
+        .await
+        .unwrap();
     suback5(&mut events).await;
     let (publisher, mut pub_events) = mqtt::v5(broker.mqtt_addr(), "props-pub", |_| {});
     connack5(&mut pub_events).await;
@@ -189,15 +266,24 @@ async fn v5_properties_reach_the_subscriber() {
         user_properties: vec![("k".into(), "v1".into()), ("k".into(), "v2".into())],
         ..PublishProperties::default()
     };
-    publisher.publish_with_properties("v5/t", QoS5::AtLeastOnce, false, "hi", sent.clone()).await.unwrap();
+    publisher
+        .publish_with_properties("v5/t", QoS5::AtLeastOnce, false, "hi", sent.clone())
+        .await
+        .unwrap();
     let got = events.next_matching(publish5).await;
     let p = got.properties.unwrap();
     assert_eq!(p.payload_format_indicator, Some(1));
-    assert!(p.message_expiry_interval.is_some_and(|s| s > 590 && s <= 600));
+    assert!(
+        p.message_expiry_interval
+            .is_some_and(|s| s > 590 && s <= 600)
+    );
     assert_eq!(p.content_type, sent.content_type);
     assert_eq!(p.response_topic, sent.response_topic);
     assert_eq!(p.correlation_data, sent.correlation_data);
-    assert_eq!(p.user_properties, sent.user_properties, "order and repeats kept");
+    assert_eq!(
+        p.user_properties, sent.user_properties,
+        "order and repeats kept"
+    );
     assert_eq!(p.subscription_identifiers, vec![42]);
 }
 
@@ -211,7 +297,10 @@ async fn v5_connack_announces_the_limits_and_assigns_a_client_id() {
     assert_eq!(p.receive_max, Some(config.max_inflight));
     assert_eq!(p.max_packet_size, Some(config.max_packet_size));
     assert_eq!(p.topic_alias_max, Some(config.topic_alias_maximum));
-    assert!(p.assigned_client_identifier.is_some_and(|id| !id.is_empty()));
+    assert!(
+        p.assigned_client_identifier
+            .is_some_and(|id| !id.is_empty())
+    );
 }
 
 #[tokio::test]
@@ -226,12 +315,24 @@ async fn v5_topic_aliases_from_the_client_resolve_to_their_topic() {
     };
     let (publisher, mut pub_events) = mqtt::v5(broker.mqtt_addr(), "alias-pub", |_| {});
     connack5(&mut pub_events).await;
-    let alias = PublishProperties { topic_alias: Some(3), ..PublishProperties::default() };
-    publisher.publish_with_properties("alias/t", QoS5::AtMostOnce, false, "first", alias.clone()).await.unwrap();
-    publisher.publish_with_properties("", QoS5::AtMostOnce, false, "second", alias).await.unwrap();
+    let alias = PublishProperties {
+        topic_alias: Some(3),
+        ..PublishProperties::default()
+    };
+    publisher
+        .publish_with_properties("alias/t", QoS5::AtMostOnce, false, "first", alias.clone())
+        .await
+        .unwrap();
+    publisher
+        .publish_with_properties("", QoS5::AtMostOnce, false, "second", alias)
+        .await
+        .unwrap();
     for body in ["first", "second"] {
         let got = events.next_matching(publish5).await;
-        assert_eq!((&got.topic[..], &got.payload[..]), (&b"alias/t"[..], body.as_bytes()));
+        assert_eq!(
+            (&got.topic[..], &got.payload[..]),
+            (&b"alias/t"[..], body.as_bytes())
+        );
     }
 }
 
@@ -249,7 +350,13 @@ async fn v5_retain_as_published_keeps_the_retain_flag_on_a_live_delivery() {
     };
     client.subscribe_many(vec![filter]).await.unwrap();
     suback5(&mut events).await;
-    client.publish("opt/r", QoS5::AtLeastOnce, true, "retained").await.unwrap();
+    client
+        .publish("opt/r", QoS5::AtLeastOnce, true, "retained")
+        .await
+        .unwrap();
     let got = events.next_matching(publish5).await;
-    assert!(got.retain, "retain as published keeps the flag on a live delivery");
+    assert!(
+        got.retain,
+        "retain as published keeps the flag on a live delivery"
+    );
 }

@@ -130,8 +130,9 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// A CONNECT the codec refused: an unsupported protocol level gets CONNACK with return code 1 (3.1.1 form,
-/// [MQTT-3.1.2-2]) or reason 0x84; anything else closes the connection [MQTT-4.8.0-1].
+/// A CONNECT the codec refused: an unsupported protocol level gets CONNACK with return code 1 in the 3.1.1
+/// form [MQTT-3.1.2-2] (reason 0x84 in the v5 form for level 5 under a wrong name); anything else closes the
+/// connection [MQTT-4.8.0-1].
 async fn refuse_malformed<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
     peer: SocketAddr,
@@ -139,7 +140,7 @@ async fn refuse_malformed<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     debug!(%peer, error = %error, "MQTT CONNECT refused");
     if let MqttError::Decode(codec::DecodeError::UnsupportedProtocol { level, .. }) = &error {
-        if *level >= 5 {
+        if *level == 5 {
             wire.version = codec::ProtocolVersion::V5;
         }
         wire.send(&connect::refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION));

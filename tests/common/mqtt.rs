@@ -140,7 +140,9 @@ pub fn publish4(event: &rumqttc::Event) -> Option<rumqttc::Publish> {
 /// The incoming PUBLISH of a v5 event.
 pub fn publish5(event: &rumqttc::v5::Event) -> Option<rumqttc::v5::mqttbytes::v5::Publish> {
     match event {
-        rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) => Some(p.clone()),
+        rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) => {
+            Some(p.clone())
+        }
         _ => None,
     }
 }
@@ -166,20 +168,28 @@ pub async fn suback4(events: &mut Events<rumqttc::Event>) -> Vec<rumqttc::Subscr
 }
 
 /// Waits for CONNACK (v5).
-pub async fn connack5(events: &mut Events<rumqttc::v5::Event>) -> rumqttc::v5::mqttbytes::v5::ConnAck {
+pub async fn connack5(
+    events: &mut Events<rumqttc::v5::Event>,
+) -> rumqttc::v5::mqttbytes::v5::ConnAck {
     events
         .next_matching(|e| match e {
-            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(c)) => Some(c.clone()),
+            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(c)) => {
+                Some(c.clone())
+            }
             _ => None,
         })
         .await
 }
 
 /// Waits for SUBACK (v5).
-pub async fn suback5(events: &mut Events<rumqttc::v5::Event>) -> rumqttc::v5::mqttbytes::v5::SubAck {
+pub async fn suback5(
+    events: &mut Events<rumqttc::v5::Event>,
+) -> rumqttc::v5::mqttbytes::v5::SubAck {
     events
         .next_matching(|e| match e {
-            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(s)) => Some(s.clone()),
+            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(s)) => {
+                Some(s.clone())
+            }
             _ => None,
         })
         .await
