@@ -77,15 +77,15 @@ pub trait EventLoop: Send + 'static {
 
 impl EventLoop for rumqttc::EventLoop {
     type Event = rumqttc::Event;
-    fn next(&mut self) -> impl Future<Output = Result<Self::Event, String>> + Send {
-        async move { self.poll().await.map_err(|e| e.to_string()) }
+    async fn next(&mut self) -> Result<Self::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
     }
 }
 
 impl EventLoop for rumqttc::v5::EventLoop {
     type Event = rumqttc::v5::Event;
-    fn next(&mut self) -> impl Future<Output = Result<Self::Event, String>> + Send {
-        async move { self.poll().await.map_err(|e| e.to_string()) }
+    async fn next(&mut self) -> Result<Self::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
     }
 }
 
