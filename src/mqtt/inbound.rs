@@ -71,7 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     }
 
     fn publish_at_most_once(&mut self, publish: &Publish, topic: &str) -> Result<(), MqttError> {
-        let message = convert::incoming(publish, topic);
+        let message = convert::incoming(publish, topic, self.publisher_id());
         if publish.retain {
             self.est.core.retain(Arc::new(message.clone()))?;
         }
@@ -92,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         publish: &Publish,
         topic: &str,
     ) -> Result<AckState, crate::core::CoreError> {
-        let message = convert::incoming(publish, topic);
+        let message = convert::incoming(publish, topic, self.publisher_id());
         let retained = match publish.retain {
             true => Some(self.est.core.retain(Arc::new(message.clone()))?),
             false => None,
