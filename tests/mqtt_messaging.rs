@@ -360,3 +360,140 @@ async fn v5_retain_as_published_keeps_the_retain_flag_on_a_live_delivery() {
         "retain as published keeps the flag on a live delivery"
     );
 }
+
+async fn subscriber5(
+    broker: &TestBroker,
+    id: &str,
+    filter: Filter,
+    customise: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> (rumqttc::v5::AsyncClient, mqtt::Events<rumqttc::v5::Event>) {
+    let (client, mut events) = mqtt::v5(broker.mqtt_addr(), id, customise);
+    connack5(&mut events).await;
+    client.subscribe_many(vec![filter]).await.unwrap();
+    suback5(&mut events).await;
+    (client, events)
+}
+
+#[tokio::test]
+async fn v5_shared_subscription_members_split_the_messages_between_them() {
+    let broker = TestBroker::start().await;
+    let filter = || Filter::new("$share/workers/jobs/#", QoS5::AtLeastOnce);
+    let (_a, mut a) = subscriber5(&broker, "worker-a", filter(), |_| {}).await;
+    let (_b, mut b) = subscriber5(&broker, "worker-b", filter(), |_| {}).await;
+    let (publisher, mut pub_events) = mqtt::v5(broker.mqtt_addr(), "boss", |_| {});
+    connack5(&mut pub_events).await;
+    for i in 0..10 {
+        publisher
+            .publish("jobs/x", QoS5::AtLeastOnce, false, format!("job {i}"))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        tokio::select! {
+            p = a.next_matching(publish5) => got.push(("a", p.payload)),
+            p = b.next_matching(publish5) => got.push(("b", p.payload)),
+        }
+    }
+    let mut bodies: Vec<_> = got.iter().map(|(_, body)| body.clone()).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 10, "each job once [MQTT-4.8.2-4]");
+    assert!(
+        got.iter().any(|(w, _)| *w == "a") && got.iter().any(|(w, _)| *w == "b"),
+        "both members get work"
+    );
+}
+
+#[tokio::test]
+async fn v5_no_local_skips_the_session_s_own_publishes() {
+    let broker = TestBroker::start().await;
+    let filter = Filter {
+        nolocal: true,
+        ..Filter::new("nl/t", QoS5::AtMostOnce)
+    };
+    let (client, mut events) = subscriber5(&broker, "no-local", filter, |_| {}).await;
+    client
+        .publish("nl/t", QoS5::AtMostOnce, false, "mine")
+        .await
+        .unwrap();
+    let (other, mut other_events) = mqtt::v5(broker.mqtt_addr(), "other", |_| {});
+    connack5(&mut other_events).await;
+    other
+        .publish("nl/t", QoS5::AtMostOnce, false, "theirs")
+        .await
+        .unwrap();
+    let got = events.next_matching(publish5).await;
+    assert_eq!(&got.payload[..], b"theirs", "[MQTT-3.8.3-3]");
+    events.none_matching(QUIET, |e| publish5(e).is_some()).await;
+}
+
+#[tokio::test]
+async fn v5_the_broker_uses_topic_aliases_when_the_client_allows_them() {
+    let broker = TestBroker::start().await;
+    let filter = Filter::new("ta/t", QoS5::AtMostOnce);
+    let (client, mut events) = subscriber5(&broker, "aliased", filter, |o| {
+        o.set_topic_alias_max(Some(4));
+    })
+    .await;
+    for body in ["one", "two"] {
+        client
+            .publish("ta/t", QoS5::AtMostOnce, false, body)
+            .await
+            .unwrap();
+    }
+    let first = events.next_matching(publish5).await;
+    let alias = first.properties.as_ref().and_then(|p| p.topic_alias);
+    assert!(
+        alias.is_some_and(|a| (1..=4).contains(&a)),
+        "the first message sets an alias"
+    );
+    assert_eq!(&first.topic[..], b"ta/t");
+    let second = events.next_matching(publish5).await;
+    assert_eq!(second.properties.and_then(|p| p.topic_alias), alias);
+    assert_eq!(
+        &second.topic[..],
+        b"ta/t",
+        "rumqttc resolved the alias the broker used [MQTT-3.3.2-12]"
+    );
+}
+
+#[tokio::test]
+async fn v5_a_delayed_will_is_dropped_when_the_client_comes_back_in_time() {
+    let broker = TestBroker::start().await;
+    let filter = Filter::new("wd/#", QoS5::AtLeastOnce);
+    let (_watcher, mut events) = subscriber5(&broker, "wd-watcher", filter, |_| {}).await;
+    let will = |o: &mut rumqttc::v5::MqttOptions| {
+        let props = rumqttc::v5::mqttbytes::v5::LastWillProperties {
+            delay_interval: Some(2),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        };
+        o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+            "wd/t",
+            "gone",
+            QoS5::AtLeastOnce,
+            false,
+            Some(props),
+        ));
+        o.set_clean_start(false);
+        let connect = rumqttc::v5::mqttbytes::v5::ConnectProperties {
+            session_expiry_interval: Some(60),
+            ..Default::default()
+        };
+        o.set_connect_properties(connect);
+    };
+    let (_c, c_events) = mqtt::v5(broker.mqtt_addr(), "wd-client", will);
+    let mut c_events = c_events;
+    connack5(&mut c_events).await;
+    drop(c_events); // gone without DISCONNECT: the will waits two seconds
+    let (_back, mut back_events) = mqtt::v5(broker.mqtt_addr(), "wd-client", will);
+    connack5(&mut back_events).await;
+    events
+        .none_matching(Duration::from_millis(2500), |e| publish5(e).is_some())
+        .await; // [MQTT-3.1.3-9]
+}

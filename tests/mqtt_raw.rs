@@ -262,3 +262,36 @@ async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     assert!(matches!(raw.next().await, Some(Packet::ConnAck(_))));
     raw.disconnected_with(ReasonCode::KEEP_ALIVE_TIMEOUT).await; // [MQTT-3.1.2-22]
 }
+
+#[tokio::test]
+async fn mqtts_completes_the_tls_handshake_and_answers_connect() {
+    let certs = common::TestCerts::generate();
+    let broker = TestBroker::with(|config| certs.configure(config)).await;
+    let tcp = TcpStream::connect(broker.listener("mqtts")).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(certs.client_config());
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(WAIT, connector.connect(server_name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = BytesMut::new();
+    codec::encode_packet(&connect(V5, "tls"), V5, &mut out);
+    tls.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let connack = loop {
+        if let Some(p) = codec::decode_packet(&mut buf, V5, 1 << 20).unwrap() {
+            break p;
+        }
+        assert!(
+            tokio::time::timeout(WAIT, tls.read_buf(&mut buf))
+                .await
+                .unwrap()
+                .unwrap()
+                > 0
+        );
+    };
+    let Packet::ConnAck(ack) = connack else {
+        panic!("expected CONNACK, got {connack:?}")
+    };
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+}
