@@ -7,7 +7,7 @@
 mod common;
 
 use common::TestBroker;
-use common::mqtt::{self, connack5, publish5, suback5};
+use common::mqtt::{self, connack5, puback5, publish5, suback5};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -48,15 +48,7 @@ async fn an_mqtt_publish_reaches_amqp_queues_bound_with_matching_patterns() {
         .publish_with_properties("a/b/c", QoS::AtLeastOnce, false, "from mqtt", props)
         .await
         .unwrap();
-    events
-        .next_matching(|e| {
-            matches!(
-                e,
-                rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_))
-            )
-            .then_some(())
-        })
-        .await;
+    puback5(&mut events).await;
     for pattern in ["a.b.c", "a.*.c", "a.#"] {
         let queue = format!("q-{pattern}");
         let got = ch

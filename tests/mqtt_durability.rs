@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::mqtt::{self, connack4, publish4, suback4};
+use common::mqtt::{self, connack4, puback4, publish4, suback4};
 use common::{BrokerProcess, TestBroker};
 use ferrymq_mqtt_codec::{
     self as codec, Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
@@ -24,14 +24,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
-
-async fn puback(events: &mut mqtt::Events<rumqttc::Event>) {
-    events
-        .next_matching(|e| {
-            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
-        })
-        .await;
-}
 
 #[tokio::test]
 async fn a_persistent_session_its_queued_messages_and_retained_messages_survive_a_restart() {
@@ -52,12 +44,12 @@ async fn a_persistent_session_its_queued_messages_and_retained_messages_survive_
         .publish("d/r", rumqttc::QoS::AtLeastOnce, true, "kept")
         .await
         .unwrap();
-    puback(&mut pub_events).await;
+    puback4(&mut pub_events).await;
     publisher
         .publish("d/m", rumqttc::QoS::AtLeastOnce, false, "queued")
         .await
         .unwrap();
-    puback(&mut pub_events).await;
+    puback4(&mut pub_events).await;
     drop(pub_events);
 
     let broker = broker.restart().await;

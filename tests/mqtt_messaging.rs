@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::TestBroker;
-use common::mqtt::{self, connack4, connack5, publish4, publish5, suback4, suback5};
+use common::mqtt::{self, connack4, connack5, puback4, publish4, publish5, suback4, suback5};
 use rumqttc::v5::mqttbytes::v5::{Filter, PublishProperties, RetainForwardRule};
 use rumqttc::{QoS, SubscribeReasonCode};
 
@@ -109,11 +109,7 @@ async fn a_retained_message_reaches_later_subscribers_until_an_empty_one_clears_
         .publish("r/t", QoS::AtLeastOnce, true, "kept")
         .await
         .unwrap();
-    pub_events
-        .next_matching(|e| {
-            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
-        })
-        .await;
+    puback4(&mut pub_events).await;
     let (_sub, mut events) = subscriber4(&broker, "late", "r/+", QoS::AtLeastOnce).await;
     let got = events.next_matching(publish4).await;
     assert!(
@@ -153,11 +149,7 @@ async fn a_persistent_session_keeps_its_subscription_and_gets_what_was_published
         .publish("p/t", QoS::AtLeastOnce, false, "while away")
         .await
         .unwrap();
-    pub_events
-        .next_matching(|e| {
-            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
-        })
-        .await;
+    puback4(&mut pub_events).await;
     let (_back, mut back_events) = mqtt::v4(broker.mqtt_addr(), "keeper", |o| {
         o.set_clean_session(false);
     });

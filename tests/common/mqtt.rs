@@ -194,3 +194,22 @@ pub async fn suback5(
         })
         .await
 }
+
+/// Waits for a PUBACK (v4).
+pub async fn puback4(events: &mut Events<rumqttc::Event>) {
+    events
+        .next_matching(|e| {
+            matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
+        })
+        .await
+}
+
+/// Waits for a PUBACK (v5).
+pub async fn puback5(events: &mut Events<rumqttc::v5::Event>) {
+    events
+        .next_matching(|e| match e {
+            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) => Some(()),
+            _ => None,
+        })
+        .await
+}
