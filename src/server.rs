@@ -28,7 +28,9 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::amqp::{self, AmqpContext};
 use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
-use crate::core::{Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, UserSpec};
+use crate::core::{
+    Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, TopicPermissionSpec, UserSpec,
+};
 use crate::mqtt::{self, MqttContext};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
@@ -345,6 +347,17 @@ fn broker_options(config: &Config) -> BrokerOptions {
                 configure: p.configure.clone(),
                 write: p.write.clone(),
                 read: p.read.clone(),
+            })
+            .collect(),
+        topic_permissions: auth
+            .topic_permissions
+            .iter()
+            .map(|t| TopicPermissionSpec {
+                user: t.user.clone(),
+                vhost: t.vhost.clone(),
+                exchange: t.exchange.clone(),
+                write: t.write.clone(),
+                read: t.read.clone(),
             })
             .collect(),
         memory_limit: config.memory.high_water,

@@ -489,3 +489,47 @@ async fn v5_a_delayed_will_is_dropped_when_the_client_comes_back_in_time() {
         .none_matching(Duration::from_millis(2500), |e| publish5(e).is_some())
         .await; // [MQTT-3.1.3-9]
 }
+
+#[tokio::test]
+async fn topic_permissions_refuse_subscribes_and_publishes_outside_them() {
+    let broker = TestBroker::with(|c| {
+        c.auth
+            .topic_permissions
+            .push(ferrymq::config::TopicPermissionConfig {
+                user: "guest".into(),
+                vhost: "/".into(),
+                exchange: "amq.topic".into(),
+                write: "^open\\.".into(),
+                read: "^open\\.".into(),
+            });
+    })
+    .await;
+    let (client, mut events) = mqtt::v4(broker.mqtt_addr(), "limited", |_| {});
+    connack4(&mut events).await;
+    client
+        .subscribe("secret/x", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback4(&mut events).await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    client.subscribe("open/x", QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(
+        suback4(&mut events).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let (v5, mut v5_events) = mqtt::v5(broker.mqtt_addr(), "limited5", |_| {});
+    connack5(&mut v5_events).await;
+    v5.publish("secret/x", QoS5::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    let error = v5_events.error().await; // rumqttc ends the connection on a refused PUBACK
+    assert!(error.contains("NotAuthorized"), "PUBACK 0x87: {error}");
+    client
+        .publish("open/x", QoS::AtLeastOnce, false, "yes")
+        .await
+        .unwrap();
+    let got = events.next_matching(publish4).await;
+    assert_eq!(&got.payload[..], b"yes");
+}

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use amqp::AmqpConfig;
-pub use auth::{AuthConfig, PermissionConfig, UserConfig};
+pub use auth::{AuthConfig, PermissionConfig, TopicPermissionConfig, UserConfig};
 pub use cli::Cli;
 pub use http::HttpConfig;
 pub use limits::{LimitsConfig, UserLimits, VhostLimits};

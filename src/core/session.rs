@@ -125,6 +125,17 @@ impl Session {
             .check(access, kind, name, &self.vhost.name, &self.user.name)
     }
 
+    /// Topic permission: `access` to routing key `key` on `exchange` (see `core::auth`).
+    pub(crate) fn check_topic(
+        &self,
+        access: Access,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), CoreError> {
+        self.permission
+            .check_topic(access, exchange, key, &self.vhost.name, &self.user.name)
+    }
+
     /// A queue this connection may use (exists, not another connection's exclusive queue).
     pub fn usable_queue(&self, name: &str) -> Result<QueueHandle, CoreError> {
         let q = self.vhost.existing_queue(name)?;
@@ -168,6 +179,7 @@ impl Session {
         }
         self.check(Access::Write, dest_kind, destination)?;
         self.check(Access::Read, Entity::Exchange, &binding.source)?;
+        self.check_topic(Access::Read, &binding.source, &binding.routing_key)?;
         self.vhost.change_binding(op, binding, Journal::Write)
     }
 
@@ -302,6 +314,7 @@ impl Session {
     /// [`Settling`] says when it is on disk.
     pub fn retain(&self, message: Arc<Message>) -> Result<Settling, CoreError> {
         self.check(Access::Write, Entity::Exchange, &message.exchange)?;
+        self.check_topic(Access::Write, &message.exchange, &message.routing_key)?;
         let point = self.vhost.retain(message, Journal::Write)?;
         Ok(point.map_or(Settling::Done(Outcome::Accepted), Settling::AfterSync))
     }
@@ -310,6 +323,7 @@ impl Session {
     /// binding from it.
     pub fn retained(&self, exchange: &str, pattern: &str) -> Result<Vec<Arc<Message>>, CoreError> {
         self.check(Access::Read, Entity::Exchange, exchange)?;
+        self.check_topic(Access::Read, exchange, pattern)?;
         Ok(self.vhost.retained_matching(pattern))
     }
 
