@@ -24,6 +24,10 @@ use super::message::Message;
 use crate::store::{MsgId, QueueKey, RecoveredQueue, Store, SyncPoint};
 pub use args::{Overflow, QueueArgs};
 
+/// The declare argument that carries a queue's front-end attributes in its journaled definition (ignored by
+/// the equivalence check of a re-declare).
+pub const ATTRIBUTES_ARGUMENT: &str = "x-attributes";
+
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
 const COMMAND_CAPACITY: usize = 4096;
 
@@ -202,6 +206,40 @@ pub(crate) enum Command {
     Restore {
         messages: RecoveredQueue,
     },
+    /// Leased receive with long polling (SQS ReceiveMessage).
+    Receive {
+        request: ReceiveRequest,
+        reply: oneshot::Sender<Vec<Received>>,
+    },
+    /// A new lease for a received message (SQS ChangeMessageVisibility); false when it is not out under
+    /// that receive.
+    ChangeLease {
+        tag: u64,
+        lease: Duration,
+        receive: u32,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// What a leased receive asks for (SQS ReceiveMessage).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveRequest {
+    /// At most this many messages.
+    pub max: usize,
+    /// Each is invisible to others for this long unless settled (the visibility timeout).
+    pub lease: Duration,
+    /// How long to wait for a first message when the queue is empty (long polling; zero: answer at once).
+    pub wait: Duration,
+}
+
+/// One message handed out by a leased receive.
+#[derive(Debug)]
+pub struct Received {
+    pub delivery: Delivery,
+    /// How often this message has been received, this time included (SQS ApproximateReceiveCount).
+    pub receive_count: u32,
+    /// When it was first received, ms since the epoch.
+    pub first_receive_ms: u64,
 }
 
 /// Counts reported by a queue (queue.declare-ok, purge, health).
@@ -226,6 +264,9 @@ pub struct QueueShared {
     pub arguments: Headers,
     pub args: QueueArgs,
     pub key: QueueKey,
+    /// Attributes a front end keeps with the queue (SQS queue attributes and tags), journaled with its
+    /// definition as the `x-attributes` argument; see [`QueueHandle::attributes`].
+    attributes: std::sync::Mutex<Headers>,
     tx: mpsc::Sender<Command>,
     deleted: AtomicBool,
 }
@@ -284,7 +325,12 @@ impl QueueHandle {
     ) -> Option<QueueHandle> {
         let strong = host.upgrade()?;
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let attributes = match init.arguments.get(ATTRIBUTES_ARGUMENT) {
+            Some(crate::core::message::Value::Map(m)) => m.clone(),
+            _ => Headers::new(),
+        };
         let shared = QueueShared {
+            attributes: std::sync::Mutex::new(attributes),
             key: QueueKey::new(strong.name(), init.name.clone()),
             name: init.name,
             vhost: strong.name().to_owned(),
@@ -304,6 +350,39 @@ impl QueueHandle {
     /// Identifies this queue instance while it is alive (the address of its shared part).
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
+    }
+
+    /// The attributes a front end keeps with this queue (empty unless set).
+    pub fn attributes(&self) -> Headers {
+        self.attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the attributes in memory; the vhost journals them first ([`QueueHandle::arguments_with`]).
+    pub(crate) fn set_attributes(&self, attributes: Headers) {
+        *self
+            .attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = attributes;
+    }
+
+    /// Takes the attributes of a later journaled definition of this queue (recovery).
+    pub(crate) fn restore_attributes(&self, arguments: &Headers) {
+        if let Some(crate::core::message::Value::Map(m)) = arguments.get(ATTRIBUTES_ARGUMENT) {
+            self.set_attributes(m.clone());
+        }
+    }
+
+    /// The declare arguments with `attributes` in place of the stored ones (what is journaled).
+    pub(crate) fn arguments_with(&self, attributes: &Headers) -> Headers {
+        let mut arguments = self.arguments.clone();
+        arguments.set(
+            ATTRIBUTES_ARGUMENT,
+            crate::core::message::Value::Map(attributes.clone()),
+        );
+        arguments
     }
 
     /// Whether the queue has been deleted.
@@ -380,6 +459,28 @@ impl QueueHandle {
         self.ask(|reply| Command::Get {
             no_ack,
             lease,
+            reply,
+        })
+        .await
+    }
+
+    /// Leased receive: up to `request.max` messages, waiting up to `request.wait` for the first one.
+    pub async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Received>, CoreError> {
+        self.ask(|reply| Command::Receive { request, reply }).await
+    }
+
+    /// Sets a new lease on message `tag` as handed out by its `receive`-th receive (zero: visible again now).
+    /// False when the message is not out under that receive (settled, its lease ran out, or received again).
+    pub async fn change_lease(
+        &self,
+        tag: u64,
+        lease: Duration,
+        receive: u32,
+    ) -> Result<bool, CoreError> {
+        self.ask(|reply| Command::ChangeLease {
+            tag,
+            lease,
+            receive,
             reply,
         })
         .await
