@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use ferrymq::config::{AmqpConfig, Config, HttpConfig, StoreConfig, StoreKind};
+use ferrymq::config::{AmqpConfig, AwsConfig, Config, HttpConfig, StoreConfig, StoreKind};
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
 use tempfile::TempDir;
@@ -51,6 +51,11 @@ pub fn test_config(dir: &Path) -> Config {
         http: HttpConfig {
             bind: loopback,
             port: 0,
+        },
+        aws: AwsConfig {
+            bind: loopback,
+            port: 0,
+            ..AwsConfig::default()
         },
         store: StoreConfig {
             kind: StoreKind::Memory,
@@ -240,6 +245,8 @@ impl BrokerProcess {
                 "--amqps-port",
                 "0",
                 "--http-port",
+                "0",
+                "--aws-port",
                 "0",
             ])
             .args(&self.extra_args)
