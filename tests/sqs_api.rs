@@ -649,7 +649,7 @@ async fn messages_received_too_often_move_to_the_dead_letter_queue_and_back() {
         .send()
         .await
         .expect("sources");
-    assert_eq!(sources.queue_urls(), [src.clone()]);
+    assert_eq!(sources.queue_urls(), std::slice::from_ref(&src));
 
     let task = client
         .start_message_move_task()

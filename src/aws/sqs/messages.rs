@@ -34,6 +34,10 @@ const VISIBLE_AT: &str = "x-sqs-visible-at";
 /// At most this many entries in a batch.
 const MAX_BATCH: usize = 10;
 
+/// A FIFO send's deduplication key, and the earlier send's message id and sequence number when it is a
+/// duplicate.
+type Dedup = (Option<String>, Option<(String, String)>);
+
 /// A send, checked and turned into a core message, with what its answer says.
 struct Prepared {
     message: Message,
@@ -254,7 +258,7 @@ fn fifo_fields(
     body: &str,
     headers: &mut Headers,
     answer: &mut Map<String, Value>,
-) -> Result<(Option<String>, Option<(String, String)>), AwsError> {
+) -> Result<Dedup, AwsError> {
     let group = opt_str(entry, "MessageGroupId");
     let dedup_id = opt_str(entry, "MessageDeduplicationId");
     if !cfg.fifo {
