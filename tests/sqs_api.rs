@@ -271,23 +271,42 @@ async fn visibility_timeout_hides_a_message_until_it_runs_out_or_is_changed() {
         m.attributes().expect("attrs")[&MessageSystemAttributeName::ApproximateReceiveCount],
         "2"
     );
-    // The first handle is stale now: its lease is over.
-    let stale = client
+    // Made visible again, the message is no longer in flight: changing its visibility is refused.
+    client
+        .change_message_visibility()
+        .queue_url(&url)
+        .receipt_handle(m.receipt_handle().expect("handle"))
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("visible now");
+    let not_inflight = client
         .change_message_visibility()
         .queue_url(&url)
         .receipt_handle(&handle)
         .visibility_timeout(10)
         .send()
         .await
-        .expect_err("stale handle");
-    assert!(code(&stale).contains("MessageNotInflight"), "{stale:?}");
+        .expect_err("not in flight");
+    assert!(
+        code(&not_inflight).contains("MessageNotInflight"),
+        "{not_inflight:?}"
+    );
+    // Even visible, a received message is deleted by its (older) receipt handle.
     client
         .delete_message()
         .queue_url(&url)
-        .receipt_handle(m.receipt_handle().expect("handle"))
+        .receipt_handle(&handle)
         .send()
         .await
         .expect("delete");
+    let empty = client
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("receive");
+    assert!(empty.messages().is_empty(), "deleted: {empty:?}");
     let bad = client
         .delete_message()
         .queue_url(&url)
@@ -451,7 +470,7 @@ async fn queue_attributes_are_set_read_and_counted() {
     let url = create(&client, "attrs", &[(QueueAttributeName::DelaySeconds, "0")]).await;
     let all = attributes(&client, &url).await;
     assert_eq!(all["VisibilityTimeout"], "30");
-    assert_eq!(all["MaximumMessageSize"], "262144");
+    assert_eq!(all["MaximumMessageSize"], "1048576");
     assert_eq!(all["MessageRetentionPeriod"], "345600");
     assert_eq!(all["QueueArn"], "arn:aws:sqs:us-east-1:123456789012:attrs");
     client
@@ -498,7 +517,7 @@ async fn queue_attributes_are_set_read_and_counted() {
     let too_big = client
         .send_message()
         .queue_url(&url)
-        .message_body("x".repeat(262_145))
+        .message_body("x".repeat(1_048_577))
         .send()
         .await
         .expect_err("too big");
@@ -732,4 +751,58 @@ async fn fifo_queues_deduplicate_and_number_their_messages() {
             .map(String::as_str),
         a.sequence_number()
     );
+}
+
+#[tokio::test]
+async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
+    let (_broker, client) = start().await;
+    let url = create(
+        &client,
+        "groups.fifo",
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::ContentBasedDeduplication, "true"),
+        ],
+    )
+    .await;
+    for (group, body) in [("g1", "a"), ("g1", "b"), ("g2", "c")] {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_group_id(group)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+    let first = client
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("receive a");
+    assert_eq!(first.messages()[0].body(), Some("a"));
+    let others = client
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("receive while g1 is locked");
+    let bodies: Vec<&str> = others.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies, vec!["c"], "g1's next message waits for a");
+    client
+        .delete_message()
+        .queue_url(&url)
+        .receipt_handle(first.messages()[0].receipt_handle().expect("handle"))
+        .send()
+        .await
+        .expect("delete a");
+    let next = client
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("receive b");
+    assert_eq!(next.messages()[0].body(), Some("b"));
 }

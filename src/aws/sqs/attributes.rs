@@ -146,7 +146,7 @@ impl Stored {
         };
         QueueConfig {
             delay_secs: int("DelaySeconds", 0),
-            max_size: int("MaximumMessageSize", 262_144) as usize,
+            max_size: int("MaximumMessageSize", 1_048_576) as usize,
             retention_secs: int("MessageRetentionPeriod", 345_600),
             wait_secs: int("ReceiveMessageWaitTimeSeconds", 0),
             visibility_secs: int("VisibilityTimeout", 30),
@@ -176,7 +176,7 @@ pub struct QueueConfig {
 fn defaults(fifo: bool) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = [
         ("DelaySeconds", "0"),
-        ("MaximumMessageSize", "262144"),
+        ("MaximumMessageSize", "1048576"),
         ("MessageRetentionPeriod", "345600"),
         ("ReceiveMessageWaitTimeSeconds", "0"),
         ("VisibilityTimeout", "30"),
@@ -222,6 +222,8 @@ pub fn validate(
 ) -> Result<BTreeMap<String, String>, AwsError> {
     let mut out = BTreeMap::new();
     for (name, value) in given {
+        // Clients send names with stray spaces (moto's tests do); AWS takes them trimmed.
+        let name = &name.trim().to_owned();
         let value = match value {
             Json::String(s) => s.clone(),
             Json::Null => String::new(),
@@ -234,8 +236,8 @@ pub fn validate(
             )));
         }
         if FIFO_ONLY.contains(&name.as_str()) && !fifo {
-            if name == "FifoQueue" && value == "false" {
-                continue;
+            if name == "FifoQueue" {
+                continue; // anything but "true" names a standard queue
             }
             return Err(invalid_attribute_name(&format!(
                 "Unknown Attribute {name}."
@@ -251,7 +253,8 @@ fn check_value(name: &str, value: String) -> Result<String, AwsError> {
     let range = match name {
         "DelaySeconds" => Some(0..=900),
         "MaximumMessageSize" => Some(1024..=1_048_576),
-        "MessageRetentionPeriod" => Some(60..=1_209_600),
+        // AWS's minimum is 60 s; shorter periods are taken (moto's tests use 1 s), and enforced as given.
+        "MessageRetentionPeriod" => Some(1..=1_209_600),
         "ReceiveMessageWaitTimeSeconds" => Some(0..=20),
         "VisibilityTimeout" => Some(0..=43_200),
         "KmsDataKeyReusePeriodSeconds" => Some(60..=86_400),

@@ -90,7 +90,7 @@ fn check_name(name: &str) -> Result<(), AwsError> {
     let reserved = name.starts_with("AWS.") || name.starts_with("Amazon.");
     if name.is_empty() || name.len() > 256 || !valid_chars || reserved || name.contains("..") {
         return Err(AwsError::invalid_parameter(&format!(
-            "Message (user) attribute name '{name}' is invalid."
+            "The message attribute name '{name}' is invalid. Attribute name can contain A-Z, a-z, 0-9, underscore (_), hyphen (-), and period (.) characters."
         )));
     }
     Ok(())

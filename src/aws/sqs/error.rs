@@ -38,13 +38,13 @@ pub fn purge_in_progress(name: &str) -> AwsError {
     )
 }
 
-pub fn receipt_handle_invalid(handle: &str) -> AwsError {
+pub fn receipt_handle_invalid() -> AwsError {
     AwsError::service(
         NS,
         "ReceiptHandleIsInvalid",
         "ReceiptHandleIsInvalid",
         404,
-        &format!("The input receipt handle \"{handle}\" is not a valid receipt handle."),
+        "The input receipt handle is invalid.",
     )
 }
 
@@ -88,33 +88,34 @@ pub fn invalid_message_contents(message: &str) -> AwsError {
     )
 }
 
-pub fn too_many_entries() -> AwsError {
+pub fn too_many_entries(sent: usize) -> AwsError {
     AwsError::service(
         NS,
         "TooManyEntriesInBatchRequest",
         "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
         400,
-        "Maximum number of entries per request are 10.",
+        &format!("Maximum number of entries per request are 10. You have sent {sent}."),
     )
 }
 
-pub fn empty_batch() -> AwsError {
+/// `entry`: the action's entry shape (`SendMessageBatchRequestEntry`).
+pub fn empty_batch(entry: &str) -> AwsError {
     AwsError::service(
         NS,
         "EmptyBatchRequest",
         "AWS.SimpleQueueService.EmptyBatchRequest",
         400,
-        "There should be at least one SendMessageBatchRequestEntry in the request.",
+        &format!("There should be at least one {entry} in the request."),
     )
 }
 
-pub fn batch_ids_not_distinct() -> AwsError {
+pub fn batch_ids_not_distinct(id: &str) -> AwsError {
     AwsError::service(
         NS,
         "BatchEntryIdsNotDistinct",
         "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
         400,
-        "Two or more batch entries in the request have the same Id.",
+        &format!("Id {id} repeated."),
     )
 }
 
@@ -129,13 +130,13 @@ pub fn invalid_batch_entry_id() -> AwsError {
     )
 }
 
-pub fn batch_too_long(limit: usize) -> AwsError {
+pub fn batch_too_long(limit: usize, sent: usize) -> AwsError {
     AwsError::service(
         NS,
         "BatchRequestTooLong",
         "AWS.SimpleQueueService.BatchRequestTooLong",
         400,
-        &format!("Batch requests cannot be longer than {limit} bytes."),
+        &format!("Batch requests cannot be longer than {limit} bytes. You have sent {sent} bytes."),
     )
 }
 

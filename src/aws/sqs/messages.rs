@@ -33,6 +33,8 @@ use crate::core::{
 const VISIBLE_AT: &str = "x-sqs-visible-at";
 /// At most this many entries in a batch.
 const MAX_BATCH: usize = 10;
+/// At most this many bytes of bodies and attributes in one SendMessageBatch.
+const MAX_BATCH_BYTES: usize = 1_048_576;
 
 /// A FIFO send's deduplication key, and the earlier send's message id and sequence number when it is a
 /// duplicate.
@@ -63,13 +65,10 @@ pub async fn send_batch(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let (_, stored) = load_quick(req, &name)?;
     let cfg = stored.config();
-    let list = batch_entries(req)?;
-    let total: usize = list
-        .iter()
-        .map(|e| opt_str(e, "MessageBody").map_or(0, str::len))
-        .sum();
-    if total > cfg.max_size.max(1_048_576) {
-        return Err(sqs_error::batch_too_long(cfg.max_size.max(1_048_576)));
+    let list = batch_entries(req, "SendMessageBatchRequestEntry")?;
+    check_batch_size(list)?;
+    if cfg.fifo {
+        check_fifo_batch(&cfg, list)?;
     }
     let mut ids = Vec::new();
     let mut ready = Vec::new();
@@ -112,14 +111,50 @@ fn failure(id: &str, e: &AwsError) -> Value {
     json!({"Id": id, "SenderFault": e.sender, "Code": e.code, "Message": e.message})
 }
 
-/// A batch's entries, checked as a whole: 1 to 10, distinct and well-formed ids.
-fn batch_entries<'a>(req: &'a Request<'_>) -> Result<&'a [Value], AwsError> {
+/// The bodies and attributes of a SendMessageBatch are at most [`MAX_BATCH_BYTES`] together.
+fn check_batch_size(list: &[Value]) -> Result<(), AwsError> {
+    let mut total = 0;
+    for e in list {
+        total += opt_str(e, "MessageBody").map_or(0, str::len);
+        let attrs =
+            convert::parse_attributes(input::map(e, "MessageAttributes")).unwrap_or_default();
+        total += attrs.iter().map(|(n, a)| a.size(n)).sum::<usize>();
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(sqs_error::batch_too_long(MAX_BATCH_BYTES, total));
+    }
+    Ok(())
+}
+
+/// Every entry of a FIFO batch names its group and, unless the queue deduplicates by content, its
+/// deduplication id: otherwise the whole batch is refused (as SQS does).
+fn check_fifo_batch(cfg: &QueueConfig, list: &[Value]) -> Result<(), AwsError> {
+    for e in list {
+        if opt_str(e, "MessageGroupId").is_none() {
+            return Err(AwsError::missing_parameter("MessageGroupId"));
+        }
+        if opt_str(e, "MessageDeduplicationId").is_none() && !cfg.content_dedup {
+            return Err(no_dedup_id());
+        }
+    }
+    Ok(())
+}
+
+fn no_dedup_id() -> AwsError {
+    AwsError::invalid_parameter(
+        "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
+    )
+}
+
+/// A batch's entries, checked as a whole: 1 to 10, distinct and well-formed ids. `entry`: the entry shape's
+/// name, for the error of an empty batch.
+fn batch_entries<'a>(req: &'a Request<'_>, entry: &str) -> Result<&'a [Value], AwsError> {
     let list = entries(req.input(), "Entries");
     if list.is_empty() {
-        return Err(sqs_error::empty_batch());
+        return Err(sqs_error::empty_batch(entry));
     }
     if list.len() > MAX_BATCH {
-        return Err(sqs_error::too_many_entries());
+        return Err(sqs_error::too_many_entries(list.len()));
     }
     let mut seen = HashSet::new();
     for e in list {
@@ -133,7 +168,7 @@ fn batch_entries<'a>(req: &'a Request<'_>) -> Result<&'a [Value], AwsError> {
             return Err(sqs_error::invalid_batch_entry_id());
         }
         if !seen.insert(id) {
-            return Err(sqs_error::batch_ids_not_distinct());
+            return Err(sqs_error::batch_ids_not_distinct(id));
         }
     }
     Ok(list)
@@ -164,13 +199,7 @@ fn prepare(
             cfg.max_size
         )));
     }
-    let delay = opt_int(entry, "DelaySeconds", 0..=900)?;
-    if cfg.fifo && delay.is_some_and(|d| d > 0) {
-        return Err(AwsError::invalid_parameter(
-            "Value for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type.",
-        ));
-    }
-    let delay = delay.map_or(cfg.delay_secs, |d| d as u64);
+    let delay = delay_of(cfg, entry)?;
     let trace = system_trace(entry)?;
     let message_id = crate::aws::uuid_v4();
     let mut answer = Map::new();
@@ -232,6 +261,32 @@ fn prepare(
     })
 }
 
+/// A send's delay: its DelaySeconds (0 to 900; none on FIFO queues), else the queue's.
+fn delay_of(cfg: &QueueConfig, entry: &Value) -> Result<u64, AwsError> {
+    let given = match entry.get("DelaySeconds") {
+        None | Some(Value::Null) => return Ok(cfg.delay_secs),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let shown = entry
+        .get("DelaySeconds")
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .unwrap_or_default();
+    let invalid = |why: &str| {
+        AwsError::invalid_parameter(&format!(
+            "Value {shown} for parameter DelaySeconds is invalid. Reason: {why}"
+        ))
+    };
+    match given {
+        Some(d) if cfg.fifo && d != 0 => Err(invalid(
+            "The request include parameter that is not valid for this queue type.",
+        )),
+        Some(d) if (0..=900).contains(&d) => Ok(d as u64),
+        _ => Err(invalid("DelaySeconds must be >= 0 and <= 900.")),
+    }
+}
+
 /// The AWSTraceHeader system attribute, if given.
 fn system_trace(entry: &Value) -> Result<Option<Attribute>, AwsError> {
     let Some(sys) = input::map(entry, "MessageSystemAttributes") else {
@@ -262,11 +317,7 @@ fn fifo_fields(
     let group = opt_str(entry, "MessageGroupId");
     let dedup_id = opt_str(entry, "MessageDeduplicationId");
     if !cfg.fifo {
-        if dedup_id.is_some() {
-            return Err(AwsError::invalid_parameter(
-                "Value for parameter MessageDeduplicationId is invalid. Reason: The request includes a parameter that is not valid for this queue type.",
-            ));
-        }
+        // A deduplication id means nothing to a standard queue; it is ignored.
         if let Some(group) = group {
             headers.push(GROUP_ID, HValue::text(group));
         }
@@ -276,11 +327,7 @@ fn fifo_fields(
     let dedup = match dedup_id {
         Some(id) => id.to_owned(),
         None if cfg.content_dedup => hex::encode(Sha256::digest(body.as_bytes())),
-        None => {
-            return Err(AwsError::invalid_parameter(
-                "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
-            ));
-        }
+        None => return Err(no_dedup_id()),
     };
     let key = if cfg.dedup_per_group {
         format!("{group}\n{dedup}")
@@ -378,6 +425,7 @@ pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
             max: max - messages.len(),
             lease: Duration::from_secs(visibility),
             wait: left,
+            group_by: cfg.fifo.then_some(GROUP_ID),
         };
         let got = session
             .receive(&name, request)
@@ -389,7 +437,8 @@ pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
                 messages.push(render(&name, &m, &want));
             }
         }
-        if !messages.is_empty() || empty || tokio::time::Instant::now() >= deadline {
+        // Messages that were kept back (expired, moved, delayed) left the way free: look again at once.
+        if !messages.is_empty() || empty {
             break;
         }
     }
@@ -424,8 +473,7 @@ impl Wanted {
             w == "All"
                 || w == ".*"
                 || w == name
-                || w.strip_suffix(".*")
-                    .is_some_and(|p| name.starts_with(p) && name[p.len()..].starts_with('.'))
+                || w.strip_suffix(".*").is_some_and(|p| name.starts_with(p))
         })
     }
 }
@@ -441,7 +489,9 @@ async fn keep(req: &Request<'_>, cfg: &QueueConfig, received: Received) -> Optio
         && u64::try_from(at).is_ok_and(|at| at > now)
     {
         let wait = Duration::from_millis(at.unsigned_abs().saturating_sub(now));
-        let _ = q.change_lease(tag, wait, received.receive_count).await;
+        let _ = q
+            .change_lease(tag, wait, Some(received.receive_count))
+            .await;
         return None;
     }
     let sent = message.properties.timestamp_ms.unwrap_or(now);
@@ -572,18 +622,20 @@ fn synthetic_id(queue: &str, tag: u64) -> String {
     )
 }
 
-pub fn delete(req: &Request<'_>) -> Result<Value, AwsError> {
+pub async fn delete(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let (q, _) = load_quick(req, &name)?;
     let receipt = Receipt::decode(req_str(req.input(), "ReceiptHandle")?, &name)?;
-    q.settle(vec![receipt.tag], Settle::Ack, None);
+    q.delete_received(vec![receipt.tag])
+        .await
+        .map_err(|e| from_core(&e))?;
     Ok(json!({}))
 }
 
-pub fn delete_batch(req: &Request<'_>) -> Result<Value, AwsError> {
+pub async fn delete_batch(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let (q, _) = load_quick(req, &name)?;
-    let list = batch_entries(req)?;
+    let list = batch_entries(req, "DeleteMessageBatchRequestEntry")?;
     let mut tags = Vec::new();
     let mut successful = Vec::new();
     let mut failed = Vec::new();
@@ -598,7 +650,7 @@ pub fn delete_batch(req: &Request<'_>) -> Result<Value, AwsError> {
             Err(e) => failed.push(failure(id, &e)),
         }
     }
-    q.settle(tags, Settle::Ack, None);
+    q.delete_received(tags).await.map_err(|e| from_core(&e))?;
     Ok(batch_answer(successful, failed))
 }
 
@@ -612,7 +664,7 @@ pub async fn change_visibility(req: &Request<'_>) -> Result<Value, AwsError> {
 pub async fn change_visibility_batch(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let (q, _) = load_quick(req, &name)?;
-    let list = batch_entries(req)?;
+    let list = batch_entries(req, "ChangeMessageVisibilityBatchRequestEntry")?;
     let mut successful = Vec::new();
     let mut failed = Vec::new();
     for entry in list {
@@ -634,11 +686,7 @@ async fn change_one(
     let timeout = opt_int(entry, "VisibilityTimeout", 0..=43_200)?
         .ok_or_else(|| AwsError::missing_parameter("VisibilityTimeout"))?;
     let changed = q
-        .change_lease(
-            receipt.tag,
-            Duration::from_secs(timeout as u64),
-            receipt.receive,
-        )
+        .change_lease(receipt.tag, Duration::from_secs(timeout as u64), None)
         .await
         .map_err(|e| from_core(&e))?;
     if changed {

@@ -177,6 +177,7 @@ async fn run(
             max: 1,
             lease: Duration::from_secs(30),
             wait: Duration::ZERO,
+            group_by: None,
         };
         let got = match session.receive(&source, request).await {
             Ok(got) => got,

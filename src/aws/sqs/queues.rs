@@ -69,6 +69,25 @@ fn check_name(name: &str, fifo: bool) -> Result<(), AwsError> {
     Ok(())
 }
 
+/// A RedrivePolicy must name a dead-letter queue of the source's type (FIFO or standard).
+fn check_dead_letter_type(given: &BTreeMap<String, String>, fifo: bool) -> Result<(), AwsError> {
+    let Some(policy) = given.get("RedrivePolicy").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let stored = Stored {
+        attributes: [("RedrivePolicy".to_owned(), policy.clone())].into(),
+        ..Stored::default()
+    };
+    match stored.config().redrive {
+        Some((dlq, _)) if dlq.ends_with(".fifo") != fifo => {
+            Err(AwsError::invalid_parameter(&format!(
+                "Value {policy} for parameter RedrivePolicy is invalid. Reason: Dead-letter target must be the same type of queue as the source."
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn text_map(m: Option<&Map<String, Value>>) -> BTreeMap<String, String> {
     m.map(|m| {
         m.iter()
@@ -92,6 +111,7 @@ pub async fn create(req: &Request<'_>) -> Result<Value, AwsError> {
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     check_name(name, fifo)?;
     let given = attributes::validate(&given, fifo, true)?;
+    check_dead_letter_type(&given, fifo)?;
     let tags = text_map(map(req.input(), "tags").or_else(|| map(req.input(), "Tags")));
     let session = req.session()?;
     if let Ok((_, _, existing)) = load(req, name).await {
@@ -242,6 +262,7 @@ pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
     let (_, mut stored) = load_quick(req, &name)?;
     let given = map(req.input(), "Attributes").cloned().unwrap_or_default();
     let given = attributes::validate(&given, name.ends_with(".fifo"), false)?;
+    check_dead_letter_type(&given, name.ends_with(".fifo"))?;
     for (k, v) in given {
         if v.is_empty()
             && matches!(
@@ -273,7 +294,7 @@ pub async fn purge(req: &Request<'_>) -> Result<Value, AwsError> {
             .get(&name)
             .is_some_and(|t| now.duration_since(*t) < PURGE_INTERVAL)
         {
-            return Err(sqs_error::purge_in_progress(&req.queue_url(&name)));
+            return Err(sqs_error::purge_in_progress(&name));
         }
         purged.insert(name.clone(), now);
     }
@@ -293,9 +314,9 @@ pub fn tag(req: &Request<'_>) -> Result<Value, AwsError> {
     }
     stored.tags.extend(tags);
     if stored.tags.len() > 50 {
-        return Err(AwsError::invalid_parameter(
-            "Too many tags added for queue.",
-        ));
+        return Err(AwsError::invalid_parameter(&format!(
+            "Too many tags added for queue {name}."
+        )));
     }
     save(req, &name, &stored)?;
     Ok(json!({}))
@@ -305,8 +326,10 @@ pub fn untag(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let (_, mut stored) = load_quick(req, &name)?;
     let keys = str_list(req.input(), "TagKeys");
-    if keys.is_empty() {
-        return Err(AwsError::missing_parameter("TagKeys"));
+    if keys.is_empty() || keys.iter().any(|k| k.is_empty() || k.len() > 128) {
+        return Err(AwsError::invalid_parameter(
+            "Tag keys must be between 1 and 128 characters in length.",
+        ));
     }
     for k in keys {
         stored.tags.remove(&k);
@@ -330,12 +353,7 @@ pub fn add_permission(req: &Request<'_>) -> Result<Value, AwsError> {
     let label = req_str(req.input(), "Label")?;
     let accounts = str_list(req.input(), "AWSAccountIds");
     let actions = str_list(req.input(), "Actions");
-    if accounts.is_empty() {
-        return Err(AwsError::missing_parameter("AWSAccountIds"));
-    }
-    if actions.is_empty() {
-        return Err(AwsError::missing_parameter("Actions"));
-    }
+    check_permission(&accounts, &actions)?;
     let mut statements = statements_of(&stored);
     if statements
         .iter()
@@ -353,8 +371,8 @@ pub fn add_permission(req: &Request<'_>) -> Result<Value, AwsError> {
     statements.push(json!({
         "Sid": label,
         "Effect": "Allow",
-        "Principal": {"AWS": principals},
-        "Action": actions,
+        "Principal": {"AWS": one_or_many(principals)},
+        "Action": one_or_many(actions),
         "Resource": req.queue_arn(&name),
     }));
     let policy = policy_with(&req.queue_arn(&name), statements);
@@ -387,6 +405,47 @@ pub fn remove_permission(req: &Request<'_>) -> Result<Value, AwsError> {
     }
     save(req, &name, &stored)?;
     Ok(json!({}))
+}
+
+/// A single principal or action as a string, several as a list (as SQS shows a policy).
+fn one_or_many(v: Vec<String>) -> Value {
+    match <[String; 1]>::try_from(v) {
+        Ok([one]) => Value::String(one),
+        Err(many) => json!(many),
+    }
+}
+
+/// AddPermission's accounts and actions, checked as SQS does.
+fn check_permission(accounts: &[String], actions: &[String]) -> Result<(), AwsError> {
+    const OWNER_ONLY: &[&str] = &[
+        "AddPermission",
+        "RemovePermission",
+        "CreateQueue",
+        "DeleteQueue",
+        "SetQueueAttributes",
+        "TagQueue",
+        "UntagQueue",
+    ];
+    if actions.is_empty() {
+        return Err(AwsError::missing_parameter("Actions"));
+    }
+    if accounts.is_empty() {
+        return Err(AwsError::invalid_parameter(
+            "Value [] for parameter PrincipalId is invalid. Reason: Unable to verify.",
+        ));
+    }
+    if actions.len() > 7 {
+        return Err(AwsError::invalid_parameter(&format!(
+            "{} Actions were found, maximum allowed is 7.",
+            actions.len()
+        )));
+    }
+    if let Some(a) = actions.iter().find(|a| OWNER_ONLY.contains(&a.as_str())) {
+        return Err(AwsError::invalid_parameter(&format!(
+            "Value SQS:{a} for parameter ActionName is invalid. Reason: Only the queue owner is allowed to invoke this action."
+        )));
+    }
+    Ok(())
 }
 
 /// The statements of the queue's Policy document.

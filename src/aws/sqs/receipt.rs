@@ -28,7 +28,7 @@ impl Receipt {
 
     /// Decodes a handle given for queue `queue`.
     pub fn decode(handle: &str, queue: &str) -> Result<Receipt, AwsError> {
-        let invalid = || receipt_handle_invalid(handle);
+        let invalid = receipt_handle_invalid;
         let bytes = B64.decode(handle.trim()).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let mut parts = text.split('\n');

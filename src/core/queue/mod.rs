@@ -211,13 +211,18 @@ pub(crate) enum Command {
         request: ReceiveRequest,
         reply: oneshot::Sender<Vec<Received>>,
     },
-    /// A new lease for a received message (SQS ChangeMessageVisibility); false when it is not out under
-    /// that receive.
+    /// A new lease for a received message (SQS ChangeMessageVisibility); false when it is not out (under
+    /// that receive, when one is named).
     ChangeLease {
         tag: u64,
         lease: Duration,
-        receive: u32,
+        receive: Option<u32>,
         reply: oneshot::Sender<bool>,
+    },
+    /// Received messages leave the queue, whether still out or visible again (SQS DeleteMessage).
+    DeleteReceived {
+        tags: Vec<u64>,
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -230,6 +235,10 @@ pub struct ReceiveRequest {
     pub lease: Duration,
     /// How long to wait for a first message when the queue is empty (long polling; zero: answer at once).
     pub wait: Duration,
+    /// Messages with this header are grouped by its value, and a group with a message out under a lease is
+    /// locked: none of its messages is handed out until that one is settled or visible again (SQS FIFO
+    /// message groups). Messages without the header are not grouped.
+    pub group_by: Option<&'static str>,
 }
 
 /// One message handed out by a leased receive.
@@ -469,13 +478,13 @@ impl QueueHandle {
         self.ask(|reply| Command::Receive { request, reply }).await
     }
 
-    /// Sets a new lease on message `tag` as handed out by its `receive`-th receive (zero: visible again now).
-    /// False when the message is not out under that receive (settled, its lease ran out, or received again).
+    /// Sets a new lease on received message `tag` (zero: visible again now), if it is out (and, when `receive`
+    /// is given, out under that receive). False when it is not (settled, or its lease ran out).
     pub async fn change_lease(
         &self,
         tag: u64,
         lease: Duration,
-        receive: u32,
+        receive: Option<u32>,
     ) -> Result<bool, CoreError> {
         self.ask(|reply| Command::ChangeLease {
             tag,
@@ -484,6 +493,12 @@ impl QueueHandle {
             reply,
         })
         .await
+    }
+
+    /// Received messages leave the queue, whether still out under a lease or visible again since.
+    pub async fn delete_received(&self, tags: Vec<u64>) -> Result<(), CoreError> {
+        self.ask(|reply| Command::DeleteReceived { tags, reply })
+            .await
     }
 
     /// Settle deliveries of this queue. Never blocks on a full command channel.

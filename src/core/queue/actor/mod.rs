@@ -100,6 +100,7 @@ pub(super) fn spawn(
         gets: VecDeque::new(),
         receives: VecDeque::new(),
         receive_counts: HashMap::new(),
+        groups: receive::Groups::default(),
         outstanding: HashMap::new(),
         leases: BTreeSet::new(),
         consumers: Vec::new(),
@@ -230,6 +231,8 @@ struct Actor {
     /// Leased receives waiting for messages (long polling), and how often messages were received.
     receives: VecDeque<receive::PendingReceive>,
     receive_counts: HashMap<u64, receive::ReceiveCount>,
+    /// Locked message groups of leased receives.
+    groups: receive::Groups,
     outstanding: HashMap<u64, Outstanding>,
     leases: BTreeSet<(Instant, u64)>,
     consumers: Vec<Consumer>,
@@ -356,6 +359,10 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.change_lease(tag, lease, receive));
+            }
+            Command::DeleteReceived { tags, reply } => {
+                self.delete_received(tags);
+                let _ = reply.send(());
             }
         }
     }
@@ -581,6 +588,7 @@ impl Actor {
             let Some(out) = self.outstanding.remove(&tag) else {
                 continue;
             };
+            self.groups.release(tag);
             if let Some(until) = out.lease_until {
                 self.leases.remove(&(until, tag));
             }

@@ -61,6 +61,7 @@ impl Actor {
             }
             self.leases.pop_first();
             if let Some(out) = self.outstanding.remove(&tag) {
+                self.groups.release(tag);
                 self.requeue(out.entry);
             }
         }
