@@ -38,6 +38,14 @@ pub fn purge_in_progress(name: &str) -> AwsError {
     )
 }
 
+/// A receipt handle that does not decode (SQS words it with the handle in batches only).
+pub fn receipt_handle_invalid_in_batch(handle: &str) -> AwsError {
+    AwsError {
+        message: format!("The input receipt handle \"{handle}\" is not a valid receipt handle."),
+        ..receipt_handle_invalid()
+    }
+}
+
 pub fn receipt_handle_invalid() -> AwsError {
     AwsError::service(
         NS,

@@ -317,7 +317,10 @@ fn fifo_fields(
     let group = opt_str(entry, "MessageGroupId");
     let dedup_id = opt_str(entry, "MessageDeduplicationId");
     if !cfg.fifo {
-        // A deduplication id means nothing to a standard queue; it is ignored.
+        // A deduplication id means nothing to a standard queue; it is kept, not acted on.
+        if let Some(dedup) = dedup_id {
+            headers.push(DEDUP_ID, HValue::text(dedup));
+        }
         if let Some(group) = group {
             headers.push(GROUP_ID, HValue::text(group));
         }
@@ -641,7 +644,9 @@ pub async fn delete_batch(req: &Request<'_>) -> Result<Value, AwsError> {
     let mut failed = Vec::new();
     for entry in list {
         let id = req_str(entry, "Id")?;
-        let decoded = req_str(entry, "ReceiptHandle").and_then(|h| Receipt::decode(h, &name));
+        let handle = req_str(entry, "ReceiptHandle")?;
+        let decoded = Receipt::decode(handle, &name)
+            .map_err(|_| sqs_error::receipt_handle_invalid_in_batch(handle));
         match decoded {
             Ok(receipt) => {
                 tags.push(receipt.tag);

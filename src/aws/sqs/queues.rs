@@ -298,10 +298,14 @@ pub async fn purge(req: &Request<'_>) -> Result<Value, AwsError> {
         }
         purged.insert(name.clone(), now);
     }
-    req.session()?
+    // SQS purges messages in flight too (the core's purge, like AMQP's, takes ready ones).
+    let session = req.session()?;
+    let q = session.usable_queue(&name).map_err(|e| from_core(&e))?;
+    session
         .purge_queue(&name)
         .await
         .map_err(|e| from_core(&e))?;
+    q.purge_received().await.map_err(|e| from_core(&e))?;
     Ok(json!({}))
 }
 
@@ -435,7 +439,7 @@ fn check_permission(accounts: &[String], actions: &[String]) -> Result<(), AwsEr
         ));
     }
     if actions.len() > 7 {
-        return Err(AwsError::invalid_parameter(&format!(
+        return Err(sqs_error::over_limit(&format!(
             "{} Actions were found, maximum allowed is 7.",
             actions.len()
         )));

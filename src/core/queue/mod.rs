@@ -219,6 +219,10 @@ pub(crate) enum Command {
         receive: Option<u32>,
         reply: oneshot::Sender<bool>,
     },
+    /// Messages out under a lease leave the queue (SQS PurgeQueue, which takes those in flight too).
+    PurgeReceived {
+        reply: oneshot::Sender<u32>,
+    },
     /// Received messages leave the queue, whether still out or visible again (SQS DeleteMessage).
     DeleteReceived {
         tags: Vec<u64>,
@@ -493,6 +497,11 @@ impl QueueHandle {
             reply,
         })
         .await
+    }
+
+    /// Messages out under a lease (received, not settled) leave the queue; returns how many.
+    pub async fn purge_received(&self) -> Result<u32, CoreError> {
+        self.ask(|reply| Command::PurgeReceived { reply }).await
     }
 
     /// Received messages leave the queue, whether still out under a lease or visible again since.

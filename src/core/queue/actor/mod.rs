@@ -360,6 +360,9 @@ impl Actor {
             } => {
                 let _ = reply.send(self.change_lease(tag, lease, receive));
             }
+            Command::PurgeReceived { reply } => {
+                let _ = reply.send(self.purge_received());
+            }
             Command::DeleteReceived { tags, reply } => {
                 self.delete_received(tags);
                 let _ = reply.send(());

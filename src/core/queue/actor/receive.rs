@@ -213,6 +213,19 @@ impl Actor {
         }
     }
 
+    /// Every message out under a lease (not a consumer's) leaves the queue; returns how many.
+    pub(super) fn purge_received(&mut self) -> u32 {
+        let tags: Vec<u64> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.holder.is_none() && o.lease_until.is_some())
+            .map(|(tag, _)| *tag)
+            .collect();
+        let n = u32::try_from(tags.len()).unwrap_or(u32::MAX);
+        self.settle(tags, super::super::Settle::Ack, None);
+        n
+    }
+
     /// A message left the queue: its receive count goes too.
     pub(super) fn forget_receives(&mut self, tag: u64) {
         if !self.receive_counts.is_empty() {
