@@ -806,3 +806,63 @@ async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
         .expect("receive b");
     assert_eq!(next.messages()[0].body(), Some("b"));
 }
+
+#[tokio::test]
+async fn each_region_is_a_namespace_of_its_own() {
+    let (broker, home) = start().await;
+    let west = aws_support::sqs_client_in(broker.listener("aws"), "AKIDANY", "x", "us-west-2");
+    let url = west
+        .create_queue()
+        .queue_name("regional")
+        .send()
+        .await
+        .expect("create in us-west-2")
+        .queue_url
+        .expect("url");
+    west.send_message()
+        .queue_url(&url)
+        .message_body("west")
+        .send()
+        .await
+        .expect("send");
+    let listed = west.list_queues().send().await.expect("list west");
+    assert_eq!(listed.queue_urls(), std::slice::from_ref(&url));
+    assert!(
+        home.list_queues()
+            .send()
+            .await
+            .expect("list home")
+            .queue_urls()
+            .is_empty()
+    );
+    let missing = home
+        .get_queue_url()
+        .queue_name("regional")
+        .send()
+        .await
+        .expect_err("not at home");
+    assert!(
+        missing
+            .as_service_error()
+            .is_some_and(|e| e.is_queue_does_not_exist()),
+        "{missing:?}"
+    );
+    let attrs = west
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes");
+    assert_eq!(
+        attrs.attributes().expect("attrs")[&QueueAttributeName::QueueArn],
+        "arn:aws:sqs:us-west-2:123456789012:regional"
+    );
+    let got = west
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(got.messages()[0].body(), Some("west"));
+}

@@ -16,10 +16,15 @@ pub const SECRET: &str = "test-secret-key";
 
 /// An SQS client for the broker's AWS listener, signing with `key` / `secret`.
 pub fn sqs_client(addr: SocketAddr, key: &str, secret: &str) -> Client {
+    sqs_client_in(addr, key, secret, "us-east-1")
+}
+
+/// As [`sqs_client`], signing for `region`.
+pub fn sqs_client_in(addr: SocketAddr, key: &str, secret: &str, region: &'static str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(format!("http://{addr}"))
-        .region(Region::new("us-east-1"))
+        .region(Region::new(region))
         .credentials_provider(Credentials::new(key, secret, None, None, "test"))
         .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();

@@ -166,7 +166,7 @@ pub struct QueueConfig {
     pub retention_secs: u64,
     pub wait_secs: u64,
     pub visibility_secs: u64,
-    /// Dead-letter queue name and maxReceiveCount.
+    /// Dead-letter queue ARN and maxReceiveCount.
     pub redrive: Option<(String, u32)>,
     pub fifo: bool,
     pub content_dedup: bool,
@@ -198,7 +198,7 @@ fn defaults(fifo: bool) -> BTreeMap<String, String> {
     m
 }
 
-/// `deadLetterTargetArn`'s queue name and `maxReceiveCount` of a RedrivePolicy.
+/// `deadLetterTargetArn` (an SQS queue ARN) and `maxReceiveCount` of a RedrivePolicy.
 fn redrive_of(policy: &str) -> Option<(String, u32)> {
     let v: Json = serde_json::from_str(policy).ok()?;
     let arn = v.get("deadLetterTargetArn")?.as_str()?;
@@ -207,10 +207,8 @@ fn redrive_of(policy: &str) -> Option<(String, u32)> {
         Json::String(s) => s.parse().ok()?,
         _ => return None,
     };
-    Some((
-        input::name_from_arn(arn)?.to_owned(),
-        u32::try_from(max).ok()?,
-    ))
+    input::region_and_name_of_arn(arn)?;
+    Some((arn.to_owned(), u32::try_from(max).ok()?))
 }
 
 /// Checks attributes a client gives (CreateQueue: `creating`, which also takes `FifoQueue`) and returns them
@@ -356,7 +354,10 @@ mod tests {
     fn a_redrive_policy_names_its_queue_and_count() {
         let policy = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq","maxReceiveCount":"3"}"#;
         let stored = check_value("RedrivePolicy", policy.to_owned()).expect("valid");
-        assert_eq!(redrive_of(&stored), Some(("dlq".to_owned(), 3)));
+        assert_eq!(
+            redrive_of(&stored),
+            Some(("arn:aws:sqs:us-east-1:123456789012:dlq".to_owned(), 3))
+        );
         assert_eq!(stored, policy, "kept as given");
     }
 }

@@ -75,7 +75,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// The queue name a request addresses: its `QueueUrl` (`http://host/<account>/<name>` or the legacy
+/// The core queue a request addresses (see `Request::core_name`): its `QueueUrl` (`http://host/<account>/<name>` or the legacy
 /// `http://host/queue/<name>`), else the request path when it is a queue URL's path.
 pub fn queue_name(req: &Request<'_>) -> Result<String, AwsError> {
     let url = match opt_str(req.input(), "QueueUrl") {
@@ -83,7 +83,8 @@ pub fn queue_name(req: &Request<'_>) -> Result<String, AwsError> {
         None if req.call.path.trim_matches('/').contains('/') => req.call.path.clone(),
         None => return Err(AwsError::missing_parameter("QueueUrl")),
     };
-    name_from_url(&url).ok_or_else(super::error::queue_does_not_exist)
+    let name = name_from_url(&url).ok_or_else(super::error::queue_does_not_exist)?;
+    Ok(req.core_name(&name))
 }
 
 /// The last path segment of a queue URL.
@@ -95,11 +96,13 @@ pub fn name_from_url(url: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
-/// The queue name at the end of an ARN (`arn:aws:sqs:region:account:name`).
-pub fn name_from_arn(arn: &str) -> Option<&str> {
+/// The region and queue name of an SQS queue ARN (`arn:aws:sqs:region:account:name`).
+pub fn region_and_name_of_arn(arn: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = arn.split(':').collect();
     match parts[..] {
-        ["arn", _, "sqs", _, _, name] if !name.is_empty() => Some(name),
+        ["arn", _, "sqs", region, _, name] if !name.is_empty() && !region.is_empty() => {
+            Some((region, name))
+        }
         _ => None,
     }
 }
@@ -118,10 +121,10 @@ mod tests {
         assert_eq!(name_from_url("/123456789012/q3").as_deref(), Some("q3"));
         assert_eq!(name_from_url("http://h/"), None);
         assert_eq!(
-            name_from_arn("arn:aws:sqs:us-east-1:123456789012:dlq"),
-            Some("dlq")
+            region_and_name_of_arn("arn:aws:sqs:us-east-1:123456789012:dlq"),
+            Some(("us-east-1", "dlq"))
         );
-        assert_eq!(name_from_arn("dlq"), None);
+        assert_eq!(region_and_name_of_arn("dlq"), None);
     }
 
     #[test]

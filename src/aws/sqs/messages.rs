@@ -502,10 +502,11 @@ async fn keep(req: &Request<'_>, cfg: &QueueConfig, received: Received) -> Optio
         q.settle(vec![tag], Settle::Ack, None);
         return None;
     }
-    if let Some((dlq, max)) = &cfg.redrive
+    if let Some((dlq_arn, max)) = &cfg.redrive
         && received.receive_count > *max
         && let Ok(session) = req.session()
-        && move_to(session, &req.ctx.broker, dlq, message).await
+        && let Some(dlq) = req.core_of_arn(dlq_arn)
+        && move_to(session, &req.ctx.broker, &dlq, message).await
     {
         q.settle(vec![tag], Settle::Ack, None);
         return None;

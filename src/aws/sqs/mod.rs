@@ -170,16 +170,51 @@ impl Request<'_> {
         &self.call.input
     }
 
-    /// `http://<Host>/<account>/<name>`.
-    fn queue_url(&self, name: &str) -> String {
+    /// The core queue of SQS queue `name` in this request's region (see [`core_name_in`]).
+    fn core_name(&self, name: &str) -> String {
+        core_name_in(&self.ctx.region, &self.call.region, name)
+    }
+
+    /// The core queue an SQS queue ARN names (`arn:aws:sqs:<region>:<account>:<name>`).
+    fn core_of_arn(&self, arn: &str) -> Option<String> {
+        let (region, name) = input::region_and_name_of_arn(arn)?;
+        Some(core_name_in(&self.ctx.region, region, name))
+    }
+
+    /// The SQS name of core queue `core` if it is in this request's region.
+    fn in_region<'q>(&self, core: &'q str) -> Option<&'q str> {
+        let (region, name) = match core.split_once(':') {
+            Some((region, name)) => (region, name),
+            None => (self.ctx.region.as_str(), core),
+        };
+        (region == self.call.region).then_some(name)
+    }
+
+    /// `http://<Host>/<account>/<name>` of core queue `core`.
+    fn queue_url(&self, core: &str) -> String {
+        let (_, name) = split_core_name(&self.ctx.region, core);
         format!("http://{}/{}/{name}", self.call.host, self.ctx.account_id)
     }
 
-    /// `arn:aws:sqs:<region>:<account>:<name>`.
-    fn queue_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:sqs:{}:{}:{name}",
-            self.call.region, self.ctx.account_id
-        )
+    /// `arn:aws:sqs:<region>:<account>:<name>` of core queue `core`.
+    fn queue_arn(&self, core: &str) -> String {
+        let (region, name) = split_core_name(&self.ctx.region, core);
+        format!("arn:aws:sqs:{region}:{}:{name}", self.ctx.account_id)
     }
+}
+
+/// Each region is a namespace of its own (as in AWS): queue `name` of the configured region is the core queue
+/// `name` (so AMQP clients find it by that name), of another region the core queue `<region>:<name>` (a colon
+/// is never part of an SQS queue name).
+fn core_name_in(home: &str, region: &str, name: &str) -> String {
+    if region == home {
+        name.to_owned()
+    } else {
+        format!("{region}:{name}")
+    }
+}
+
+/// The region and SQS name of a core queue name (see [`core_name_in`]).
+fn split_core_name<'a>(home: &'a str, core: &'a str) -> (&'a str, &'a str) {
+    core.split_once(':').unwrap_or((home, core))
 }

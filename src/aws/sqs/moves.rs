@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::Request;
 use super::error::resource_not_found;
-use super::input::{name_from_arn, opt_int, opt_str, req_str};
+use super::input::{opt_int, opt_str, req_str};
 use super::messages::move_to;
 use super::queues::load_quick;
 use crate::aws::error::AwsError;
@@ -23,6 +23,8 @@ use crate::core::{Broker, ReceiveRequest, Session, Settle};
 #[derive(Debug)]
 struct Task {
     handle: String,
+    /// The core queue moved from.
+    source: String,
     source_arn: String,
     destination_arn: Option<String>,
     rate: Option<u64>,
@@ -91,7 +93,7 @@ impl MoveTasks {
     /// A deleted queue's tasks stop.
     pub fn forget_source(&self, queue: &str) {
         for t in self.lock().iter() {
-            if name_from_arn(&t.source_arn) == Some(queue) {
+            if t.source == queue {
                 t.cancelled.store(true, Ordering::Release);
             }
         }
@@ -100,11 +102,9 @@ impl MoveTasks {
 
 pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
     let source_arn = req_str(req.input(), "SourceArn")?.to_owned();
-    let source = name_from_arn(&source_arn)
-        .ok_or_else(|| {
-            AwsError::invalid_parameter("Source queue must be configured as a Dead Letter Queue.")
-        })?
-        .to_owned();
+    let source = req.core_of_arn(&source_arn).ok_or_else(|| {
+        AwsError::invalid_parameter("Source queue must be configured as a Dead Letter Queue.")
+    })?;
     load_quick(req, &source).map_err(|_| {
         resource_not_found(
             "The resource that you specified for the SourceArn parameter doesn't exist.",
@@ -112,9 +112,9 @@ pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
     })?;
     let destination_arn = opt_str(req.input(), "DestinationArn").map(str::to_owned);
     let destination = match &destination_arn {
-        Some(arn) => name_from_arn(arn)
-            .ok_or_else(|| AwsError::invalid_parameter("Invalid DestinationArn."))?
-            .to_owned(),
+        Some(arn) => req
+            .core_of_arn(arn)
+            .ok_or_else(|| AwsError::invalid_parameter("Invalid DestinationArn."))?,
         None => redrive_source(req, &source)?,
     };
     load_quick(req, &destination)?;
@@ -130,6 +130,7 @@ pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
     }
     let task = Arc::new(Task {
         handle: crate::aws::uuid_v4(),
+        source: source.clone(),
         source_arn,
         destination_arn,
         rate,
@@ -154,7 +155,8 @@ fn redrive_source(req: &Request<'_>, dlq: &str) -> Result<String, AwsError> {
         || AwsError::invalid_parameter("Source queue must be configured as a Dead Letter Queue.");
     for name in req.session()?.queue_names() {
         if let Ok((_, stored)) = load_quick(req, &name)
-            && stored.config().redrive.is_some_and(|(d, _)| d == dlq)
+            && let Some((arn, _)) = stored.config().redrive
+            && req.core_of_arn(&arn).as_deref() == Some(dlq)
         {
             return Ok(name);
         }

@@ -114,12 +114,13 @@ pub async fn create(req: &Request<'_>) -> Result<Value, AwsError> {
     check_dead_letter_type(&given, fifo)?;
     let tags = text_map(map(req.input(), "tags").or_else(|| map(req.input(), "Tags")));
     let session = req.session()?;
-    if let Ok((_, _, existing)) = load(req, name).await {
+    let core = req.core_name(name);
+    if let Ok((_, _, existing)) = load(req, &core).await {
         let same = given
             .iter()
             .all(|(k, v)| existing.get(k) == Some(v.as_str()));
         return if same {
-            Ok(json!({"QueueUrl": req.queue_url(name)}))
+            Ok(json!({"QueueUrl": req.queue_url(&core)}))
         } else {
             Err(sqs_error::queue_name_exists(name))
         };
@@ -129,23 +130,26 @@ pub async fn create(req: &Request<'_>) -> Result<Value, AwsError> {
         ..QueueOptions::default()
     };
     session
-        .declare_queue(name, options)
+        .declare_queue(&core, options)
         .await
         .map_err(|e| from_core(&e))?;
-    save(req, name, &Stored::new(fifo, given, tags))?;
-    Ok(json!({"QueueUrl": req.queue_url(name)}))
+    save(req, &core, &Stored::new(fifo, given, tags))?;
+    Ok(json!({"QueueUrl": req.queue_url(&core)}))
 }
 
 pub async fn get_url(req: &Request<'_>) -> Result<Value, AwsError> {
-    let name = req_str(req.input(), "QueueName")?;
-    load(req, name).await?;
-    Ok(json!({"QueueUrl": req.queue_url(name)}))
+    let core = req.core_name(req_str(req.input(), "QueueName")?);
+    load(req, &core).await?;
+    Ok(json!({"QueueUrl": req.queue_url(&core)}))
 }
 
-/// Every queue name SQS can address, sorted.
+/// The core queues SQS can address in this request's region (valid SQS names), sorted.
 fn sqs_queue_names(req: &Request<'_>) -> Result<Vec<String>, AwsError> {
     let mut names = req.session()?.queue_names();
-    names.retain(|n| check_name(n, n.ends_with(".fifo")).is_ok());
+    names.retain(|core| {
+        req.in_region(core)
+            .is_some_and(|n| check_name(n, n.ends_with(".fifo")).is_ok())
+    });
     names.sort();
     Ok(names)
 }
@@ -181,7 +185,7 @@ fn page(req: &Request<'_>, names: Vec<String>) -> Result<(Vec<String>, Option<St
 pub fn list(req: &Request<'_>) -> Result<Value, AwsError> {
     let prefix = opt_str(req.input(), "QueueNamePrefix").unwrap_or("");
     let mut names = sqs_queue_names(req)?;
-    names.retain(|n| n.starts_with(prefix));
+    names.retain(|core| req.in_region(core).is_some_and(|n| n.starts_with(prefix)));
     let (names, token) = page(req, names)?;
     let mut out = Map::new();
     if !names.is_empty() {
@@ -474,7 +478,11 @@ pub fn dead_letter_sources(req: &Request<'_>) -> Result<Value, AwsError> {
         let Ok((_, stored)) = load_quick(req, &other) else {
             continue;
         };
-        if stored.config().redrive.is_some_and(|(dlq, _)| dlq == name) {
+        let dlq = stored
+            .config()
+            .redrive
+            .and_then(|(arn, _)| req.core_of_arn(&arn));
+        if dlq.as_deref() == Some(name.as_str()) {
             sources.push(other);
         }
     }
