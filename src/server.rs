@@ -3,7 +3,8 @@
 //! [`start`] turns a [`Config`] into a running broker in the order the durability contract needs: create the
 //! data directory, load the TLS certificate (so a bad one fails before anything else happens), open the store,
 //! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP and
-//! MQTT, AMQPS and MQTTS when TLS is configured, and the HTTP health endpoints. The listeners are one table
+//! MQTT, AMQPS and MQTTS when TLS is configured, the HTTP health endpoints, and the AWS-compatible APIs (SQS,
+//! STS). The listeners are one table
 //! ([`listener_table`]): each front end registers its name, address, TLS acceptor and serve function in one
 //! row, and binding, serving, logging and [`RunningServer::addr`] all read that table. Each bound address is
 //! logged as `listener=<name> addr=<ip:port> "listening"`, which is how tests and operators learn the ports
@@ -27,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::amqp::{self, AmqpContext};
+use crate::aws::{self, AwsContext};
 use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
 use crate::core::{
     Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, TopicPermissionSpec, UserSpec,
@@ -219,6 +221,10 @@ fn listener_table(
         ListenerSpec::stream("mqtt", config.mqtt.addr(), None, &mqtt, &mqtt_limits),
         ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),
     ];
+    if config.aws.enabled {
+        let aws = aws::router(AwsContext::new(broker.clone(), &config.aws));
+        table.push(ListenerSpec::http("aws", config.aws.addr(), aws));
+    }
     if let Some(tls) = tls {
         let addr = config.amqp.tls_addr();
         table.push(ListenerSpec::stream(

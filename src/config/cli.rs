@@ -21,7 +21,7 @@ pub struct Cli {
     /// Directory for the store and other state.
     #[arg(long, env = "FERRYMQ_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address every listener binds to (AMQP, AMQPS, MQTT, MQTTS and HTTP).
+    /// Address every listener binds to (AMQP, AMQPS, MQTT, MQTTS, HTTP and AWS).
     #[arg(long, env = "FERRYMQ_BIND", value_name = "IP")]
     pub bind: Option<IpAddr>,
     /// Plain AMQP port (0 picks a free one).
@@ -39,6 +39,9 @@ pub struct Cli {
     /// HTTP port for health endpoints (0 picks a free one).
     #[arg(long, env = "FERRYMQ_HTTP_PORT", value_name = "PORT")]
     pub http_port: Option<u16>,
+    /// Port of the AWS-compatible APIs (SQS, STS; 0 picks a free one).
+    #[arg(long, env = "FERRYMQ_AWS_PORT", value_name = "PORT")]
+    pub aws_port: Option<u16>,
     /// PEM certificate chain for the TLS listeners.
     #[arg(long, env = "FERRYMQ_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
@@ -81,12 +84,14 @@ impl Cli {
             config.amqp.bind = bind;
             config.mqtt.bind = bind;
             config.http.bind = bind;
+            config.aws.bind = bind;
         }
         set(&mut config.amqp.port, &self.amqp_port);
         set(&mut config.amqp.tls_port, &self.amqps_port);
         set(&mut config.mqtt.port, &self.mqtt_port);
         set(&mut config.mqtt.tls_port, &self.mqtts_port);
         set(&mut config.http.port, &self.http_port);
+        set(&mut config.aws.port, &self.aws_port);
         if self.tls_cert.is_some() {
             config.tls.cert = self.tls_cert.clone();
         }

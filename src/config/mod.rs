@@ -10,12 +10,13 @@
 //! This module knows option names, defaults and limits; it opens no socket and no file other than the config
 //! file itself.
 //!
-//! One module per section (`amqp`, `mqtt`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
+//! One module per section (`amqp`, `mqtt`, `aws`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
 //! struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
 //! and the checks that span sections (ports shared by two listeners).
 
 mod amqp;
 mod auth;
+mod aws;
 mod cli;
 mod http;
 mod limits;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use amqp::AmqpConfig;
 pub use auth::{AuthConfig, PermissionConfig, TopicPermissionConfig, UserConfig};
+pub use aws::{AwsConfig, AwsKeyConfig};
 pub use cli::Cli;
 pub use http::HttpConfig;
 pub use limits::{LimitsConfig, UserLimits, VhostLimits};
@@ -93,6 +95,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The HTTP listener for health (and later metrics) endpoints.
     pub http: HttpConfig,
+    /// The AWS-compatible APIs (SQS, STS) on one HTTP listener.
+    pub aws: AwsConfig,
     /// The default user created at start-up.
     pub auth: AuthConfig,
     /// Message and definition storage.
@@ -115,6 +119,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
+            aws: AwsConfig::default(),
             auth: AuthConfig::default(),
             memory: MemoryConfig::default(),
             limits: LimitsConfig::default(),
@@ -175,6 +180,7 @@ impl Config {
         self.mqtt.validate()?;
         self.tls.validate()?;
         self.auth.validate()?;
+        self.aws.validate()?;
         self.store.validate()?;
         self.memory.validate(self.amqp.max_message_size)?;
         self.limits.validate()?;
@@ -191,6 +197,9 @@ impl Config {
         if self.tls.files().is_some() {
             listeners.push(("amqp.tls_port", self.amqp.tls_addr()));
             listeners.push(("mqtt.tls_port", self.mqtt.tls_addr()));
+        }
+        if self.aws.enabled {
+            listeners.push(("aws.port", self.aws.addr()));
         }
         for (i, (name, addr)) in listeners.iter().enumerate() {
             for (other, other_addr) in &listeners[..i] {

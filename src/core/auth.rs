@@ -21,6 +21,17 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
+impl User {
+    /// A user that cannot log in (no password matches it): what a trusted session acts as.
+    pub(crate) fn internal(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            password: String::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
 /// What a user may do in one vhost.
 #[derive(Debug, Clone)]
 pub struct Permission {

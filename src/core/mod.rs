@@ -40,8 +40,8 @@ pub use persist::{LegacyReader, register_legacy_reader};
 pub(crate) use publish::testing;
 pub use publish::{Confirmation, Outcome, Publisher, Receipt, Settling, SyncView};
 pub use queue::{
-    ChannelLimit, ConsumerSink, ConsumerSpec, Delivered, Deliveries, Delivery, QueueHandle,
-    QueueStats, Settle, SinkEvent,
+    ATTRIBUTES_ARGUMENT, ChannelLimit, ConsumerSink, ConsumerSpec, Delivered, Deliveries, Delivery,
+    QueueHandle, QueueStats, ReceiveRequest, Received, Settle, SinkEvent,
 };
 pub use queue::{ConnId, ConsumerKey};
 pub use session::{AutoDelete, Durability, Ownership, QueueOptions, Session};
@@ -464,6 +464,18 @@ impl Broker {
             .permission(&user.name, vhost)
             .ok_or_else(refused)?;
         Ok(Session::new(v, user, permission, conn))
+    }
+
+    /// A session with every permission on `vhost` as user `name`, for a front end that authenticates requests
+    /// itself (the AWS APIs verify SigV4 signatures against their own keys). The user is not a login: it exists
+    /// only in this session, for error texts and logs.
+    pub fn trusted_session(&self, name: &str, vhost: &str) -> Result<Session, CoreError> {
+        let v = self
+            .vhost(vhost)
+            .ok_or_else(|| CoreError::NotAllowed(format!("vhost {vhost} not found")))?;
+        let user = Arc::new(User::internal(name));
+        let conn = self.next_conn_id();
+        Ok(Session::new(v, user, Arc::new(Permission::all()), conn))
     }
 
     /// A fresh connection id.

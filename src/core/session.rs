@@ -10,7 +10,9 @@ use super::auth::{Permission, User};
 use super::error::{Access, Entity};
 use super::message::{Headers, Message, Value};
 use super::publish::{Outcome, Settling};
-use super::queue::{ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats};
+use super::queue::{
+    ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats, ReceiveRequest, Received,
+};
 use super::vhost::{BindOp, BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
 use crate::store::DestinationKind;
 
@@ -257,6 +259,35 @@ impl Session {
             arguments: Headers::default(),
         };
         Ok(self.vhost.declare_queue(spec, Journal::Write)?.0)
+    }
+
+    /// The names of the queues every connection may use (not exclusive ones), in no particular order.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.vhost
+            .queues()
+            .into_iter()
+            .filter(|q| q.exclusive_owner.is_none() && !q.is_deleted())
+            .map(|q| q.name.clone())
+            .collect()
+    }
+
+    /// Replaces the attributes a front end keeps with a queue (SQS queue attributes and tags); durable queues
+    /// keep them across a restart. Read them with [`QueueHandle::attributes`].
+    pub fn set_queue_attributes(&self, name: &str, attributes: Headers) -> Result<(), CoreError> {
+        let q = self.usable_queue(name)?;
+        self.check(Access::Configure, Entity::Queue, name)?;
+        self.vhost.set_queue_attributes(&q, attributes)
+    }
+
+    /// Leased receive (SQS ReceiveMessage): see [`QueueHandle::receive`].
+    pub async fn receive(
+        &self,
+        queue: &str,
+        request: ReceiveRequest,
+    ) -> Result<Vec<Received>, CoreError> {
+        let q = self.usable_queue(queue)?;
+        self.check(Access::Read, Entity::Queue, queue)?;
+        q.receive(request).await
     }
 
     /// queue.purge

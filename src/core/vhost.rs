@@ -453,6 +453,33 @@ impl VHost {
 
     // ---- queues ----
 
+    /// Replaces the front-end attributes of `queue`, journaled (when durable) under the queues lock as its
+    /// definition with the new `x-attributes` argument, so a restart brings them back.
+    pub(crate) fn set_queue_attributes(
+        &self,
+        queue: &QueueHandle,
+        attributes: Headers,
+    ) -> Result<(), CoreError> {
+        let queues = write(&self.queues);
+        let current = queues
+            .get(&queue.name)
+            .filter(|q| *q == queue && !q.is_deleted());
+        if current.is_none() {
+            return Err(CoreError::not_found(Entity::Queue, &self.name, &queue.name));
+        }
+        if queue.durable && queue.exclusive_owner.is_none() {
+            self.journal(Journal::Write, || Definition::Queue {
+                vhost: self.name.clone(),
+                name: queue.name.clone(),
+                auto_delete: queue.auto_delete,
+                arguments: persist::args_out(&queue.arguments_with(&attributes)),
+            })?;
+        }
+        queue.set_attributes(attributes);
+        drop(queues);
+        Ok(())
+    }
+
     /// Declare (or find an equivalent) queue. Returns the queue and whether it was created.
     pub(crate) fn declare_queue(
         &self,
@@ -462,6 +489,10 @@ impl VHost {
         if let Some(existing) = self.queue(&spec.name).filter(|q| !q.is_deleted()) {
             self.check_exclusive_access(&existing, spec.exclusive_owner)?;
             self.check_equivalent_queue(&existing, &spec)?;
+            if journal == Journal::Replay {
+                // A later definition of the same queue: its attributes were changed (set_queue_attributes).
+                existing.restore_attributes(&spec.arguments);
+            }
             return Ok((existing, false));
         }
         let mut args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name)?;

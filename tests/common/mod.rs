@@ -19,7 +19,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use ferrymq::config::{AmqpConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind};
+use ferrymq::config::{
+    AmqpConfig, AwsConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind,
+};
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
 use tempfile::TempDir;
@@ -60,6 +62,11 @@ pub fn test_config(dir: &Path) -> Config {
         http: HttpConfig {
             bind: loopback,
             port: 0,
+        },
+        aws: AwsConfig {
+            bind: loopback,
+            port: 0,
+            ..AwsConfig::default()
         },
         store: StoreConfig {
             kind: StoreKind::Memory,
@@ -259,6 +266,8 @@ impl BrokerProcess {
                 "--mqtt-port",
                 "0",
                 "--mqtts-port",
+                "0",
+                "--aws-port",
                 "0",
             ])
             .args(&self.extra_args)
