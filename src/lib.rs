@@ -6,6 +6,7 @@ pub mod admin;
 pub mod amqp;
 pub mod config;
 pub mod core;
+pub mod mqtt;
 pub mod server;
 pub mod store;
 pub mod transport;

@@ -2,8 +2,8 @@
 //!
 //! [`start`] turns a [`Config`] into a running broker in the order the durability contract needs: create the
 //! data directory, load the TLS certificate (so a bad one fails before anything else happens), open the store,
-//! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP,
-//! AMQPS when TLS is configured, and the HTTP health endpoints. The listeners are one table
+//! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP and
+//! MQTT, AMQPS and MQTTS when TLS is configured, and the HTTP health endpoints. The listeners are one table
 //! ([`listener_table`]): each front end registers its name, address, TLS acceptor and serve function in one
 //! row, and binding, serving, logging and [`RunningServer::addr`] all read that table. Each bound address is
 //! logged as `listener=<name> addr=<ip:port> "listening"`, which is how tests and operators learn the ports
@@ -29,6 +29,7 @@ use crate::admin;
 use crate::amqp::{self, AmqpContext};
 use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
 use crate::core::{Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, UserSpec};
+use crate::mqtt::{self, MqttContext};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{
@@ -199,9 +200,21 @@ fn listener_table(
         handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
     };
     let amqp_budget = fit_budget("amqp", amqp_budget);
-    let amqp_limits = Arc::new(ConnectionLimits::new("amqp", amqp_budget, tenants));
+    let amqp_limits = Arc::new(ConnectionLimits::new("amqp", amqp_budget, tenants.clone()));
+    let mqtt = mqtt_handler(config, broker, lifecycle);
+    let mqtt_budget = Budget {
+        max_connections: config.mqtt.max_connections,
+        max_handshakes: config.mqtt.max_handshakes,
+        handshake_timeout: Duration::from_secs(config.mqtt.handshake_timeout_secs),
+    };
+    let mqtt_limits = Arc::new(ConnectionLimits::new(
+        "mqtt",
+        fit_budget("mqtt", mqtt_budget),
+        tenants,
+    ));
     let mut table = vec![
         ListenerSpec::stream("amqp", config.amqp.addr(), None, &amqp, &amqp_limits),
+        ListenerSpec::stream("mqtt", config.mqtt.addr(), None, &mqtt, &mqtt_limits),
         ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),
     ];
     if let Some(tls) = tls {
@@ -209,9 +222,17 @@ fn listener_table(
         table.push(ListenerSpec::stream(
             "amqps",
             addr,
-            Some(tls),
+            Some(tls.clone()),
             &amqp,
             &amqp_limits,
+        ));
+        let addr = config.mqtt.tls_addr();
+        table.push(ListenerSpec::stream(
+            "mqtts",
+            addr,
+            Some(tls),
+            &mqtt,
+            &mqtt_limits,
         ));
     }
     table
@@ -236,6 +257,21 @@ fn fit_budget(protocol: &'static str, budget: Budget) -> Budget {
          limit, e.g. LimitNOFILE=, to keep them)"
     );
     fitted
+}
+
+/// The MQTT front end's connection handler (MQTT and MQTTS share it).
+fn mqtt_handler(config: &Config, broker: &Broker, lifecycle: &Lifecycle) -> StreamHandler {
+    let ctx = MqttContext::new(broker.clone(), &config.mqtt);
+    let closing = lifecycle.close_connections.clone();
+    Arc::new(move |stream, peer, admission| {
+        Box::pin(mqtt::serve(
+            stream,
+            peer,
+            admission,
+            ctx.clone(),
+            closing.clone(),
+        ))
+    })
 }
 
 /// The AMQP 0-9-1 front end's connection handler (AMQP and AMQPS share it).

@@ -10,7 +10,7 @@
 //! This module knows option names, defaults and limits; it opens no socket and no file other than the config
 //! file itself.
 //!
-//! One module per section (`amqp`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
+//! One module per section (`amqp`, `mqtt`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
 //! struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
 //! and the checks that span sections (ports shared by two listeners).
 
@@ -21,6 +21,7 @@ mod http;
 mod limits;
 mod log;
 mod memory;
+mod mqtt;
 mod store;
 mod tls;
 
@@ -35,6 +36,7 @@ pub use http::HttpConfig;
 pub use limits::{LimitsConfig, UserLimits, VhostLimits};
 pub use log::{LogConfig, LogFormat};
 pub use memory::MemoryConfig;
+pub use mqtt::MqttConfig;
 pub use store::{StoreConfig, StoreKind, SyncPolicy};
 pub use tls::TlsConfig;
 
@@ -85,6 +87,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// AMQP 0-9-1 listeners and protocol limits.
     pub amqp: AmqpConfig,
+    /// MQTT 3.1 / 3.1.1 / 5.0 listeners, anonymous login and session bounds.
+    pub mqtt: MqttConfig,
     /// Certificate for the TLS listeners (AMQPS); TLS is off unless both files are set.
     pub tls: TlsConfig,
     /// The HTTP listener for health (and later metrics) endpoints.
@@ -108,6 +112,7 @@ impl Default for Config {
             store: StoreConfig::for_data_dir(&data_dir),
             data_dir,
             amqp: AmqpConfig::default(),
+            mqtt: MqttConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
@@ -167,6 +172,7 @@ impl Config {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
         self.amqp.validate()?;
+        self.mqtt.validate()?;
         self.tls.validate()?;
         self.auth.validate()?;
         self.store.validate()?;
@@ -179,10 +185,12 @@ impl Config {
     fn validate_ports(&self) -> Result<(), ConfigError> {
         let mut listeners = vec![
             ("amqp.port", self.amqp.addr()),
+            ("mqtt.port", self.mqtt.addr()),
             ("http.port", self.http.addr()),
         ];
         if self.tls.files().is_some() {
             listeners.push(("amqp.tls_port", self.amqp.tls_addr()));
+            listeners.push(("mqtt.tls_port", self.mqtt.tls_addr()));
         }
         for (i, (name, addr)) in listeners.iter().enumerate() {
             for (other, other_addr) in &listeners[..i] {

@@ -14,6 +14,7 @@ mod paging_tests;
 mod persist;
 mod publish;
 mod queue;
+mod retained;
 mod session;
 #[cfg(test)]
 mod tests;

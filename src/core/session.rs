@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::CoreError;
 use super::auth::{Permission, User};
 use super::error::{Access, Entity};
-use super::message::{Headers, Value};
+use super::message::{Headers, Message, Value};
 use super::queue::{ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats};
 use super::vhost::{BindOp, BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
 use crate::store::DestinationKind;
@@ -288,6 +288,26 @@ impl Session {
         let q = self.usable_queue(queue)?;
         self.check(Access::Read, Entity::Queue, queue)?;
         q.get(no_ack, lease).await
+    }
+
+    /// The bindings to the queue `name` (an MQTT persistent session's subscriptions).
+    pub fn queue_bindings(&self, name: &str) -> Result<Vec<BindingSpec>, CoreError> {
+        let q = self.usable_queue(name)?;
+        Ok(self.vhost.bindings_to_queue(&q))
+    }
+
+    /// Retains `message` under its routing key, or clears the key when the body is empty (MQTT retain,
+    /// `core::retained`); needs write permission on its exchange, as a publish. Whether one was retained before.
+    pub fn retain(&self, message: Arc<Message>) -> Result<bool, CoreError> {
+        self.check(Access::Write, Entity::Exchange, &message.exchange)?;
+        Ok(self.vhost.retain(message))
+    }
+
+    /// The retained messages whose routing key `pattern` matches; needs read permission on `exchange`, as a
+    /// binding from it.
+    pub fn retained(&self, exchange: &str, pattern: &str) -> Result<Vec<Arc<Message>>, CoreError> {
+        self.check(Access::Read, Entity::Exchange, exchange)?;
+        Ok(self.vhost.retained_matching(pattern))
     }
 
     /// The connection closed: its exclusive queues go.

@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use ferrymq::config::{AmqpConfig, Config, HttpConfig, StoreConfig, StoreKind};
+use ferrymq::config::{AmqpConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind};
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
 use tempfile::TempDir;
@@ -47,6 +47,12 @@ pub fn test_config(dir: &Path) -> Config {
             port: 0,
             tls_port: 0,
             ..AmqpConfig::default()
+        },
+        mqtt: MqttConfig {
+            bind: loopback,
+            port: 0,
+            tls_port: 0,
+            ..MqttConfig::default()
         },
         http: HttpConfig {
             bind: loopback,
@@ -240,6 +246,10 @@ impl BrokerProcess {
                 "--amqps-port",
                 "0",
                 "--http-port",
+                "0",
+                "--mqtt-port",
+                "0",
+                "--mqtts-port",
                 "0",
             ])
             .args(&self.extra_args)

@@ -229,6 +229,9 @@ pub struct Annotations {
     pub origin: Protocol,
     /// A retained MQTT message.
     pub retain: bool,
+    /// The QoS an MQTT publisher sent the message with (0 for other protocols): an MQTT subscriber gets the
+    /// lower of it and its subscription's [MQTT-3.8.4-8].
+    pub qos: u8,
 }
 
 /// The origin protocol's own encoding of the properties and headers, valid while they are unchanged.
