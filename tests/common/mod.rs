@@ -16,7 +16,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use ferrymq::config::{AmqpConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind};
+use ferrymq::config::{
+    AmqpConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind, WebSocketConfig,
+};
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
 use tempfile::TempDir;
@@ -53,6 +55,12 @@ pub fn test_config(dir: &Path) -> Config {
             port: 0,
             tls_port: 0,
             ..MqttConfig::default()
+        },
+        websocket: WebSocketConfig {
+            bind: loopback,
+            mqtt_port: 0,
+            mqtt_tls_port: 0,
+            ..WebSocketConfig::default()
         },
         http: HttpConfig {
             bind: loopback,
@@ -250,6 +258,10 @@ impl BrokerProcess {
                 "--mqtt-port",
                 "0",
                 "--mqtts-port",
+                "0",
+                "--mqtt-ws-port",
+                "0",
+                "--mqtt-wss-port",
                 "0",
             ])
             .args(&self.extra_args)
