@@ -328,6 +328,19 @@ async fn wait_for_deliveries(received: &AtomicU64, expected: u64, timeout: f64) 
 /// Publish until the deadline or the count, keeping at most `window` QoS 1/2 publishes unacknowledged.
 async fn publisher(mut conn: Conn, plan: PubPlan, clock: Clock) -> PubStats {
     let mut stats = PubStats::default();
+    if let Err(e) = publish(&mut conn, &plan, clock, &mut stats).await {
+        eprintln!("ferrymq-bench: publisher: {e:#}");
+        stats.errors += 1;
+    }
+    stats
+}
+
+async fn publish(
+    conn: &mut Conn,
+    plan: &PubPlan,
+    clock: Clock,
+    stats: &mut PubStats,
+) -> anyhow::Result<()> {
     let mut wbuf = BytesMut::with_capacity(WRITE_BATCH * 2);
     let mut next_id: u16 = 1;
     let mut done_acks = 0u64; // PUBACKs (QoS 1) or PUBCOMPs (QoS 2)
@@ -360,11 +373,10 @@ async fn publisher(mut conn: Conn, plan: PubPlan, clock: Clock) -> PubStats {
         };
         if !publishing && wbuf.is_empty() && outstanding == 0 {
             stats.finished = Some(Instant::now());
-            return stats;
+            return Ok(());
         }
         if drain_until.is_some_and(|d| now >= d) {
-            stats.errors += 1;
-            return stats;
+            bail!("{outstanding} publishes still unacknowledged at the end of the drain");
         }
         let wake = if publishing && plan.interval > 0.0 {
             due(stats.sent).min(plan.deadline)
@@ -373,17 +385,13 @@ async fn publisher(mut conn: Conn, plan: PubPlan, clock: Clock) -> PubStats {
         };
         conn.rbuf.reserve(READ_RESERVE);
         tokio::select! {
-            read = conn.rd.read_buf(&mut conn.rbuf) => match read {
-                Ok(n) if n > 0 => match take_acks(&mut conn.rbuf, &mut wbuf) {
-                    Ok(n) => done_acks += n,
-                    Err(_) => { stats.errors += 1; return stats; }
-                },
-                _ => { stats.errors += 1; return stats; }
-            },
-            written = conn.wr.write(&wbuf), if !wbuf.is_empty() => match written {
-                Ok(n) => wbuf.advance(n),
-                Err(_) => { stats.errors += 1; return stats; }
-            },
+            read = conn.rd.read_buf(&mut conn.rbuf) => {
+                if read? == 0 {
+                    bail!("the broker closed the connection");
+                }
+                done_acks += take_acks(&mut conn.rbuf, &mut wbuf)?;
+            }
+            written = conn.wr.write(&wbuf), if !wbuf.is_empty() => wbuf.advance(written?),
             _ = sleep_until(wake), if wbuf.is_empty() => {}
         }
     }
@@ -417,30 +425,37 @@ async fn subscriber(
     stop: CancellationToken,
 ) -> SubStats {
     let mut stats = SubStats::default();
+    if let Err(e) = receive(&mut conn, clock, &received, &stop, &mut stats).await {
+        eprintln!("ferrymq-bench: subscriber: {e:#}");
+        stats.errors += 1;
+    }
+    stats
+}
+
+async fn receive(
+    conn: &mut Conn,
+    clock: Clock,
+    received: &AtomicU64,
+    stop: &CancellationToken,
+    stats: &mut SubStats,
+) -> anyhow::Result<()> {
     let mut wbuf = BytesMut::with_capacity(4096);
     loop {
         conn.rbuf.reserve(READ_RESERVE);
         tokio::select! {
             biased;
-            _ = stop.cancelled() => return stats,
-            written = conn.wr.write(&wbuf), if !wbuf.is_empty() => match written {
-                Ok(n) => wbuf.advance(n),
-                Err(_) => { stats.errors += 1; return stats; }
-            },
-            read = conn.rd.read_buf(&mut conn.rbuf) => match read {
-                Ok(n) if n > 0 => {
-                    let now_ns = clock.now_ns();
-                    match take_deliveries(&mut conn.rbuf, &mut wbuf, &mut stats.latency, now_ns) {
-                        Ok(n) => {
-                            stats.received += n;
-                            received.fetch_add(n, Ordering::Relaxed);
-                            stats.last = Some(Instant::now());
-                        }
-                        Err(_) => { stats.errors += 1; return stats; }
-                    }
+            _ = stop.cancelled() => return Ok(()),
+            written = conn.wr.write(&wbuf), if !wbuf.is_empty() => wbuf.advance(written?),
+            read = conn.rd.read_buf(&mut conn.rbuf) => {
+                if read? == 0 {
+                    bail!("the broker closed the connection");
                 }
-                _ => { stats.errors += 1; return stats; }
-            },
+                let now_ns = clock.now_ns();
+                let n = take_deliveries(&mut conn.rbuf, &mut wbuf, &mut stats.latency, now_ns)?;
+                stats.received += n;
+                received.fetch_add(n, Ordering::Relaxed);
+                stats.last = Some(Instant::now());
+            }
         }
     }
 }
