@@ -41,6 +41,9 @@ pub struct MqttConfig {
     pub max_queued: u64,
     /// Longest session expiry interval a client may ask for, in seconds (v5; v3 persistent sessions get it).
     pub max_session_expiry_secs: u32,
+    /// Longest keep-alive a v5 client may ask for, in seconds; a longer one is lowered to it and announced as
+    /// Server Keep Alive (§3.2.2.3.14). v3 clients keep theirs (they cannot be told).
+    pub max_keep_alive_secs: u16,
     /// Topic aliases a client may use towards the broker (v5 Topic Alias Maximum; 0 turns them off).
     pub topic_alias_maximum: u16,
     /// Logged-in MQTT connections (plain and TLS together).
@@ -68,6 +71,7 @@ impl Default for MqttConfig {
             max_inflight: 64,
             max_queued: 100_000,
             max_session_expiry_secs: 86_400,
+            max_keep_alive_secs: u16::MAX,
             topic_alias_maximum: 16,
             max_connections: 10_000,
             max_handshakes: 1_000,

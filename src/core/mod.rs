@@ -336,6 +336,30 @@ impl Broker {
                     v.journal_binding(BindOp::Bind, &spec)?;
                 }
             }
+            Definition::Retained {
+                vhost: v,
+                key,
+                meta,
+                body,
+            } => {
+                let stored = crate::store::StoredMessage {
+                    meta,
+                    body,
+                    priority: 0,
+                    expires_at_ms: None,
+                    published_at_ms: 0,
+                };
+                let mut message = persist::restore(stored)?;
+                message.routing_key = key;
+                vhost(&v)?.retain(Arc::new(message), Journal::Replay)?;
+            }
+            Definition::DeleteRetained { vhost: v, key } => {
+                let empty = Message {
+                    routing_key: key,
+                    ..Message::default()
+                };
+                vhost(&v)?.retain(Arc::new(empty), Journal::Replay)?;
+            }
             Definition::Unbind(b) => {
                 let spec = BindingSpec::from_store(&b)?;
                 vhost(&b.vhost)?.change_binding(BindOp::Unbind, &spec, Journal::Replay)?

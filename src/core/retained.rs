@@ -4,14 +4,16 @@
 //! core's (AMQP topic words: `.`-separated, `*` and `#`); the front end maps its own topics to them, so STOMP
 //! or AMQP publishers could retain too. Matching reuses [`TopicTrie`] with the one pattern asked for.
 //!
-//! Kept in memory: a restart loses them (the journal has no record kind for them yet; see
-//! docs/ARCHITECTURE.md §4). Each entry counts in the memory gauge like a queued message.
+//! Durable: each change is journaled as a definition (`Definition::Retained` / `DeleteRetained`) while the
+//! map's lock is held, so the journal's order is memory's order, and recovery replays them. A publisher that
+//! must not answer before the retained message is on disk waits for the returned sync point. Each entry counts
+//! in the memory gauge like a queued message; an expired one is not handed out [MQTT-3.3.2-5].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::memory::{MESSAGE_OVERHEAD, MemoryGauge};
-use super::message::Message;
+use super::message::{Message, now_ms};
 use super::topic::TopicTrie;
 
 /// See the module docs.
@@ -25,10 +27,16 @@ fn cost(message: &Message) -> u64 {
 }
 
 impl Retained {
-    /// Retains `message` under its routing key, or clears the key when the body is empty. Returns whether
-    /// something was retained before.
-    pub(crate) fn set(&self, message: Arc<Message>, gauge: &MemoryGauge) -> bool {
+    /// Retains `message` under its routing key, or clears the key when the body is empty, after `record`
+    /// (which journals the change) succeeded, under the lock. Returns what `record` returned.
+    pub(crate) fn set<T, E>(
+        &self,
+        message: Arc<Message>,
+        gauge: &MemoryGauge,
+        record: impl FnOnce(&Message) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut map = self.by_key.write().unwrap_or_else(|e| e.into_inner());
+        let recorded = record(&message)?;
         let old = if message.body.is_empty() {
             map.remove(&message.routing_key)
         } else {
@@ -38,15 +46,17 @@ impl Retained {
         if let Some(old) = &old {
             gauge.sub(cost(old));
         }
-        old.is_some()
+        Ok(recorded)
     }
 
     /// Every retained message whose key `pattern` matches, in no particular order.
     pub(crate) fn matching(&self, pattern: &str) -> Vec<Arc<Message>> {
         let mut trie = TopicTrie::default();
         trie.insert(pattern, ());
+        let now = now_ms();
         let map = self.by_key.read().unwrap_or_else(|e| e.into_inner());
         map.iter()
+            .filter(|(_, message)| message.properties.expiry.is_none_or(|e| e.at_ms > now))
             .filter(|(key, _)| {
                 let mut hit = false;
                 trie.route(key, &mut |_| hit = true);

@@ -9,6 +9,7 @@ use super::CoreError;
 use super::auth::{Permission, User};
 use super::error::{Access, Entity};
 use super::message::{Headers, Message, Value};
+use super::publish::{Outcome, Settling};
 use super::queue::{ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats};
 use super::vhost::{BindOp, BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
 use crate::store::DestinationKind;
@@ -297,10 +298,12 @@ impl Session {
     }
 
     /// Retains `message` under its routing key, or clears the key when the body is empty (MQTT retain,
-    /// `core::retained`); needs write permission on its exchange, as a publish. Whether one was retained before.
-    pub fn retain(&self, message: Arc<Message>) -> Result<bool, CoreError> {
+    /// `core::retained`); needs write permission on its exchange, as a publish. The change is journaled: the
+    /// [`Settling`] says when it is on disk.
+    pub fn retain(&self, message: Arc<Message>) -> Result<Settling, CoreError> {
         self.check(Access::Write, Entity::Exchange, &message.exchange)?;
-        Ok(self.vhost.retain(message))
+        let point = self.vhost.retain(message, Journal::Write)?;
+        Ok(point.map_or(Settling::Done(Outcome::Accepted), Settling::AfterSync))
     }
 
     /// The retained messages whose routing key `pattern` matches; needs read permission on `exchange`, as a

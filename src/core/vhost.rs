@@ -17,7 +17,7 @@ use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::{ConnId, QueueArgs, QueueHandle, QueueHost, QueueInit};
 use super::retained::Retained;
-use crate::store::{Binding, Definition, DestinationKind, MsgId, Store, SyncPoint};
+use crate::store::{Binding, Definition, DestinationKind, MsgId, Opaque, Store, SyncPoint};
 
 /// Exchanges every vhost has: the default exchange and the `amq.*` ones.
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
@@ -174,9 +174,34 @@ impl VHost {
         read(&self.exchanges).values().cloned().collect()
     }
 
-    /// Retains `message` under its routing key (an empty body clears the key): whether one was retained before.
-    pub(crate) fn retain(&self, message: Arc<Message>) -> bool {
-        self.retained.set(message, &self.memory)
+    /// Retains `message` under its routing key (an empty body clears the key), journaled when `journal`
+    /// says so: the sync point a publisher waits for before it answers.
+    pub(crate) fn retain(
+        &self,
+        message: Arc<Message>,
+        journal: Journal,
+    ) -> Result<Option<SyncPoint>, CoreError> {
+        self.retained.set(message, &self.memory, |m| {
+            if journal == Journal::Replay {
+                return Ok(None);
+            }
+            let (vhost, key) = (self.name.clone(), m.routing_key.clone());
+            let definition = if m.body.is_empty() {
+                Definition::DeleteRetained { vhost, key }
+            } else {
+                let meta = Opaque::current(super::message::codec::encode_meta(m));
+                Definition::Retained {
+                    vhost,
+                    key,
+                    meta,
+                    body: m.body.clone(),
+                }
+            };
+            self.store
+                .define(&definition)
+                .map(Some)
+                .map_err(CoreError::store)
+        })
     }
 
     /// The retained messages whose routing key `pattern` matches.

@@ -28,6 +28,8 @@ pub struct Established {
     pub connect: Box<Connect>,
     /// Seconds the session outlives the connection (0: it ends with it).
     pub session_expiry: u32,
+    /// The keep-alive the broker imposed instead of the client's (v5 Server Keep Alive).
+    pub server_keep_alive: Option<u16>,
 }
 
 impl Established {
@@ -78,6 +80,11 @@ pub async fn accept(
         Refused(ReasonCode::NOT_AUTHORIZED)
     })?;
     let session_expiry = session_expiry(ctx, &connect);
+    let max_keep_alive = ctx.config.max_keep_alive_secs;
+    let server_keep_alive = (v5 && connect.keep_alive > max_keep_alive).then_some(max_keep_alive);
+    if let Some(keep_alive) = server_keep_alive {
+        connect.keep_alive = keep_alive;
+    }
     let claim = ctx.registry.claim(&connect.client_id).await;
     if claim.took_over {
         info!(client_id = ?connect.client_id, "MQTT session taken over by a new connection");
@@ -89,6 +96,7 @@ pub async fn accept(
         claim,
         connect,
         session_expiry,
+        server_keep_alive,
     })
 }
 
@@ -134,6 +142,7 @@ pub fn connack(ctx: &MqttContext, est: &Established, session_present: bool) -> P
         properties.wildcard_subscription_available = Some(1);
         properties.subscription_identifier_available = Some(1);
         properties.shared_subscription_available = Some(1);
+        properties.server_keep_alive = est.server_keep_alive;
         let asked = est.connect.properties.session_expiry_interval.unwrap_or(0);
         if asked != est.session_expiry {
             properties.session_expiry_interval = Some(est.session_expiry);

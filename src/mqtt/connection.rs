@@ -54,7 +54,7 @@ pub struct Conn<S> {
     pub publisher: Publisher,
     pub sync: SyncView,
     pub sink: ConsumerSink,
-    sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
+    pub sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
     pub subs: Subscriptions,
     /// Deliveries to the client awaiting PUBACK / PUBREC / PUBCOMP, by packet id.
     pub inflight: Inflight,
@@ -64,6 +64,9 @@ pub struct Conn<S> {
     pub incoming_qos2: HashSet<u16>,
     /// Topic aliases the client set (v5), alias to topic.
     pub aliases_in: HashMap<u16, String>,
+    /// Topic aliases the broker set towards the client (v5), topic to alias; at most the client's Topic
+    /// Alias Maximum of them [MQTT-3.3.2-8].
+    pub aliases_out: HashMap<String, u16>,
     /// Write-window credit to return to queues once the current batch is written.
     pub written: Vec<(QueueHandle, u64, u32, u64)>,
     pub has_published: bool,
@@ -130,8 +133,9 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// A CONNECT the codec refused: an unsupported protocol level gets CONNACK with return code 1 (3.1.1 form,
-/// [MQTT-3.1.2-2]) or reason 0x84; anything else closes the connection [MQTT-4.8.0-1].
+/// A CONNECT the codec refused: an unsupported protocol level gets CONNACK with return code 1 in the 3.1.1
+/// form [MQTT-3.1.2-2] (reason 0x84 in the v5 form for level 5 under a wrong name); anything else closes the
+/// connection [MQTT-4.8.0-1].
 async fn refuse_malformed<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
     peer: SocketAddr,
@@ -139,7 +143,7 @@ async fn refuse_malformed<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     debug!(%peer, error = %error, "MQTT CONNECT refused");
     if let MqttError::Decode(codec::DecodeError::UnsupportedProtocol { level, .. }) = &error {
-        if *level >= 5 {
+        if *level == 5 {
             wire.version = codec::ProtocolVersion::V5;
         }
         wire.send(&connect::refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION));
@@ -181,6 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             pending_acks: VecDeque::new(),
             incoming_qos2,
             aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
             written: Vec::new(),
             has_published: false,
             will,
@@ -190,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             Err(e) => {
                 conn.wire.send(&connect::refusal(e.reason_code()));
                 conn.wire.shutdown().await;
-                conn.release(None);
+                drop(conn.release(None));
                 return None;
             }
         };
@@ -336,17 +341,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     /// the session's consumers cancelled (unacknowledged messages go back to its queue), a clean session's
     /// queue deleted, and the client id given back.
     async fn close(mut self, end: End) {
-        if let End::Closed(reason, text) = &end
-            && self.wire.version.is_v5()
-        {
-            let properties = Properties {
-                reason_string: Some((*text).to_owned()),
-                ..Properties::default()
-            };
-            self.wire.send(&Packet::Disconnect(Disconnect {
-                reason: *reason,
-                properties,
-            }));
+        match &end {
+            End::Closed(reason, text) if self.wire.version.is_v5() => {
+                let properties = Properties {
+                    reason_string: Some((*text).to_owned()),
+                    ..Properties::default()
+                };
+                self.wire.send(&Packet::Disconnect(Disconnect {
+                    reason: *reason,
+                    properties,
+                }));
+            }
+            _ => {}
         }
         self.wire.shutdown().await;
         let publish_will = match end {
@@ -362,12 +368,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             None => None,
         };
         self.subs.detach().await;
+        self.requeue_unacknowledged();
         self.est.core.close().await;
         info!(peer = %self.peer, client_id = ?self.est.client_id, "MQTT connection closed");
-        self.release(pending);
+        let v5 = self.wire.version.is_v5();
+        let wire = self.release(pending);
+        if v5 && matches!(end, End::Closed(..)) {
+            wire.linger().await;
+        }
     }
 
-    fn release(self, pending_will: Option<CancellationToken>) {
+    /// This connection as messages name their publisher (`Properties::publisher`).
+    pub fn publisher_id(&self) -> u32 {
+        self.est.core.conn() as u32 // truncated: it only has to differ from the other live connections
+    }
+
+    /// Gives the client id back to the registry; the socket is what is left.
+    fn release(self, pending_will: Option<CancellationToken>) -> Wire<S> {
         let keep = if self.est.persistent() {
             Keep::Session
         } else {
@@ -377,10 +394,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             ctx,
             mut est,
             incoming_qos2,
+            wire,
             ..
         } = self;
         est.claim.incoming_qos2 = incoming_qos2;
         ctx.registry
             .release(&est.client_id, est.claim, keep, pending_will);
+        wire
     }
 }

@@ -41,10 +41,11 @@ fn swap_separator(c: char) -> char {
     }
 }
 
-/// The core message for a PUBLISH to `topic` (the alias already resolved).
-pub fn incoming(publish: &Publish, topic: &str) -> Message {
+/// The core message for a PUBLISH to `topic` (the alias already resolved) from connection `publisher`.
+pub fn incoming(publish: &Publish, topic: &str, publisher: u32) -> Message {
     let mut message = Message::new(EXCHANGE, topic_to_key(topic), publish.payload.clone());
     message.properties.durable = publish.qos != QoS::AtMostOnce;
+    message.properties.publisher = publisher;
     message.annotations.origin = Protocol::Mqtt;
     message.annotations.retain = publish.retain;
     message.annotations.qos = publish.qos as u8;

@@ -28,8 +28,9 @@ pub struct PendingAck {
 enum AckState {
     /// Known now.
     Ready(ReasonCode),
-    /// Known when the store has synced (or failed).
-    Settling(Settling),
+    /// Known when the store has synced the message (`None`: it reached no queue) and its retained copy, if
+    /// any.
+    Settling(Option<Settling>, Option<Settling>),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
@@ -70,7 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     }
 
     fn publish_at_most_once(&mut self, publish: &Publish, topic: &str) -> Result<(), MqttError> {
-        let message = convert::incoming(publish, topic);
+        let message = convert::incoming(publish, topic, self.publisher_id());
         if publish.retain {
             self.est.core.retain(Arc::new(message.clone()))?;
         }
@@ -91,16 +92,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         publish: &Publish,
         topic: &str,
     ) -> Result<AckState, crate::core::CoreError> {
-        let message = convert::incoming(publish, topic);
-        if publish.retain {
-            self.est.core.retain(Arc::new(message.clone()))?;
-        }
+        let message = convert::incoming(publish, topic, self.publisher_id());
+        let retained = match publish.retain {
+            true => Some(self.est.core.retain(Arc::new(message.clone()))?),
+            false => None,
+        };
         self.has_published = true;
         let confirmation = match self.publisher.publish_buffered(message, true)? {
-            Receipt::Unroutable(_) if self.wire.version.is_v5() => {
-                return Ok(AckState::Ready(ReasonCode::NO_MATCHING_SUBSCRIBERS));
-            }
-            Receipt::Unroutable(_) => return Ok(AckState::Ready(ReasonCode::SUCCESS)),
+            Receipt::Unroutable(_) => return Ok(AckState::Settling(None, retained)),
             Receipt::Routed(confirmation) => confirmation,
         };
         let settling = match confirmation.try_settling() {
@@ -113,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         if self.publisher.is_full() {
             self.publisher.flush().await;
         }
-        Ok(AckState::Settling(settling))
+        Ok(AckState::Settling(Some(settling), retained))
     }
 
     /// The topic a PUBLISH is for: its own, or the one its v5 topic alias stands for [MQTT-3.3.2-12].
@@ -161,12 +160,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         while let Some(front) = self.pending_acks.front() {
             let reason = match &front.state {
                 AckState::Ready(reason) => *reason,
-                AckState::Settling(settling) => match settling.check(&self.sync) {
-                    None => return,
-                    Some(Outcome::Accepted) => ReasonCode::SUCCESS,
-                    Some(Outcome::Refused) => ReasonCode::QUOTA_EXCEEDED,
-                    Some(Outcome::Failed) => ReasonCode::UNSPECIFIED_ERROR,
-                },
+                AckState::Settling(publish, retained) => {
+                    let Some(reason) = self.settled_reason(publish.as_ref(), retained.as_ref())
+                    else {
+                        return;
+                    };
+                    reason
+                }
             };
             let PendingAck { packet_id, qos, .. } = *front;
             self.pending_acks.pop_front();
@@ -184,6 +184,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
                 Packet::PubAck(ack)
             };
             self.wire.send(&packet);
+        }
+    }
+
+    /// The answer once both the message (`None`: it reached no queue) and its retained copy are settled;
+    /// `None` while either waits. A message nobody is subscribed to is v5's 0x10 No matching subscribers.
+    fn settled_reason(
+        &self,
+        publish: Option<&Settling>,
+        retained: Option<&Settling>,
+    ) -> Option<ReasonCode> {
+        if let Some(Outcome::Failed | Outcome::Refused) = self.outcome(retained)? {
+            return Some(ReasonCode::UNSPECIFIED_ERROR);
+        }
+        let reason = match self.outcome(publish)? {
+            None if self.wire.version.is_v5() => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            None | Some(Outcome::Accepted) => ReasonCode::SUCCESS,
+            Some(Outcome::Refused) => ReasonCode::QUOTA_EXCEEDED,
+            Some(Outcome::Failed) => ReasonCode::UNSPECIFIED_ERROR,
+        };
+        Some(reason)
+    }
+
+    /// `None` while `settling` waits; then its outcome (`None` for no settling at all).
+    fn outcome(&self, settling: Option<&Settling>) -> Option<Option<Outcome>> {
+        match settling {
+            None => Some(None),
+            Some(s) => s.check(&self.sync).map(Some),
         }
     }
 

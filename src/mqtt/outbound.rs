@@ -47,6 +47,11 @@ impl Inflight {
     fn take(&mut self, id: u16) -> Option<Delivered> {
         self.by_id.remove(&id).and_then(|e| e.settle)
     }
+
+    /// Every unsettled delivery, leaving none in flight.
+    fn drain(&mut self) -> impl Iterator<Item = Delivered> + '_ {
+        self.by_id.drain().filter_map(|(_, e)| e.settle)
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
@@ -70,7 +75,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             count += 1;
             bytes += item.message.body.len() as u64;
             let topic = convert::key_to_topic(&item.message.routing_key);
-            let Some(route) = self.subs.route(&topic, share.as_deref()) else {
+            let own = item.message.properties.publisher == self.publisher_id();
+            let Some(route) = self.subs.route(&topic, share.as_deref(), own) else {
                 settled_now.push(item.tag); // no subscription of this session wants it ($-topic, unsubscribed)
                 continue;
             };
@@ -105,21 +111,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     ) -> bool {
         let mut publish = convert::outgoing(message, qos, retain);
         publish.properties.subscription_identifiers = ids;
-        let in_flight = qos != QoS::AtMostOnce;
-        if in_flight {
-            let Some(id) = self.inflight.allocate() else {
-                return false;
-            };
-            publish.packet_id = Some(id);
-            publish.dup = dup;
-            if !self.wire.send(&Packet::Publish(publish)) {
-                return false;
-            }
-            self.inflight.by_id.insert(id, InflightEntry { settle });
-            return true;
+        let new_alias = self.alias_topic(&mut publish);
+        let packet_id = match qos {
+            QoS::AtMostOnce => None,
+            _ => match self.inflight.allocate() {
+                Some(id) => Some(id),
+                None => return false,
+            },
+        };
+        publish.packet_id = packet_id;
+        publish.dup = dup && packet_id.is_some();
+        let sent_topic = new_alias.map(|_| publish.topic.clone());
+        if !self.wire.send(&Packet::Publish(publish)) {
+            return false;
         }
-        self.wire.send(&Packet::Publish(publish));
-        false
+        if let (Some(alias), Some(topic)) = (new_alias, sent_topic) {
+            self.aliases_out.insert(topic, alias);
+        }
+        let Some(id) = packet_id else { return false };
+        self.inflight.by_id.insert(id, InflightEntry { settle });
+        true
+    }
+
+    /// Uses a topic alias towards a v5 client that accepts them: an alias already set replaces the topic; a
+    /// new one is set while there are free ones (returned, to be remembered once the packet is written).
+    fn alias_topic(&mut self, publish: &mut ferrymq_mqtt_codec::Publish) -> Option<u16> {
+        let max = self.est.connect.properties.topic_alias_maximum.unwrap_or(0);
+        if !self.wire.version.is_v5() || max == 0 {
+            return None;
+        }
+        if let Some(&alias) = self.aliases_out.get(&publish.topic) {
+            publish.properties.topic_alias = Some(alias);
+            publish.topic.clear();
+            return None;
+        }
+        let next = u16::try_from(self.aliases_out.len() + 1)
+            .ok()
+            .filter(|n| *n <= max)?;
+        publish.properties.topic_alias = Some(next);
+        Some(next)
+    }
+
+    /// The connection is ending: what is in flight, and what queues handed over but was not written, goes back
+    /// to its queue marked redelivered, to be sent again with DUP when the session resumes [MQTT-4.4.0-1].
+    pub fn requeue_unacknowledged(&mut self) {
+        for (queue, tag, consumer) in self.inflight.drain() {
+            queue.settle(vec![tag], Settle::Requeue, Some(consumer));
+        }
+        while let Ok(event) = self.sink_rx.try_recv() {
+            if let SinkEvent::Deliver(d) = event {
+                let tags = d.items.iter().map(|i| i.tag).collect();
+                d.queue.settle(tags, Settle::Requeue, Some(d.consumer));
+            }
+        }
     }
 
     /// PUBACK: a QoS 1 delivery is done.

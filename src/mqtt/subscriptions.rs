@@ -97,11 +97,12 @@ impl Subscriptions {
     }
 
     /// What the subscriptions of `share` (or the session's own, for `None`) say about a message to `name`;
-    /// `None` when none matches.
-    pub fn route(&self, name: &str, share: Option<&str>) -> Option<Route> {
+    /// `None` when none matches. No-local subscriptions skip the session's own messages (`own`).
+    pub fn route(&self, name: &str, share: Option<&str>, own: bool) -> Option<Route> {
         let mut route: Option<Route> = None;
         for sub in self.by_filter.values() {
-            if sub.share.as_deref() != share || !topic::matches(&sub.filter, name) {
+            let skip = sub.share.as_deref() != share || (own && sub.options.no_local);
+            if skip || !topic::matches(&sub.filter, name) {
                 continue;
             }
             let r = route.get_or_insert(Route {

@@ -54,7 +54,7 @@ async fn publish_will(publisher: &mut Publisher, will: Will) {
         payload: will.payload,
         ..Publish::default()
     };
-    let message = convert::incoming(&publish, &publish.topic);
+    let message = convert::incoming(&publish, &publish.topic, 0);
     if publish.retain
         && let Err(e) = publisher.session().retain(Arc::new(message.clone()))
     {

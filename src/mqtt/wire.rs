@@ -13,6 +13,8 @@ use crate::transport::ReadBuffer;
 
 /// After a flush the write buffer lets go of its memory when it grew beyond this.
 const OUT_KEEP: usize = 512 * 1024;
+/// How long a closing connection keeps reading after it sent DISCONNECT.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Flush mid-turn once the write buffer holds this much.
 pub const FLUSH_AT: usize = 256 * 1024;
 
@@ -122,6 +124,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         let held = self.inbuf.allocated() + self.out.capacity();
         self.buffers.set(held as u64);
         self.memory.report();
+    }
+
+    /// After the broker said why it closes (a v5 DISCONNECT, written side shut): what the client still sends
+    /// is read and dropped for at most a second, so the close is not a reset that could destroy the
+    /// DISCONNECT before the client reads it.
+    pub async fn linger(mut self) {
+        let _ = tokio::time::timeout(LINGER, async {
+            while matches!(self.inbuf.read_from(&mut self.reader, 0).await, Ok(n) if n > 0) {
+                self.inbuf.bytes().clear();
+            }
+        })
+        .await;
     }
 
     pub async fn shutdown(&mut self) {

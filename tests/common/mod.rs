@@ -6,9 +6,12 @@
 //!   use it for what only a process can show: exit codes, signals, `kill -9` and restart on the same data dir.
 //! - [`TestCerts`] generates a throwaway CA and server certificate (rcgen) for TLS tests.
 //! - [`http_get`] is a minimal HTTP/1.1 client for the health endpoints.
+//! - [`mqtt`] wraps rumqttc's v4 and v5 clients for the MQTT tests.
 //!
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
+
+pub mod mqtt;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -161,6 +164,11 @@ impl TestBroker {
         self.listener("http")
     }
 
+    /// The plain MQTT listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.listener("mqtt")
+    }
+
     /// Where the listener `name` is bound (`amqps` only when TLS was configured).
     pub fn listener(&self, name: &str) -> SocketAddr {
         self.server
@@ -200,6 +208,7 @@ pub struct ProcessAddrs {
     pub amqp: Option<SocketAddr>,
     pub amqps: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
 }
 
 /// The real `ferrymq` binary, started with `--data-dir X --bind 127.0.0.1` and every port 0 (plus any extra
@@ -286,6 +295,7 @@ impl BrokerProcess {
                             "amqp" => addrs.amqp = Some(addr),
                             "amqps" => addrs.amqps = Some(addr),
                             "http" => addrs.http = Some(addr),
+                            "mqtt" => addrs.mqtt = Some(addr),
                             _ => {}
                         }
                     }
@@ -311,6 +321,13 @@ impl BrokerProcess {
                 }
             }
         }
+    }
+
+    /// The plain MQTT listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.addrs
+            .mqtt
+            .expect("the broker logged its mqtt listener")
     }
 
     /// The plain AMQP listener.

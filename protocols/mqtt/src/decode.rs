@@ -304,20 +304,34 @@ fn subscription_options(v: ProtocolVersion, byte: u8) -> Result<SubscriptionOpti
 fn subscribe(v: ProtocolVersion, r: &mut Reader) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = v5_properties(v, Ctx::Subscribe, r)?;
-    let mut filters = Vec::new();
-    while !r.is_empty() {
+    let filters = filters(r, |r| {
         let filter = r.string("topic filter")?;
-        let options = subscription_options(v, r.u8("subscription options")?)?;
-        filters.push((filter, options));
-    }
-    if filters.is_empty() {
-        return Err(DecodeError::NoTopicFilter); // [MQTT-3.8.3-3]
-    }
+        Ok((
+            filter,
+            subscription_options(v, r.u8("subscription options")?)?,
+        ))
+    })?;
     Ok(Subscribe {
         packet_id,
         filters,
         properties,
     })
+}
+
+/// The topic filters that fill the rest of a SUBSCRIBE or UNSUBSCRIBE: at least one [MQTT-3.8.3-3,
+/// MQTT-3.10.3-2].
+fn filters<T>(
+    r: &mut Reader,
+    mut one: impl FnMut(&mut Reader) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        filters.push(one(r)?);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::NoTopicFilter);
+    }
+    Ok(filters)
 }
 
 fn suback(v: ProtocolVersion, ctx: Ctx, r: &mut Reader) -> Result<SubAck, DecodeError> {
@@ -334,13 +348,7 @@ fn suback(v: ProtocolVersion, ctx: Ctx, r: &mut Reader) -> Result<SubAck, Decode
 fn unsubscribe(v: ProtocolVersion, r: &mut Reader) -> Result<Unsubscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = v5_properties(v, Ctx::Unsubscribe, r)?;
-    let mut filters = Vec::new();
-    while !r.is_empty() {
-        filters.push(r.string("topic filter")?);
-    }
-    if filters.is_empty() {
-        return Err(DecodeError::NoTopicFilter); // [MQTT-3.10.3-2]
-    }
+    let filters = filters(r, |r| r.string("topic filter"))?;
     Ok(Unsubscribe {
         packet_id,
         filters,
