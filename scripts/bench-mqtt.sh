@@ -17,7 +17,7 @@
 #
 # Environment: DURATION (s, default 10), REPEAT (runs of each flow scenario, default 1), FERRYMQ_PORT (default
 # 1883), MOSQUITTO_PORT (1884, as shared/peers/start.sh sets it up), PEERS (path of shared/peers/start.sh),
-# SCENARIOS (default "qos0 qos1 qos2 fanout idle"), IDLE_CONNECTIONS, FERRYMQ_ARGS (extra broker flags),
+# SCENARIOS (default "qos0 qos1 qos2 fanout idle"), IDLE_CONNECTIONS, KEEP_LOG (copy FerryMQ's log there), FERRYMQ_ARGS (extra broker flags),
 # BENCH_ARGS (extra ferrymq-bench flags), QOS1_WINDOW and QOS2_WINDOW (publishes in flight per publisher: FerryMQ
 # counts a 3.1.1 publisher's unanswered QoS 1/2 publishes against [mqtt] max_inflight, 64, and a QoS 2 one twice,
 # and disconnects beyond it), FERRYMQ and BENCH (paths of already built binaries: both set skips the
@@ -55,6 +55,7 @@ FERRYMQ_PID=""
 DATA_DIR="$(mktemp -d)"
 cleanup() {
   if [ -n "$FERRYMQ_PID" ]; then kill "$FERRYMQ_PID" 2>/dev/null || true; wait "$FERRYMQ_PID" 2>/dev/null || true; fi
+  if [ -n "${KEEP_LOG:-}" ] && [ -f "$DATA_DIR.log" ]; then cp "$DATA_DIR.log" "$KEEP_LOG"; fi
   rm -rf "$DATA_DIR" "$DATA_DIR.log" "$DATA_DIR.toml"
 }
 trap cleanup EXIT
@@ -68,12 +69,11 @@ else
   log "Mosquitto is not listening on 127.0.0.1:$MOSQUITTO_PORT: skipping its runs"
 fi
 
-# Room for the idle connections: MQTT's connection and handshake budgets (the broker fits them under its
-# open-file limit and logs it when it has to lower them).
+# Room for the idle connections in MQTT's connection budget (the broker fits it and the handshake budget under
+# its open-file limit and logs it when it has to lower them).
 cat >"$DATA_DIR.toml" <<TOML
 [mqtt]
 max_connections = $((IDLE_CONNECTIONS + 100))
-max_handshakes = $((IDLE_CONNECTIONS + 100))
 TOML
 if up "$FERRYMQ_PORT"; then
   log "something already listens on 127.0.0.1:$FERRYMQ_PORT: not starting FerryMQ there"
