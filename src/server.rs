@@ -3,8 +3,8 @@
 //! [`start`] turns a [`Config`] into a running broker in the order the durability contract needs: create the
 //! data directory, load the TLS certificate (so a bad one fails before anything else happens), open the store,
 //! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP and
-//! MQTT, AMQPS and MQTTS when TLS is configured, the HTTP health endpoints, and the AWS-compatible APIs (SQS,
-//! STS). The listeners are one table
+//! MQTT (also over WebSocket), AMQPS, MQTTS and MQTT over WSS when TLS is configured, the HTTP health
+//! endpoints, and the AWS-compatible APIs (SQS, STS). The listeners are one table
 //! ([`listener_table`]): each front end registers its name, address, TLS acceptor and serve function in one
 //! row, and binding, serving, logging and [`RunningServer::addr`] all read that table. Each bound address is
 //! logged as `listener=<name> addr=<ip:port> "listening"`, which is how tests and operators learn the ports
@@ -38,7 +38,7 @@ use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{
     self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler,
-    TenantLimits, TlsError,
+    TenantLimits, TlsError, WebSocketOptions,
 };
 
 /// How long shutdown waits for open connections to close before closing the store anyway.
@@ -216,9 +216,17 @@ fn listener_table(
         fit_budget("mqtt", mqtt_budget),
         tenants,
     ));
+    let mqtt_ws = mqtt_websocket_handler(config, &mqtt, lifecycle);
     let mut table = vec![
         ListenerSpec::stream("amqp", config.amqp.addr(), None, &amqp, &amqp_limits),
         ListenerSpec::stream("mqtt", config.mqtt.addr(), None, &mqtt, &mqtt_limits),
+        ListenerSpec::stream(
+            "mqtt-ws",
+            config.websocket.mqtt_addr(),
+            None,
+            &mqtt_ws,
+            &mqtt_limits,
+        ),
         ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),
     ];
     if config.aws.enabled {
@@ -238,8 +246,16 @@ fn listener_table(
         table.push(ListenerSpec::stream(
             "mqtts",
             addr,
-            Some(tls),
+            Some(tls.clone()),
             &mqtt,
+            &mqtt_limits,
+        ));
+        let addr = config.websocket.mqtt_tls_addr();
+        table.push(ListenerSpec::stream(
+            "mqtt-wss",
+            addr,
+            Some(tls),
+            &mqtt_ws,
             &mqtt_limits,
         ));
     }
@@ -280,6 +296,28 @@ fn mqtt_handler(config: &Config, broker: &Broker, lifecycle: &Lifecycle) -> Stre
             closing.clone(),
         ))
     })
+}
+
+/// MQTT's WebSocket subprotocols: `mqtt` (3.1.1 §6 and 5.0 §6: "the Client MUST include mqtt in the list of
+/// WebSocket Sub Protocols it offers") and `mqttv3.1`, which MQTT 3.1 clients offer.
+const MQTT_WS_SUBPROTOCOLS: &[&str] = &["mqtt", "mqttv3.1"];
+
+/// The MQTT handler behind a WebSocket upgrade (MQTT over WS and WSS share it and MQTT's budget).
+fn mqtt_websocket_handler(
+    config: &Config,
+    mqtt: &StreamHandler,
+    lifecycle: &Lifecycle,
+) -> StreamHandler {
+    let ws = &config.websocket;
+    let options = WebSocketOptions {
+        path: ws.path.clone(),
+        subprotocols: MQTT_WS_SUBPROTOCOLS,
+        max_request_bytes: ws.max_request_bytes,
+        max_message_size: ws.max_message_size,
+        max_frame_size: ws.max_frame_size,
+    };
+    let closing = lifecycle.close_connections.clone();
+    transport::upgrade_then(mqtt.clone(), Arc::new(options), closing)
 }
 
 /// The AMQP 0-9-1 front end's connection handler (AMQP and AMQPS share it).

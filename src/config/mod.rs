@@ -10,8 +10,8 @@
 //! This module knows option names, defaults and limits; it opens no socket and no file other than the config
 //! file itself.
 //!
-//! One module per section (`amqp`, `mqtt`, `aws`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
-//! struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
+//! One module per section (`amqp`, `mqtt`, `websocket`, `aws`, `http`, `tls`, `auth`, `store`, `memory`, `limits`,
+//! `log`) owns that section's struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
 //! and the checks that span sections (ports shared by two listeners).
 
 mod amqp;
@@ -25,6 +25,7 @@ mod memory;
 mod mqtt;
 mod store;
 mod tls;
+mod websocket;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,7 @@ pub use memory::MemoryConfig;
 pub use mqtt::MqttConfig;
 pub use store::{StoreConfig, StoreKind, SyncPolicy};
 pub use tls::TlsConfig;
+pub use websocket::WebSocketConfig;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -91,6 +93,8 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// MQTT 3.1 / 3.1.1 / 5.0 listeners, anonymous login and session bounds.
     pub mqtt: MqttConfig,
+    /// WebSocket listeners (MQTT over WS and WSS), the upgrade path and frame bounds.
+    pub websocket: WebSocketConfig,
     /// Certificate for the TLS listeners (AMQPS); TLS is off unless both files are set.
     pub tls: TlsConfig,
     /// The HTTP listener for health (and later metrics) endpoints.
@@ -117,6 +121,7 @@ impl Default for Config {
             data_dir,
             amqp: AmqpConfig::default(),
             mqtt: MqttConfig::default(),
+            websocket: WebSocketConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             aws: AwsConfig::default(),
@@ -178,6 +183,7 @@ impl Config {
         }
         self.amqp.validate()?;
         self.mqtt.validate()?;
+        self.websocket.validate()?;
         self.tls.validate()?;
         self.auth.validate()?;
         self.aws.validate()?;
@@ -192,11 +198,13 @@ impl Config {
         let mut listeners = vec![
             ("amqp.port", self.amqp.addr()),
             ("mqtt.port", self.mqtt.addr()),
+            ("websocket.mqtt_port", self.websocket.mqtt_addr()),
             ("http.port", self.http.addr()),
         ];
         if self.tls.files().is_some() {
             listeners.push(("amqp.tls_port", self.amqp.tls_addr()));
             listeners.push(("mqtt.tls_port", self.mqtt.tls_addr()));
+            listeners.push(("websocket.mqtt_tls_port", self.websocket.mqtt_tls_addr()));
         }
         if self.aws.enabled {
             listeners.push(("aws.port", self.aws.addr()));

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use ferrymq::config::{
-    AmqpConfig, AwsConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind,
+    AmqpConfig, AwsConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind, WebSocketConfig,
 };
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
@@ -58,6 +58,12 @@ pub fn test_config(dir: &Path) -> Config {
             port: 0,
             tls_port: 0,
             ..MqttConfig::default()
+        },
+        websocket: WebSocketConfig {
+            bind: loopback,
+            mqtt_port: 0,
+            mqtt_tls_port: 0,
+            ..WebSocketConfig::default()
         },
         http: HttpConfig {
             bind: loopback,
@@ -268,6 +274,10 @@ impl BrokerProcess {
                 "--mqtts-port",
                 "0",
                 "--aws-port",
+                "0",
+                "--mqtt-ws-port",
+                "0",
+                "--mqtt-wss-port",
                 "0",
             ])
             .args(&self.extra_args)
