@@ -232,6 +232,18 @@ struct Actor {
     stopped: bool,
 }
 
+/// Closes a stopped queue's command channel and drops what is still in it, including commands whose sender
+/// took its slot before the close and writes them after: dropping the receiver instead would drain it only
+/// once, and such a late command (holding an `ask`'s reply) would then live as long as the channel, which the
+/// asking `QueueHandle` itself keeps alive: the ask would never be answered. Dropping a command drops its
+/// reply, so every pending ask learns at once that the queue is gone.
+async fn drain_after_stop(mut rx: mpsc::Receiver<Command>) {
+    rx.close();
+    while let Some(cmd) = rx.recv().await {
+        drop(cmd);
+    }
+}
+
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while !self.stopped {
@@ -276,6 +288,7 @@ impl Actor {
         }
         self.memory.report();
         self.me.mark_deleted();
+        drain_after_stop(rx).await;
         debug!(queue = %self.me.name, vhost = %self.me.vhost, "queue actor stopped");
     }
 
