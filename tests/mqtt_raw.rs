@@ -295,3 +295,17 @@ async fn mqtts_completes_the_tls_handshake_and_answers_connect() {
     };
     assert_eq!(ack.reason, ReasonCode::SUCCESS);
 }
+
+#[tokio::test]
+async fn packets_in_the_same_write_as_connect_are_answered() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker, V3).await;
+    let mut out = BytesMut::new();
+    for packet in [connect(V3, "eager"), subscribe("e/t"), Packet::PingReq] {
+        codec::encode_packet(&packet, V3, &mut out);
+    }
+    raw.send(&out).await;
+    assert!(matches!(raw.next().await, Some(Packet::ConnAck(_))));
+    assert!(matches!(raw.next().await, Some(Packet::SubAck(_))));
+    assert_eq!(raw.next().await, Some(Packet::PingResp));
+}

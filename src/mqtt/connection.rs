@@ -211,6 +211,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         let takeover = self.est.claim.takeover.clone();
         let keep_alive = self.keep_alive();
         let mut deadline = Instant::now() + keep_alive;
+        // Packets that arrived with CONNECT are already buffered: no read will announce them.
+        match self.on_readable().await {
+            Ok(None) => {}
+            Ok(Some(end)) => return end,
+            Err(e) => return End::Closed(e.reason_code(), "protocol error"),
+        }
         loop {
             if let Err(e) = self.wire.flush().await {
                 debug!(error = %e, "MQTT write failed");
@@ -317,6 +323,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
                 "session expiry set on DISCONNECT",
             )); // [MQTT-3.14.2-2]
         }
+        if let Some(asked) = asked {
+            self.est.session_expiry = asked.min(self.ctx.config.max_session_expiry_secs);
+            self.set_session_expiry()?;
+        }
         Ok(End::Disconnected(d.reason))
     }
 
@@ -369,6 +379,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         };
         self.subs.detach().await;
         self.requeue_unacknowledged();
+        if !self.est.persistent() {
+            self.end_session().await;
+        }
         self.est.core.close().await;
         info!(peer = %self.peer, client_id = ?self.est.client_id, "MQTT connection closed");
         let v5 = self.wire.version.is_v5();
