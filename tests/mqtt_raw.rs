@@ -386,3 +386,35 @@ async fn a_resumed_session_sends_pubrel_again_for_an_unfinished_qos_2_delivery()
         "the message itself is not sent again"
     );
 }
+
+#[tokio::test]
+async fn v5_connect_asking_for_enhanced_authentication_or_response_information() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker, V5).await;
+    let Packet::Connect(mut c) = connect(V5, "auth-method") else {
+        unreachable!()
+    };
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    raw.packet(&Packet::Connect(c)).await;
+    let Some(Packet::ConnAck(ack)) = raw.next().await else {
+        panic!("CONNACK")
+    };
+    assert_eq!(
+        ack.reason,
+        ReasonCode::BAD_AUTHENTICATION_METHOD,
+        "[MQTT-4.12.0-1]"
+    );
+    let mut raw = Raw::connect(&broker, V5).await;
+    let Packet::Connect(mut c) = connect(V5, "asker") else {
+        unreachable!()
+    };
+    c.properties.request_response_information = Some(1);
+    raw.packet(&Packet::Connect(c)).await;
+    let Some(Packet::ConnAck(ack)) = raw.next().await else {
+        panic!("CONNACK")
+    };
+    assert_eq!(
+        ack.properties.response_information.as_deref(),
+        Some("response/asker")
+    );
+}
