@@ -239,3 +239,68 @@ async fn sigkill_never_loses_a_puback_ed_qos_1_publish() {
         &lost[..lost.len().min(10)]
     );
 }
+
+async fn send5(stream: &mut TcpStream, packet: Packet) {
+    let mut out = BytesMut::new();
+    codec::encode_packet(&packet, ProtocolVersion::V5, &mut out);
+    stream.write_all(&out).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_expiry_lowered_on_disconnect_holds_after_a_restart() {
+    let broker = TestBroker::journal().await;
+    let v5 = ProtocolVersion::V5;
+    let connect = |expiry: u32, clean_start: bool| {
+        let properties = Properties {
+            session_expiry_interval: Some(expiry),
+            ..Properties::default()
+        };
+        Packet::Connect(Box::new(Connect {
+            version: v5,
+            clean_start,
+            keep_alive: 0,
+            client_id: "lowered".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties,
+        }))
+    };
+    let mut stream = TcpStream::connect(broker.mqtt_addr()).await.unwrap();
+    send5(&mut stream, connect(3600, true)).await;
+    let subscribe = Subscribe {
+        packet_id: 1,
+        filters: vec![("low/t".into(), SubscriptionOptions::default())],
+        properties: Properties::default(),
+    };
+    send5(&mut stream, Packet::Subscribe(subscribe)).await;
+    let lowered = Properties {
+        session_expiry_interval: Some(1),
+        ..Properties::default()
+    };
+    let disconnect = codec::Disconnect {
+        reason: codec::ReasonCode::SUCCESS,
+        properties: lowered,
+    };
+    send5(&mut stream, Packet::Disconnect(disconnect)).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    let broker = broker.restart().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await; // past the lowered expiry, not the first one
+    let mut stream = TcpStream::connect(broker.mqtt_addr()).await.unwrap();
+    send5(&mut stream, connect(3600, false)).await;
+    let mut buf = BytesMut::new();
+    let connack = loop {
+        if let Some(p) = codec::decode_packet(&mut buf, v5, 1 << 20).unwrap() {
+            break p;
+        }
+        assert!(stream.read_buf(&mut buf).await.unwrap() > 0);
+    };
+    let Packet::ConnAck(ack) = connack else {
+        panic!("expected CONNACK, got {connack:?}")
+    };
+    assert!(
+        !ack.session_present,
+        "the session expired after the interval set on DISCONNECT"
+    );
+}

@@ -533,3 +533,44 @@ async fn topic_permissions_refuse_subscribes_and_publishes_outside_them() {
     let got = events.next_matching(publish4).await;
     assert_eq!(&got.payload[..], b"yes");
 }
+
+#[tokio::test]
+async fn v5_an_expired_message_is_not_delivered_to_a_returning_session() {
+    let broker = TestBroker::start().await;
+    let persistent = |o: &mut rumqttc::v5::MqttOptions| {
+        o.set_clean_start(false);
+        let props = rumqttc::v5::mqttbytes::v5::ConnectProperties {
+            session_expiry_interval: Some(60),
+            ..Default::default()
+        };
+        o.set_connect_properties(props);
+    };
+    let filter = Filter::new("exp/#", QoS5::AtLeastOnce);
+    let (sub, mut events) = subscriber5(&broker, "expiring", filter, persistent).await;
+    sub.disconnect().await.unwrap();
+    events.error().await;
+    let (publisher, mut pub_events) = mqtt::v5(broker.mqtt_addr(), "exp-pub", |_| {});
+    connack5(&mut pub_events).await;
+    let short = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..PublishProperties::default()
+    };
+    publisher
+        .publish_with_properties("exp/t", QoS5::AtLeastOnce, false, "short", short)
+        .await
+        .unwrap();
+    publisher
+        .publish("exp/t", QoS5::AtLeastOnce, false, "lasting")
+        .await
+        .unwrap();
+    mqtt::puback5(&mut pub_events).await;
+    mqtt::puback5(&mut pub_events).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the first message's expiry interval
+    let (_back, mut back_events) = mqtt::v5(broker.mqtt_addr(), "expiring", persistent);
+    connack5(&mut back_events).await;
+    let got = back_events.next_matching(publish5).await;
+    assert_eq!(&got.payload[..], b"lasting", "[MQTT-3.3.2-5]");
+    back_events
+        .none_matching(QUIET, |e| publish5(e).is_some())
+        .await;
+}

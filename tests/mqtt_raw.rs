@@ -295,3 +295,126 @@ async fn mqtts_completes_the_tls_handshake_and_answers_connect() {
     };
     assert_eq!(ack.reason, ReasonCode::SUCCESS);
 }
+
+#[tokio::test]
+async fn packets_in_the_same_write_as_connect_are_answered() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker, V3).await;
+    let mut out = BytesMut::new();
+    for packet in [connect(V3, "eager"), subscribe("e/t"), Packet::PingReq] {
+        codec::encode_packet(&packet, V3, &mut out);
+    }
+    raw.send(&out).await;
+    assert!(matches!(raw.next().await, Some(Packet::ConnAck(_))));
+    assert!(matches!(raw.next().await, Some(Packet::SubAck(_))));
+    assert_eq!(raw.next().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn a_resumed_session_sends_pubrel_again_for_an_unfinished_qos_2_delivery() {
+    let broker = TestBroker::start().await;
+    let persistent = |client_id: &str| {
+        let Packet::Connect(mut c) = connect(V3, client_id) else {
+            unreachable!()
+        };
+        c.clean_start = false;
+        Packet::Connect(c)
+    };
+    let mut sub = Raw::connect(&broker, V3).await;
+    sub.packet(&persistent("q2-sub")).await;
+    assert!(matches!(sub.next().await, Some(Packet::ConnAck(_))));
+    let options = SubscriptionOptions {
+        qos: codec::QoS::ExactlyOnce,
+        ..SubscriptionOptions::default()
+    };
+    let subscribe = Subscribe {
+        packet_id: 1,
+        filters: vec![("q2/t".into(), options)],
+        properties: Properties::default(),
+    };
+    sub.packet(&Packet::Subscribe(subscribe)).await;
+    assert!(matches!(sub.next().await, Some(Packet::SubAck(_))));
+    let mut publisher = Raw::logged_in(&broker, V3, "q2-pub").await;
+    let publish = codec::Publish {
+        qos: codec::QoS::ExactlyOnce,
+        topic: "q2/t".into(),
+        packet_id: Some(9),
+        payload: "once".into(),
+        ..codec::Publish::default()
+    };
+    publisher.packet(&Packet::Publish(publish)).await;
+    let Some(Packet::Publish(delivered)) = sub.next().await else {
+        panic!("PUBLISH")
+    };
+    let id = delivered.packet_id.unwrap();
+    sub.packet(&Packet::PubRec(codec::Ack {
+        packet_id: id,
+        ..codec::Ack::default()
+    }))
+    .await;
+    assert_eq!(
+        sub.next().await,
+        Some(Packet::PubRel(codec::Ack {
+            packet_id: id,
+            ..codec::Ack::default()
+        }))
+    );
+    drop(sub); // gone before PUBCOMP
+    let mut back = Raw::connect(&broker, V3).await;
+    back.packet(&persistent("q2-sub")).await;
+    let Some(Packet::ConnAck(ack)) = back.next().await else {
+        panic!("CONNACK")
+    };
+    assert!(ack.session_present);
+    assert_eq!(
+        back.next().await,
+        Some(Packet::PubRel(codec::Ack {
+            packet_id: id,
+            ..codec::Ack::default()
+        })),
+        "[MQTT-4.4.0-1]"
+    );
+    back.packet(&Packet::PubComp(codec::Ack {
+        packet_id: id,
+        ..codec::Ack::default()
+    }))
+    .await;
+    back.packet(&Packet::PingReq).await;
+    assert_eq!(
+        back.next().await,
+        Some(Packet::PingResp),
+        "the message itself is not sent again"
+    );
+}
+
+#[tokio::test]
+async fn v5_connect_asking_for_enhanced_authentication_or_response_information() {
+    let broker = TestBroker::start().await;
+    let mut raw = Raw::connect(&broker, V5).await;
+    let Packet::Connect(mut c) = connect(V5, "auth-method") else {
+        unreachable!()
+    };
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    raw.packet(&Packet::Connect(c)).await;
+    let Some(Packet::ConnAck(ack)) = raw.next().await else {
+        panic!("CONNACK")
+    };
+    assert_eq!(
+        ack.reason,
+        ReasonCode::BAD_AUTHENTICATION_METHOD,
+        "[MQTT-4.12.0-1]"
+    );
+    let mut raw = Raw::connect(&broker, V5).await;
+    let Packet::Connect(mut c) = connect(V5, "asker") else {
+        unreachable!()
+    };
+    c.properties.request_response_information = Some(1);
+    raw.packet(&Packet::Connect(c)).await;
+    let Some(Packet::ConnAck(ack)) = raw.next().await else {
+        panic!("CONNACK")
+    };
+    assert_eq!(
+        ack.properties.response_information.as_deref(),
+        Some("response/asker")
+    );
+}

@@ -312,3 +312,49 @@ fn printed_config_reads_back_identically() {
         .expect("valid");
     assert_eq!(reread, config);
 }
+
+#[test]
+fn mqtt_defaults_use_the_conventional_ports_and_bad_values_name_the_option() {
+    let config = Config::load(&Cli::default()).expect("defaults are valid");
+    assert_eq!((config.mqtt.port, config.mqtt.tls_port), (1883, 8883));
+    assert!(config.mqtt.allow_anonymous);
+    let err = Config::load(&cli(&["--mqtt-port", "5672"])).expect_err("clash with amqp");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: mqtt.port: port 5672 is already used by amqp.port"
+    );
+    let (_dir, path) = write_config("[mqtt]\nmax_packet_size = 10\n");
+    let path = path.to_str().expect("utf-8 path");
+    assert_eq!(
+        invalid_option(Config::load(&cli(&["--config", path]))),
+        "mqtt.max_packet_size"
+    );
+    let (_dir, path) = write_config("[mqtt]\nmax_inflight = 0\n");
+    let path = path.to_str().expect("utf-8 path");
+    assert_eq!(
+        invalid_option(Config::load(&cli(&["--config", path]))),
+        "mqtt.max_inflight"
+    );
+}
+
+#[test]
+fn a_topic_permission_needs_a_permission_in_its_vhost_and_valid_regexes() {
+    let (_dir, path) =
+        write_config("[[auth.topic_permissions]]\nuser = \"nobody\"\nexchange = \"amq.topic\"\n");
+    let path = path.to_str().expect("utf-8 path");
+    assert_eq!(
+        invalid_option(Config::load(&cli(&["--config", path]))),
+        "auth.topic_permissions"
+    );
+    let (_dir, path) = write_config(
+        "[[auth.topic_permissions]]\nuser = \"guest\"\nexchange = \"amq.topic\"\nread = \"(\"\n",
+    );
+    let path = path.to_str().expect("utf-8 path");
+    assert_eq!(
+        invalid_option(Config::load(&cli(&["--config", path]))),
+        "auth.topic_permissions"
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mqtt-interop.toml");
+    Config::load(&cli(&["--config", shipped.to_str().expect("utf-8 path")]))
+        .expect("the interop config is valid");
+}

@@ -324,14 +324,21 @@ impl Broker {
                 auto_delete,
                 arguments,
             } => {
+                let arguments = persist::args_in(&arguments)?;
+                let v = vhost(&v)?;
+                if v.queue(&name).is_some() {
+                    // A later definition of a declared queue: its expiry changed (`set_queue_expires`).
+                    let expires = queue::QueueArgs::parse(&arguments, &name, &v.name)?.expires;
+                    return v.set_queue_expires(&name, expires, Journal::Replay);
+                }
                 let spec = QueueSpec {
                     name,
                     durable: true,
                     exclusive_owner: None,
                     auto_delete,
-                    arguments: persist::args_in(&arguments)?,
+                    arguments,
                 };
-                vhost(&v)?.declare_queue(spec, Journal::Replay)?;
+                v.declare_queue(spec, Journal::Replay)?;
             }
             Definition::DeleteQueue { vhost: v, name } => {
                 let v = vhost(&v)?;

@@ -248,6 +248,19 @@ impl Session {
         Ok((q, stats))
     }
 
+    /// Changes how long the queue `name` may stay unused before it deletes itself (`x-expires`; `None`:
+    /// never), as an MQTT session's expiry interval changes on reconnect or DISCONNECT. Needs configure
+    /// permission, as a declare.
+    pub fn set_queue_expires(
+        &self,
+        name: &str,
+        expires: Option<Duration>,
+    ) -> Result<(), CoreError> {
+        self.usable_queue(name)?;
+        self.check(Access::Configure, Entity::Queue, name)?;
+        self.vhost.set_queue_expires(name, expires, Journal::Write)
+    }
+
     /// A broker-named private queue of this connection (exclusive, auto-delete, reserved `amq.` name), such as
     /// the one behind RabbitMQ's direct reply-to.
     pub fn declare_private_queue(&self, name: &str) -> Result<QueueHandle, CoreError> {

@@ -228,6 +228,37 @@ impl VHost {
             .collect()
     }
 
+    /// Changes a queue's `x-expires` (journaled for a durable queue, under the queues lock that orders its
+    /// definitions: the journal then holds the queue's new arguments, which replay applies to the queue
+    /// already declared).
+    pub(crate) fn set_queue_expires(
+        &self,
+        name: &str,
+        expires: Option<std::time::Duration>,
+        journal: Journal,
+    ) -> Result<(), CoreError> {
+        let queues = write(&self.queues);
+        let queue = queues.get(name).ok_or_else(|| self.no_queue(name))?;
+        if queue.durable && queue.exclusive_owner.is_none() {
+            let mut arguments = queue.arguments.clone();
+            match expires {
+                Some(d) => arguments.set(
+                    "x-expires",
+                    Value::I64(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                None => drop(arguments.remove("x-expires")),
+            }
+            self.journal(journal, || Definition::Queue {
+                vhost: self.name.clone(),
+                name: name.to_owned(),
+                auto_delete: queue.auto_delete,
+                arguments: persist::args_out(&arguments),
+            })?;
+        }
+        queue.set_expires(expires);
+        Ok(())
+    }
+
     /// Look up an exchange or fail with RabbitMQ's 404 text.
     pub fn existing_exchange(&self, name: &str) -> Result<Arc<Exchange>, CoreError> {
         self.exchange(name).ok_or_else(|| self.no_exchange(name))

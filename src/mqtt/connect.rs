@@ -1,7 +1,8 @@
 //! The CONNECT handshake (§3.1, §3.2): the first packet must be CONNECT [MQTT-3.1.0-1]; its protocol level
 //! picks the version for the rest of the connection. Then the client id (an empty one is assigned when the
 //! session is clean, refused otherwise in 3.1.1 [MQTT-3.1.3-8]), login (user name and password against the
-//! broker's users; no user name logs in as the configured default user when anonymous access is allowed),
+//! broker's users; no user name logs in as the configured default user when anonymous access is allowed;
+//! enhanced authentication is not offered, so a v5 Authentication Method gets 0x8C),
 //! the connection budget, the core session, the takeover of the client id, and the CONNACK with what the
 //! broker allows (v5 receive maximum, maximum packet size, topic alias maximum, session expiry).
 
@@ -52,6 +53,9 @@ pub async fn accept(
     mut connect: Box<Connect>,
 ) -> Result<Established, Refused> {
     let v5 = connect.version.is_v5();
+    if connect.properties.authentication_method.is_some() {
+        return Err(Refused(ReasonCode::BAD_AUTHENTICATION_METHOD)); // no enhanced authentication [MQTT-4.12.0-1]
+    }
     let assigned = connect.client_id.is_empty();
     if assigned && !connect.clean_start && !v5 {
         return Err(Refused(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)); // [MQTT-3.1.3-8]
@@ -149,6 +153,10 @@ pub fn connack(ctx: &MqttContext, est: &Established, session_present: bool) -> P
         }
         if est.assigned {
             properties.assigned_client_identifier = Some(est.client_id.clone());
+        }
+        if est.connect.properties.request_response_information == Some(1) {
+            // The basis of response topics for this client (§4.10): its own branch of the topic tree.
+            properties.response_information = Some(format!("response/{}", est.client_id));
         }
     }
     Packet::ConnAck(ConnAck {

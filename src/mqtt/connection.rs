@@ -24,7 +24,7 @@ use super::connect::{self, Established, Refused};
 use super::error::MqttError;
 use super::inbound::PendingAck;
 use super::outbound::Inflight;
-use super::registry::Keep;
+use super::registry::{Keep, Qos2State};
 use super::subscriptions::Subscriptions;
 use super::wire::Wire;
 use crate::core::{ConsumerSink, Publisher, QueueHandle, SinkEvent, SyncView};
@@ -158,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         ctx: Arc<MqttContext>,
         peer: SocketAddr,
         mut wire: Wire<S>,
-        est: Established,
+        mut est: Established,
     ) -> Option<Self> {
         wire.max_in = ctx.config.max_packet_size as usize;
         if let Some(max) = est.connect.properties.maximum_packet_size {
@@ -169,7 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         let prefetch = u32::from(receive_max.min(ctx.config.max_inflight));
         let subs = Subscriptions::new(&ctx.config, &est, prefetch);
         let publisher = Publisher::new(est.core.clone());
-        let incoming_qos2 = est.claim.incoming_qos2.clone();
+        let qos2 = std::mem::take(&mut est.claim.qos2);
         let will = est.connect.will.clone();
         let mut conn = Self {
             sync: ctx.broker.sync_view(),
@@ -183,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             subs,
             inflight: Inflight::default(),
             pending_acks: VecDeque::new(),
-            incoming_qos2,
+            incoming_qos2: qos2.incoming,
             aliases_in: HashMap::new(),
             aliases_out: HashMap::new(),
             written: Vec::new(),
@@ -201,6 +201,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         };
         let connack = connect::connack(&conn.ctx, &conn.est, present);
         conn.wire.send(&connack);
+        if present {
+            conn.release_again(qos2.released);
+        }
         Some(conn)
     }
 
@@ -211,6 +214,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         let takeover = self.est.claim.takeover.clone();
         let keep_alive = self.keep_alive();
         let mut deadline = Instant::now() + keep_alive;
+        // Packets that arrived with CONNECT are already buffered: no read will announce them.
+        match self.on_readable().await {
+            Ok(None) => {}
+            Ok(Some(end)) => return end,
+            Err(e) => return End::Closed(e.reason_code(), "protocol error"),
+        }
         loop {
             if let Err(e) = self.wire.flush().await {
                 debug!(error = %e, "MQTT write failed");
@@ -317,6 +326,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
                 "session expiry set on DISCONNECT",
             )); // [MQTT-3.14.2-2]
         }
+        if let Some(asked) = asked {
+            self.est.session_expiry = asked.min(self.ctx.config.max_session_expiry_secs);
+            self.set_session_expiry()?;
+        }
         Ok(End::Disconnected(d.reason))
     }
 
@@ -369,6 +382,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         };
         self.subs.detach().await;
         self.requeue_unacknowledged();
+        if !self.est.persistent() {
+            self.end_session().await;
+        }
         self.est.core.close().await;
         info!(peer = %self.peer, client_id = ?self.est.client_id, "MQTT connection closed");
         let v5 = self.wire.version.is_v5();
@@ -390,6 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         } else {
             Keep::Nothing
         };
+        let released = self.inflight.released();
         let Self {
             ctx,
             mut est,
@@ -397,7 +414,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             wire,
             ..
         } = self;
-        est.claim.incoming_qos2 = incoming_qos2;
+        est.claim.qos2 = Qos2State {
+            incoming: incoming_qos2,
+            released,
+        };
         ctx.registry
             .release(&est.client_id, est.claim, keep, pending_will);
         wire

@@ -126,3 +126,47 @@ fn header_text(value: &Value) -> Option<String> {
     }
     value.as_bool().map(|b| b.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_filters_map_to_amqp_words_and_back() {
+        assert_eq!(topic_to_key("a/b.c/d"), "a.b/c.d");
+        assert_eq!(key_to_topic(&topic_to_key("a/b.c/d")), "a/b.c/d");
+        assert_eq!(filter_to_pattern("a/+/#"), "a.*.#");
+        assert_eq!(filter_to_pattern("+"), "*");
+    }
+
+    #[test]
+    fn v5_properties_survive_the_trip_through_the_core() {
+        let publish = Publish {
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            topic: "t/x".into(),
+            properties: Properties {
+                payload_format_indicator: Some(1),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("r/x".into()),
+                correlation_data: Some(Bytes::from_static(&[0, 255])),
+                user_properties: vec![("k".into(), "1".into()), ("k".into(), "2".into())],
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"body"),
+            ..Publish::default()
+        };
+        let message = Arc::new(incoming(&publish, "t/x", 7));
+        assert!(message.is_persistent());
+        assert_eq!(
+            (message.annotations.qos, message.annotations.retain),
+            (2, true)
+        );
+        assert_eq!(message.properties.publisher, 7);
+        assert_eq!(published_qos(&message), QoS::ExactlyOnce);
+        let out = outgoing(&message, QoS::AtLeastOnce, false);
+        assert_eq!(out.topic, "t/x");
+        assert_eq!(out.payload, publish.payload);
+        assert_eq!(out.properties, publish.properties);
+    }
+}

@@ -6,7 +6,7 @@
 //! `mqtt.max_inflight`), so in-flight messages are bounded [MQTT-3.3.4-9]. A message the client saw before
 //! (redelivered after a reconnect) carries DUP [MQTT-3.3.1-1].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ferrymq_mqtt_codec::{Ack, Packet, QoS, ReasonCode};
@@ -30,6 +30,8 @@ pub type Delivered = (QueueHandle, u64, ConsumerKey);
 struct InflightEntry {
     /// The queue delivery to settle; `None` for a retained message or once settled (QoS 2 after PUBREC).
     settle: Option<Delivered>,
+    /// PUBREL sent: waiting for PUBCOMP.
+    released: bool,
 }
 
 impl Inflight {
@@ -48,9 +50,27 @@ impl Inflight {
         self.by_id.remove(&id).and_then(|e| e.settle)
     }
 
-    /// Every unsettled delivery, leaving none in flight.
-    fn drain(&mut self) -> impl Iterator<Item = Delivered> + '_ {
-        self.by_id.drain().filter_map(|(_, e)| e.settle)
+    /// The packet ids released (PUBREL sent) and not completed.
+    pub fn released(&self) -> HashSet<u16> {
+        self.by_id
+            .iter()
+            .filter(|(_, e)| e.released)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Every unsettled delivery, taken out (released ids stay: they are the session's to resume).
+    fn drain(&mut self) -> Vec<Delivered> {
+        let unsettled: Vec<u16> = self
+            .by_id
+            .iter()
+            .filter(|(_, e)| e.settle.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        unsettled
+            .into_iter()
+            .filter_map(|id| self.take(id))
+            .collect()
     }
 }
 
@@ -129,7 +149,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             self.aliases_out.insert(topic, alias);
         }
         let Some(id) = packet_id else { return false };
-        self.inflight.by_id.insert(id, InflightEntry { settle });
+        self.inflight.by_id.insert(
+            id,
+            InflightEntry {
+                settle,
+                released: false,
+            },
+        );
         true
     }
 
@@ -183,9 +209,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             return; // the exchange ends here [MQTT-4.3.3-4]: no PUBREL
         }
         let reason = if known || !self.wire.version.is_v5() {
-            self.inflight
-                .by_id
-                .insert(ack.packet_id, InflightEntry { settle: None });
+            self.inflight.by_id.insert(
+                ack.packet_id,
+                InflightEntry {
+                    settle: None,
+                    released: true,
+                },
+            );
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
@@ -195,6 +225,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             reason,
             ..Ack::default()
         }));
+    }
+
+    /// A resumed session sends PUBREL again for the QoS 2 deliveries released and not completed before
+    /// [MQTT-4.4.0-1].
+    pub fn release_again(&mut self, released: HashSet<u16>) {
+        for packet_id in released {
+            self.inflight.by_id.insert(
+                packet_id,
+                InflightEntry {
+                    settle: None,
+                    released: true,
+                },
+            );
+            self.wire.send(&Packet::PubRel(Ack {
+                packet_id,
+                ..Ack::default()
+            }));
+        }
     }
 
     /// PUBCOMP: a QoS 2 delivery is done.

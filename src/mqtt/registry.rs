@@ -2,8 +2,9 @@
 //! connects while another connection holds it, the old connection is told to go (v5 DISCONNECT 0x8E Session
 //! taken over) and the new one waits until it has gone, so the old consumer's unacknowledged messages are back
 //! in the session queue before the new one consumes. The registry also keeps what a persistent session must
-//! remember between connections and cannot keep in a queue: the QoS 2 packet ids received and not yet released
-//! (exactly-once needs them, [MQTT-4.3.3-10]), and the token that cancels a delayed will when the client
+//! remember between connections and cannot keep in a queue: its open QoS 2 exchanges (ids received and not yet
+//! released, [MQTT-4.3.3-10]; ids released towards the client and not yet completed, [MQTT-4.4.0-1]), and the
+//! token that cancels a delayed will when the client
 //! comes back before the will delay has passed [MQTT-3.1.3-9].
 
 use std::collections::{HashMap, HashSet};
@@ -28,8 +29,8 @@ pub struct Registry {
 struct Entry {
     /// The connection holding the id, if one does.
     holder: Option<Holder>,
-    /// QoS 2 packet ids received and not yet released, kept while the session persists.
-    incoming_qos2: HashSet<u16>,
+    /// QoS 2 state kept while the session persists.
+    qos2: Qos2State,
     /// Cancels a will waiting for its delay.
     pending_will: Option<CancellationToken>,
 }
@@ -49,8 +50,8 @@ pub struct Claim {
     pub generation: u64,
     /// Cancelled when another connection takes the session over.
     pub takeover: CancellationToken,
-    /// QoS 2 packet ids the session had received and not released.
-    pub incoming_qos2: HashSet<u16>,
+    /// The session's QoS 2 state from its previous connection.
+    pub qos2: Qos2State,
     /// Whether the client id had a connection before this one that was taken over.
     pub took_over: bool,
     _gone: watch::Sender<()>,
@@ -111,7 +112,7 @@ impl Registry {
         Claim {
             generation,
             takeover,
-            incoming_qos2: std::mem::take(&mut entry.incoming_qos2),
+            qos2: std::mem::take(&mut entry.qos2),
             took_over,
             _gone: gone_tx,
         }
@@ -138,13 +139,28 @@ impl Registry {
             entry.holder = None;
         }
         if keep == Keep::Session {
-            entry.incoming_qos2 = claim.incoming_qos2;
+            entry.qos2 = claim.qos2;
         }
         entry.pending_will = will;
-        if entry.holder.is_none() && entry.incoming_qos2.is_empty() && entry.pending_will.is_none()
-        {
+        if entry.holder.is_none() && entry.qos2.is_empty() && entry.pending_will.is_none() {
             entries.remove(client_id);
         }
+    }
+}
+
+/// The QoS 2 exchanges a session has open in either direction (§4.3.3), by packet id.
+#[derive(Debug, Default, Clone)]
+pub struct Qos2State {
+    /// Received from the client and not released (PUBREL) yet.
+    pub incoming: HashSet<u16>,
+    /// Sent to the client, acknowledged with PUBREC, released with PUBREL and not completed (PUBCOMP) yet:
+    /// PUBREL is sent again when the session resumes [MQTT-4.4.0-1].
+    pub released: HashSet<u16>,
+}
+
+impl Qos2State {
+    fn is_empty(&self) -> bool {
+        self.incoming.is_empty() && self.released.is_empty()
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Subscriptions {
     by_filter: HashMap<String, Subscription>,
     /// The session's consumers: its own queue's (share `None`) and one per shared subscription.
     consumers: HashMap<ConsumerKey, (QueueHandle, Option<String>)>,
+    /// Why the core refused a filter of the SUBSCRIBE being handled (its SUBACK's v5 reason string).
+    refusal: Option<String>,
 }
 
 impl Subscriptions {
@@ -81,6 +83,7 @@ impl Subscriptions {
             prefetch,
             by_filter: HashMap::new(),
             consumers: HashMap::new(),
+            refusal: None,
         }
     }
 
@@ -239,7 +242,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             }
         }
         self.consume(&name, None).await?;
+        self.set_session_expiry()?;
         Ok(true)
+    }
+
+    /// The session queue expires after the session's current expiry interval (a resumed session takes the
+    /// new CONNECT's, a v5 DISCONNECT may change it [MQTT-3.14.2-2]); an interval of 0 ends the session with
+    /// the connection (`end_session`).
+    pub fn set_session_expiry(&mut self) -> Result<(), CoreError> {
+        let secs = self.est.session_expiry;
+        self.subs.session_expiry = secs;
+        if secs == 0 || self.subs.own_consumer().is_none() {
+            return Ok(());
+        }
+        let expires =
+            (secs != NEVER_EXPIRES).then(|| std::time::Duration::from_secs(u64::from(secs)));
+        self.est
+            .core
+            .set_queue_expires(&self.subs.queue_name, expires)
+    }
+
+    /// Deletes the session queue: the session ends with its connection.
+    pub async fn end_session(&mut self) {
+        if let Err(e) = self
+            .est
+            .core
+            .delete_queue(&self.subs.queue_name, false, false)
+            .await
+        {
+            tracing::warn!(queue = %self.subs.queue_name, error = %e, "MQTT session queue not deleted");
+        }
     }
 
     async fn consume(&mut self, queue: &str, share: Option<String>) -> Result<(), CoreError> {
@@ -288,11 +320,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
                 retained.push((filter, options));
             }
         }
-        let suback = SubAck {
+        let mut suback = SubAck {
             packet_id: subscribe.packet_id,
             reasons,
             ..SubAck::default()
         };
+        let problem_info = self.est.connect.properties.request_problem_information != Some(0);
+        suback.properties.reason_string = self.subs.refusal.take().filter(|_| problem_info); // [MQTT-3.1.2-29]
         self.wire.send(&Packet::SubAck(suback));
         for (filter, options) in retained {
             self.send_retained(&filter, options, id)?;
@@ -336,7 +370,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
                 self.subs.by_filter.insert(filter.to_owned(), sub);
                 Ok((ReasonCode(options.qos as u8), old.is_none()))
             }
-            Err(e) => Ok((reason_for(&e), false)),
+            Err(e) => {
+                self.subs.refusal = Some(e.to_string());
+                Ok((suback_reason(&e), false))
+            }
         }
     }
 
@@ -421,6 +458,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             queue.cancel_detached(key); // the group's queue deletes itself when its last consumer goes
         }
         Ok(ReasonCode::SUCCESS)
+    }
+}
+
+/// A SUBACK's code for a core refusal: 0x80 Unspecified error for a permission, which the Paho interop suite
+/// expects (test_subscribe_failure) and 3.1.1 can say too, with the reason in the reason string; otherwise
+/// what `error::reason_for` says.
+fn suback_reason(error: &CoreError) -> ReasonCode {
+    match reason_for(error) {
+        ReasonCode::NOT_AUTHORIZED => ReasonCode::UNSPECIFIED_ERROR,
+        reason => reason,
     }
 }
 

@@ -191,6 +191,8 @@ pub(crate) enum Command {
     },
     /// Re-try deliveries (channel credit was released elsewhere).
     Wake,
+    /// A new `x-expires` (an MQTT session's expiry interval changed): `None` never expires.
+    SetExpires(Option<Duration>),
     Stats {
         reply: oneshot::Sender<QueueStats>,
     },
@@ -529,6 +531,12 @@ impl QueueHandle {
             count,
             bytes,
         });
+    }
+
+    /// Change how long the queue may stay unused before it deletes itself (`x-expires`); see
+    /// `Session::set_queue_expires`, which also journals it.
+    pub(crate) fn set_expires(&self, expires: Option<Duration>) {
+        self.try_or_spawn(Command::SetExpires(expires));
     }
 
     /// Ask the queue to retry deliveries.

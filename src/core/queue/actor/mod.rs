@@ -83,6 +83,7 @@ pub(super) fn spawn(
     memory: Arc<MemoryGauge>,
 ) {
     let levels = me.args.max_priority.map_or(1, |p| p as usize + 1);
+    let expires = me.args.expires;
     let pages = store.pages();
     let actor = Actor {
         me,
@@ -106,6 +107,7 @@ pub(super) fn spawn(
         consumers: Vec::new(),
         rr: 0,
         last_used: Instant::now(),
+        expires,
         had_consumers: false,
         stopped: false,
     };
@@ -238,6 +240,8 @@ struct Actor {
     consumers: Vec<Consumer>,
     rr: usize,
     last_used: Instant,
+    /// `x-expires`, as declared or as changed since (`Command::SetExpires`).
+    expires: Option<Duration>,
     had_consumers: bool,
     stopped: bool,
 }
@@ -348,6 +352,7 @@ impl Actor {
                 bytes,
             } => self.written(consumer, count, bytes),
             Command::Wake => {}
+            Command::SetExpires(expires) => self.expires = expires,
             Command::Stats { reply } => {
                 self.last_used = Instant::now();
                 self.memory.report(); // the gauge, too, is current when the counts are

@@ -30,7 +30,7 @@ impl Actor {
             (!waiting).then_some(t)
         });
         let lease = self.leases.first().map(|(t, _)| *t);
-        let idle = match (self.me.args.expires, self.consumers.is_empty()) {
+        let idle = match (self.expires, self.consumers.is_empty()) {
             (Some(d), true) => Some(self.last_used + d),
             _ => None,
         };
@@ -65,7 +65,7 @@ impl Actor {
                 self.requeue(out.entry);
             }
         }
-        if let Some(d) = self.me.args.expires
+        if let Some(d) = self.expires
             && self.consumers.is_empty()
             && now >= self.last_used + d
         {
