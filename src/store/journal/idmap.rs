@@ -263,7 +263,8 @@ impl<V: Copy + Default> IdMap<V> {
     /// Where page `number` sits in `pages` (`Ok`), or where it would go (`Err`).
     fn find(&self, number: u64) -> Result<usize, usize> {
         let hint = self.hint.get();
-        for at in [hint, hint + 1] {
+        // The page used last, the one after it (ids in order), the newest (a publish while settles use another).
+        for at in [hint, hint + 1, self.pages.len().wrapping_sub(1)] {
             if self.pages.get(at).is_some_and(|(n, _)| *n == number) {
                 self.hint.set(at);
                 return Ok(at);
