@@ -1,6 +1,8 @@
 //! `ferrymq-bench`: load generator for FerryMQ and peer brokers. Prints one JSON line per run.
 //!
 //!   ferrymq-bench amqp --url amqp://guest:guest@127.0.0.1:5672/%2f --publishers 1 --consumers 1 --duration 10
+//!   ferrymq-bench mqtt --port 1883 --qos 1 --subscribers 10 --duration 10
+//!   ferrymq-bench mqtt --port 1883 --scenario idle --connections 15000 --pid PID
 //!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
 //!
 //! See docs/ARCHITECTURE.md §9 for the method (same machine, same run, compare ratios). This file is
@@ -10,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ferrymq_bench::{amqp, relay};
+use ferrymq_bench::{amqp, mqtt, relay};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +32,9 @@ struct Cli {
 enum Command {
     /// AMQP 0-9-1 publish/consume load (publishers x consumers x queues).
     Amqp(amqp::Args),
+    /// MQTT 3.1.1 load: QoS 0/1/2 publish/subscribe and fan-out (`--scenario flow`), or many idle
+    /// connections (`--scenario idle`).
+    Mqtt(mqtt::Args),
     /// Trivial TCP forwarder, the "relay" baseline: bench through it to see the machine's limit.
     Relay(relay::Args),
 }
@@ -55,6 +60,7 @@ fn run() -> anyhow::Result<()> {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Amqp(a) => amqp::run(a).await,
+            Command::Mqtt(a) => mqtt::run(a).await,
             Command::Relay(a) => relay::run(a).await,
         }
     });

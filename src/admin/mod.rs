@@ -44,9 +44,23 @@ pub async fn serve(
         inner: listener,
         permits: Arc::new(Semaphore::new(HTTP_MAX_CONNECTIONS)),
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // The peer address reaches handlers that ask for it (the AWS APIs accept unsigned requests from loopback).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
+
+/// The client address of an HTTP request (axum's `ConnectInfo<Peer>`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// A TCP listener that holds one permit per open connection and stops accepting while none is left.

@@ -8,8 +8,11 @@ use std::time::Duration;
 use super::CoreError;
 use super::auth::{Permission, User};
 use super::error::{Access, Entity};
-use super::message::{Headers, Value};
-use super::queue::{ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats};
+use super::message::{Headers, Message, Value};
+use super::publish::{Outcome, Settling};
+use super::queue::{
+    ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats, ReceiveRequest, Received,
+};
 use super::vhost::{BindOp, BindingSpec, ExchangeSpec, Journal, QueueSpec, VHost};
 use crate::store::DestinationKind;
 
@@ -124,6 +127,17 @@ impl Session {
             .check(access, kind, name, &self.vhost.name, &self.user.name)
     }
 
+    /// Topic permission: `access` to routing key `key` on `exchange` (see `core::auth`).
+    pub(crate) fn check_topic(
+        &self,
+        access: Access,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), CoreError> {
+        self.permission
+            .check_topic(access, exchange, key, &self.vhost.name, &self.user.name)
+    }
+
     /// A queue this connection may use (exists, not another connection's exclusive queue).
     pub fn usable_queue(&self, name: &str) -> Result<QueueHandle, CoreError> {
         let q = self.vhost.existing_queue(name)?;
@@ -167,6 +181,7 @@ impl Session {
         }
         self.check(Access::Write, dest_kind, destination)?;
         self.check(Access::Read, Entity::Exchange, &binding.source)?;
+        self.check_topic(Access::Read, &binding.source, &binding.routing_key)?;
         self.vhost.change_binding(op, binding, Journal::Write)
     }
 
@@ -246,6 +261,35 @@ impl Session {
         Ok(self.vhost.declare_queue(spec, Journal::Write)?.0)
     }
 
+    /// The names of the queues every connection may use (not exclusive ones), in no particular order.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.vhost
+            .queues()
+            .into_iter()
+            .filter(|q| q.exclusive_owner.is_none() && !q.is_deleted())
+            .map(|q| q.name.clone())
+            .collect()
+    }
+
+    /// Replaces the attributes a front end keeps with a queue (SQS queue attributes and tags); durable queues
+    /// keep them across a restart. Read them with [`QueueHandle::attributes`].
+    pub fn set_queue_attributes(&self, name: &str, attributes: Headers) -> Result<(), CoreError> {
+        let q = self.usable_queue(name)?;
+        self.check(Access::Configure, Entity::Queue, name)?;
+        self.vhost.set_queue_attributes(&q, attributes)
+    }
+
+    /// Leased receive (SQS ReceiveMessage): see [`QueueHandle::receive`].
+    pub async fn receive(
+        &self,
+        queue: &str,
+        request: ReceiveRequest,
+    ) -> Result<Vec<Received>, CoreError> {
+        let q = self.usable_queue(queue)?;
+        self.check(Access::Read, Entity::Queue, queue)?;
+        q.receive(request).await
+    }
+
     /// queue.purge
     pub async fn purge_queue(&self, name: &str) -> Result<u32, CoreError> {
         let q = self.usable_queue(name)?;
@@ -288,6 +332,30 @@ impl Session {
         let q = self.usable_queue(queue)?;
         self.check(Access::Read, Entity::Queue, queue)?;
         q.get(no_ack, lease).await
+    }
+
+    /// The bindings to the queue `name` (an MQTT persistent session's subscriptions).
+    pub fn queue_bindings(&self, name: &str) -> Result<Vec<BindingSpec>, CoreError> {
+        let q = self.usable_queue(name)?;
+        Ok(self.vhost.bindings_to_queue(&q))
+    }
+
+    /// Retains `message` under its routing key, or clears the key when the body is empty (MQTT retain,
+    /// `core::retained`); needs write permission on its exchange, as a publish. The change is journaled: the
+    /// [`Settling`] says when it is on disk.
+    pub fn retain(&self, message: Arc<Message>) -> Result<Settling, CoreError> {
+        self.check(Access::Write, Entity::Exchange, &message.exchange)?;
+        self.check_topic(Access::Write, &message.exchange, &message.routing_key)?;
+        let point = self.vhost.retain(message, Journal::Write)?;
+        Ok(point.map_or(Settling::Done(Outcome::Accepted), Settling::AfterSync))
+    }
+
+    /// The retained messages whose routing key `pattern` matches; needs read permission on `exchange`, as a
+    /// binding from it.
+    pub fn retained(&self, exchange: &str, pattern: &str) -> Result<Vec<Arc<Message>>, CoreError> {
+        self.check(Access::Read, Entity::Exchange, exchange)?;
+        self.check_topic(Access::Read, exchange, pattern)?;
+        Ok(self.vhost.retained_matching(pattern))
     }
 
     /// The connection closed: its exclusive queues go.

@@ -85,6 +85,14 @@ impl Level {
         self.head.insert(at, entry);
     }
 
+    /// Takes message `tag` out of the head, wherever it is (the head is in tag order).
+    pub(super) fn remove_loaded(&mut self, tag: u64) -> Option<Entry> {
+        let at = self.head.binary_search_by_key(&tag, |e| e.tag).ok()?;
+        let entry = self.head.remove(at)?;
+        self.head_bytes -= u64::from(entry.size);
+        Some(entry)
+    }
+
     /// Takes the first loaded message of the head; `None` when the head is empty (the level is empty, or
     /// [`Level::waits_for_read`]).
     pub(super) fn pop_loaded(&mut self) -> Option<Entry> {

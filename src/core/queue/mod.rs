@@ -24,6 +24,10 @@ use super::message::Message;
 use crate::store::{MsgId, QueueKey, RecoveredQueue, Store, SyncPoint};
 pub use args::{Overflow, QueueArgs};
 
+/// The declare argument that carries a queue's front-end attributes in its journaled definition (ignored by
+/// the equivalence check of a re-declare).
+pub const ATTRIBUTES_ARGUMENT: &str = "x-attributes";
+
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
 const COMMAND_CAPACITY: usize = 4096;
 
@@ -202,6 +206,53 @@ pub(crate) enum Command {
     Restore {
         messages: RecoveredQueue,
     },
+    /// Leased receive with long polling (SQS ReceiveMessage).
+    Receive {
+        request: ReceiveRequest,
+        reply: oneshot::Sender<Vec<Received>>,
+    },
+    /// A new lease for a received message (SQS ChangeMessageVisibility); false when it is not out (under
+    /// that receive, when one is named).
+    ChangeLease {
+        tag: u64,
+        lease: Duration,
+        receive: Option<u32>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Messages out under a lease leave the queue (SQS PurgeQueue, which takes those in flight too).
+    PurgeReceived {
+        reply: oneshot::Sender<u32>,
+    },
+    /// Received messages leave the queue, whether still out or visible again (SQS DeleteMessage).
+    DeleteReceived {
+        tags: Vec<u64>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a leased receive asks for (SQS ReceiveMessage).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveRequest {
+    /// At most this many messages.
+    pub max: usize,
+    /// Each is invisible to others for this long unless settled (the visibility timeout).
+    pub lease: Duration,
+    /// How long to wait for a first message when the queue is empty (long polling; zero: answer at once).
+    pub wait: Duration,
+    /// Messages with this header are grouped by its value, and a group with a message out under a lease is
+    /// locked: none of its messages is handed out until that one is settled or visible again (SQS FIFO
+    /// message groups). Messages without the header are not grouped.
+    pub group_by: Option<&'static str>,
+}
+
+/// One message handed out by a leased receive.
+#[derive(Debug)]
+pub struct Received {
+    pub delivery: Delivery,
+    /// How often this message has been received, this time included (SQS ApproximateReceiveCount).
+    pub receive_count: u32,
+    /// When it was first received, ms since the epoch.
+    pub first_receive_ms: u64,
 }
 
 /// Counts reported by a queue (queue.declare-ok, purge, health).
@@ -226,6 +277,9 @@ pub struct QueueShared {
     pub arguments: Headers,
     pub args: QueueArgs,
     pub key: QueueKey,
+    /// Attributes a front end keeps with the queue (SQS queue attributes and tags), journaled with its
+    /// definition as the `x-attributes` argument; see [`QueueHandle::attributes`].
+    attributes: std::sync::Mutex<Headers>,
     tx: mpsc::Sender<Command>,
     deleted: AtomicBool,
 }
@@ -284,7 +338,12 @@ impl QueueHandle {
     ) -> Option<QueueHandle> {
         let strong = host.upgrade()?;
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let attributes = match init.arguments.get(ATTRIBUTES_ARGUMENT) {
+            Some(crate::core::message::Value::Map(m)) => m.clone(),
+            _ => Headers::new(),
+        };
         let shared = QueueShared {
+            attributes: std::sync::Mutex::new(attributes),
             key: QueueKey::new(strong.name(), init.name.clone()),
             name: init.name,
             vhost: strong.name().to_owned(),
@@ -304,6 +363,39 @@ impl QueueHandle {
     /// Identifies this queue instance while it is alive (the address of its shared part).
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
+    }
+
+    /// The attributes a front end keeps with this queue (empty unless set).
+    pub fn attributes(&self) -> Headers {
+        self.attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the attributes in memory; the vhost journals them first ([`QueueHandle::arguments_with`]).
+    pub(crate) fn set_attributes(&self, attributes: Headers) {
+        *self
+            .attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = attributes;
+    }
+
+    /// Takes the attributes of a later journaled definition of this queue (recovery).
+    pub(crate) fn restore_attributes(&self, arguments: &Headers) {
+        if let Some(crate::core::message::Value::Map(m)) = arguments.get(ATTRIBUTES_ARGUMENT) {
+            self.set_attributes(m.clone());
+        }
+    }
+
+    /// The declare arguments with `attributes` in place of the stored ones (what is journaled).
+    pub(crate) fn arguments_with(&self, attributes: &Headers) -> Headers {
+        let mut arguments = self.arguments.clone();
+        arguments.set(
+            ATTRIBUTES_ARGUMENT,
+            crate::core::message::Value::Map(attributes.clone()),
+        );
+        arguments
     }
 
     /// Whether the queue has been deleted.
@@ -383,6 +475,39 @@ impl QueueHandle {
             reply,
         })
         .await
+    }
+
+    /// Leased receive: up to `request.max` messages, waiting up to `request.wait` for the first one.
+    pub async fn receive(&self, request: ReceiveRequest) -> Result<Vec<Received>, CoreError> {
+        self.ask(|reply| Command::Receive { request, reply }).await
+    }
+
+    /// Sets a new lease on received message `tag` (zero: visible again now), if it is out (and, when `receive`
+    /// is given, out under that receive). False when it is not (settled, or its lease ran out).
+    pub async fn change_lease(
+        &self,
+        tag: u64,
+        lease: Duration,
+        receive: Option<u32>,
+    ) -> Result<bool, CoreError> {
+        self.ask(|reply| Command::ChangeLease {
+            tag,
+            lease,
+            receive,
+            reply,
+        })
+        .await
+    }
+
+    /// Messages out under a lease (received, not settled) leave the queue; returns how many.
+    pub async fn purge_received(&self) -> Result<u32, CoreError> {
+        self.ask(|reply| Command::PurgeReceived { reply }).await
+    }
+
+    /// Received messages leave the queue, whether still out under a lease or visible again since.
+    pub async fn delete_received(&self, tags: Vec<u64>) -> Result<(), CoreError> {
+        self.ask(|reply| Command::DeleteReceived { tags, reply })
+            .await
     }
 
     /// Settle deliveries of this queue. Never blocks on a full command channel.

@@ -617,6 +617,10 @@ enum DefKey {
         key: String,
         args: Vec<u8>,
     },
+    Retained {
+        vhost: String,
+        key: String,
+    },
 }
 
 impl DefKey {
@@ -626,7 +630,8 @@ impl DefKey {
             | DefKey::Permission { vhost: v, .. }
             | DefKey::Exchange { vhost: v, .. }
             | DefKey::Queue { vhost: v, .. }
-            | DefKey::Binding { vhost: v, .. } => Some(v),
+            | DefKey::Binding { vhost: v, .. }
+            | DefKey::Retained { vhost: v, .. } => Some(v),
             DefKey::User(_) => None,
         }
     }
@@ -764,6 +769,20 @@ impl Definitions {
             Definition::Unbind(b) => {
                 let key = binding_key(b);
                 self.remove_where(|k| *k == key)
+            }
+            Definition::Retained { vhost, key, .. } => self.upsert(
+                DefKey::Retained {
+                    vhost: vhost.clone(),
+                    key: key.clone(),
+                },
+                def,
+            ),
+            Definition::DeleteRetained { vhost, key } => {
+                let gone = DefKey::Retained {
+                    vhost: vhost.clone(),
+                    key: key.clone(),
+                };
+                self.remove_where(|k| *k == gone)
             }
         }
     }

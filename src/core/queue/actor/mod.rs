@@ -27,11 +27,13 @@
 //! only, and no-ack deliveries until their connection reports them written (see [`WRITE_WINDOW_BYTES`]).
 //!
 //! Files: this one owns the state, the loop and the commands; `dispatch` hands messages to consumers, `paging`
-//! reads paged bodies back, `dead_letter` makes dead-lettered copies, `timers` expiry and idle deadlines.
+//! reads paged bodies back, `dead_letter` makes dead-lettered copies, `timers` expiry and idle deadlines,
+//! `receive` leased receives with long polling (SQS).
 
 mod dead_letter;
 mod dispatch;
 mod paging;
+mod receive;
 mod timers;
 
 use self::paging::load;
@@ -96,6 +98,9 @@ pub(super) fn spawn(
         pages,
         reading: None,
         gets: VecDeque::new(),
+        receives: VecDeque::new(),
+        receive_counts: HashMap::new(),
+        groups: receive::Groups::default(),
         outstanding: HashMap::new(),
         leases: BTreeSet::new(),
         consumers: Vec::new(),
@@ -223,6 +228,11 @@ struct Actor {
     reading: Option<Reading>,
     /// Gets waiting for a read, answered in order.
     gets: VecDeque<PendingGet>,
+    /// Leased receives waiting for messages (long polling), and how often messages were received.
+    receives: VecDeque<receive::PendingReceive>,
+    receive_counts: HashMap<u64, receive::ReceiveCount>,
+    /// Locked message groups of leased receives.
+    groups: receive::Groups,
     outstanding: HashMap<u64, Outstanding>,
     leases: BTreeSet<(Instant, u64)>,
     consumers: Vec<Consumer>,
@@ -282,6 +292,7 @@ impl Actor {
             }
             if !self.stopped {
                 self.serve_gets();
+                self.serve_receives(Instant::now());
                 self.deliver();
             }
             self.memory.report();
@@ -353,6 +364,22 @@ impl Actor {
                 let _ = reply.send(self.delete(if_unused, if_empty));
             }
             Command::Restore { messages } => self.restore(messages),
+            Command::Receive { request, reply } => self.receive(request, reply),
+            Command::ChangeLease {
+                tag,
+                lease,
+                receive,
+                reply,
+            } => {
+                let _ = reply.send(self.change_lease(tag, lease, receive));
+            }
+            Command::PurgeReceived { reply } => {
+                let _ = reply.send(self.purge_received());
+            }
+            Command::DeleteReceived { tags, reply } => {
+                self.delete_received(tags);
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -583,6 +610,7 @@ impl Actor {
             let Some(out) = self.outstanding.remove(&tag) else {
                 continue;
             };
+            self.groups.release(tag);
             if let Some(until) = out.lease_until {
                 self.leases.remove(&(until, tag));
             }
@@ -669,6 +697,7 @@ impl Actor {
             .sum();
         self.memory.sub(held);
         self.gets.clear();
+        self.receives.clear();
         self.me.mark_deleted();
         self.stopped = true;
         self.ready_count as u32
@@ -777,7 +806,8 @@ impl Actor {
     // ---- settlement ----
 
     /// A message leaves the queue for good: its settlement is journaled and its memory released.
-    fn retire(&self, entry: &Entry) {
+    fn retire(&mut self, entry: &Entry) {
+        self.forget_receives(entry.tag);
         self.memory.sub(entry.cost());
         self.settle_in_store(entry);
     }

@@ -17,7 +17,8 @@ impl Actor {
         if self.reading.is_some() {
             return;
         }
-        let wanted = !self.consumers.is_empty() || !self.gets.is_empty();
+        let wanted =
+            !self.consumers.is_empty() || !self.gets.is_empty() || !self.receives.is_empty();
         let top = self.top_level().filter(|_| wanted);
         let needs_body = self.expiry_needs_body();
         let level = top

@@ -21,7 +21,7 @@ impl Actor {
     }
 
     /// The next timer: the first expiry at the front of a level (except one already due that waits for its
-    /// body: the read wakes the actor), the first lease, the idle deadline.
+    /// body: the read wakes the actor), the first lease, the idle deadline, the end of a receive's wait.
     pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let needs_body = self.expiry_needs_body();
         let heads = self.levels.iter().filter_map(|l| {
@@ -34,7 +34,8 @@ impl Actor {
             (Some(d), true) => Some(self.last_used + d),
             _ => None,
         };
-        heads.chain(lease).chain(idle).min()
+        let receive = self.next_receive_deadline();
+        heads.chain(lease).chain(idle).chain(receive).min()
     }
 
     pub(super) fn on_timers(&mut self, now: Instant) {
@@ -60,6 +61,7 @@ impl Actor {
             }
             self.leases.pop_first();
             if let Some(out) = self.outstanding.remove(&tag) {
+                self.groups.release(tag);
                 self.requeue(out.entry);
             }
         }

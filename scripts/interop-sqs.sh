@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# SQS interop: moto's own SQS tests in server mode (../shared/conformance/run/moto.sh) against a fresh FerryMQ
+# and, with --peer, against moto_server from ../shared/peers/start.sh (127.0.0.1:5000), printing both counts.
+#   scripts/interop-sqs.sh [--peer]
+# FERRYMQ_INTEROP_PROFILE=debug uses the debug build (what CI has built already) instead of release.
+# Exit status: 0 when FerryMQ passed every test, 1 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runners=../shared/conformance/run
+port=${FERRYMQ_INTEROP_SQS_PORT:-19324}
+profile=${FERRYMQ_INTEROP_PROFILE:-release}
+
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin ferrymq
+  broker=target/release/ferrymq
+else
+  cargo build --quiet --bin ferrymq
+  broker=target/debug/ferrymq
+fi
+
+up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+
+data=$(mktemp -d)
+RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --aws-port "$port" \
+  >"$data.log" 2>&1 &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.log"' EXIT
+for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
+
+status=0
+echo "== moto sqs against FerryMQ (127.0.0.1:$port)"
+out=$("$runners/moto.sh" "http://127.0.0.1:$port" sqs 2>&1) || status=1
+echo "$out" | grep -E '^FAIL|passed' || true
+summary=("moto sqs FerryMQ: $(echo "$out" | tail -n 1)")
+
+if [ "${1:-}" = "--peer" ]; then
+  ../shared/peers/start.sh moto >/dev/null
+  echo "== moto sqs against moto_server (127.0.0.1:5000)"
+  out=$("$runners/moto.sh" http://127.0.0.1:5000 sqs 2>&1) || true
+  echo "$out" | grep -E '^FAIL|passed' || true
+  summary+=("moto sqs moto_server: $(echo "$out" | tail -n 1)")
+fi
+
+printf 'interop: %s\n' "${summary[@]}"
+exit $status

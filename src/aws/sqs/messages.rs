@@ -1,0 +1,703 @@
+//! The SQS message actions: SendMessage(Batch), ReceiveMessage, DeleteMessage(Batch) and
+//! ChangeMessageVisibility(Batch). A send publishes a persistent message to the default exchange with the
+//! queue's name and answers once the core confirms it (journaled and synced); a receive is the core's leased
+//! receive (`Session::receive`), after which messages past their retention are deleted, messages received more
+//! than the RedrivePolicy's maxReceiveCount move to the dead-letter queue, and delayed messages (DelaySeconds,
+//! carried as `x-sqs-visible-at`) are leased again until they are due. Batch entries fail one by one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::Request;
+use super::attributes::QueueConfig;
+use super::convert::{
+    self, AttrValue, Attribute, DEDUP_ID, GROUP_ID, SENDER, SEQUENCE, TRACE, header_text, md5_hex,
+    md5_of_attributes,
+};
+use super::error::{self as sqs_error, from_core};
+use super::input::{self, entries, opt_int, opt_str, req_str, str_list};
+use super::queues::load_quick;
+use super::receipt::Receipt;
+use crate::aws::error::AwsError;
+use crate::core::message::{Headers, Message, Protocol, TextProperties, Value as HValue, now_ms};
+use crate::core::{
+    Broker, Outcome, Publisher, Receipt as CoreReceipt, ReceiveRequest, Received, Session, Settle,
+};
+
+/// When a delayed message becomes visible (ms since the epoch).
+const VISIBLE_AT: &str = "x-sqs-visible-at";
+/// At most this many entries in a batch.
+const MAX_BATCH: usize = 10;
+/// At most this many bytes of bodies and attributes in one SendMessageBatch.
+const MAX_BATCH_BYTES: usize = 1_048_576;
+
+/// A FIFO send's deduplication key, and the earlier send's message id and sequence number when it is a
+/// duplicate.
+type Dedup = (Option<String>, Option<(String, String)>);
+
+/// A send, checked and turned into a core message, with what its answer says.
+struct Prepared {
+    message: Message,
+    answer: Map<String, Value>,
+    /// The FIFO deduplication key, and the earlier answer's message id when it is a duplicate.
+    dedup: Option<String>,
+    duplicate: Option<(String, String)>,
+}
+
+pub async fn send(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (_, stored) = load_quick(req, &name)?;
+    let cfg = stored.config();
+    let prepared = prepare(req, &name, &cfg, req.input())?;
+    let mut results = publish_all(req, &name, vec![prepared]).await?;
+    results
+        .pop()
+        .unwrap_or_else(|| Err(AwsError::internal("no answer for the message")))
+        .map(Value::Object)
+}
+
+pub async fn send_batch(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (_, stored) = load_quick(req, &name)?;
+    let cfg = stored.config();
+    let list = batch_entries(req, "SendMessageBatchRequestEntry")?;
+    check_batch_size(list)?;
+    if cfg.fifo {
+        check_fifo_batch(&cfg, list)?;
+    }
+    let mut ids = Vec::new();
+    let mut ready = Vec::new();
+    let mut failed = Vec::new();
+    for entry in list {
+        let id = req_str(entry, "Id")?.to_owned();
+        match prepare(req, &name, &cfg, entry) {
+            Ok(p) => {
+                ids.push(id);
+                ready.push(p);
+            }
+            Err(e) => failed.push(failure(&id, &e)),
+        }
+    }
+    let results = publish_all(req, &name, ready).await?;
+    let mut successful = Vec::new();
+    for (id, result) in ids.into_iter().zip(results) {
+        match result {
+            Ok(mut answer) => {
+                answer.insert("Id".into(), Value::String(id));
+                successful.push(Value::Object(answer));
+            }
+            Err(e) => failed.push(failure(&id, &e)),
+        }
+    }
+    Ok(batch_answer(successful, failed))
+}
+
+/// `{"Successful": [...], "Failed": [...]}` (an empty list is left out of the JSON, as SQS does).
+fn batch_answer(successful: Vec<Value>, failed: Vec<Value>) -> Value {
+    let mut out = Map::new();
+    out.insert("Successful".into(), Value::Array(successful));
+    if !failed.is_empty() {
+        out.insert("Failed".into(), Value::Array(failed));
+    }
+    Value::Object(out)
+}
+
+fn failure(id: &str, e: &AwsError) -> Value {
+    json!({"Id": id, "SenderFault": e.sender, "Code": e.code, "Message": e.message})
+}
+
+/// The bodies and attributes of a SendMessageBatch are at most [`MAX_BATCH_BYTES`] together.
+fn check_batch_size(list: &[Value]) -> Result<(), AwsError> {
+    let mut total = 0;
+    for e in list {
+        total += opt_str(e, "MessageBody").map_or(0, str::len);
+        let attrs =
+            convert::parse_attributes(input::map(e, "MessageAttributes")).unwrap_or_default();
+        total += attrs.iter().map(|(n, a)| a.size(n)).sum::<usize>();
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(sqs_error::batch_too_long(MAX_BATCH_BYTES, total));
+    }
+    Ok(())
+}
+
+/// Every entry of a FIFO batch names its group and, unless the queue deduplicates by content, its
+/// deduplication id: otherwise the whole batch is refused (as SQS does).
+fn check_fifo_batch(cfg: &QueueConfig, list: &[Value]) -> Result<(), AwsError> {
+    for e in list {
+        if opt_str(e, "MessageGroupId").is_none() {
+            return Err(AwsError::missing_parameter("MessageGroupId"));
+        }
+        if opt_str(e, "MessageDeduplicationId").is_none() && !cfg.content_dedup {
+            return Err(no_dedup_id());
+        }
+    }
+    Ok(())
+}
+
+fn no_dedup_id() -> AwsError {
+    AwsError::invalid_parameter(
+        "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
+    )
+}
+
+/// A batch's entries, checked as a whole: 1 to 10, distinct and well-formed ids. `entry`: the entry shape's
+/// name, for the error of an empty batch.
+fn batch_entries<'a>(req: &'a Request<'_>, entry: &str) -> Result<&'a [Value], AwsError> {
+    let list = entries(req.input(), "Entries");
+    if list.is_empty() {
+        return Err(sqs_error::empty_batch(entry));
+    }
+    if list.len() > MAX_BATCH {
+        return Err(sqs_error::too_many_entries(list.len()));
+    }
+    let mut seen = HashSet::new();
+    for e in list {
+        let id = req_str(e, "Id")?;
+        let valid = !id.is_empty()
+            && id.len() <= 80
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(sqs_error::invalid_batch_entry_id());
+        }
+        if !seen.insert(id) {
+            return Err(sqs_error::batch_ids_not_distinct(id));
+        }
+    }
+    Ok(list)
+}
+
+/// Checks one send and builds its core message.
+fn prepare(
+    req: &Request<'_>,
+    queue: &str,
+    cfg: &QueueConfig,
+    entry: &Value,
+) -> Result<Prepared, AwsError> {
+    let body = req_str(entry, "MessageBody")?;
+    if body.is_empty() {
+        return Err(AwsError::missing_parameter("MessageBody"));
+    }
+    if !convert::valid_body(body) {
+        return Err(sqs_error::invalid_message_contents(
+            "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to \
+             #xFFFD | #x10000 to #x10FFFF",
+        ));
+    }
+    let attrs = convert::parse_attributes(input::map(entry, "MessageAttributes"))?;
+    let size = body.len() + attrs.iter().map(|(n, a)| a.size(n)).sum::<usize>();
+    if size > cfg.max_size {
+        return Err(AwsError::invalid_parameter(&format!(
+            "One or more parameters are invalid. Reason: Message must be shorter than {} bytes.",
+            cfg.max_size
+        )));
+    }
+    let delay = delay_of(cfg, entry)?;
+    let trace = system_trace(entry)?;
+    let message_id = crate::aws::uuid_v4();
+    let mut answer = Map::new();
+    answer.insert(
+        "MD5OfMessageBody".into(),
+        Value::String(md5_hex(body.as_bytes())),
+    );
+    if !attrs.is_empty() {
+        answer.insert(
+            "MD5OfMessageAttributes".into(),
+            Value::String(md5_of_attributes(&attrs)),
+        );
+    }
+    if let Some(trace) = &trace {
+        let sys = vec![("AWSTraceHeader".to_owned(), trace.clone())];
+        answer.insert(
+            "MD5OfMessageSystemAttributes".into(),
+            Value::String(md5_of_attributes(&sys)),
+        );
+    }
+    answer.insert("MessageId".into(), Value::String(message_id.clone()));
+    let mut headers = Headers::with_capacity(attrs.len() + 4);
+    convert::to_headers(&attrs, &mut headers);
+    if let Some(Attribute {
+        value: AttrValue::Text(t),
+        ..
+    }) = &trace
+    {
+        headers.push(TRACE, HValue::text(t));
+    }
+    let sender = req
+        .call
+        .signer
+        .as_ref()
+        .map_or("AIDAFERRYMQ", |s| s.access_key.as_str());
+    headers.push(SENDER, HValue::text(sender));
+    if delay > 0 {
+        let at = now_ms() + delay * 1000;
+        headers.push(
+            VISIBLE_AT,
+            HValue::I64(i64::try_from(at).unwrap_or(i64::MAX)),
+        );
+    }
+    let (dedup, duplicate) = fifo_fields(req, queue, cfg, entry, body, &mut headers, &mut answer)?;
+    let mut message = Message::new("", queue, Bytes::copy_from_slice(body.as_bytes()));
+    message.properties.durable = true;
+    message.properties.timestamp_ms = Some(now_ms());
+    message.properties.set_text(TextProperties {
+        message_id: Some(message_id),
+        ..TextProperties::default()
+    });
+    message.headers = headers;
+    message.annotations.origin = Protocol::Sqs;
+    Ok(Prepared {
+        message,
+        answer,
+        dedup,
+        duplicate,
+    })
+}
+
+/// A send's delay: its DelaySeconds (0 to 900; none on FIFO queues), else the queue's.
+fn delay_of(cfg: &QueueConfig, entry: &Value) -> Result<u64, AwsError> {
+    let given = match entry.get("DelaySeconds") {
+        None | Some(Value::Null) => return Ok(cfg.delay_secs),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let shown = entry
+        .get("DelaySeconds")
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .unwrap_or_default();
+    let invalid = |why: &str| {
+        AwsError::invalid_parameter(&format!(
+            "Value {shown} for parameter DelaySeconds is invalid. Reason: {why}"
+        ))
+    };
+    match given {
+        Some(d) if cfg.fifo && d != 0 => Err(invalid(
+            "The request include parameter that is not valid for this queue type.",
+        )),
+        Some(d) if (0..=900).contains(&d) => Ok(d as u64),
+        _ => Err(invalid("DelaySeconds must be >= 0 and <= 900.")),
+    }
+}
+
+/// The AWSTraceHeader system attribute, if given.
+fn system_trace(entry: &Value) -> Result<Option<Attribute>, AwsError> {
+    let Some(sys) = input::map(entry, "MessageSystemAttributes") else {
+        return Ok(None);
+    };
+    for name in sys.keys() {
+        if name != "AWSTraceHeader" {
+            return Err(AwsError::invalid_parameter(&format!(
+                "Message system attribute name '{name}' is invalid."
+            )));
+        }
+    }
+    let parsed = convert::parse_attributes(Some(sys))?;
+    Ok(parsed.into_iter().next().map(|(_, a)| a))
+}
+
+/// FIFO fields: MessageGroupId (required), the deduplication key (id or body hash), the sequence number.
+/// Standard queues take a MessageGroupId as a plain field (fair queues) and refuse a deduplication id.
+fn fifo_fields(
+    req: &Request<'_>,
+    queue: &str,
+    cfg: &QueueConfig,
+    entry: &Value,
+    body: &str,
+    headers: &mut Headers,
+    answer: &mut Map<String, Value>,
+) -> Result<Dedup, AwsError> {
+    let group = opt_str(entry, "MessageGroupId");
+    let dedup_id = opt_str(entry, "MessageDeduplicationId");
+    if !cfg.fifo {
+        // A deduplication id means nothing to a standard queue; it is kept, not acted on.
+        if let Some(dedup) = dedup_id {
+            headers.push(DEDUP_ID, HValue::text(dedup));
+        }
+        if let Some(group) = group {
+            headers.push(GROUP_ID, HValue::text(group));
+        }
+        return Ok((None, None));
+    }
+    let group = group.ok_or_else(|| AwsError::missing_parameter("MessageGroupId"))?;
+    let dedup = match dedup_id {
+        Some(id) => id.to_owned(),
+        None if cfg.content_dedup => hex::encode(Sha256::digest(body.as_bytes())),
+        None => return Err(no_dedup_id()),
+    };
+    let key = if cfg.dedup_per_group {
+        format!("{group}\n{dedup}")
+    } else {
+        dedup.clone()
+    };
+    headers.push(GROUP_ID, HValue::text(group));
+    headers.push(DEDUP_ID, HValue::text(&dedup));
+    if let Some(sent) = req.sqs.fifo.seen(queue, &key) {
+        answer.insert(
+            "SequenceNumber".into(),
+            Value::String(sent.sequence.clone()),
+        );
+        return Ok((Some(key), Some((sent.message_id, sent.sequence))));
+    }
+    let sequence = req.sqs.fifo.next_sequence(queue);
+    headers.push(SEQUENCE, HValue::text(&sequence));
+    answer.insert("SequenceNumber".into(), Value::String(sequence));
+    Ok((Some(key), None))
+}
+
+/// Publishes the prepared sends in order and waits for each to be confirmed (synced); duplicates answer the
+/// first send's message id without being published.
+async fn publish_all(
+    req: &Request<'_>,
+    queue: &str,
+    prepared: Vec<Prepared>,
+) -> Result<Vec<Result<Map<String, Value>, AwsError>>, AwsError> {
+    let mut publisher = Publisher::new(req.session()?.clone());
+    let mut pending = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        let Prepared {
+            message,
+            mut answer,
+            dedup,
+            duplicate,
+        } = p;
+        if let Some((id, _)) = duplicate {
+            answer.insert("MessageId".into(), Value::String(id));
+            pending.push((answer, None, None));
+            continue;
+        }
+        let receipt = publisher
+            .publish_buffered(message, true)
+            .map_err(|e| from_core(&e))?;
+        pending.push((answer, Some(receipt), dedup));
+    }
+    publisher.flush().await;
+    let mut view = req.ctx.broker.sync_view();
+    let mut out = Vec::with_capacity(pending.len());
+    for (answer, receipt, dedup) in pending {
+        let outcome = match receipt {
+            None => Ok(()),
+            Some(CoreReceipt::Unroutable(_)) => Err(sqs_error::queue_does_not_exist()),
+            Some(CoreReceipt::Routed(confirmation)) => {
+                match confirmation.outcome(&mut view).await {
+                    Outcome::Accepted => Ok(()),
+                    Outcome::Refused => {
+                        Err(sqs_error::over_limit("The queue refused the message."))
+                    }
+                    Outcome::Failed => {
+                        Err(AwsError::unavailable("The message could not be stored."))
+                    }
+                }
+            }
+        };
+        if outcome.is_ok()
+            && let Some(key) = dedup
+            && let (Some(Value::String(id)), Some(Value::String(seq))) =
+                (answer.get("MessageId"), answer.get("SequenceNumber"))
+        {
+            req.sqs.fifo.remember(queue, key, id.clone(), seq.clone());
+        }
+        out.push(outcome.map(|()| answer));
+    }
+    Ok(out)
+}
+
+pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (_, stored) = load_quick(req, &name)?;
+    let cfg = stored.config();
+    let input = req.input();
+    let max = opt_int(input, "MaxNumberOfMessages", 1..=10)?.unwrap_or(1) as usize;
+    let visibility =
+        opt_int(input, "VisibilityTimeout", 0..=43_200)?.map_or(cfg.visibility_secs, |v| v as u64);
+    let wait = opt_int(input, "WaitTimeSeconds", 0..=20)?.map_or(cfg.wait_secs, |v| v as u64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let want = Wanted::of(input);
+    let session = req.session()?;
+    let mut messages = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let request = ReceiveRequest {
+            max: max - messages.len(),
+            lease: Duration::from_secs(visibility),
+            wait: left,
+            group_by: cfg.fifo.then_some(GROUP_ID),
+        };
+        let got = session
+            .receive(&name, request)
+            .await
+            .map_err(|e| from_core(&e))?;
+        let empty = got.is_empty();
+        for received in got {
+            if let Some(m) = keep(req, &cfg, received).await {
+                messages.push(render(&name, &m, &want));
+            }
+        }
+        // Messages that were kept back (expired, moved, delayed) left the way free: look again at once.
+        if !messages.is_empty() || empty {
+            break;
+        }
+    }
+    if messages.is_empty() {
+        return Ok(json!({}));
+    }
+    Ok(json!({"Messages": messages}))
+}
+
+/// What a receive asked to see of each message.
+struct Wanted {
+    system: Vec<String>,
+    attributes: Vec<String>,
+}
+
+impl Wanted {
+    fn of(input: &Value) -> Self {
+        let mut system = str_list(input, "AttributeNames");
+        system.extend(str_list(input, "MessageSystemAttributeNames"));
+        Self {
+            system,
+            attributes: str_list(input, "MessageAttributeNames"),
+        }
+    }
+
+    fn system(&self, name: &str) -> bool {
+        self.system.iter().any(|w| w == "All" || w == name)
+    }
+
+    fn attribute(&self, name: &str) -> bool {
+        self.attributes.iter().any(|w| {
+            w == "All"
+                || w == ".*"
+                || w == name
+                || w.strip_suffix(".*").is_some_and(|p| name.starts_with(p))
+        })
+    }
+}
+
+/// Whether a received message is handed to the client: not past its retention (then deleted), not past the
+/// redrive limit (then moved to the dead-letter queue), not delayed (then leased again until it is due).
+async fn keep(req: &Request<'_>, cfg: &QueueConfig, received: Received) -> Option<Received> {
+    let message = &received.delivery.message;
+    let now = now_ms();
+    let q = &received.delivery.queue;
+    let tag = received.delivery.tag;
+    if let Some(at) = message.headers.get(VISIBLE_AT).and_then(HValue::as_i64)
+        && u64::try_from(at).is_ok_and(|at| at > now)
+    {
+        let wait = Duration::from_millis(at.unsigned_abs().saturating_sub(now));
+        let _ = q
+            .change_lease(tag, wait, Some(received.receive_count))
+            .await;
+        return None;
+    }
+    let sent = message.properties.timestamp_ms.unwrap_or(now);
+    if now.saturating_sub(sent) > cfg.retention_secs * 1000 {
+        q.settle(vec![tag], Settle::Ack, None);
+        return None;
+    }
+    if let Some((dlq_arn, max)) = &cfg.redrive
+        && received.receive_count > *max
+        && let Ok(session) = req.session()
+        && let Some(dlq) = req.core_of_arn(dlq_arn)
+        && move_to(session, &req.ctx.broker, &dlq, message).await
+    {
+        q.settle(vec![tag], Settle::Ack, None);
+        return None;
+    }
+    Some(received)
+}
+
+/// Publishes a copy of `message` to queue `dlq` and waits until it is stored; false when it could not be.
+pub async fn move_to(
+    session: &Session,
+    broker: &Broker,
+    dlq: &str,
+    message: &Arc<Message>,
+) -> bool {
+    if session.usable_queue(dlq).is_err() {
+        return false;
+    }
+    let mut copy = Message::clone(message);
+    copy.exchange = String::new();
+    copy.routing_key = dlq.to_owned();
+    copy.headers_mut().remove(VISIBLE_AT);
+    let mut publisher = Publisher::new(session.clone());
+    match publisher.publish(copy, true).await {
+        Ok(CoreReceipt::Routed(c)) => c.outcome(&mut broker.sync_view()).await == Outcome::Accepted,
+        _ => false,
+    }
+}
+
+/// One received message in SQS's form.
+fn render(queue: &str, r: &Received, want: &Wanted) -> Value {
+    let m = &r.delivery.message;
+    let body = String::from_utf8_lossy(&m.body);
+    let message_id = m
+        .properties
+        .text
+        .as_ref()
+        .and_then(|t| t.message_id.clone())
+        .unwrap_or_else(|| synthetic_id(queue, r.delivery.tag));
+    let receipt = Receipt {
+        queue: queue.to_owned(),
+        tag: r.delivery.tag,
+        receive: r.receive_count,
+    };
+    let mut out = Map::new();
+    out.insert("MessageId".into(), Value::String(message_id));
+    out.insert("ReceiptHandle".into(), Value::String(receipt.encode()));
+    out.insert("MD5OfBody".into(), Value::String(md5_hex(body.as_bytes())));
+    out.insert("Body".into(), Value::String(body.into_owned()));
+    let system = system_attributes(r, want);
+    if !system.is_empty() {
+        out.insert("Attributes".into(), Value::Object(system));
+    }
+    let attrs: Vec<(String, Attribute)> = convert::from_headers(&m.headers)
+        .into_iter()
+        .filter(|(n, _)| want.attribute(n))
+        .collect();
+    if !attrs.is_empty() {
+        out.insert(
+            "MD5OfMessageAttributes".into(),
+            Value::String(md5_of_attributes(&attrs)),
+        );
+        let map: Map<String, Value> = attrs
+            .iter()
+            .map(|(n, a)| (n.clone(), a.to_json()))
+            .collect();
+        out.insert("MessageAttributes".into(), Value::Object(map));
+    }
+    Value::Object(out)
+}
+
+fn system_attributes(r: &Received, want: &Wanted) -> Map<String, Value> {
+    let m = &r.delivery.message;
+    let h = &m.headers;
+    let sent = m.properties.timestamp_ms.unwrap_or_else(now_ms);
+    let candidates: [(&str, Option<String>); 8] = [
+        (
+            "SenderId",
+            Some(header_text(h, SENDER).unwrap_or("AIDAFERRYMQ").to_owned()),
+        ),
+        ("SentTimestamp", Some(sent.to_string())),
+        ("ApproximateReceiveCount", Some(r.receive_count.to_string())),
+        (
+            "ApproximateFirstReceiveTimestamp",
+            Some(r.first_receive_ms.to_string()),
+        ),
+        (
+            "MessageGroupId",
+            header_text(h, GROUP_ID).map(str::to_owned),
+        ),
+        (
+            "MessageDeduplicationId",
+            header_text(h, DEDUP_ID).map(str::to_owned),
+        ),
+        (
+            "SequenceNumber",
+            header_text(h, SEQUENCE).map(str::to_owned),
+        ),
+        ("AWSTraceHeader", header_text(h, TRACE).map(str::to_owned)),
+    ];
+    candidates
+        .into_iter()
+        .filter(|(name, _)| want.system(name))
+        .filter_map(|(name, v)| Some((name.to_owned(), Value::String(v?))))
+        .collect()
+}
+
+/// A stable message id for a message that came without one (published over another protocol).
+fn synthetic_id(queue: &str, tag: u64) -> String {
+    let digest = md5_hex(format!("{queue}\n{tag}").as_bytes());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &digest[0..8],
+        &digest[8..12],
+        &digest[12..16],
+        &digest[16..20],
+        &digest[20..32]
+    )
+}
+
+pub async fn delete(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (q, _) = load_quick(req, &name)?;
+    let receipt = Receipt::decode(req_str(req.input(), "ReceiptHandle")?, &name)?;
+    q.delete_received(vec![receipt.tag])
+        .await
+        .map_err(|e| from_core(&e))?;
+    Ok(json!({}))
+}
+
+pub async fn delete_batch(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (q, _) = load_quick(req, &name)?;
+    let list = batch_entries(req, "DeleteMessageBatchRequestEntry")?;
+    let mut tags = Vec::new();
+    let mut successful = Vec::new();
+    let mut failed = Vec::new();
+    for entry in list {
+        let id = req_str(entry, "Id")?;
+        let handle = req_str(entry, "ReceiptHandle")?;
+        let decoded = Receipt::decode(handle, &name)
+            .map_err(|_| sqs_error::receipt_handle_invalid_in_batch(handle));
+        match decoded {
+            Ok(receipt) => {
+                tags.push(receipt.tag);
+                successful.push(json!({"Id": id}));
+            }
+            Err(e) => failed.push(failure(id, &e)),
+        }
+    }
+    q.delete_received(tags).await.map_err(|e| from_core(&e))?;
+    Ok(batch_answer(successful, failed))
+}
+
+pub async fn change_visibility(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (q, _) = load_quick(req, &name)?;
+    change_one(&q, &name, req.input()).await?;
+    Ok(json!({}))
+}
+
+pub async fn change_visibility_batch(req: &Request<'_>) -> Result<Value, AwsError> {
+    let name = input::queue_name(req)?;
+    let (q, _) = load_quick(req, &name)?;
+    let list = batch_entries(req, "ChangeMessageVisibilityBatchRequestEntry")?;
+    let mut successful = Vec::new();
+    let mut failed = Vec::new();
+    for entry in list {
+        let id = req_str(entry, "Id")?;
+        match change_one(&q, &name, entry).await {
+            Ok(()) => successful.push(json!({"Id": id})),
+            Err(e) => failed.push(failure(id, &e)),
+        }
+    }
+    Ok(batch_answer(successful, failed))
+}
+
+async fn change_one(
+    q: &crate::core::QueueHandle,
+    name: &str,
+    entry: &Value,
+) -> Result<(), AwsError> {
+    let receipt = Receipt::decode(req_str(entry, "ReceiptHandle")?, name)?;
+    let timeout = opt_int(entry, "VisibilityTimeout", 0..=43_200)?
+        .ok_or_else(|| AwsError::missing_parameter("VisibilityTimeout"))?;
+    let changed = q
+        .change_lease(receipt.tag, Duration::from_secs(timeout as u64), None)
+        .await
+        .map_err(|e| from_core(&e))?;
+    if changed {
+        Ok(())
+    } else {
+        Err(sqs_error::message_not_inflight())
+    }
+}

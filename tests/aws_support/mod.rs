@@ -1,0 +1,127 @@
+//! What the SQS and AWS tests share beside `tests/common`: an aws-sdk-sqs client pointed at a test broker
+//! (static credentials, `endpoint_url`, behavior version latest, plain HTTP), and a raw HTTP/1.1 POST for the
+//! requests SDKs never send (Query forms, malformed bodies, bad signatures).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The key pair tests configure when they want signatures checked.
+pub const KEY_ID: &str = "AKIAFERRYMQTEST";
+pub const SECRET: &str = "test-secret-key";
+
+/// An SQS client for the broker's AWS listener, signing with `key` / `secret`.
+pub fn sqs_client(addr: SocketAddr, key: &str, secret: &str) -> Client {
+    sqs_client_in(addr, key, secret, "us-east-1")
+}
+
+/// As [`sqs_client`], signing for `region`.
+pub fn sqs_client_in(addr: SocketAddr, key: &str, secret: &str, region: &'static str) -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(format!("http://{addr}"))
+        .region(Region::new(region))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    Client::from_conf(config)
+}
+
+/// A client with any key (the broker has none configured: loopback accepts any).
+pub fn any_client(addr: SocketAddr) -> Client {
+    sqs_client(addr, "AKIDANY", "anything")
+}
+
+/// A reply: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `POST path` with `headers` and `body` over a fresh connection.
+pub async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawReply {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the AWS listener");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send head");
+    // A peer that refuses early may close before the whole body is written.
+    let _ = stream.write_all(body).await;
+    read_reply(&mut stream).await
+}
+
+/// A Query-protocol form post (`Action=...`).
+pub async fn query(addr: SocketAddr, form: &str) -> RawReply {
+    post(
+        addr,
+        "/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .await
+}
+
+/// An AWS JSON 1.0 post with `X-Amz-Target: AmazonSQS.<action>`.
+pub async fn json(addr: SocketAddr, action: &str, body: &str) -> RawReply {
+    let target = format!("AmazonSQS.{action}");
+    post(
+        addr,
+        "/",
+        &[
+            ("Content-Type", "application/x-amz-json-1.0"),
+            ("X-Amz-Target", &target),
+        ],
+        body.as_bytes(),
+    )
+    .await
+}
+
+async fn read_reply(stream: &mut tokio::net::TcpStream) -> RawReply {
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP reply in time")
+        .expect("read reply");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP reply has a head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}

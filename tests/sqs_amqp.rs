@@ -1,0 +1,168 @@
+//! An SQS queue is a core queue: AMQP publishes to the default exchange with the queue's name are received by
+//! SQS ReceiveMessage (headers as message attributes), SQS sends are consumed over AMQP (attributes as
+//! headers), and queues, their attributes and their messages survive a restart of a journaled broker.
+
+mod aws_support;
+mod common;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_support::any_client;
+use common::TestBroker;
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+#[tokio::test]
+async fn amqp_publishes_are_received_over_sqs_with_headers_as_attributes() {
+    let broker = TestBroker::start().await;
+    let client = any_client(broker.listener("aws"));
+    let url = client
+        .create_queue()
+        .queue_name("shared")
+        .send()
+        .await
+        .expect("create")
+        .queue_url
+        .expect("url");
+    let (_conn, ch) = broker.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from("colour"),
+        AMQPValue::LongString("blue".into()),
+    );
+    headers.insert(ShortString::from("count"), AMQPValue::LongInt(7));
+    ch.basic_publish(
+        "".into(),
+        "shared".into(),
+        BasicPublishOptions::default(),
+        b"from amqp",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirmed");
+    let got = client
+        .receive_message()
+        .queue_url(&url)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive");
+    let m = &got.messages()[0];
+    assert_eq!(m.body(), Some("from amqp"));
+    let attrs = m.message_attributes().expect("attributes");
+    assert_eq!(attrs["colour"].data_type(), "String");
+    assert_eq!(attrs["colour"].string_value(), Some("blue"));
+    assert_eq!(attrs["count"].data_type(), "Number");
+    assert_eq!(attrs["count"].string_value(), Some("7"));
+    assert!(m.message_id().is_some_and(|id| !id.is_empty()));
+    assert!(m.md5_of_message_attributes().is_some());
+}
+
+#[tokio::test]
+async fn sqs_sends_are_consumed_over_amqp_with_attributes_as_headers() {
+    let broker = TestBroker::start().await;
+    let client = any_client(broker.listener("aws"));
+    let url = client
+        .create_queue()
+        .queue_name("to-amqp")
+        .send()
+        .await
+        .expect("create")
+        .queue_url
+        .expect("url");
+    let attr = MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value("v")
+        .build()
+        .expect("attr");
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("from sqs")
+        .message_attributes("k", attr)
+        .send()
+        .await
+        .expect("send");
+    let (_conn, ch) = broker.channel().await;
+    let got = ch
+        .basic_get("to-amqp".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .expect("a message");
+    assert_eq!(got.delivery.data, b"from sqs");
+    let props = &got.delivery.properties;
+    assert_eq!(
+        props.delivery_mode(),
+        &Some(2),
+        "SQS messages are persistent"
+    );
+    let headers = props.headers().as_ref().expect("headers");
+    let k = headers
+        .inner()
+        .get(&ShortString::from("k"))
+        .expect("attribute k as a header");
+    assert_eq!(k, &AMQPValue::LongString("v".into()));
+}
+
+#[tokio::test]
+async fn queues_attributes_and_messages_survive_a_restart() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let url = client
+        .create_queue()
+        .queue_name("durable")
+        .attributes(QueueAttributeName::VisibilityTimeout, "77")
+        .tags("team", "core")
+        .send()
+        .await
+        .expect("create")
+        .queue_url
+        .expect("url");
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("kept")
+        .send()
+        .await
+        .expect("send");
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    let url = client
+        .get_queue_url()
+        .queue_name("durable")
+        .send()
+        .await
+        .expect("still there")
+        .queue_url
+        .expect("url");
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .expect("attributes");
+    assert_eq!(
+        attrs.attributes().expect("attrs")[&QueueAttributeName::VisibilityTimeout],
+        "77"
+    );
+    let tags = client
+        .list_queue_tags()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("tags");
+    assert_eq!(tags.tags().expect("tags")["team"], "core");
+    let got = client
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(got.messages()[0].body(), Some("kept"));
+}
