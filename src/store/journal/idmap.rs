@@ -69,14 +69,19 @@ fn bit(slot: usize) -> (usize, u64) {
 /// The slots whose bit is set, in order, a word at a time (a full page of 4096 slots is walked in 64 steps of
 /// the bitmap, not 4096 tests).
 fn slots(present: &[u64; WORDS]) -> impl Iterator<Item = usize> + '_ {
-    present.iter().enumerate().flat_map(|(w, word)| {
-        let mut word = *word;
-        std::iter::from_fn(move || {
-            let low = word.trailing_zeros() as usize;
-            (word != 0).then(|| {
-                word &= word - 1;
-                w * 64 + low
-            })
+    present
+        .iter()
+        .enumerate()
+        .flat_map(|(w, word)| word_slots(w, *word))
+}
+
+/// The slots of bitmap word `w` whose bit is set in `word`.
+fn word_slots(w: usize, mut word: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let low = word.trailing_zeros() as usize;
+        (word != 0).then(|| {
+            word &= word - 1;
+            w * 64 + low
         })
     })
 }
@@ -227,6 +232,25 @@ impl<V: Copy + Default> Page<V> {
         }
     }
 
+    /// The entries, in slot order, taking the page.
+    fn into_entries(self) -> Box<dyn Iterator<Item = (usize, V)>>
+    where
+        V: 'static,
+    {
+        match self {
+            Page::Dense {
+                values, present, ..
+            } => Box::new(
+                (0..WORDS)
+                    .flat_map(move |w| word_slots(w, present[w]))
+                    .map(move |slot| (slot, values[slot])),
+            ),
+            Page::Sparse { keys, values } => {
+                Box::new(keys.into_iter().map(usize::from).zip(values))
+            }
+        }
+    }
+
     fn iter_mut(&mut self) -> Box<dyn Iterator<Item = (usize, &mut V)> + '_> {
         match self {
             Page::Dense {
@@ -263,7 +287,8 @@ impl<V: Copy + Default> IdMap<V> {
     /// Where page `number` sits in `pages` (`Ok`), or where it would go (`Err`).
     fn find(&self, number: u64) -> Result<usize, usize> {
         let hint = self.hint.get();
-        for at in [hint, hint + 1] {
+        // The page used last, the one after it (ids in order), the newest (a publish while settles use another).
+        for at in [hint, hint + 1, self.pages.len().wrapping_sub(1)] {
             if self.pages.get(at).is_some_and(|(n, _)| *n == number) {
                 self.hint.set(at);
                 return Ok(at);
@@ -341,13 +366,13 @@ impl<V: Copy + Default> IdMap<V> {
     }
 
     /// Takes every entry out in id order, freeing each page as soon as it has been read.
-    pub(crate) fn drain(self) -> impl Iterator<Item = (u64, V)> {
+    pub(crate) fn drain(self) -> impl Iterator<Item = (u64, V)>
+    where
+        V: 'static,
+    {
         self.pages.into_iter().flat_map(|(number, page)| {
-            let entries: Vec<(u64, V)> = page
-                .iter()
-                .map(|(slot, v)| ((number << PAGE_BITS) | slot as u64, *v))
-                .collect();
-            entries
+            page.into_entries()
+                .map(move |(slot, v)| ((number << PAGE_BITS) | slot as u64, v))
         })
     }
 

@@ -484,15 +484,7 @@ fn group(
     expirations: &HashMap<MsgId, u64>,
     mut unreadable: HashMap<MsgId, Arc<StoredMessage>>,
 ) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
-    let mut sizes = vec![0usize; index.queue_count()];
-    for (_, queues) in index.live() {
-        for n in queues {
-            if let Some(size) = sizes.get_mut(*n as usize) {
-                *size += 1;
-            }
-        }
-    }
-    let mut queues: Vec<RecoveredQueue> = sizes
+    let mut queues: Vec<RecoveredQueue> = queue_sizes(index)
         .into_iter()
         .map(RecoveredQueue::with_capacity)
         .collect();
@@ -535,6 +527,23 @@ fn group(
         }
     }
     (queues, preload)
+}
+
+/// How many live messages each interned queue holds. With a single queue, the common backlog, that is every
+/// live message, and the walk over the index is skipped.
+fn queue_sizes(index: &Index) -> Vec<usize> {
+    if index.queue_count() == 1 {
+        return vec![index.live_messages()];
+    }
+    let mut sizes = vec![0usize; index.queue_count()];
+    for (_, queues) in index.live() {
+        for n in queues {
+            if let Some(size) = sizes.get_mut(*n as usize) {
+                *size += 1;
+            }
+        }
+    }
+    sizes
 }
 
 /// Reads the bodies of `ids` back into their queues; returns how many it loaded. A summarised segment's bodies
