@@ -1,6 +1,7 @@
 //! `ferrymq-bench`: load generator for FerryMQ and peer brokers. Prints one JSON line per run.
 //!
 //!   ferrymq-bench amqp --url amqp://guest:guest@127.0.0.1:5672/%2f --publishers 1 --consumers 1 --duration 10
+//!   ferrymq-bench sqs --endpoint http://127.0.0.1:9324 --endpoint http://127.0.0.1:5000 --duration 10
 //!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
 //!
 //! See docs/ARCHITECTURE.md §9 for the method (same machine, same run, compare ratios). This file is
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ferrymq_bench::{amqp, relay};
+use ferrymq_bench::{amqp, relay, sqs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// AMQP 0-9-1 publish/consume load (publishers x consumers x queues).
     Amqp(amqp::Args),
+    /// SQS batch send/receive/delete over AWS JSON 1.0, signed (one JSON line per --endpoint).
+    Sqs(sqs::Args),
     /// Trivial TCP forwarder, the "relay" baseline: bench through it to see the machine's limit.
     Relay(relay::Args),
 }
@@ -56,6 +59,7 @@ fn run() -> anyhow::Result<()> {
         match cli.command {
             Command::Amqp(a) => amqp::run(a).await,
             Command::Relay(a) => relay::run(a).await,
+            Command::Sqs(a) => sqs::run(a).await,
         }
     });
     // Do not wait for client library tasks still winding down.
