@@ -25,7 +25,7 @@ forbid() {
   fi
 }
 
-protocol_crates='ferrymq_amqp_codec|mqttbytes|mqtt_proto|tungstenite|quick_xml'
+protocol_crates='ferrymq_amqp_codec|ferrymq_mqtt_codec|mqttbytes|mqtt_proto|tungstenite|quick_xml'
 outer_layers='crate::(amqp|mqtt|stomp|aws|transport|admin|server|config)\b|\baxum\b|\btokio_rustls\b'
 
 forbid src/core "$protocol_crates" "a protocol crate"

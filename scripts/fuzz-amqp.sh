@@ -14,24 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=fuzz-amqp
-log() { echo "$NAME: $*" >&2; }
-
-FUZZ_SECONDS="${FUZZ_SECONDS:-600}"
-TOOLCHAIN="${TOOLCHAIN:-nightly}"
-read -r -a targets <<< "${TARGETS:-$(cd fuzz && cargo +"$TOOLCHAIN" fuzz list | tr '\n' ' ')}"
-per_target=$((FUZZ_SECONDS / ${#targets[@]}))
-
-for target in "${targets[@]}"; do
-  log "$target: ${per_target}s from fuzz/corpus/$target"
-  mkdir -p "fuzz/corpus/$target"
-  (cd fuzz && cargo +"$TOOLCHAIN" fuzz run "$target" "corpus/$target" -- \
-    -max_total_time="$per_target" -max_len=65536 -print_final_stats=1)
-done
-
-if [[ "${MINIMIZE:-0}" == 1 ]]; then
-  for target in "${targets[@]}"; do
-    log "$target: minimizing the corpus"
-    (cd fuzz && cargo +"$TOOLCHAIN" fuzz cmin "$target" "corpus/$target")
-  done
-fi
-log "no crash in ${FUZZ_SECONDS}s over: ${targets[*]}"
+DEFAULT_TARGETS="amqp_frames amqp_field_table"
+# shellcheck source=scripts/fuzz-common.sh
+. scripts/fuzz-common.sh
+run_fuzz

@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod aws;
 pub mod config;
 pub mod core;
+pub mod mqtt;
 pub mod server;
 pub mod store;
 pub mod transport;

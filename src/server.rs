@@ -2,8 +2,9 @@
 //!
 //! [`start`] turns a [`Config`] into a running broker in the order the durability contract needs: create the
 //! data directory, load the TLS certificate (so a bad one fails before anything else happens), open the store,
-//! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP,
-//! AMQPS when TLS is configured, the HTTP health endpoints, and the AWS-compatible APIs (SQS, STS). The listeners are one table
+//! start the core (which recovers everything durable), and only then bind and serve the listeners: AMQP and
+//! MQTT (also over WebSocket), AMQPS, MQTTS and MQTT over WSS when TLS is configured, the HTTP health
+//! endpoints, and the AWS-compatible APIs (SQS, STS). The listeners are one table
 //! ([`listener_table`]): each front end registers its name, address, TLS acceptor and serve function in one
 //! row, and binding, serving, logging and [`RunningServer::addr`] all read that table. Each bound address is
 //! logged as `listener=<name> addr=<ip:port> "listening"`, which is how tests and operators learn the ports
@@ -29,12 +30,15 @@ use crate::admin;
 use crate::amqp::{self, AmqpContext};
 use crate::aws::{self, AwsContext};
 use crate::config::{Config, ConfigError, StoreKind, SyncPolicy};
-use crate::core::{Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, UserSpec};
+use crate::core::{
+    Broker, BrokerOptions, CoreError, CoreLimits, PermissionSpec, TopicPermissionSpec, UserSpec,
+};
+use crate::mqtt::{self, MqttContext};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{
     self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler,
-    TenantLimits, TlsError,
+    TenantLimits, TlsError, WebSocketOptions,
 };
 
 /// How long shutdown waits for open connections to close before closing the store anyway.
@@ -200,9 +204,29 @@ fn listener_table(
         handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
     };
     let amqp_budget = fit_budget("amqp", amqp_budget);
-    let amqp_limits = Arc::new(ConnectionLimits::new("amqp", amqp_budget, tenants));
+    let amqp_limits = Arc::new(ConnectionLimits::new("amqp", amqp_budget, tenants.clone()));
+    let mqtt = mqtt_handler(config, broker, lifecycle);
+    let mqtt_budget = Budget {
+        max_connections: config.mqtt.max_connections,
+        max_handshakes: config.mqtt.max_handshakes,
+        handshake_timeout: Duration::from_secs(config.mqtt.handshake_timeout_secs),
+    };
+    let mqtt_limits = Arc::new(ConnectionLimits::new(
+        "mqtt",
+        fit_budget("mqtt", mqtt_budget),
+        tenants,
+    ));
+    let mqtt_ws = mqtt_websocket_handler(config, &mqtt, lifecycle);
     let mut table = vec![
         ListenerSpec::stream("amqp", config.amqp.addr(), None, &amqp, &amqp_limits),
+        ListenerSpec::stream("mqtt", config.mqtt.addr(), None, &mqtt, &mqtt_limits),
+        ListenerSpec::stream(
+            "mqtt-ws",
+            config.websocket.mqtt_addr(),
+            None,
+            &mqtt_ws,
+            &mqtt_limits,
+        ),
         ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),
     ];
     if config.aws.enabled {
@@ -214,9 +238,25 @@ fn listener_table(
         table.push(ListenerSpec::stream(
             "amqps",
             addr,
-            Some(tls),
+            Some(tls.clone()),
             &amqp,
             &amqp_limits,
+        ));
+        let addr = config.mqtt.tls_addr();
+        table.push(ListenerSpec::stream(
+            "mqtts",
+            addr,
+            Some(tls.clone()),
+            &mqtt,
+            &mqtt_limits,
+        ));
+        let addr = config.websocket.mqtt_tls_addr();
+        table.push(ListenerSpec::stream(
+            "mqtt-wss",
+            addr,
+            Some(tls),
+            &mqtt_ws,
+            &mqtt_limits,
         ));
     }
     table
@@ -241,6 +281,43 @@ fn fit_budget(protocol: &'static str, budget: Budget) -> Budget {
          limit, e.g. LimitNOFILE=, to keep them)"
     );
     fitted
+}
+
+/// The MQTT front end's connection handler (MQTT and MQTTS share it).
+fn mqtt_handler(config: &Config, broker: &Broker, lifecycle: &Lifecycle) -> StreamHandler {
+    let ctx = MqttContext::new(broker.clone(), &config.mqtt);
+    let closing = lifecycle.close_connections.clone();
+    Arc::new(move |stream, peer, admission| {
+        Box::pin(mqtt::serve(
+            stream,
+            peer,
+            admission,
+            ctx.clone(),
+            closing.clone(),
+        ))
+    })
+}
+
+/// MQTT's WebSocket subprotocols: `mqtt` (3.1.1 §6 and 5.0 §6: "the Client MUST include mqtt in the list of
+/// WebSocket Sub Protocols it offers") and `mqttv3.1`, which MQTT 3.1 clients offer.
+const MQTT_WS_SUBPROTOCOLS: &[&str] = &["mqtt", "mqttv3.1"];
+
+/// The MQTT handler behind a WebSocket upgrade (MQTT over WS and WSS share it and MQTT's budget).
+fn mqtt_websocket_handler(
+    config: &Config,
+    mqtt: &StreamHandler,
+    lifecycle: &Lifecycle,
+) -> StreamHandler {
+    let ws = &config.websocket;
+    let options = WebSocketOptions {
+        path: ws.path.clone(),
+        subprotocols: MQTT_WS_SUBPROTOCOLS,
+        max_request_bytes: ws.max_request_bytes,
+        max_message_size: ws.max_message_size,
+        max_frame_size: ws.max_frame_size,
+    };
+    let closing = lifecycle.close_connections.clone();
+    transport::upgrade_then(mqtt.clone(), Arc::new(options), closing)
 }
 
 /// The AMQP 0-9-1 front end's connection handler (AMQP and AMQPS share it).
@@ -314,6 +391,17 @@ fn broker_options(config: &Config) -> BrokerOptions {
                 configure: p.configure.clone(),
                 write: p.write.clone(),
                 read: p.read.clone(),
+            })
+            .collect(),
+        topic_permissions: auth
+            .topic_permissions
+            .iter()
+            .map(|t| TopicPermissionSpec {
+                user: t.user.clone(),
+                vhost: t.vhost.clone(),
+                exchange: t.exchange.clone(),
+                write: t.write.clone(),
+                read: t.read.clone(),
             })
             .collect(),
         memory_limit: config.memory.high_water,

@@ -4,11 +4,12 @@
 //! `relay`.
 //! It is its own workspace crate so that its client libraries (lapin, hdrhistogram) stay out of the broker.
 //!
-//! A protocol driver (today `amqp`) sets up its connections, starts a [`Sampler`] when the first message
-//! is about to go out, and fills a [`Report`] at the end. New protocols (`mqtt`, `stomp`, `sqs`) add a
-//! module next to `amqp.rs` with their own `Args` and reuse everything here.
+//! A protocol driver (`amqp`, `mqtt`) sets up its connections, starts a [`Sampler`] when the first message
+//! is about to go out, and fills a [`Report`] at the end. New protocols (`stomp`, `sqs`) add a module next to
+//! `amqp.rs` and `mqtt.rs` with their own `Args` and reuse everything here.
 
 pub mod amqp;
+pub mod mqtt;
 pub mod relay;
 pub mod sqs;
 
@@ -76,6 +77,12 @@ impl RunArgs {
 pub struct Report {
     pub label: String,
     pub protocol: &'static str,
+    /// The protocol's scenario, where it has several (MQTT: `flow`, `idle`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// MQTT QoS of publishes and subscriptions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<u8>,
     pub publishers: usize,
     pub consumers: usize,
     pub queues: usize,
@@ -108,6 +115,18 @@ pub struct Report {
     pub nacked: u64,
     /// Errors seen by publishers and consumers (channel/connection closed, timeouts).
     pub errors: u64,
+    /// Connection runs: connections held open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// Connection runs: connections completed per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<f64>,
+    /// Connection runs: broker RSS before the connections were opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_before_mb: Option<f64>,
+    /// Connection runs: broker RSS growth per connection held, in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_conn_kib: Option<f64>,
 }
 
 impl Report {
@@ -215,7 +234,8 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-fn rss_kb(pid: u32) -> Option<u64> {
+/// The resident set size of process `pid` in KiB (VmRSS).
+pub fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_ascii_whitespace().nth(1)?.parse().ok()

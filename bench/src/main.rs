@@ -2,6 +2,8 @@
 //!
 //!   ferrymq-bench amqp --url amqp://guest:guest@127.0.0.1:5672/%2f --publishers 1 --consumers 1 --duration 10
 //!   ferrymq-bench sqs --endpoint http://127.0.0.1:9324 --endpoint http://127.0.0.1:5000 --duration 10
+//!   ferrymq-bench mqtt --port 1883 --qos 1 --subscribers 10 --duration 10
+//!   ferrymq-bench mqtt --port 1883 --scenario idle --connections 15000 --pid PID
 //!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
 //!
 //! See docs/ARCHITECTURE.md §9 for the method (same machine, same run, compare ratios). This file is
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ferrymq_bench::{amqp, relay, sqs};
+use ferrymq_bench::{amqp, mqtt, relay, sqs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +35,9 @@ enum Command {
     Amqp(amqp::Args),
     /// SQS batch send/receive/delete over AWS JSON 1.0, signed (one JSON line per --endpoint).
     Sqs(sqs::Args),
+    /// MQTT 3.1.1 load: QoS 0/1/2 publish/subscribe and fan-out (`--scenario flow`), or many idle
+    /// connections (`--scenario idle`).
+    Mqtt(mqtt::Args),
     /// Trivial TCP forwarder, the "relay" baseline: bench through it to see the machine's limit.
     Relay(relay::Args),
 }
@@ -58,6 +63,7 @@ fn run() -> anyhow::Result<()> {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Amqp(a) => amqp::run(a).await,
+            Command::Mqtt(a) => mqtt::run(a).await,
             Command::Relay(a) => relay::run(a).await,
             Command::Sqs(a) => sqs::run(a).await,
         }

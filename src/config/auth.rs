@@ -20,6 +20,8 @@ pub struct AuthConfig {
     pub users: Vec<UserConfig>,
     /// Permissions granted at start-up.
     pub permissions: Vec<PermissionConfig>,
+    /// Topic permissions granted at start-up: routing-key regexes per exchange, restricting `permissions`.
+    pub topic_permissions: Vec<TopicPermissionConfig>,
 }
 
 impl Default for AuthConfig {
@@ -31,6 +33,7 @@ impl Default for AuthConfig {
             vhosts: Vec::new(),
             users: Vec::new(),
             permissions: Vec::new(),
+            topic_permissions: Vec::new(),
         }
     }
 }
@@ -65,6 +68,27 @@ pub struct PermissionConfig {
     #[serde(default = "PermissionConfig::everything")]
     pub write: String,
     /// Regex of resources the user may consume from; default `.*`.
+    #[serde(default = "PermissionConfig::everything")]
+    pub read: String,
+}
+
+/// A topic permission granted at start-up (`[[auth.topic_permissions]]`), RabbitMQ's `set_topic_permissions`:
+/// on `exchange`, the routing keys the user may publish with (`write`) and bind with (`read`; for MQTT, the
+/// topic filters it may subscribe to). The user needs a permission in the vhost too.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPermissionConfig {
+    /// The user.
+    pub user: String,
+    /// The vhost; default `/`.
+    #[serde(default = "PermissionConfig::default_vhost")]
+    pub vhost: String,
+    /// The exchange whose routing keys are restricted (MQTT topics live on `amq.topic`).
+    pub exchange: String,
+    /// Regex of routing keys the user may publish with; default `.*`.
+    #[serde(default = "PermissionConfig::everything")]
+    pub write: String,
+    /// Regex of routing keys (binding patterns) the user may bind with; default `.*`.
     #[serde(default = "PermissionConfig::everything")]
     pub read: String,
 }
@@ -115,6 +139,24 @@ impl AuthConfig {
         for permission in &self.permissions {
             self.validate_permission(permission, &names)?;
         }
+        for topic in &self.topic_permissions {
+            let granted = |p: &PermissionConfig| p.user == topic.user && p.vhost == topic.vhost;
+            let default = topic.user == self.default_user && topic.vhost == "/";
+            if !default && !self.permissions.iter().any(granted) {
+                return Err(ConfigError::invalid(
+                    "auth.topic_permissions",
+                    format!(
+                        "user {:?} has no permission in vhost {:?}",
+                        topic.user, topic.vhost
+                    ),
+                ));
+            }
+            check_regexes(
+                "auth.topic_permissions",
+                &topic.user,
+                [("write", &topic.write), ("read", &topic.read)],
+            )?;
+        }
         Ok(())
     }
 
@@ -142,21 +184,28 @@ impl AuthConfig {
                 ),
             ));
         }
-        for (kind, pattern) in [
+        let patterns = [
             ("configure", &permission.configure),
             ("write", &permission.write),
             ("read", &permission.read),
-        ] {
-            if let Err(e) = regex::Regex::new(pattern) {
-                return Err(ConfigError::invalid(
-                    OPTION,
-                    format!(
-                        "{kind} regex {pattern:?} of user {:?} is invalid: {e}",
-                        permission.user
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        ];
+        check_regexes(OPTION, &permission.user, patterns)
     }
+}
+
+/// Every `(kind, pattern)` of `user` compiles as a regex.
+fn check_regexes<'a>(
+    option: &'static str,
+    user: &str,
+    patterns: impl IntoIterator<Item = (&'static str, &'a String)>,
+) -> Result<(), ConfigError> {
+    for (kind, pattern) in patterns {
+        if let Err(e) = regex::Regex::new(pattern) {
+            return Err(ConfigError::invalid(
+                option,
+                format!("{kind} regex {pattern:?} of user {user:?} is invalid: {e}"),
+            ));
+        }
+    }
+    Ok(())
 }

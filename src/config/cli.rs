@@ -21,7 +21,7 @@ pub struct Cli {
     /// Directory for the store and other state.
     #[arg(long, env = "FERRYMQ_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address every listener binds to (AMQP, AMQPS, HTTP and AWS).
+    /// Address every listener binds to (AMQP, AMQPS, MQTT, MQTTS, MQTT over WS/WSS, HTTP and AWS).
     #[arg(long, env = "FERRYMQ_BIND", value_name = "IP")]
     pub bind: Option<IpAddr>,
     /// Plain AMQP port (0 picks a free one).
@@ -30,6 +30,18 @@ pub struct Cli {
     /// AMQPS port, used when a TLS certificate is configured (0 picks a free one).
     #[arg(long, env = "FERRYMQ_AMQPS_PORT", value_name = "PORT")]
     pub amqps_port: Option<u16>,
+    /// Plain MQTT port (0 picks a free one).
+    #[arg(long, env = "FERRYMQ_MQTT_PORT", value_name = "PORT")]
+    pub mqtt_port: Option<u16>,
+    /// MQTT over TLS port, used when a TLS certificate is configured (0 picks a free one).
+    #[arg(long, env = "FERRYMQ_MQTTS_PORT", value_name = "PORT")]
+    pub mqtts_port: Option<u16>,
+    /// MQTT over WebSocket port (0 picks a free one).
+    #[arg(long, env = "FERRYMQ_MQTT_WS_PORT", value_name = "PORT")]
+    pub mqtt_ws_port: Option<u16>,
+    /// MQTT over secure WebSocket port, used when a TLS certificate is configured (0 picks a free one).
+    #[arg(long, env = "FERRYMQ_MQTT_WSS_PORT", value_name = "PORT")]
+    pub mqtt_wss_port: Option<u16>,
     /// HTTP port for health endpoints (0 picks a free one).
     #[arg(long, env = "FERRYMQ_HTTP_PORT", value_name = "PORT")]
     pub http_port: Option<u16>,
@@ -76,11 +88,17 @@ impl Cli {
         set(&mut config.data_dir, &self.data_dir);
         if let Some(bind) = self.bind {
             config.amqp.bind = bind;
+            config.mqtt.bind = bind;
+            config.websocket.bind = bind;
             config.http.bind = bind;
             config.aws.bind = bind;
         }
         set(&mut config.amqp.port, &self.amqp_port);
         set(&mut config.amqp.tls_port, &self.amqps_port);
+        set(&mut config.mqtt.port, &self.mqtt_port);
+        set(&mut config.mqtt.tls_port, &self.mqtts_port);
+        set(&mut config.websocket.mqtt_port, &self.mqtt_ws_port);
+        set(&mut config.websocket.mqtt_tls_port, &self.mqtt_wss_port);
         set(&mut config.http.port, &self.http_port);
         set(&mut config.aws.port, &self.aws_port);
         if self.tls_cert.is_some() {

@@ -10,8 +10,8 @@
 //! This module knows option names, defaults and limits; it opens no socket and no file other than the config
 //! file itself.
 //!
-//! One module per section (`amqp`, `aws`, `http`, `tls`, `auth`, `store`, `memory`, `limits`, `log`) owns that section's
-//! struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
+//! One module per section (`amqp`, `mqtt`, `websocket`, `aws`, `http`, `tls`, `auth`, `store`, `memory`, `limits`,
+//! `log`) owns that section's struct, defaults and checks; `cli` owns the command line; this file owns the whole [`Config`], loading,
 //! and the checks that span sections (ports shared by two listeners).
 
 mod amqp;
@@ -22,23 +22,27 @@ mod http;
 mod limits;
 mod log;
 mod memory;
+mod mqtt;
 mod store;
 mod tls;
+mod websocket;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use amqp::AmqpConfig;
-pub use auth::{AuthConfig, PermissionConfig, UserConfig};
+pub use auth::{AuthConfig, PermissionConfig, TopicPermissionConfig, UserConfig};
 pub use aws::{AwsConfig, AwsKeyConfig};
 pub use cli::Cli;
 pub use http::HttpConfig;
 pub use limits::{LimitsConfig, UserLimits, VhostLimits};
 pub use log::{LogConfig, LogFormat};
 pub use memory::MemoryConfig;
+pub use mqtt::MqttConfig;
 pub use store::{StoreConfig, StoreKind, SyncPolicy};
 pub use tls::TlsConfig;
+pub use websocket::WebSocketConfig;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -87,6 +91,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// AMQP 0-9-1 listeners and protocol limits.
     pub amqp: AmqpConfig,
+    /// MQTT 3.1 / 3.1.1 / 5.0 listeners, anonymous login and session bounds.
+    pub mqtt: MqttConfig,
+    /// WebSocket listeners (MQTT over WS and WSS), the upgrade path and frame bounds.
+    pub websocket: WebSocketConfig,
     /// Certificate for the TLS listeners (AMQPS); TLS is off unless both files are set.
     pub tls: TlsConfig,
     /// The HTTP listener for health (and later metrics) endpoints.
@@ -112,6 +120,8 @@ impl Default for Config {
             store: StoreConfig::for_data_dir(&data_dir),
             data_dir,
             amqp: AmqpConfig::default(),
+            mqtt: MqttConfig::default(),
+            websocket: WebSocketConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             aws: AwsConfig::default(),
@@ -172,6 +182,8 @@ impl Config {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
         self.amqp.validate()?;
+        self.mqtt.validate()?;
+        self.websocket.validate()?;
         self.tls.validate()?;
         self.auth.validate()?;
         self.aws.validate()?;
@@ -185,10 +197,14 @@ impl Config {
     fn validate_ports(&self) -> Result<(), ConfigError> {
         let mut listeners = vec![
             ("amqp.port", self.amqp.addr()),
+            ("mqtt.port", self.mqtt.addr()),
+            ("websocket.mqtt_port", self.websocket.mqtt_addr()),
             ("http.port", self.http.addr()),
         ];
         if self.tls.files().is_some() {
             listeners.push(("amqp.tls_port", self.amqp.tls_addr()));
+            listeners.push(("mqtt.tls_port", self.mqtt.tls_addr()));
+            listeners.push(("websocket.mqtt_tls_port", self.websocket.mqtt_tls_addr()));
         }
         if self.aws.enabled {
             listeners.push(("aws.port", self.aws.addr()));

@@ -1,5 +1,7 @@
 //! Users and per-vhost permissions, RabbitMQ-style: each (user, vhost) pair has configure, write and read
-//! regexes matched against resource names. The default user may be limited to loopback peers
+//! regexes matched against resource names, and optionally topic permissions (RabbitMQ's
+//! `set_topic_permissions`): per exchange, write and read regexes matched against routing keys of publishes
+//! and of bindings (MQTT topics, STOMP destinations). The default user may be limited to loopback peers
 //! (`loopback_users`, as RabbitMQ does for `guest`).
 
 use std::collections::HashMap;
@@ -31,15 +33,25 @@ impl User {
 }
 
 /// What a user may do in one vhost.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Permission {
     configure: Pattern,
+    write: Pattern,
+    read: Pattern,
+    /// Topic permissions; an exchange not named here is not restricted by routing key.
+    topics: Vec<TopicPattern>,
+}
+
+/// Write and read patterns on the routing keys of one exchange.
+#[derive(Debug, Clone)]
+struct TopicPattern {
+    exchange: String,
     write: Pattern,
     read: Pattern,
 }
 
 /// A permission pattern; `.*` (the common case) is checked without running the regex engine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Pattern {
     Any,
     Regex(Regex),
@@ -76,7 +88,52 @@ impl Permission {
             configure: Pattern::compile(configure)?,
             write: Pattern::compile(write)?,
             read: Pattern::compile(read)?,
+            topics: Vec::new(),
         })
+    }
+
+    /// This permission with routing keys on `exchange` restricted to `write` for publishes and `read` for
+    /// bindings.
+    pub fn with_topic(
+        mut self,
+        exchange: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<Self, CoreError> {
+        self.topics.push(TopicPattern {
+            exchange: exchange.to_owned(),
+            write: Pattern::compile(write)?,
+            read: Pattern::compile(read)?,
+        });
+        Ok(self)
+    }
+
+    /// Check `access` (write: publish; read: bind) to routing key `key` on `exchange`.
+    pub fn check_topic(
+        &self,
+        access: Access,
+        exchange: &str,
+        key: &str,
+        vhost: &str,
+        user: &str,
+    ) -> Result<(), CoreError> {
+        for topic in self.topics.iter().filter(|t| t.exchange == exchange) {
+            let pattern = match access {
+                Access::Write => &topic.write,
+                Access::Read | Access::Configure => &topic.read,
+            };
+            if !pattern.is_match(key) {
+                let what = if access == Access::Write {
+                    "write"
+                } else {
+                    "read"
+                };
+                return Err(CoreError::AccessRefused(format!(
+                    "{what} access to topic '{key}' in exchange '{exchange}' in vhost '{vhost}' refused for user '{user}'"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Full access (`.*` for all three).
@@ -85,6 +142,7 @@ impl Permission {
             configure: Pattern::Any,
             write: Pattern::Any,
             read: Pattern::Any,
+            topics: Vec::new(),
         }
     }
 
@@ -151,6 +209,27 @@ impl Users {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert((user.to_owned(), vhost.to_owned()), Arc::new(permission));
+    }
+
+    /// Adds a topic permission to what `user` may do in `vhost` (which must have been granted).
+    pub fn add_topic_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<(), CoreError> {
+        let mut permissions = self.permissions.write().unwrap_or_else(|e| e.into_inner());
+        let key = (user.to_owned(), vhost.to_owned());
+        let base = permissions.get(&key).ok_or_else(|| {
+            CoreError::PreconditionFailed(format!(
+                "topic permission for user '{user}' in vhost '{vhost}' without a permission there"
+            ))
+        })?;
+        let with_topic = Permission::clone(base).with_topic(exchange, write, read)?;
+        permissions.insert(key, Arc::new(with_topic));
+        Ok(())
     }
 
     /// Check a user's password (and the loopback restriction).

@@ -226,6 +226,16 @@ impl Exchange {
         gone.len()
     }
 
+    /// The routing key and arguments of every binding from this exchange to `destination`.
+    pub fn bindings_to(&self, destination: &Destination) -> Vec<(String, Headers)> {
+        self.read()
+            .all
+            .iter()
+            .filter(|b| &b.destination == destination)
+            .map(|b| (b.key.clone(), b.arguments.clone()))
+            .collect()
+    }
+
     /// Number of bindings from this exchange.
     pub fn binding_count(&self) -> usize {
         self.read().all.len()

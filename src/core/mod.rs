@@ -14,6 +14,7 @@ mod paging_tests;
 mod persist;
 mod publish;
 mod queue;
+mod retained;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,8 @@ pub struct BrokerOptions {
     pub users: Vec<UserSpec>,
     /// Permissions granted at start-up.
     pub permissions: Vec<PermissionSpec>,
+    /// Topic permissions granted at start-up (after `permissions`, which they restrict).
+    pub topic_permissions: Vec<TopicPermissionSpec>,
     /// Memory high-water mark for what the broker holds for clients, in bytes (0 = no alarm).
     pub memory_limit: u64,
     /// Bytes of unfinished and uncommitted messages one connection may hold (0 = no cap).
@@ -101,6 +104,17 @@ pub struct UserSpec {
     pub tags: Vec<String>,
 }
 
+/// A topic permission defined in the configuration (RabbitMQ's `set_topic_permissions`): write and read
+/// regexes on the routing keys of `exchange`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPermissionSpec {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
 /// A permission defined in the configuration (RabbitMQ's configure / write / read regexes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PermissionSpec {
@@ -120,6 +134,7 @@ impl Default for BrokerOptions {
             vhosts: Vec::new(),
             users: Vec::new(),
             permissions: Vec::new(),
+            topic_permissions: Vec::new(),
             memory_limit: 0,
             connection_memory_limit: 0,
             limits: CoreLimits::default(),
@@ -201,6 +216,9 @@ impl Broker {
                 &p.vhost,
                 Permission::new(&p.configure, &p.write, &p.read)?,
             );
+        }
+        for t in &options.topic_permissions {
+            users.add_topic_permission(&t.user, &t.vhost, &t.exchange, &t.write, &t.read)?;
         }
         Ok(())
     }
@@ -334,6 +352,30 @@ impl Broker {
                         .map_err(CoreError::store)?;
                     v.journal_binding(BindOp::Bind, &spec)?;
                 }
+            }
+            Definition::Retained {
+                vhost: v,
+                key,
+                meta,
+                body,
+            } => {
+                let stored = crate::store::StoredMessage {
+                    meta,
+                    body,
+                    priority: 0,
+                    expires_at_ms: None,
+                    published_at_ms: 0,
+                };
+                let mut message = persist::restore(stored)?;
+                message.routing_key = key;
+                vhost(&v)?.retain(Arc::new(message), Journal::Replay)?;
+            }
+            Definition::DeleteRetained { vhost: v, key } => {
+                let empty = Message {
+                    routing_key: key,
+                    ..Message::default()
+                };
+                vhost(&v)?.retain(Arc::new(empty), Journal::Replay)?;
             }
             Definition::Unbind(b) => {
                 let spec = BindingSpec::from_store(&b)?;

@@ -352,6 +352,7 @@ fn check<'a>(
     };
     let ex = cached.insert(ex);
     session.check(Access::Write, Entity::Exchange, name)?;
+    session.check_topic(Access::Write, name, &message.routing_key)?;
     if ex.internal {
         return Err(CoreError::AccessRefused(format!(
             "cannot publish to internal exchange '{name}' in vhost '{}'",

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::CoreError;
 use super::auth::{Permission, User};
 use super::error::{Access, Entity};
-use super::message::{Headers, Value};
+use super::message::{Headers, Message, Value};
+use super::publish::{Outcome, Settling};
 use super::queue::{
     ConnId, ConsumerSpec, Delivery, QueueHandle, QueueStats, ReceiveRequest, Received,
 };
@@ -126,6 +127,17 @@ impl Session {
             .check(access, kind, name, &self.vhost.name, &self.user.name)
     }
 
+    /// Topic permission: `access` to routing key `key` on `exchange` (see `core::auth`).
+    pub(crate) fn check_topic(
+        &self,
+        access: Access,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), CoreError> {
+        self.permission
+            .check_topic(access, exchange, key, &self.vhost.name, &self.user.name)
+    }
+
     /// A queue this connection may use (exists, not another connection's exclusive queue).
     pub fn usable_queue(&self, name: &str) -> Result<QueueHandle, CoreError> {
         let q = self.vhost.existing_queue(name)?;
@@ -169,6 +181,7 @@ impl Session {
         }
         self.check(Access::Write, dest_kind, destination)?;
         self.check(Access::Read, Entity::Exchange, &binding.source)?;
+        self.check_topic(Access::Read, &binding.source, &binding.routing_key)?;
         self.vhost.change_binding(op, binding, Journal::Write)
     }
 
@@ -319,6 +332,30 @@ impl Session {
         let q = self.usable_queue(queue)?;
         self.check(Access::Read, Entity::Queue, queue)?;
         q.get(no_ack, lease).await
+    }
+
+    /// The bindings to the queue `name` (an MQTT persistent session's subscriptions).
+    pub fn queue_bindings(&self, name: &str) -> Result<Vec<BindingSpec>, CoreError> {
+        let q = self.usable_queue(name)?;
+        Ok(self.vhost.bindings_to_queue(&q))
+    }
+
+    /// Retains `message` under its routing key, or clears the key when the body is empty (MQTT retain,
+    /// `core::retained`); needs write permission on its exchange, as a publish. The change is journaled: the
+    /// [`Settling`] says when it is on disk.
+    pub fn retain(&self, message: Arc<Message>) -> Result<Settling, CoreError> {
+        self.check(Access::Write, Entity::Exchange, &message.exchange)?;
+        self.check_topic(Access::Write, &message.exchange, &message.routing_key)?;
+        let point = self.vhost.retain(message, Journal::Write)?;
+        Ok(point.map_or(Settling::Done(Outcome::Accepted), Settling::AfterSync))
+    }
+
+    /// The retained messages whose routing key `pattern` matches; needs read permission on `exchange`, as a
+    /// binding from it.
+    pub fn retained(&self, exchange: &str, pattern: &str) -> Result<Vec<Arc<Message>>, CoreError> {
+        self.check(Access::Read, Entity::Exchange, exchange)?;
+        self.check_topic(Access::Read, exchange, pattern)?;
+        Ok(self.vhost.retained_matching(pattern))
     }
 
     /// The connection closed: its exclusive queues go.

@@ -16,7 +16,8 @@ use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::{ConnId, QueueArgs, QueueHandle, QueueHost, QueueInit};
-use crate::store::{Binding, Definition, DestinationKind, MsgId, Store, SyncPoint};
+use super::retained::Retained;
+use crate::store::{Binding, Definition, DestinationKind, MsgId, Opaque, Store, SyncPoint};
 
 /// Exchanges every vhost has: the default exchange and the `amq.*` ones.
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
@@ -81,6 +82,8 @@ pub struct VHost {
     /// results cached by a publisher stay valid while it is unchanged.
     topology: AtomicU64,
     limits: Limits,
+    /// MQTT retained messages of this vhost.
+    retained: Retained,
     me: Weak<VHost>,
 }
 
@@ -116,6 +119,7 @@ impl VHost {
             memory,
             topology: AtomicU64::new(0),
             limits,
+            retained: Retained::default(),
             me: me.clone(),
         })
     }
@@ -168,6 +172,60 @@ impl VHost {
     /// Every exchange.
     pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
         read(&self.exchanges).values().cloned().collect()
+    }
+
+    /// Retains `message` under its routing key (an empty body clears the key), journaled when `journal`
+    /// says so: the sync point a publisher waits for before it answers.
+    pub(crate) fn retain(
+        &self,
+        message: Arc<Message>,
+        journal: Journal,
+    ) -> Result<Option<SyncPoint>, CoreError> {
+        self.retained.set(message, &self.memory, |m| {
+            if journal == Journal::Replay {
+                return Ok(None);
+            }
+            let (vhost, key) = (self.name.clone(), m.routing_key.clone());
+            let definition = if m.body.is_empty() {
+                Definition::DeleteRetained { vhost, key }
+            } else {
+                let meta = Opaque::current(super::message::codec::encode_meta(m));
+                Definition::Retained {
+                    vhost,
+                    key,
+                    meta,
+                    body: m.body.clone(),
+                }
+            };
+            self.store
+                .define(&definition)
+                .map(Some)
+                .map_err(CoreError::store)
+        })
+    }
+
+    /// The retained messages whose routing key `pattern` matches.
+    pub(crate) fn retained_matching(&self, pattern: &str) -> Vec<Arc<Message>> {
+        self.retained.matching(pattern)
+    }
+
+    /// Every binding whose destination is the queue `queue`: (source exchange, routing key, arguments).
+    pub(crate) fn bindings_to_queue(&self, queue: &QueueHandle) -> Vec<BindingSpec> {
+        let destination = Destination::Queue(queue.clone());
+        self.exchanges()
+            .iter()
+            .flat_map(|ex| {
+                ex.bindings_to(&destination)
+                    .into_iter()
+                    .map(|(routing_key, arguments)| BindingSpec {
+                        source: ex.name.clone(),
+                        destination: queue.name.clone(),
+                        destination_kind: DestinationKind::Queue,
+                        routing_key,
+                        arguments,
+                    })
+            })
+            .collect()
     }
 
     /// Look up an exchange or fail with RabbitMQ's 404 text.

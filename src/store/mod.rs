@@ -182,6 +182,19 @@ pub enum Definition {
     },
     Bind(Binding),
     Unbind(Binding),
+    /// A retained message (MQTT): the last one published with retain to `key` in `vhost`, replacing any
+    /// earlier one; `meta` in the core's encoding, like a message's.
+    Retained {
+        vhost: String,
+        key: String,
+        meta: Opaque,
+        body: Bytes,
+    },
+    /// The retained message of `key` cleared.
+    DeleteRetained {
+        vhost: String,
+        key: String,
+    },
 }
 
 /// A binding as journaled (exchange.bind / queue.bind and their unbinds).

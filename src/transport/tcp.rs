@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::limits::{Admission, ConnectionLimits};
+use super::websocket::WebSocketBytes;
 use tracing::{debug, info, warn};
 
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors), so the
@@ -42,12 +43,18 @@ pub enum ClientStream {
     Plain(TcpStream),
     /// A TLS connection whose handshake has completed (boxed: the TLS state is large).
     Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket over either of the above, read and written as the bytes of its binary messages.
+    WebSocket(Box<WebSocketBytes<ClientStream>>),
 }
 
 impl ClientStream {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(_) => true,
+            ClientStream::WebSocket(ws) => ws.get_ref().is_tls(),
+        }
     }
 }
 
@@ -60,6 +67,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::WebSocket(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -73,6 +81,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::WebSocket(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -84,6 +93,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::WebSocket(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -91,6 +101,7 @@ impl AsyncWrite for ClientStream {
         match self {
             ClientStream::Plain(s) => s.is_write_vectored(),
             ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::WebSocket(s) => s.is_write_vectored(),
         }
     }
 
@@ -98,6 +109,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::WebSocket(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -105,6 +117,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::WebSocket(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -6,9 +6,12 @@
 //!   use it for what only a process can show: exit codes, signals, `kill -9` and restart on the same data dir.
 //! - [`TestCerts`] generates a throwaway CA and server certificate (rcgen) for TLS tests.
 //! - [`http_get`] is a minimal HTTP/1.1 client for the health endpoints.
+//! - [`mqtt`] wraps rumqttc's v4 and v5 clients for the MQTT tests.
 //!
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
+
+pub mod mqtt;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,7 +19,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use ferrymq::config::{AmqpConfig, AwsConfig, Config, HttpConfig, StoreConfig, StoreKind};
+use ferrymq::config::{
+    AmqpConfig, AwsConfig, Config, HttpConfig, MqttConfig, StoreConfig, StoreKind, WebSocketConfig,
+};
 use ferrymq::core::Broker;
 use ferrymq::server::{self, RunningServer};
 use tempfile::TempDir;
@@ -47,6 +52,18 @@ pub fn test_config(dir: &Path) -> Config {
             port: 0,
             tls_port: 0,
             ..AmqpConfig::default()
+        },
+        mqtt: MqttConfig {
+            bind: loopback,
+            port: 0,
+            tls_port: 0,
+            ..MqttConfig::default()
+        },
+        websocket: WebSocketConfig {
+            bind: loopback,
+            mqtt_port: 0,
+            mqtt_tls_port: 0,
+            ..WebSocketConfig::default()
         },
         http: HttpConfig {
             bind: loopback,
@@ -152,6 +169,11 @@ impl TestBroker {
         self.listener("http")
     }
 
+    /// The plain MQTT listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.listener("mqtt")
+    }
+
     /// Where the listener `name` is bound (`amqps` only when TLS was configured).
     pub fn listener(&self, name: &str) -> SocketAddr {
         self.server
@@ -191,6 +213,7 @@ pub struct ProcessAddrs {
     pub amqp: Option<SocketAddr>,
     pub amqps: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
 }
 
 /// The real `ferrymq` binary, started with `--data-dir X --bind 127.0.0.1` and every port 0 (plus any extra
@@ -246,7 +269,15 @@ impl BrokerProcess {
                 "0",
                 "--http-port",
                 "0",
+                "--mqtt-port",
+                "0",
+                "--mqtts-port",
+                "0",
                 "--aws-port",
+                "0",
+                "--mqtt-ws-port",
+                "0",
+                "--mqtt-wss-port",
                 "0",
             ])
             .args(&self.extra_args)
@@ -271,6 +302,7 @@ impl BrokerProcess {
                             "amqp" => addrs.amqp = Some(addr),
                             "amqps" => addrs.amqps = Some(addr),
                             "http" => addrs.http = Some(addr),
+                            "mqtt" => addrs.mqtt = Some(addr),
                             _ => {}
                         }
                     }
@@ -296,6 +328,13 @@ impl BrokerProcess {
                 }
             }
         }
+    }
+
+    /// The plain MQTT listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.addrs
+            .mqtt
+            .expect("the broker logged its mqtt listener")
     }
 
     /// The plain AMQP listener.

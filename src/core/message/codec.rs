@@ -145,7 +145,8 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
 
 fn put_annotations(out: &mut BytesMut, a: &Annotations) {
     out.put_u8(a.origin.code());
-    out.put_u8(u8::from(a.retain));
+    // One byte: bit 0 retain, bits 1-2 the MQTT QoS (0 for other protocols, so older records read as QoS 0).
+    out.put_u8(u8::from(a.retain) | (a.qos & 0x03) << 1);
     out.put_u32_le(a.delivery_count);
     out.put_u32_le(a.deaths.len() as u32);
     for d in &a.deaths {
@@ -415,7 +416,8 @@ impl<'a> Reader<'a> {
 
     fn annotations(&mut self) -> Result<Annotations, DecodeError> {
         let origin = Protocol::from_code(self.u8()?).ok_or_else(|| bad("origin protocol"))?;
-        let retain = self.u8()? != 0;
+        let flags = self.u8()?;
+        let (retain, qos) = (flags & 0x01 != 0, (flags >> 1) & 0x03);
         let delivery_count = self.u32()?;
         let n = self.count(37)?;
         let mut deaths = Vec::with_capacity(n);
@@ -448,6 +450,7 @@ impl<'a> Reader<'a> {
             delivery_count,
             origin,
             retain,
+            qos,
         })
     }
 
@@ -567,6 +570,7 @@ mod tests {
                 delivery_count: 3,
                 origin: Protocol::Mqtt,
                 retain: true,
+                qos: 2,
             },
             body: Bytes::from_static(b"body"),
             native: Some(Native {

@@ -92,6 +92,10 @@ pub struct Properties {
     pub expiry: Option<Expiry>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: Option<u64>,
+    /// The connection that published the message (its `ConnId`, truncated), while the broker runs: MQTT 5
+    /// no-local subscriptions skip their own connection's messages [MQTT-3.8.3-3]. Not stored (0 once
+    /// restored) and not compared; it lives here because it fits in padding (see [`Message`]).
+    pub publisher: u32,
     /// The text properties, boxed once one is set: read them with [`Properties::text`], set them with
     /// [`Properties::set_text`] or [`Properties::text_mut`].
     pub text: Option<Box<TextProperties>>,
@@ -229,6 +233,9 @@ pub struct Annotations {
     pub origin: Protocol,
     /// A retained MQTT message.
     pub retain: bool,
+    /// The QoS an MQTT publisher sent the message with (0 for other protocols): an MQTT subscriber gets the
+    /// lower of it and its subscription's [MQTT-3.8.4-8].
+    pub qos: u8,
 }
 
 /// The origin protocol's own encoding of the properties and headers, valid while they are unchanged.

@@ -33,6 +33,7 @@ mod format1;
 mod fs;
 mod idmap;
 mod index;
+mod metas;
 mod reader;
 mod record;
 mod recovery;

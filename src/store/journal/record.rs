@@ -440,6 +440,8 @@ const DEF_EXCHANGE2: u8 = 13;
 const DEF_QUEUE2: u8 = 14;
 const DEF_BIND2: u8 = 15;
 const DEF_UNBIND2: u8 = 16;
+const DEF_RETAINED: u8 = 17;
+const DEF_DELETE_RETAINED: u8 = 18;
 
 /// The kind to write for a definition with arguments: the format 1 kind for format 1 arguments (kept as they
 /// were read, e.g. when a checkpoint copies a recovered definition), the current kind otherwise.
@@ -547,6 +549,23 @@ fn put_definition(out: &mut BytesMut, def: &Definition) {
         Definition::Unbind(b) => {
             out.put_u8(kind_for(&b.arguments, DEF_UNBIND, DEF_UNBIND2));
             put_binding(out, b);
+        }
+        Definition::Retained {
+            vhost,
+            key,
+            meta,
+            body,
+        } => {
+            out.put_u8(DEF_RETAINED);
+            put_str(out, vhost);
+            put_str(out, key);
+            put_bytes(out, &meta.bytes);
+            put_bytes(out, body);
+        }
+        Definition::DeleteRetained { vhost, key } => {
+            out.put_u8(DEF_DELETE_RETAINED);
+            put_str(out, vhost);
+            put_str(out, key);
         }
     }
 }
@@ -945,6 +964,16 @@ fn get_definition(r: &mut Reader<'_>) -> Result<Definition, DecodeError> {
                 Definition::Unbind(binding)
             }
         }
+        DEF_RETAINED => Definition::Retained {
+            vhost: r.string("vhost")?,
+            key: r.string("retained key")?,
+            meta: Opaque::current(Bytes::copy_from_slice(r.bytes("retained meta")?)),
+            body: Bytes::copy_from_slice(r.bytes("retained body")?),
+        },
+        DEF_DELETE_RETAINED => Definition::DeleteRetained {
+            vhost: r.string("vhost")?,
+            key: r.string("retained key")?,
+        },
         kind => return Err(DecodeError::new(format!("unknown definition kind {kind}"))),
     };
     Ok(def)
@@ -1029,6 +1058,16 @@ mod tests {
                 routing_key: "".into(),
                 arguments: Opaque::default(),
             }),
+            Definition::Retained {
+                vhost: "/".into(),
+                key: "a.b".into(),
+                meta: table(),
+                body: Bytes::from_static(b"retained body"),
+            },
+            Definition::DeleteRetained {
+                vhost: "/".into(),
+                key: "a.b".into(),
+            },
             Definition::Queue {
                 vhost: "/".into(),
                 name: "old".into(),

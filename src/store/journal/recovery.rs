@@ -53,6 +53,7 @@ use tracing::{error, info, warn};
 use super::fs::{SegmentFile, StoreFs};
 use super::idmap::IdMap;
 use super::index::{Index, UNREADABLE_OFFSET};
+use super::metas::{Meta, MetaMaps, Metas};
 use super::reader::RecordReader;
 use super::record::PublishMeta;
 use super::record::{self, Record};
@@ -113,11 +114,8 @@ pub(crate) fn list_segments(fs: &dyn StoreFs, dir: &Path) -> Result<Vec<u64>, St
 struct Replay {
     index: Index,
     definitions: Vec<crate::store::Definition>,
-    /// Live messages, without their bodies (size and priority: about 8 bytes each, in pages freed as they
-    /// empty), as a large store has millions.
-    messages: IdMap<Meta>,
-    /// The TTL (milliseconds) of the live messages that have one.
-    expirations: HashMap<MsgId, u64>,
+    /// Size, priority and TTL of the live messages (built on a thread of its own: see `metas`).
+    metas: Metas,
     /// Bodies of the rare live records the index cannot locate for a later read (see `index::UNREADABLE_OFFSET`).
     unreadable: HashMap<MsgId, Arc<StoredMessage>>,
     /// The segments listed by the newest checkpoint, and the segment holding it.
@@ -126,26 +124,6 @@ struct Replay {
     records: u64,
     /// Wall clock at the start of recovery (ms since the Unix epoch), for expiry deadlines.
     now_ms: u64,
-}
-
-/// What a queue needs of a message while its body stays on disk, packed in 8 bytes (the id is the key; the
-/// per-message TTL, which few messages have, is kept aside in [`Replay::expirations`]).
-#[derive(Debug, Clone, Copy, Default)]
-struct Meta {
-    size: u32,
-    priority: u8,
-    has_expiry: bool,
-}
-
-impl Meta {
-    /// Appends the message to a recovered queue.
-    fn push_to(self, id: MsgId, queue: &mut RecoveredQueue, expirations: &HashMap<MsgId, u64>) {
-        let expiration = self
-            .has_expiry
-            .then(|| expirations.get(&id).copied())
-            .flatten();
-        queue.push(id, self.size, self.priority, expiration);
-    }
 }
 
 /// A publish as replay sees it: from a scanned record (its queues by key, and its payload, decoded in full
@@ -161,9 +139,7 @@ struct Published<'a> {
 
 impl Replay {
     fn forget(&mut self, id: MsgId) {
-        if self.messages.remove(id).is_some_and(|m| m.has_expiry) {
-            self.expirations.remove(&id);
-        }
+        self.metas.forget(id);
         self.unreadable.remove(&id);
     }
 
@@ -187,10 +163,7 @@ impl Replay {
             priority: p.meta.priority,
             has_expiry: ttl.is_some(),
         };
-        if let Some(ttl) = ttl {
-            self.expirations.insert(p.id, ttl);
-        }
-        self.messages.insert(p.id, meta);
+        self.metas.insert(p.id, meta, ttl);
         if p.offset >= u64::from(UNREADABLE_OFFSET) {
             // Beyond the offsets the index keeps: only a full decode keeps this message.
             let message = p
@@ -226,7 +199,8 @@ impl Replay {
                     payload: None,
                 };
                 self.publish(published, &queues)?;
-                if self.index.locate(p.id).is_none() && self.messages.get(p.id).is_some() {
+                // Live (the index and the metadata hold the same ids) but not locatable.
+                if self.index.locate(p.id).is_none() && self.index.location(p.id).is_some() {
                     self.unreadable.insert(p.id, Arc::new(p.message));
                 }
                 return Ok(());
@@ -328,16 +302,19 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
     fs.sync_dir(dir)?;
     check_missing(&replay, &numbers, policy)?;
     clear_signals(fs, dir, &listing)?;
-    let replayed_ms = started.elapsed().as_millis() as u64;
     let Replay {
         index,
         definitions,
-        messages,
-        expirations,
+        metas,
         unreadable,
         records,
         ..
     } = replay;
+    let MetaMaps {
+        messages,
+        expirations,
+    } = metas.finish()?;
+    let replayed_ms = started.elapsed().as_millis() as u64;
     let (mut queues, preload) = group(&index, messages, &expirations, unreadable);
     drop(expirations);
     let index = Mutex::new(index);
@@ -432,6 +409,7 @@ fn replay_segments(
     };
     let mut replay = Replay {
         now_ms: now_ms(),
+        metas: Metas::spawn(),
         ..Replay::default()
     };
     let count = numbers.len();

@@ -417,7 +417,13 @@ impl Actor {
         let messages = std::mem::take(&mut recovered.messages);
         for m in messages {
             let tag = self.take_tag(m.priority);
-            let loaded = recovered.bodies.remove(&m.id).and_then(|stored| {
+            // Only the first few thousand messages of a backlog come with a body: no hash look-up for the rest.
+            let body = if recovered.bodies.is_empty() {
+                None
+            } else {
+                recovered.bodies.remove(&m.id)
+            };
+            let loaded = body.and_then(|stored| {
                 let stored = Arc::try_unwrap(stored).unwrap_or_else(|a| (*a).clone());
                 persist::restore(stored)
                     .inspect_err(|e| error!(queue = %self.me.name, id = m.id, error = %e, "recovered message unreadable; left on disk"))

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# MQTT interop: the Eclipse Paho interoperability tests (../shared/conformance/paho-mqtt-interop/run.py: 10 MQTT
+# 3.1.1 tests and 27 MQTT 5.0 tests, standard-library Python 3 only) against a fresh FerryMQ per version and, with
+# --peer, against Mosquitto from ../shared/peers/start.sh (127.0.0.1:1884), printing the pass counts side by side.
+#   scripts/interop-mqtt.sh [--peer]
+# FERRYMQ_INTEROP_PROFILE=debug uses the debug build (what CI has built already) instead of release;
+# FERRYMQ_INTEROP_MQTT_PORT (default 1885) is where FerryMQ listens; PAHO_TIMEOUT (default 60) bounds each test.
+# test_subscribe_failure expects the broker to refuse subscriptions to `test/nosubscribe`, which needs topic
+# permissions configured; neither broker here is set up with them.
+# Exit status: 0 when FerryMQ passed every test of both versions, 1 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+paho=../shared/conformance/paho-mqtt-interop/run.py
+port=${FERRYMQ_INTEROP_MQTT_PORT:-1885}
+profile=${FERRYMQ_INTEROP_PROFILE:-release}
+timeout=${PAHO_TIMEOUT:-60}
+
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin ferrymq
+  broker=target/release/ferrymq
+else
+  cargo build --quiet --bin ferrymq
+  broker=target/debug/ferrymq
+fi
+
+up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+
+paho() { # version port: run the suite, print its lines, return its status
+  python3 -B "$paho" --version "$1" --host 127.0.0.1 --port "$2" --timeout "$timeout"
+}
+
+with_ferrymq() { # run "$@" against a fresh broker on $port
+  local data pid rc=0
+  data=$(mktemp -d)
+  RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --mqtt-port "$port" \
+    --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 >"$data.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
+  "$@" || rc=$?
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$data" "$data.log"
+  return $rc
+}
+
+summary=()
+status=0
+for version in 3 5; do
+  echo "== Paho MQTT v$version against FerryMQ (127.0.0.1:$port)"
+  out=$(with_ferrymq paho "$version" "$port" 2>&1) || status=1
+  echo "$out"
+  summary+=("v$version FerryMQ: $(echo "$out" | tail -n 1)")
+done
+
+if [ "${1:-}" = "--peer" ]; then
+  ../shared/peers/start.sh mosquitto >/dev/null 2>&1 || true
+  for version in 3 5; do
+    echo "== Paho MQTT v$version against Mosquitto (127.0.0.1:1884)"
+    out=$(paho "$version" 1884 2>&1) || true
+    echo "$out"
+    summary+=("v$version Mosquitto: $(echo "$out" | tail -n 1)")
+  done
+fi
+
+printf 'interop-mqtt: %s\n' "${summary[@]}"
+exit $status
