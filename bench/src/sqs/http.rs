@@ -10,6 +10,8 @@ pub struct Connection {
     host: String,
     stream: BufReader<TcpStream>,
     buf: Vec<u8>,
+    /// The peer said `Connection: close` (moto's server does, every reply): reconnect before the next request.
+    closed: bool,
 }
 
 impl Connection {
@@ -22,6 +24,7 @@ impl Connection {
             host: host.to_owned(),
             stream: BufReader::new(stream),
             buf: Vec::with_capacity(16 * 1024),
+            closed: false,
         })
     }
 
@@ -35,6 +38,9 @@ impl Connection {
         headers: &[(String, String)],
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        if self.closed {
+            *self = Connection::open(&self.host).await?;
+        }
         self.buf.clear();
         self.buf.extend_from_slice(b"POST / HTTP/1.1\r\n");
         for (k, v) in headers {
@@ -69,6 +75,13 @@ impl Connection {
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.trim().parse::<usize>().ok())
             .context("a Content-Length reply")?;
+        self.closed = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("connection")
+                    && v.trim().eq_ignore_ascii_case("close")
+            });
         let mut body = vec![0; length];
         self.stream
             .read_exact(&mut body)
