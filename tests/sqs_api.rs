@@ -36,6 +36,30 @@ async fn create(client: &Client, name: &str, attrs: &[(QueueAttributeName, &str)
         .expect("queue url")
 }
 
+/// A plain SendMessage.
+async fn send(client: &Client, url: &str, body: &str) {
+    client
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .expect("send");
+}
+
+/// A plain ReceiveMessage (one message at most, no wait).
+async fn receive(
+    client: &Client,
+    url: &str,
+) -> aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput {
+    client
+        .receive_message()
+        .queue_url(url)
+        .send()
+        .await
+        .expect("receive")
+}
+
 fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
@@ -233,13 +257,7 @@ async fn a_message_round_trips_with_exact_digests_and_typed_attributes() {
 async fn visibility_timeout_hides_a_message_until_it_runs_out_or_is_changed() {
     let (_broker, client) = start().await;
     let url = create(&client, "vis", &[]).await;
-    client
-        .send_message()
-        .queue_url(&url)
-        .message_body("m")
-        .send()
-        .await
-        .expect("send");
+    send(&client, &url, "m").await;
     let first = client
         .receive_message()
         .queue_url(&url)
@@ -251,12 +269,7 @@ async fn visibility_timeout_hides_a_message_until_it_runs_out_or_is_changed() {
         .receipt_handle()
         .expect("handle")
         .to_owned();
-    let hidden = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive while hidden");
+    let hidden = receive(&client, &url).await;
     assert!(hidden.messages().is_empty());
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let back = client
@@ -300,12 +313,7 @@ async fn visibility_timeout_hides_a_message_until_it_runs_out_or_is_changed() {
         .send()
         .await
         .expect("delete");
-    let empty = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive");
+    let empty = receive(&client, &url).await;
     assert!(empty.messages().is_empty(), "deleted: {empty:?}");
     let bad = client
         .delete_message()
@@ -327,15 +335,9 @@ async fn long_polling_returns_as_soon_as_a_message_arrives() {
     let url = create(&client, "poll", &[]).await;
     let sender = any_client(broker.listener("aws"));
     let send_url = url.clone();
-    let send = tokio::spawn(async move {
+    let sending = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        sender
-            .send_message()
-            .queue_url(send_url)
-            .message_body("late")
-            .send()
-            .await
-            .expect("send");
+        send(&sender, &send_url, "late").await;
     });
     let got = client
         .receive_message()
@@ -345,7 +347,7 @@ async fn long_polling_returns_as_soon_as_a_message_arrives() {
         .await
         .expect("long poll");
     assert_eq!(got.messages()[0].body(), Some("late"));
-    send.await.expect("sender");
+    sending.await.expect("sender");
 }
 
 #[tokio::test]
@@ -360,12 +362,7 @@ async fn delayed_messages_stay_hidden_until_due() {
         .send()
         .await
         .expect("send");
-    let early = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("early receive");
+    let early = receive(&client, &url).await;
     assert!(early.messages().is_empty());
     let due = client
         .receive_message()
@@ -481,20 +478,8 @@ async fn queue_attributes_are_set_read_and_counted() {
         .send()
         .await
         .expect("set");
-    client
-        .send_message()
-        .queue_url(&url)
-        .message_body("a")
-        .send()
-        .await
-        .expect("send");
-    client
-        .send_message()
-        .queue_url(&url)
-        .message_body("b")
-        .send()
-        .await
-        .expect("send");
+    send(&client, &url, "a").await;
+    send(&client, &url, "b").await;
     client
         .receive_message()
         .queue_url(&url)
@@ -528,13 +513,7 @@ async fn queue_attributes_are_set_read_and_counted() {
 async fn purge_empties_a_queue_once_a_minute() {
     let (_broker, client) = start().await;
     let url = create(&client, "purge", &[]).await;
-    client
-        .send_message()
-        .queue_url(&url)
-        .message_body("a")
-        .send()
-        .await
-        .expect("send");
+    send(&client, &url, "a").await;
     client
         .purge_queue()
         .queue_url(&url)
@@ -632,13 +611,7 @@ async fn messages_received_too_often_move_to_the_dead_letter_queue_and_back() {
         &[(QueueAttributeName::RedrivePolicy, policy)],
     )
     .await;
-    client
-        .send_message()
-        .queue_url(&src)
-        .message_body("poison")
-        .send()
-        .await
-        .expect("send");
+    send(&client, &src, "poison").await;
     let first = client
         .receive_message()
         .queue_url(&src)
@@ -647,12 +620,7 @@ async fn messages_received_too_often_move_to_the_dead_letter_queue_and_back() {
         .await
         .expect("receive 1");
     assert_eq!(first.messages().len(), 1);
-    let second = client
-        .receive_message()
-        .queue_url(&src)
-        .send()
-        .await
-        .expect("receive 2");
+    let second = receive(&client, &src).await;
     assert!(second.messages().is_empty(), "moved on its second receive");
     let dead = client
         .receive_message()
@@ -775,12 +743,7 @@ async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
             .await
             .expect("send");
     }
-    let first = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive a");
+    let first = receive(&client, &url).await;
     assert_eq!(first.messages()[0].body(), Some("a"));
     let others = client
         .receive_message()
@@ -798,12 +761,7 @@ async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
         .send()
         .await
         .expect("delete a");
-    let next = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive b");
+    let next = receive(&client, &url).await;
     assert_eq!(next.messages()[0].body(), Some("b"));
 }
 
@@ -858,11 +816,6 @@ async fn each_region_is_a_namespace_of_its_own() {
         attrs.attributes().expect("attrs")[&QueueAttributeName::QueueArn],
         "arn:aws:sqs:us-west-2:123456789012:regional"
     );
-    let got = west
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive");
+    let got = receive(&west, &url).await;
     assert_eq!(got.messages()[0].body(), Some("west"));
 }

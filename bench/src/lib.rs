@@ -1,6 +1,7 @@
 //! `ferrymq-bench`, the load generator, as a library its binary (`main.rs`) drives: the shared parts are here
 //! (run options every protocol takes, the latency histogram, the broker process sampler reading RSS and CPU
-//! from /proc, the one-line JSON report), the protocol drivers in `amqp` and the TCP baseline in `relay`.
+//! from /proc, the one-line JSON report), the protocol drivers in `amqp` and `sqs` and the TCP baseline in
+//! `relay`.
 //! It is its own workspace crate so that its client libraries (lapin, hdrhistogram) stay out of the broker.
 //!
 //! A protocol driver (`amqp`, `mqtt`) sets up its connections, starts a [`Sampler`] when the first message
@@ -10,6 +11,7 @@
 pub mod amqp;
 pub mod mqtt;
 pub mod relay;
+pub mod sqs;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! `ferrymq-bench`: load generator for FerryMQ and peer brokers. Prints one JSON line per run.
 //!
 //!   ferrymq-bench amqp --url amqp://guest:guest@127.0.0.1:5672/%2f --publishers 1 --consumers 1 --duration 10
+//!   ferrymq-bench sqs --endpoint http://127.0.0.1:9324 --endpoint http://127.0.0.1:5000 --duration 10
 //!   ferrymq-bench mqtt --port 1883 --qos 1 --subscribers 10 --duration 10
 //!   ferrymq-bench mqtt --port 1883 --scenario idle --connections 15000 --pid PID
 //!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ferrymq_bench::{amqp, mqtt, relay};
+use ferrymq_bench::{amqp, mqtt, relay, sqs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// AMQP 0-9-1 publish/consume load (publishers x consumers x queues).
     Amqp(amqp::Args),
+    /// SQS batch send/receive/delete over AWS JSON 1.0, signed (one JSON line per --endpoint).
+    Sqs(sqs::Args),
     /// MQTT 3.1.1 load: QoS 0/1/2 publish/subscribe and fan-out (`--scenario flow`), or many idle
     /// connections (`--scenario idle`).
     Mqtt(mqtt::Args),
@@ -62,6 +65,7 @@ fn run() -> anyhow::Result<()> {
             Command::Amqp(a) => amqp::run(a).await,
             Command::Mqtt(a) => mqtt::run(a).await,
             Command::Relay(a) => relay::run(a).await,
+            Command::Sqs(a) => sqs::run(a).await,
         }
     });
     // Do not wait for client library tasks still winding down.

@@ -462,3 +462,89 @@ async fn a_publisher_feeding_many_queues_hands_each_its_messages_in_order() {
         assert!(s.get(q, true, None).await.unwrap().is_none(), "queue {q}");
     }
 }
+
+fn receive_request(
+    max: usize,
+    wait_ms: u64,
+    group_by: Option<&'static str>,
+) -> super::ReceiveRequest {
+    super::ReceiveRequest {
+        max,
+        lease: Duration::from_secs(30),
+        wait: Duration::from_millis(wait_ms),
+        group_by,
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_receive_is_answered_by_the_next_publish_and_counts_receives() {
+    let (_broker, s) = session().await;
+    s.declare_queue("poll", QueueOptions::flags(false, false, false))
+        .await
+        .unwrap();
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move { s.receive("poll", receive_request(10, 10_000, None)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(&s, message("poll", b"m")).await;
+    let got = waiting.await.unwrap().unwrap();
+    assert_eq!(got.len(), 1, "answered by the publish, not the wait's end");
+    assert_eq!(got[0].receive_count, 1);
+    let d = &got[0].delivery;
+    assert!(
+        d.queue
+            .change_lease(d.tag, Duration::ZERO, None)
+            .await
+            .unwrap()
+    );
+    let again = s
+        .receive("poll", receive_request(10, 0, None))
+        .await
+        .unwrap();
+    assert_eq!(again[0].receive_count, 2);
+    // Visible again, a received message is still deleted by its tag.
+    assert!(
+        d.queue
+            .change_lease(d.tag, Duration::ZERO, Some(2))
+            .await
+            .unwrap()
+    );
+    d.queue.delete_received(vec![d.tag]).await.unwrap();
+    let stats = d.queue.stats().await.unwrap();
+    assert_eq!((stats.messages, stats.unacked), (0, 0));
+}
+
+#[tokio::test]
+async fn a_group_with_a_message_out_is_locked_until_it_is_settled() {
+    let (_broker, s) = session().await;
+    s.declare_queue("groups", QueueOptions::flags(false, false, false))
+        .await
+        .unwrap();
+    for (group, body) in [("a", &b"a1"[..]), ("a", b"a2"), ("b", b"b1")] {
+        let mut m = Message::new("", "groups", Bytes::from_static(body));
+        m.headers.push("g", super::message::Value::text(group));
+        publish(&s, m).await;
+    }
+    let first = s
+        .receive("groups", receive_request(1, 0, Some("g")))
+        .await
+        .unwrap();
+    assert_eq!(&first[0].delivery.message.body[..], b"a1");
+    let others = s
+        .receive("groups", receive_request(10, 0, Some("g")))
+        .await
+        .unwrap();
+    let bodies: Vec<&[u8]> = others
+        .iter()
+        .map(|r| &r.delivery.message.body[..])
+        .collect();
+    assert_eq!(bodies, vec![&b"b1"[..]], "a2 waits while a1 is out");
+    let d = &first[0].delivery;
+    d.queue.settle(vec![d.tag], Settle::Ack, None);
+    let next = s
+        .receive("groups", receive_request(10, 0, Some("g")))
+        .await
+        .unwrap();
+    assert_eq!(&next[0].delivery.message.body[..], b"a2");
+}

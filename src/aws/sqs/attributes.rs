@@ -316,8 +316,15 @@ fn check_redrive(value: &str) -> Result<String, AwsError> {
             ));
         }
     }
-    // Kept as given (clients compare it with what they sent).
-    Ok(value.to_owned())
+    // Kept as given (clients compare it with what they sent), but maxReceiveCount is a number, as SQS shows it.
+    let mut v = v;
+    match (v.get_mut("maxReceiveCount"), redrive_of(value)) {
+        (Some(count @ Json::String(_)), Some((_, n))) => {
+            *count = Json::from(n);
+            Ok(v.to_string())
+        }
+        _ => Ok(value.to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -358,6 +365,9 @@ mod tests {
             redrive_of(&stored),
             Some(("arn:aws:sqs:us-east-1:123456789012:dlq".to_owned(), 3))
         );
-        assert_eq!(stored, policy, "kept as given");
+        assert!(stored.contains("\"maxReceiveCount\":3"), "{stored}");
+        let numeric = r#"{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq", "maxReceiveCount": 3}"#;
+        let kept = check_value("RedrivePolicy", numeric.to_owned()).expect("valid");
+        assert_eq!(kept, numeric, "kept as given");
     }
 }
