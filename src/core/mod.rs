@@ -326,9 +326,11 @@ impl Broker {
             } => {
                 let arguments = persist::args_in(&arguments)?;
                 let v = vhost(&v)?;
-                if v.queue(&name).is_some() {
-                    // A later definition of a declared queue: its expiry changed (`set_queue_expires`).
+                if let Some(q) = v.queue(&name) {
+                    // A later definition of a declared queue: its expiry (`set_queue_expires`) or its attributes
+                    // (`set_queue_attributes`) changed; each writes both, so this record holds the latest of each.
                     let expires = queue::QueueArgs::parse(&arguments, &name, &v.name)?.expires;
+                    q.restore_attributes(&arguments);
                     return v.set_queue_expires(&name, expires, Journal::Replay);
                 }
                 let spec = QueueSpec {
@@ -372,6 +374,7 @@ impl Broker {
                     priority: 0,
                     expires_at_ms: None,
                     published_at_ms: 0,
+                    recover_publish_time: false,
                 };
                 let mut message = persist::restore(stored)?;
                 message.routing_key = key;

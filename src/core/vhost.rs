@@ -240,14 +240,7 @@ impl VHost {
         let queues = write(&self.queues);
         let queue = queues.get(name).ok_or_else(|| self.no_queue(name))?;
         if queue.durable && queue.exclusive_owner.is_none() {
-            let mut arguments = queue.arguments.clone();
-            match expires {
-                Some(d) => arguments.set(
-                    "x-expires",
-                    Value::I64(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                ),
-                None => drop(arguments.remove("x-expires")),
-            }
+            let arguments = queue.arguments_with(expires, &queue.attributes());
             self.journal(journal, || Definition::Queue {
                 vhost: self.name.clone(),
                 name: name.to_owned(),
@@ -503,7 +496,7 @@ impl VHost {
                 vhost: self.name.clone(),
                 name: queue.name.clone(),
                 auto_delete: queue.auto_delete,
-                arguments: persist::args_out(&queue.arguments_with(&attributes)),
+                arguments: persist::args_out(&queue.arguments_with(queue.expires(), &attributes)),
             })?;
         }
         queue.set_attributes(attributes);
@@ -520,10 +513,6 @@ impl VHost {
         if let Some(existing) = self.queue(&spec.name).filter(|q| !q.is_deleted()) {
             self.check_exclusive_access(&existing, spec.exclusive_owner)?;
             self.check_equivalent_queue(&existing, &spec)?;
-            if journal == Journal::Replay {
-                // A later definition of the same queue: its attributes were changed (set_queue_attributes).
-                existing.restore_attributes(&spec.arguments);
-            }
             return Ok((existing, false));
         }
         let mut args = QueueArgs::parse(&spec.arguments, &spec.name, &self.name)?;
@@ -791,7 +780,10 @@ impl VHost {
             return Ok(None);
         };
         let id = self.next_message_id();
-        let stored = persist::stored(message, self.store.pages());
+        let timed = targets
+            .iter()
+            .any(|q| q.durable && q.args.message_ttl.is_some());
+        let stored = persist::stored(message, self.store.pages(), timed);
         // The common single durable target needs no list of its own.
         let point = match durable.next() {
             None => self

@@ -282,8 +282,18 @@ pub struct QueueShared {
     /// Attributes a front end keeps with the queue (SQS queue attributes and tags), journaled with its
     /// definition as the `x-attributes` argument; see [`QueueHandle::attributes`].
     attributes: std::sync::Mutex<Headers>,
+    /// The current `x-expires`: the declared one until [`QueueHandle::set_expires`] changes it.
+    expires: std::sync::Mutex<Option<Duration>>,
     tx: mpsc::Sender<Command>,
     deleted: AtomicBool,
+}
+
+/// The front-end attributes held in a queue's `x-attributes` argument (none when absent).
+fn attributes_of(arguments: &Headers) -> Headers {
+    match arguments.get(ATTRIBUTES_ARGUMENT) {
+        Some(crate::core::message::Value::Map(m)) => m.clone(),
+        _ => Headers::new(),
+    }
 }
 
 /// Cheap-to-clone handle to a queue actor; equal when it names the same queue instance.
@@ -340,12 +350,9 @@ impl QueueHandle {
     ) -> Option<QueueHandle> {
         let strong = host.upgrade()?;
         let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
-        let attributes = match init.arguments.get(ATTRIBUTES_ARGUMENT) {
-            Some(crate::core::message::Value::Map(m)) => m.clone(),
-            _ => Headers::new(),
-        };
         let shared = QueueShared {
-            attributes: std::sync::Mutex::new(attributes),
+            attributes: std::sync::Mutex::new(attributes_of(&init.arguments)),
+            expires: std::sync::Mutex::new(init.args.expires),
             key: QueueKey::new(strong.name(), init.name.clone()),
             name: init.name,
             vhost: strong.name().to_owned(),
@@ -383,21 +390,41 @@ impl QueueHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = attributes;
     }
 
-    /// Takes the attributes of a later journaled definition of this queue (recovery).
+    /// Takes the attributes of a later journaled definition of this queue (recovery); none when it has none.
     pub(crate) fn restore_attributes(&self, arguments: &Headers) {
-        if let Some(crate::core::message::Value::Map(m)) = arguments.get(ATTRIBUTES_ARGUMENT) {
-            self.set_attributes(m.clone());
-        }
+        self.set_attributes(attributes_of(arguments));
     }
 
-    /// The declare arguments with `attributes` in place of the stored ones (what is journaled).
-    pub(crate) fn arguments_with(&self, attributes: &Headers) -> Headers {
+    /// The declare arguments with the given `x-expires` and attributes in place of the declared ones: what is
+    /// journaled when either changes, so that replaying the latest definition restores both.
+    pub(crate) fn arguments_with(
+        &self,
+        expires: Option<Duration>,
+        attributes: &Headers,
+    ) -> Headers {
+        use crate::core::message::Value;
         let mut arguments = self.arguments.clone();
-        arguments.set(
-            ATTRIBUTES_ARGUMENT,
-            crate::core::message::Value::Map(attributes.clone()),
-        );
+        match expires {
+            Some(d) => arguments.set(
+                "x-expires",
+                Value::I64(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ),
+            None => drop(arguments.remove("x-expires")),
+        }
+        if attributes.is_empty() {
+            drop(arguments.remove(ATTRIBUTES_ARGUMENT));
+        } else {
+            arguments.set(ATTRIBUTES_ARGUMENT, Value::Map(attributes.clone()));
+        }
         arguments
+    }
+
+    /// The queue's current `x-expires`.
+    pub(crate) fn expires(&self) -> Option<Duration> {
+        *self
+            .expires
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the queue has been deleted.
@@ -536,6 +563,10 @@ impl QueueHandle {
     /// Change how long the queue may stay unused before it deletes itself (`x-expires`); see
     /// `Session::set_queue_expires`, which also journals it.
     pub(crate) fn set_expires(&self, expires: Option<Duration>) {
+        *self
+            .expires
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = expires;
         self.try_or_spawn(Command::SetExpires(expires));
     }
 
