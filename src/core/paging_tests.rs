@@ -259,7 +259,7 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
     for id in 1..=n {
         let mut message = Message::new("", "q", body(id as usize));
         message.properties.durable = true;
-        let message = persist::stored(&message, true);
+        let message = persist::stored(&message, true, false);
         store.bodies.lock().unwrap().insert(id, message.clone());
         // Recovery loaded the first hundred bodies only.
         messages.push_message(id, Arc::new(message), id <= 100);

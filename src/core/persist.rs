@@ -35,8 +35,9 @@ fn legacy() -> Result<&'static dyn LegacyReader, CoreError> {
         .ok_or_else(|| CoreError::Store("format 1 data and no reader for it".into()))
 }
 
-/// What the store keeps of `message`. A store that keeps no bodies (`pages() == false`) needs no metadata.
-pub(crate) fn stored(message: &Message, keeps_messages: bool) -> StoredMessage {
+/// What the store keeps of `message`. A store that keeps no bodies (`pages() == false`) needs no metadata;
+/// `timed` asks it to recover the publish time (a queue it goes to counts `x-message-ttl` from the publish).
+pub(crate) fn stored(message: &Message, keeps_messages: bool, timed: bool) -> StoredMessage {
     let p = &message.properties;
     StoredMessage {
         meta: Opaque::current(if keeps_messages {
@@ -48,6 +49,7 @@ pub(crate) fn stored(message: &Message, keeps_messages: bool) -> StoredMessage {
         priority: p.priority.unwrap_or(0),
         expires_at_ms: p.expiry.map(|e| e.at_ms),
         published_at_ms: super::message::now_ms(),
+        recover_publish_time: timed,
     }
 }
 

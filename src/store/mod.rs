@@ -66,6 +66,10 @@ pub struct StoredMessage {
     pub expires_at_ms: Option<u64>,
     /// Milliseconds since the Unix epoch when it was published (0 when unknown: format 1).
     pub published_at_ms: u64,
+    /// Whether recovery hands `published_at_ms` back with the message ([`RecoveredQueue::published_at_ms`]):
+    /// set when a queue it goes to counts a TTL from the publish, so the TTL does not restart at a restart.
+    /// Few messages need it, so recovery keeps it aside for those only.
+    pub recover_publish_time: bool,
 }
 
 /// Identifier of a persistent message, unique for the life of a data dir (recovery returns the next free one).
@@ -211,9 +215,9 @@ pub struct Binding {
 /// A message restored at start-up; it was unacked when the broker stopped, so it is delivered as redelivered.
 ///
 /// Only what a queue needs without the body, in 16 bytes (a large store recovers millions of these): the
-/// per-message deadline, which few messages have, is kept aside in [`RecoveredQueue`], and so are the bodies recovery
-/// loaded for the first messages; the rest stay on disk and are read with [`Store::read`] when the queue needs
-/// them.
+/// per-message deadline and publish time, which few messages have, are kept aside in [`RecoveredQueue`], and
+/// so are the bodies recovery loaded for the first messages; the rest stay on disk and are read with
+/// [`Store::read`] when the queue needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredMessage {
     pub id: MsgId,
@@ -223,6 +227,8 @@ pub struct RecoveredMessage {
     pub priority: u8,
     /// Whether [`RecoveredQueue::expires_at_ms`] has a deadline for it.
     has_expiration: bool,
+    /// Whether [`RecoveredQueue::published_at_ms`] has its publish time.
+    has_publish_time: bool,
 }
 
 /// One durable queue's unsettled messages, in publish order, with the per-message deadlines of those that have
@@ -232,6 +238,19 @@ pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
     pub bodies: HashMap<MsgId, Arc<StoredMessage>>,
     expirations: HashMap<MsgId, u64>,
+    publish_times: HashMap<MsgId, u64>,
+}
+
+/// What a recovered queue needs to know of one message besides its id (see [`RecoveredQueue::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveredMeta {
+    /// Body length in bytes.
+    pub size: u32,
+    pub priority: u8,
+    /// Its deadline (ms since the Unix epoch), if it has one.
+    pub expires_at_ms: Option<u64>,
+    /// Its publish time (ms since the Unix epoch), if it was journaled with `recover_publish_time`.
+    pub published_at_ms: Option<u64>,
 }
 
 impl RecoveredQueue {
@@ -243,16 +262,20 @@ impl RecoveredQueue {
         }
     }
 
-    /// Appends a message described by its id, body size, priority and deadline (ms since the Unix epoch).
-    pub fn push(&mut self, id: MsgId, size: u32, priority: u8, expires_at_ms: Option<u64>) {
-        if let Some(at) = expires_at_ms {
+    /// Appends a message described by its id and `meta`.
+    pub fn push(&mut self, id: MsgId, meta: RecoveredMeta) {
+        if let Some(at) = meta.expires_at_ms {
             self.expirations.insert(id, at);
+        }
+        if let Some(at) = meta.published_at_ms {
+            self.publish_times.insert(id, at);
         }
         self.messages.push(RecoveredMessage {
             id,
-            size,
-            priority,
-            has_expiration: expires_at_ms.is_some(),
+            size: meta.size,
+            priority: meta.priority,
+            has_expiration: meta.expires_at_ms.is_some(),
+            has_publish_time: meta.published_at_ms.is_some(),
         });
     }
 
@@ -260,9 +283,14 @@ impl RecoveredQueue {
     pub fn push_message(&mut self, id: MsgId, message: Arc<StoredMessage>, keep_body: bool) {
         self.push(
             id,
-            u32::try_from(message.body.len()).unwrap_or(u32::MAX),
-            message.priority,
-            message.expires_at_ms,
+            RecoveredMeta {
+                size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
+                priority: message.priority,
+                expires_at_ms: message.expires_at_ms,
+                published_at_ms: message
+                    .recover_publish_time
+                    .then_some(message.published_at_ms),
+            },
         );
         if keep_body {
             self.bodies.insert(id, message);
@@ -273,6 +301,15 @@ impl RecoveredQueue {
     pub fn expires_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
         if m.has_expiration {
             self.expirations.get(&m.id).copied()
+        } else {
+            None
+        }
+    }
+
+    /// The publish time of a message (ms since the Unix epoch), if it was journaled to be recovered.
+    pub fn published_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
+        if m.has_publish_time {
+            self.publish_times.get(&m.id).copied()
         } else {
             None
         }

@@ -120,12 +120,18 @@ impl TestBroker {
     /// Graceful shutdown, then start again on the same data dir and configuration. The ports are new unless
     /// the configuration fixed them.
     pub async fn restart(self) -> TestBroker {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// [`TestBroker::restart`], with the broker down for `downtime` in between.
+    pub async fn restart_after(self, downtime: Duration) -> TestBroker {
         let TestBroker {
             server,
             config,
             dir,
         } = self;
         server.shutdown().await;
+        tokio::time::sleep(downtime).await;
         Self::start_config(config, dir).await
     }
 

@@ -600,6 +600,8 @@ fn summaries_and_a_full_scan_recover_the_same_state() -> TestResult {
             let mut m = message(&vec![(id % 251) as u8; (id as usize * 37) % 2000]);
             m.priority = (id % 5) as u8;
             m.expires_at_ms = (id % 3 == 0).then_some(1000 + id);
+            m.published_at_ms = 5000 + id;
+            m.recover_publish_time = id % 5 < 2;
             let queues = if id % 4 == 0 {
                 vec![q("a"), q("b")]
             } else {
@@ -627,11 +629,12 @@ fn summaries_and_a_full_scan_recover_the_same_state() -> TestResult {
                     .iter()
                     .map(|m| {
                         format!(
-                            "{}:{}:{}:{:?}",
+                            "{}:{}:{}:{:?}:{:?}",
                             m.id,
                             m.size,
                             m.priority,
-                            v.expires_at_ms(m)
+                            v.expires_at_ms(m),
+                            v.published_at_ms(m)
                         )
                     })
                     .collect();
@@ -657,5 +660,6 @@ fn summaries_and_a_full_scan_recover_the_same_state() -> TestResult {
     std::fs::write(copy.path().join(SALVAGE_FILE), b"")?;
     let from_scans = described(&*open_real(copy.path(), 8192)?)?;
     assert_eq!(from_summaries, from_scans);
+    assert!(from_summaries.contains(":Some(5001)") && from_summaries.contains(":Some(5150)"));
     Ok(())
 }

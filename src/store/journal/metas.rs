@@ -1,5 +1,5 @@
-//! What recovery keeps of each live message besides the index (body size, priority, TTL), built on a thread of
-//! its own.
+//! What recovery keeps of each live message besides the index (body size, priority, deadline, recovered publish
+//! time), built on a thread of its own.
 //!
 //! Replay folds every record into two per-message maps: the index (where each message is, which queues hold
 //! it) and this one. They are independent once replay has decided, record by record, whether a message is
@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::idmap::IdMap;
-use crate::store::{MsgId, RecoveredQueue, StoreError};
+use crate::store::{MsgId, RecoveredMeta, RecoveredQueue, StoreError};
 
 /// Decisions sent to the thread at a time.
 const BATCH: usize = 16 * 1024;
@@ -22,28 +22,37 @@ const BATCH: usize = 16 * 1024;
 const IN_FLIGHT: usize = 4;
 
 /// What a queue needs of a message while its body stays on disk, packed in 8 bytes (the id is the key; the
-/// per-message TTL, which few messages have, is kept aside in [`MetaMaps::expirations`]).
+/// deadline and the recovered publish time, which few messages have, are kept aside in [`Aside`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Meta {
     pub(crate) size: u32,
     pub(crate) priority: u8,
     pub(crate) has_expiry: bool,
+    pub(crate) has_publish_time: bool,
 }
 
 impl Meta {
     /// Appends the message to a recovered queue.
-    pub(crate) fn push_to(
-        self,
-        id: MsgId,
-        queue: &mut RecoveredQueue,
-        expirations: &HashMap<MsgId, u64>,
-    ) {
-        let expiration = self
-            .has_expiry
-            .then(|| expirations.get(&id).copied())
-            .flatten();
-        queue.push(id, self.size, self.priority, expiration);
+    pub(crate) fn push_to(self, id: MsgId, queue: &mut RecoveredQueue, aside: &Aside) {
+        let lookup =
+            |has: bool, map: &HashMap<MsgId, u64>| has.then(|| map.get(&id).copied()).flatten();
+        queue.push(
+            id,
+            RecoveredMeta {
+                size: self.size,
+                priority: self.priority,
+                expires_at_ms: lookup(self.has_expiry, &aside.deadlines),
+                published_at_ms: lookup(self.has_publish_time, &aside.publish_times),
+            },
+        );
     }
+}
+
+/// The deadlines and recovered publish times (ms since the Unix epoch) of the messages that have them.
+#[derive(Debug, Default)]
+pub(crate) struct Aside {
+    pub(crate) deadlines: HashMap<MsgId, u64>,
+    pub(crate) publish_times: HashMap<MsgId, u64>,
 }
 
 /// One decision of replay about a message.
@@ -52,31 +61,45 @@ enum Op {
     Insert {
         id: MsgId,
         meta: Meta,
-        ttl: Option<u64>,
+        deadline: Option<u64>,
+        published: Option<u64>,
     },
     Forget(MsgId),
 }
 
 /// The live messages, without their bodies (about 8 bytes each, in pages freed as they empty), and the
-/// deadlines (ms since the Unix epoch) of those that have one.
+/// deadlines and publish times of those that have one.
 #[derive(Debug, Default)]
 pub(crate) struct MetaMaps {
     pub(crate) messages: IdMap<Meta>,
-    pub(crate) expirations: HashMap<MsgId, u64>,
+    pub(crate) aside: Aside,
 }
 
 impl MetaMaps {
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Insert { id, meta, ttl } => {
-                if let Some(ttl) = ttl {
-                    self.expirations.insert(id, ttl);
+            Op::Insert {
+                id,
+                meta,
+                deadline,
+                published,
+            } => {
+                if let Some(at) = deadline {
+                    self.aside.deadlines.insert(id, at);
+                }
+                if let Some(at) = published {
+                    self.aside.publish_times.insert(id, at);
                 }
                 self.messages.insert(id, meta);
             }
             Op::Forget(id) => {
-                if self.messages.remove(id).is_some_and(|m| m.has_expiry) {
-                    self.expirations.remove(&id);
+                if let Some(m) = self.messages.remove(id) {
+                    if m.has_expiry {
+                        self.aside.deadlines.remove(&id);
+                    }
+                    if m.has_publish_time {
+                        self.aside.publish_times.remove(&id);
+                    }
                 }
             }
         }
@@ -108,9 +131,27 @@ impl Metas {
         }
     }
 
-    /// A message is live with this size and priority, and deadline if `ttl` is set.
-    pub(crate) fn insert(&mut self, id: MsgId, meta: Meta, ttl: Option<u64>) {
-        self.push(Op::Insert { id, meta, ttl });
+    /// A message is live with this size and priority, this deadline and this recovered publish time.
+    pub(crate) fn insert(
+        &mut self,
+        id: MsgId,
+        size: u32,
+        priority: u8,
+        deadline: Option<u64>,
+        published: Option<u64>,
+    ) {
+        let meta = Meta {
+            size,
+            priority,
+            has_expiry: deadline.is_some(),
+            has_publish_time: published.is_some(),
+        };
+        self.push(Op::Insert {
+            id,
+            meta,
+            deadline,
+            published,
+        });
     }
 
     /// A message is no longer live.
@@ -168,14 +209,6 @@ fn build(rx: Receiver<Vec<Op>>) -> MetaMaps {
 mod tests {
     use super::*;
 
-    fn meta(size: u32, has_expiry: bool) -> Meta {
-        Meta {
-            size,
-            priority: 0,
-            has_expiry,
-        }
-    }
-
     #[test]
     fn the_thread_applies_every_decision_in_order_across_batches() -> Result<(), StoreError> {
         let mut metas = Metas::spawn();
@@ -183,34 +216,51 @@ mod tests {
         for id in 0..n {
             metas.insert(
                 id,
-                meta(id as u32, id % 10 == 0),
+                id as u32,
+                0,
                 (id % 10 == 0).then_some(id),
+                (id % 6 == 0).then_some(id + 1),
             );
         }
         // Forget every other one, then bring one back with another size: order matters.
         for id in (0..n).step_by(2) {
             metas.forget(id);
         }
-        metas.insert(4, meta(99, false), None);
+        metas.insert(4, 99, 0, None, None);
         let maps = metas.finish()?;
         assert_eq!(maps.messages.len() as u64, n / 2 + 1);
         assert_eq!(maps.messages.get(4).map(|m| m.size), Some(99));
         assert_eq!(maps.messages.get(5).map(|m| m.size), Some(5));
         assert!(maps.messages.get(6).is_none());
-        // Deadlines of forgotten messages go with them (ids multiple of 10 are even, so all were forgotten).
-        assert!(maps.expirations.is_empty());
+        // Deadlines and publish times of forgotten messages go with them (ids multiple of 10 or 6 are even, so
+        // all were forgotten).
+        assert!(maps.aside.deadlines.is_empty());
+        assert!(maps.aside.publish_times.is_empty());
         Ok(())
     }
 
     #[test]
     fn without_a_thread_the_maps_are_built_in_place() -> Result<(), StoreError> {
         let mut metas = Metas::default();
-        metas.insert(1, meta(10, true), Some(1_000));
-        metas.insert(2, meta(20, false), None);
+        metas.insert(1, 10, 0, Some(1_000), None);
+        metas.insert(2, 20, 0, None, Some(500));
+        metas.insert(3, 30, 0, None, Some(700));
         metas.forget(2);
         let maps = metas.finish()?;
-        assert_eq!(maps.messages.len(), 1);
-        assert_eq!(maps.expirations.get(&1), Some(&1_000));
+        assert_eq!(maps.messages.len(), 2);
+        assert_eq!(maps.aside.deadlines.get(&1), Some(&1_000));
+        assert_eq!(maps.aside.publish_times.get(&2), None);
+        assert_eq!(maps.aside.publish_times.get(&3), Some(&700));
+        let mut queue = RecoveredQueue::default();
+        for (id, meta) in maps.messages.drain() {
+            meta.push_to(id, &mut queue, &maps.aside);
+        }
+        let times: Vec<_> = queue
+            .messages
+            .iter()
+            .map(|m| (m.id, queue.expires_at_ms(m), queue.published_at_ms(m)))
+            .collect();
+        assert_eq!(times, vec![(1, Some(1_000), None), (3, None, Some(700))]);
         Ok(())
     }
 }

@@ -56,6 +56,12 @@ const KIND_SUMMARY_END: u8 = 7;
 pub(crate) const SUMMARY_END_LEN: usize = FRAME_HEADER + 1 + 8;
 const KIND_PUBLISH: u8 = 8;
 
+/// Flags of a publish's message part (the octet after the publish time): a deadline follows.
+const MESSAGE_HAS_DEADLINE: u8 = 1;
+/// ... and recovery hands the publish time back (`StoredMessage::recover_publish_time`). Records written before
+/// this flag existed have only 0 or 1 there.
+const MESSAGE_RECOVER_PUBLISH_TIME: u8 = 2;
+
 /// A payload that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -88,7 +94,8 @@ pub(crate) enum Expiry {
     Deadline(u64),
 }
 
-/// What the store needs of a publish besides its id and queues: body size, priority, expiry. Everything that
+/// What the store needs of a publish besides its id and queues: body size, priority, expiry, and the publish
+/// time of a message journaled with `recover_publish_time`. Everything that
 /// learns these from a message goes through [`PublishMeta::new`], so a change of what a publish carries is made
 /// in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +103,8 @@ pub(crate) struct PublishMeta {
     pub(crate) size: u32,
     pub(crate) priority: u8,
     pub(crate) expiry: Option<Expiry>,
+    /// The publish time (ms since the Unix epoch), for a message journaled with `recover_publish_time`.
+    pub(crate) published_at_ms: Option<u64>,
 }
 
 impl PublishMeta {
@@ -105,6 +114,9 @@ impl PublishMeta {
             size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
             priority: message.priority,
             expiry: message.expires_at_ms.map(Expiry::Deadline),
+            published_at_ms: message
+                .recover_publish_time
+                .then_some(message.published_at_ms),
         }
     }
 
@@ -302,10 +314,15 @@ fn put_nested(out: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) {
 fn put_message(out: &mut BytesMut, m: &StoredMessage) {
     out.put_u8(m.priority);
     out.put_u64_le(m.published_at_ms);
+    let time_flag = if m.recover_publish_time {
+        MESSAGE_RECOVER_PUBLISH_TIME
+    } else {
+        0
+    };
     match m.expires_at_ms {
-        None => out.put_u8(0),
+        None => out.put_u8(time_flag),
         Some(at) => {
-            out.put_u8(1);
+            out.put_u8(MESSAGE_HAS_DEADLINE | time_flag);
             out.put_u64_le(at);
         }
     }
@@ -780,13 +797,16 @@ pub(crate) fn message_part_meta(kind: u8, part: &[u8]) -> Result<PublishMeta, De
             size: u32::try_from(body.len()).unwrap_or(u32::MAX),
             priority: fields.priority,
             expiry: fields.ttl_ms.map(Expiry::Ttl),
+            published_at_ms: None,
         });
     }
     let priority = r.u8("priority")?;
-    r.u64("publish time")?;
-    let expiry = match r.u8("has expiry")? {
-        0 => None,
-        _ => Some(Expiry::Deadline(r.u64("expiry")?)),
+    let published_at_ms = r.u64("publish time")?;
+    let flags = r.u8("message flags")?;
+    let expiry = if flags & MESSAGE_HAS_DEADLINE != 0 {
+        Some(Expiry::Deadline(r.u64("expiry")?))
+    } else {
+        None
     };
     r.bytes("metadata")?;
     let body = r.bytes("body")?;
@@ -795,6 +815,7 @@ pub(crate) fn message_part_meta(kind: u8, part: &[u8]) -> Result<PublishMeta, De
         size: u32::try_from(body.len()).unwrap_or(u32::MAX),
         priority,
         expiry,
+        published_at_ms: (flags & MESSAGE_RECOVER_PUBLISH_TIME != 0).then_some(published_at_ms),
     })
 }
 
@@ -819,13 +840,16 @@ fn decode_message(head: &PublishHead<'_>) -> Result<StoredMessage, DecodeError> 
                 .ttl_ms
                 .map(|ttl| crate::store::now_ms().saturating_add(ttl)),
             published_at_ms: 0,
+            recover_publish_time: false,
         });
     }
     let priority = r.u8("priority")?;
     let published_at_ms = r.u64("publish time")?;
-    let expires_at_ms = match r.u8("has expiry")? {
-        0 => None,
-        _ => Some(r.u64("expiry")?),
+    let flags = r.u8("message flags")?;
+    let expires_at_ms = if flags & MESSAGE_HAS_DEADLINE != 0 {
+        Some(r.u64("expiry")?)
+    } else {
+        None
     };
     let meta = Opaque::current(Bytes::copy_from_slice(r.bytes("metadata")?));
     let body = Bytes::copy_from_slice(r.bytes("body")?);
@@ -836,6 +860,7 @@ fn decode_message(head: &PublishHead<'_>) -> Result<StoredMessage, DecodeError> 
         priority,
         expires_at_ms,
         published_at_ms,
+        recover_publish_time: flags & MESSAGE_RECOVER_PUBLISH_TIME != 0,
     })
 }
 
@@ -1096,33 +1121,41 @@ mod tests {
 
     #[test]
     fn publish_round_trips_with_properties_and_queues() -> Result<(), DecodeError> {
-        let message = StoredMessage {
-            meta: Opaque::current(Bytes::from_static(b"meta")),
-            body: Bytes::from_static(b"hello"),
-            priority: 3,
-            expires_at_ms: Some(99),
-            published_at_ms: 12,
-        };
-        let queues = vec![QueueKey::new("/", "q1"), QueueKey::new("v", "q2")];
-        let framed = encode_publish(7, &queues, &message)?;
-        let want = Record::Publish(Box::new(PublishRecord {
-            id: 7,
-            queues: queues.clone(),
-            message: message.clone(),
-        }));
-        assert_eq!(decode(payload(&framed))?, want);
+        for (expires_at_ms, recover_publish_time) in
+            [(Some(99), false), (None, true), (Some(99), true)]
+        {
+            let message = StoredMessage {
+                meta: Opaque::current(Bytes::from_static(b"meta")),
+                body: Bytes::from_static(b"hello"),
+                priority: 3,
+                expires_at_ms,
+                published_at_ms: 12,
+                recover_publish_time,
+            };
+            let queues = vec![QueueKey::new("/", "q1"), QueueKey::new("v", "q2")];
+            let framed = encode_publish(7, &queues, &message)?;
+            let want = Record::Publish(Box::new(PublishRecord {
+                id: 7,
+                queues: queues.clone(),
+                message: message.clone(),
+            }));
+            assert_eq!(decode(payload(&framed))?, want);
 
-        let Some(head) = decode_publish_head(payload(&framed))? else {
-            panic!("not a publish");
-        };
-        assert_eq!((head.id, &head.queues), (7, &queues));
-        let narrowed = reencode_publish(&head, &queues[1..])?;
-        let want = Record::Publish(Box::new(PublishRecord {
-            id: 7,
-            queues: queues[1..].to_vec(),
-            message,
-        }));
-        assert_eq!(decode(payload(&narrowed))?, want);
+            let Some(head) = decode_publish_head(payload(&framed))? else {
+                panic!("not a publish");
+            };
+            assert_eq!((head.id, &head.queues), (7, &queues));
+            let meta = message_part_meta(head.kind, head.part)?;
+            assert_eq!(meta, PublishMeta::of(&message));
+            assert_eq!(meta.published_at_ms, recover_publish_time.then_some(12));
+            let narrowed = reencode_publish(&head, &queues[1..])?;
+            let want = Record::Publish(Box::new(PublishRecord {
+                id: 7,
+                queues: queues[1..].to_vec(),
+                message,
+            }));
+            assert_eq!(decode(payload(&narrowed))?, want);
+        }
         Ok(())
     }
 

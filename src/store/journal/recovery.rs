@@ -53,7 +53,7 @@ use tracing::{error, info, warn};
 use super::fs::{SegmentFile, StoreFs};
 use super::idmap::IdMap;
 use super::index::{Index, UNREADABLE_OFFSET};
-use super::metas::{Meta, MetaMaps, Metas};
+use super::metas::{Aside, Meta, MetaMaps, Metas};
 use super::reader::RecordReader;
 use super::record::PublishMeta;
 use super::record::{self, Record};
@@ -157,13 +157,14 @@ impl Replay {
             self.forget(p.id);
             return Ok(());
         }
-        let ttl = p.meta.deadline_ms(self.now_ms);
-        let meta = Meta {
-            size: p.meta.size,
-            priority: p.meta.priority,
-            has_expiry: ttl.is_some(),
-        };
-        self.metas.insert(p.id, meta, ttl);
+        let deadline = p.meta.deadline_ms(self.now_ms);
+        self.metas.insert(
+            p.id,
+            p.meta.size,
+            p.meta.priority,
+            deadline,
+            p.meta.published_at_ms,
+        );
         if p.offset >= u64::from(UNREADABLE_OFFSET) {
             // Beyond the offsets the index keeps: only a full decode keeps this message.
             let message = p
@@ -310,13 +311,10 @@ pub(crate) fn recover(fs_arc: Arc<dyn StoreFs>, dir: &Path) -> Result<Outcome, S
         records,
         ..
     } = replay;
-    let MetaMaps {
-        messages,
-        expirations,
-    } = metas.finish()?;
+    let MetaMaps { messages, aside } = metas.finish()?;
     let replayed_ms = started.elapsed().as_millis() as u64;
-    let (mut queues, preload) = group(&index, messages, &expirations, unreadable);
-    drop(expirations);
+    let (mut queues, preload) = group(&index, messages, &aside, unreadable);
+    drop(aside);
     let index = Mutex::new(index);
     let loaded = load_bodies(
         &RecordReader::new(fs_arc.clone(), dir),
@@ -481,7 +479,7 @@ fn usable_header(
 fn group(
     index: &Index,
     messages: IdMap<Meta>,
-    expirations: &HashMap<MsgId, u64>,
+    aside: &Aside,
     mut unreadable: HashMap<MsgId, Arc<StoredMessage>>,
 ) -> (Vec<RecoveredQueue>, Vec<MsgId>) {
     let mut queues: Vec<RecoveredQueue> = queue_sizes(index)
@@ -519,7 +517,7 @@ fn group(
         }
         for n in holders {
             if let Some(queue) = queues.get_mut(*n as usize) {
-                meta.push_to(id, queue, expirations);
+                meta.push_to(id, queue, aside);
                 if let Some(body) = &body {
                     queue.bodies.insert(id, body.clone());
                 }

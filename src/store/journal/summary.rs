@@ -13,7 +13,8 @@
 //! Body of a summary record (after its kind octet), all integers LEB128 varints unless noted:
 //! `queue count, (vhost len, vhost, name len, name)*, entry count, entry*`, where an entry is
 //! - `1 | len | id delta (zigzag, from the previous publish's id) | queue count | queue index* | size |
-//!   priority (u8) | expiry kind (u8: 0 none, 1 TTL, 2 deadline) | expiry value (if kind is not 0)`, or
+//!   priority (u8) | expiry kind (u8: 0 none, 1 TTL, 2 deadline; plus 16 when a publish time follows) |
+//!   expiry value (if the kind is not 0 or 16) | publish time (if 16 was added)`, or
 //! - `2 | len | payload len | payload`.
 //!
 //! Summaries are checked like any record (their frame's checksum); one that does not check out, or does not end
@@ -31,6 +32,9 @@ use crate::store::{MsgId, QueueKey};
 
 const ENTRY_PUBLISH: u8 = 1;
 const ENTRY_OTHER: u8 = 2;
+/// Added to an entry's expiry kind when the publish time follows (a message journaled with
+/// `recover_publish_time`; summaries written before this existed never have it).
+const WITH_PUBLISH_TIME: u8 = 16;
 
 fn put_varint(out: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
@@ -72,16 +76,24 @@ impl SummaryBuilder {
         }
         put_varint(e, u64::from(meta.size));
         e.put_u8(meta.priority);
+        let with_time = if meta.published_at_ms.is_some() {
+            WITH_PUBLISH_TIME
+        } else {
+            0
+        };
         match meta.expiry {
-            None => e.put_u8(0),
+            None => e.put_u8(with_time),
             Some(Expiry::Ttl(ms)) => {
-                e.put_u8(1);
+                e.put_u8(1 | with_time);
                 put_varint(e, ms);
             }
             Some(Expiry::Deadline(ms)) => {
-                e.put_u8(2);
+                e.put_u8(2 | with_time);
                 put_varint(e, ms);
             }
+        }
+        if let Some(at) = meta.published_at_ms {
+            put_varint(e, at);
         }
         self.last_id = id;
         self.count += 1;
@@ -263,11 +275,17 @@ impl<'a> Summary<'a> {
         }
         let size = u32::try_from(self.varint()?).map_err(|_| bad("body size"))?;
         let priority = self.u8()?;
-        let expiry = match self.u8()? {
+        let kind = self.u8()?;
+        let expiry = match kind & !WITH_PUBLISH_TIME {
             0 => None,
             1 => Some(Expiry::Ttl(self.varint()?)),
             2 => Some(Expiry::Deadline(self.varint()?)),
             k => return Err(bad(&format!("unknown expiry kind {k}"))),
+        };
+        let published_at_ms = if kind & WITH_PUBLISH_TIME != 0 {
+            Some(self.varint()?)
+        } else {
+            None
         };
         Ok(Entry::Publish {
             len,
@@ -276,6 +294,7 @@ impl<'a> Summary<'a> {
                 size,
                 priority,
                 expiry,
+                published_at_ms,
             },
         })
     }
@@ -355,16 +374,25 @@ mod tests {
                 size: 1024,
                 priority: 0,
                 expiry: None,
+                published_at_ms: None,
             },
             PublishMeta {
                 size: 7,
                 priority: 9,
                 expiry: Some(Expiry::Ttl(60_000)),
+                published_at_ms: Some(1_699_999_999_000),
             },
             PublishMeta {
                 size: u32::MAX,
                 priority: 255,
                 expiry: Some(Expiry::Deadline(1_700_000_000_000)),
+                published_at_ms: None,
+            },
+            PublishMeta {
+                size: 3,
+                priority: 0,
+                expiry: None,
+                published_at_ms: Some(u64::MAX),
             },
         ];
         b.publish(1100, 40, std::slice::from_ref(&a), &metas[0]);
@@ -376,6 +404,7 @@ mod tests {
             std::slice::from_ref(&c),
             &metas[2],
         );
+        b.publish(90, 41, std::slice::from_ref(&a), &metas[3]);
         let (a, c) = (a.clone(), c.clone());
         let framed = b.encode()?;
         let body = record::decode_summary(&framed[record::FRAME_HEADER..]).ok_or(bad("kind"))?;
@@ -419,6 +448,14 @@ mod tests {
                         meta: metas[2],
                     },
                     vec![1]
+                ),
+                (
+                    Entry::Publish {
+                        len: 90,
+                        id: 41,
+                        meta: metas[3],
+                    },
+                    vec![0]
                 ),
             ]
         );

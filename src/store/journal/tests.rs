@@ -54,6 +54,7 @@ pub(super) fn message(body: &[u8]) -> StoredMessage {
         priority: 0,
         expires_at_ms: None,
         published_at_ms: 1_700_000_000_000,
+        recover_publish_time: false,
     }
 }
 
@@ -1227,6 +1228,8 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
             let mut m = message(&b);
             m.priority = (id % 3) as u8;
             m.expires_at_ms = (id % 2 == 0).then_some(60_000 + id);
+            m.published_at_ms = 1_000 + id;
+            m.recover_publish_time = id % 3 == 0;
             last = store.publish(id, &[q("a")], &m)?;
         }
         assert_eq!(wait(&store, last), SyncStatus::Durable);
@@ -1259,6 +1262,11 @@ fn recovery_of_a_large_store_leaves_most_bodies_on_disk_and_they_read_back() -> 
             queue.expires_at_ms(m),
             ttl,
             "per-message deadline kept without the body"
+        );
+        assert_eq!(
+            queue.published_at_ms(m),
+            (m.id % 3 == 0).then_some(1_000 + m.id),
+            "publish time kept, without the body, for the messages that asked for it"
         );
         let read = match queue.bodies.get(&m.id) {
             Some(message) => (**message).clone(),

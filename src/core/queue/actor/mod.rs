@@ -396,10 +396,12 @@ impl Actor {
         store_id: Option<MsgId>,
         tag: u64,
         redelivered: bool,
+        published_at_ms: Option<u64>,
     ) -> Entry {
+        let deadline = message.properties.expiry.map(|e| e.at_ms);
         let entry = Entry {
             tag,
-            expires_at: Deadline::new(self.expiry_of(message.properties.expiry.map(|e| e.at_ms))),
+            expires_at: Deadline::new(self.expiry_of(deadline, published_at_ms)),
             size: u32::try_from(message.body.len()).unwrap_or(u32::MAX),
             priority: message.properties.priority.unwrap_or(0),
             message: Some(message),
@@ -422,6 +424,7 @@ impl Actor {
         let messages = std::mem::take(&mut recovered.messages);
         for m in messages {
             let tag = self.take_tag(m.priority);
+            let published = recovered.published_at_ms(&m);
             // Only the first few thousand messages of a backlog come with a body: no hash look-up for the rest.
             let body = if recovered.bodies.is_empty() {
                 None
@@ -435,12 +438,16 @@ impl Actor {
                     .ok()
             });
             let entry = match loaded {
-                Some(message) => self.new_entry(Arc::new(message), Some(m.id), tag, true),
+                Some(message) => {
+                    self.new_entry(Arc::new(message), Some(m.id), tag, true, published)
+                }
                 None => Entry {
                     tag,
                     message: None,
                     store_id: StoreRef::new(Some(m.id)),
-                    expires_at: Deadline::new(self.expiry_of(recovered.expires_at_ms(&m))),
+                    expires_at: Deadline::new(
+                        self.expiry_of(recovered.expires_at_ms(&m), published),
+                    ),
                     size: m.size,
                     priority: m.priority,
                     redelivered: true,
@@ -466,17 +473,17 @@ impl Actor {
             match me.args.overflow {
                 Overflow::DropHead => {}
                 Overflow::RejectPublish => {
-                    let entry = self.new_entry(message, store_id, 0, false);
+                    let entry = self.new_entry(message, store_id, 0, false, None);
                     return Enqueued::Rejected(self.retire_refused(&entry));
                 }
                 Overflow::RejectPublishDlx => {
-                    let entry = self.new_entry(message, store_id, 0, false);
+                    let entry = self.new_entry(message, store_id, 0, false, None);
                     return Enqueued::Rejected(self.dead_letter_refused(entry));
                 }
             }
         }
         let tag = self.take_tag(message.properties.priority.unwrap_or(0));
-        let entry = self.new_entry(message, store_id, tag, false);
+        let entry = self.new_entry(message, store_id, tag, false, None);
         self.push_ready(entry);
         if self.me.args.overflow == Overflow::DropHead {
             while self.ready_count > 0 && self.exceeds_limits() {

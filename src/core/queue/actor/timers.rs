@@ -4,16 +4,25 @@
 use super::*;
 
 impl Actor {
-    /// When a message entering now expires: the queue's TTL from now, or the message's own deadline (ms since
-    /// the Unix epoch), whichever comes first.
-    pub(super) fn expiry_of(&self, per_message_at_ms: Option<u64>) -> Option<Instant> {
+    /// When a message entering now expires: the queue's TTL, or the message's own deadline (ms since the Unix
+    /// epoch), whichever comes first. The queue's TTL counts from `published_at_ms` when given (a message
+    /// recovered after a restart, see `StoredMessage::recover_publish_time`), from now otherwise.
+    pub(super) fn expiry_of(
+        &self,
+        per_message_at_ms: Option<u64>,
+        published_at_ms: Option<u64>,
+    ) -> Option<Instant> {
         if per_message_at_ms.is_none() && self.me.args.message_ttl.is_none() {
             return None; // most messages: no clock reading
         }
         let now = Instant::now();
-        let queue = self.me.args.message_ttl.map(|ttl| now + ttl);
+        let wall = now_ms();
+        let queue = self.me.args.message_ttl.map(|ttl| {
+            let elapsed = published_at_ms.map_or(0, |at| wall.saturating_sub(at));
+            now + ttl.saturating_sub(Duration::from_millis(elapsed))
+        });
         let message =
-            per_message_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(now_ms())));
+            per_message_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(wall)));
         match (queue, message) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
