@@ -37,8 +37,8 @@ use crate::mqtt::{self, MqttContext};
 use crate::store::journal::{self, JournalOptions, SyncMode};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::transport::{
-    self, AcceptOptions, Budget, ConnectionLimits, Lifecycle, LimitStats, StreamHandler,
-    TenantLimits, TlsError, WebSocketOptions,
+    self, AcceptOptions, Budget, ClientStream, ConnectionLimits, Lifecycle, LimitStats,
+    StreamHandler, TenantLimits, TlsError, WebSocketOptions,
 };
 
 /// How long shutdown waits for open connections to close before closing the store anyway.
@@ -157,7 +157,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             source,
         })?;
     let tls = match config.tls.files() {
-        Some((cert, key)) => Some(transport::load_acceptor(cert, key)?),
+        Some((cert, key)) => Some(transport::load_acceptor(
+            cert,
+            key,
+            config.tls.client_ca.as_deref(),
+        )?),
         None => None,
     };
     let store = open_store(&config)?;
@@ -287,9 +291,11 @@ fn fit_budget(protocol: &'static str, budget: Budget) -> Budget {
 fn mqtt_handler(config: &Config, broker: &Broker, lifecycle: &Lifecycle) -> StreamHandler {
     let ctx = MqttContext::new(broker.clone(), &config.mqtt);
     let closing = lifecycle.close_connections.clone();
-    Arc::new(move |stream, peer, admission| {
+    Arc::new(move |stream: ClientStream, peer, admission| {
+        let certificate_name = stream.peer_certificate_name();
         Box::pin(mqtt::serve(
             stream,
+            certificate_name,
             peer,
             admission,
             ctx.clone(),

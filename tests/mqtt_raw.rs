@@ -263,37 +263,110 @@ async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     raw.disconnected_with(ReasonCode::KEEP_ALIVE_TIMEOUT).await; // [MQTT-3.1.2-22]
 }
 
+/// Sends `connect` over a TLS connection made with `client` and returns the CONNACK's reason code, or the
+/// handshake's error.
+async fn connack_over_tls(
+    broker: &TestBroker,
+    client: std::sync::Arc<rustls::ClientConfig>,
+    connect: Packet,
+) -> std::io::Result<ReasonCode> {
+    let tcp = TcpStream::connect(broker.listener("mqtts")).await?;
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(WAIT, connector.connect(server_name, tcp)).await??;
+    let version = match &connect {
+        Packet::Connect(c) => c.version,
+        _ => unreachable!(),
+    };
+    let mut out = BytesMut::new();
+    codec::encode_packet(&connect, version, &mut out);
+    tls.write_all(&out).await?;
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(p) = codec::decode_packet(&mut buf, version, 1 << 20).unwrap() {
+            let Packet::ConnAck(ack) = p else {
+                panic!("expected CONNACK, got {p:?}")
+            };
+            return Ok(ack.reason);
+        }
+        // TLS 1.3 reports a refused client certificate on the first read, not in the handshake.
+        if tokio::time::timeout(WAIT, tls.read_buf(&mut buf)).await?? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
 #[tokio::test]
 async fn mqtts_completes_the_tls_handshake_and_answers_connect() {
     let certs = common::TestCerts::generate();
     let broker = TestBroker::with(|config| certs.configure(config)).await;
-    let tcp = TcpStream::connect(broker.listener("mqtts")).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(certs.client_config());
-    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio::time::timeout(WAIT, connector.connect(server_name, tcp))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut out = BytesMut::new();
-    codec::encode_packet(&connect(V5, "tls"), V5, &mut out);
-    tls.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    let connack = loop {
-        if let Some(p) = codec::decode_packet(&mut buf, V5, 1 << 20).unwrap() {
-            break p;
+    let reason = connack_over_tls(&broker, certs.client_config(), connect(V5, "tls")).await;
+    assert_eq!(reason.unwrap(), ReasonCode::SUCCESS);
+}
+
+#[tokio::test]
+async fn a_verified_client_certificate_logs_in_as_its_common_name() {
+    use ferrymq::config::{PermissionConfig, UserConfig};
+    let certs = common::TestCerts::generate();
+    let broker = TestBroker::with(|config| {
+        certs.configure(config);
+        config.tls.client_ca = Some(certs.ca_path());
+        config.mqtt.certificate_login = true;
+        config.mqtt.allow_anonymous = false;
+        for name in ["device-7", "stranger"] {
+            config.auth.users.push(UserConfig {
+                name: name.into(),
+                password: "secret".into(),
+                tags: Vec::new(),
+            });
         }
-        assert!(
-            tokio::time::timeout(WAIT, tls.read_buf(&mut buf))
-                .await
-                .unwrap()
-                .unwrap()
-                > 0
-        );
+        config.auth.permissions.push(PermissionConfig {
+            user: "device-7".into(),
+            vhost: "/".into(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        });
+    })
+    .await;
+    let with_cert = |name: &str| certs.client_config_with(certs.client_identity(name));
+    let with_login = |version, id: &str, user: &str, password: &str| {
+        let Packet::Connect(mut c) = connect(version, id) else {
+            unreachable!()
+        };
+        c.username = Some(user.into());
+        c.password = Some(password.as_bytes().to_vec().into());
+        Packet::Connect(c)
     };
-    let Packet::ConnAck(ack) = connack else {
-        panic!("expected CONNACK, got {connack:?}")
-    };
-    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    // Anonymous clients are refused, yet the certificate of an existing user logs in without a user name...
+    let reason = connack_over_tls(&broker, with_cert("device-7"), connect(V5, "d7")).await;
+    assert_eq!(reason.unwrap(), ReasonCode::SUCCESS);
+    // ... and a user name and password sent with it are not what is checked.
+    let c = with_login(V3, "d7b", "guest", "wrong");
+    let reason = connack_over_tls(&broker, with_cert("device-7"), c).await;
+    assert_eq!(reason.unwrap(), ReasonCode::SUCCESS);
+    // The certificate names the user: one with no access to the vhost, or none at all, is refused.
+    let reason = connack_over_tls(&broker, with_cert("stranger"), connect(V5, "s")).await;
+    assert_eq!(reason.unwrap(), ReasonCode::NOT_AUTHORIZED);
+    let reason = connack_over_tls(&broker, with_cert("ghost"), connect(V5, "g")).await;
+    assert_eq!(reason.unwrap(), ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    // Without a certificate, the usual login applies.
+    let reason = connack_over_tls(&broker, certs.client_config(), connect(V5, "anon")).await;
+    assert_eq!(reason.unwrap(), ReasonCode::NOT_AUTHORIZED);
+    let c = with_login(V5, "pw", "device-7", "secret");
+    let reason = connack_over_tls(&broker, certs.client_config(), c).await;
+    assert_eq!(reason.unwrap(), ReasonCode::SUCCESS);
+    // A certificate from another CA does not get through the handshake.
+    let other = common::TestCerts::generate();
+    let foreign = certs.client_config_with(other.client_identity("device-7"));
+    let refused = connack_over_tls(&broker, foreign, connect(V5, "f")).await;
+    assert!(
+        refused.is_err(),
+        "foreign certificate accepted: {refused:?}"
+    );
+    // The broker keeps serving.
+    let reason = connack_over_tls(&broker, with_cert("device-7"), connect(V3, "after")).await;
+    assert_eq!(reason.unwrap(), ReasonCode::SUCCESS);
 }
 
 #[tokio::test]

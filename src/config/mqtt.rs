@@ -24,6 +24,10 @@ pub struct MqttConfig {
     pub default_user: String,
     /// That user's password.
     pub default_pass: String,
+    /// Whether a client whose TLS certificate was verified (`tls.client_ca`) logs in as the user named by the
+    /// certificate's subject common name, without a password (mosquitto's `use_identity_as_username`,
+    /// RabbitMQ's `mqtt.ssl_cert_login`). Clients without a certificate log in as usual.
+    pub certificate_login: bool,
     /// The vhost every MQTT session lives in.
     pub vhost: String,
     /// Largest packet accepted from a logged-in client, fixed header included [MQTT-3.2.2-15].
@@ -63,6 +67,7 @@ impl Default for MqttConfig {
             allow_anonymous: true,
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
+            certificate_login: false,
             vhost: "/".to_owned(),
             max_packet_size: (16 * MIB) as u32,
             max_packet_size_unauthenticated: (64 * KIB) as u32,

@@ -139,6 +139,16 @@ fn tls_needs_both_cert_and_key() {
 }
 
 #[test]
+fn a_client_ca_needs_tls() {
+    let mut config = Config::default();
+    config.tls.client_ca = Some("ca.pem".into());
+    let Err(ConfigError::Invalid { option, .. }) = config.validate() else {
+        panic!("a client CA without TLS is accepted")
+    };
+    assert_eq!(option, "tls.client_ca");
+}
+
+#[test]
 fn frame_max_below_the_protocol_minimum_is_rejected() {
     let mut config = Config::default();
     config.amqp.frame_max = 4095;

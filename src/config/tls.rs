@@ -16,6 +16,11 @@ pub struct TlsConfig {
     /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// PEM file with the CAs that sign client certificates. When set, TLS listeners ask each client for a
+    /// certificate (a client may present none) and refuse the handshake when one does not chain to these; see
+    /// `mqtt.certificate_login` for logging in by certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -35,6 +40,10 @@ impl TlsConfig {
             (None, Some(_)) => Err(ConfigError::invalid(
                 "tls.cert",
                 "tls.key is set but tls.cert is not; set both to enable TLS",
+            )),
+            (None, None) if self.client_ca.is_some() => Err(ConfigError::invalid(
+                "tls.client_ca",
+                "tls.client_ca is set but TLS is not; set tls.cert and tls.key too",
             )),
             _ => Ok(()),
         }

@@ -239,17 +239,23 @@ impl Users {
         password: &str,
         peer: IpAddr,
     ) -> Result<Arc<User>, CoreError> {
-        let refused = || CoreError::AccessRefused(format!("user '{name}' - invalid credentials"));
+        let user = self.authenticate_external(name, peer)?;
+        if user.password != password {
+            return Err(refused_credentials(name));
+        }
+        Ok(user)
+    }
+
+    /// A user proven by something other than its password (a TLS client certificate): it must exist, and
+    /// the loopback restriction applies.
+    pub fn authenticate_external(&self, name: &str, peer: IpAddr) -> Result<Arc<User>, CoreError> {
         let user = self
             .users
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(refused)?;
-        if user.password != password {
-            return Err(refused());
-        }
+            .ok_or_else(|| refused_credentials(name))?;
         // A listener bound to `::` sees IPv4 clients as IPv4-mapped addresses (`::ffff:127.0.0.1`).
         if !peer.to_canonical().is_loopback() && self.loopback_only.iter().any(|u| u == name) {
             return Err(CoreError::AccessRefused(format!(
@@ -267,6 +273,11 @@ impl Users {
             .get(&(user.to_owned(), vhost.to_owned()))
             .cloned()
     }
+}
+
+/// RabbitMQ's words for a login refused for its credentials.
+fn refused_credentials(name: &str) -> CoreError {
+    CoreError::AccessRefused(format!("user '{name}' - invalid credentials"))
 }
 
 #[cfg(test)]

@@ -442,6 +442,12 @@ impl Broker {
             .await
     }
 
+    /// Log in a user whose identity was proven outside the broker's passwords (a verified TLS client
+    /// certificate: SASL EXTERNAL): the user must exist, and the loopback restriction still applies.
+    pub fn authenticate_external(&self, user: &str, peer: IpAddr) -> Result<Arc<User>, CoreError> {
+        self.inner.users.authenticate_external(user, peer)
+    }
+
     /// Check credentials.
     pub fn authenticate(
         &self,

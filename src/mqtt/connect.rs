@@ -44,10 +44,18 @@ impl Established {
 #[derive(Debug)]
 pub struct Refused(pub ReasonCode);
 
+/// Who is logging in, as the transport saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    pub peer: SocketAddr,
+    /// The common name of the client certificate the TLS handshake verified, if any.
+    pub certificate_name: Option<&'a str>,
+}
+
 /// Checks a CONNECT and logs the client in (see the module docs).
 pub async fn accept(
     ctx: &MqttContext,
-    peer: SocketAddr,
+    login: Login<'_>,
     conn: ConnId,
     admission: &mut Admission,
     mut connect: Box<Connect>,
@@ -66,14 +74,22 @@ pub async fn accept(
             crate::core::message::now_ms() ^ conn.rotate_left(32)
         );
     }
-    let (user, password) = credentials(ctx, &connect)?;
-    let user = ctx
-        .broker
-        .authenticate(&user, &password, peer.ip())
-        .map_err(|e| {
-            warn!(%peer, user = ?user, error = %e, "MQTT login refused");
-            Refused(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
-        })?;
+    let peer = login.peer;
+    let user = match login
+        .certificate_name
+        .filter(|_| ctx.config.certificate_login)
+    {
+        // The certificate is the credential; a user name and password in CONNECT are not checked.
+        Some(name) => ctx.broker.authenticate_external(name, peer.ip()),
+        None => {
+            let (user, password) = credentials(ctx, &connect)?;
+            ctx.broker.authenticate(&user, &password, peer.ip())
+        }
+    }
+    .map_err(|e| {
+        warn!(%peer, certificate = ?login.certificate_name, error = %e, "MQTT login refused");
+        Refused(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    })?;
     let vhost = &ctx.config.vhost;
     admission.establish(&user.name, vhost).map_err(|e| {
         warn!(%peer, error = %e, "MQTT connection refused by a connection limit");

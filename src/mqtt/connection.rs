@@ -76,6 +76,7 @@ pub struct Conn<S> {
 /// Serves one connection from CONNECT to close.
 pub async fn run<S>(
     stream: S,
+    certificate_name: Option<String>,
     peer: SocketAddr,
     mut admission: Admission,
     ctx: Arc<MqttContext>,
@@ -99,7 +100,11 @@ pub async fn run<S>(
     };
     wire.version = connect.version;
     let conn_id = ctx.broker.next_conn_id();
-    let est = match connect::accept(&ctx, peer, conn_id, &mut admission, connect).await {
+    let login = connect::Login {
+        peer,
+        certificate_name: certificate_name.as_deref(),
+    };
+    let est = match connect::accept(&ctx, login, conn_id, &mut admission, connect).await {
         Ok(est) => est,
         Err(Refused(reason)) => {
             wire.send(&connect::refusal(reason));

@@ -50,6 +50,7 @@ impl MqttContext {
 /// takes its session over, or `shutdown` fires (then a v5 client is sent DISCONNECT 0x8B Server shutting down).
 pub async fn serve<S>(
     stream: S,
+    certificate_name: Option<String>,
     peer: SocketAddr,
     admission: Admission,
     ctx: Arc<MqttContext>,
@@ -57,5 +58,5 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    connection::run(stream, peer, admission, ctx, shutdown).await;
+    connection::run(stream, certificate_name, peer, admission, ctx, shutdown).await;
 }

@@ -56,6 +56,19 @@ impl ClientStream {
             ClientStream::WebSocket(ws) => ws.get_ref().is_tls(),
         }
     }
+
+    /// The common name of the client certificate the TLS handshake verified (see `tls::load_acceptor`), if the
+    /// client presented one.
+    pub fn peer_certificate_name(&self) -> Option<String> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(s) => {
+                let leaf = s.get_ref().1.peer_certificates()?.first()?;
+                super::tls::common_name(leaf.as_ref())
+            }
+            ClientStream::WebSocket(ws) => ws.get_ref().peer_certificate_name(),
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {

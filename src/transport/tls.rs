@@ -1,5 +1,7 @@
 //! TLS termination: load a PEM certificate chain and private key and build the rustls acceptor every TLS
-//! listener (AMQPS today, MQTTS and STOMP+TLS later) shares.
+//! listener (AMQPS, MQTTS, MQTT over WSS) shares; with a client CA file, ask clients for a certificate
+//! (optional) and verify it against those CAs, so a front end can log a client in by its certificate's common
+//! name ([`common_name`], parsed with `x509-parser`).
 //!
 //! PEM parsing uses `rustls-pki-types` (not the unmaintained `rustls-pemfile`); the crypto provider is
 //! `ring`, passed explicitly so the process-wide default provider never matters. Errors name the file at
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -34,6 +37,9 @@ pub enum TlsError {
          `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)"
     )]
     NoKey { path: PathBuf },
+    /// The client CA file holds a certificate rustls cannot use as a trust anchor.
+    #[error("TLS client CA file {path} cannot be used: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
     /// rustls refused the pair (the key does not match the certificate, unsupported algorithm, ...).
     #[error("TLS certificate {cert} and key {key} cannot be used: {source}")]
     Rustls {
@@ -43,8 +49,14 @@ pub enum TlsError {
     },
 }
 
-/// Load `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or SEC1) into a TLS acceptor.
-pub fn load_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// Load `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or SEC1) into a TLS acceptor. With
+/// `client_ca` (PEM certificates), clients are asked for a certificate: one that is presented must chain to
+/// those CAs or the handshake fails; a client that presents none is still accepted.
+pub fn load_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsError> {
     let chain = load_cert_chain(cert)?;
     let private_key = load_private_key(key)?;
     let rustls_error = |source| TlsError::Rustls {
@@ -53,13 +65,38 @@ pub fn load_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         source,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(rustls_error)?
-        .with_no_client_auth()
+        .map_err(rustls_error)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_error = |reason: String| TlsError::ClientCa {
+                path: path.to_owned(),
+                reason,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in load_cert_chain(path)? {
+                roots.add(ca).map_err(|e| ca_error(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| ca_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(chain, private_key)
         .map_err(rustls_error)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The subject common name (CN) of a DER certificate, if it has one that is a string.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -114,7 +151,7 @@ mod tests {
     }
 
     fn load_error(cert: &Path, key: &Path) -> TlsError {
-        match load_acceptor(cert, key) {
+        match load_acceptor(cert, key, None) {
             Ok(_) => panic!(
                 "loading {} and {} should fail",
                 cert.display(),
@@ -134,7 +171,12 @@ mod tests {
     fn loads_a_generated_certificate_and_key() {
         let files = Files::new();
         let (cert, key) = self_signed();
-        load_acceptor(&files.write("c.pem", &cert), &files.write("k.pem", &key)).expect("loads");
+        load_acceptor(
+            &files.write("c.pem", &cert),
+            &files.write("k.pem", &key),
+            None,
+        )
+        .expect("loads");
     }
 
     #[test]

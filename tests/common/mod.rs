@@ -592,6 +592,8 @@ pub struct TestCerts {
     dir: TempDir,
     /// The CA certificate clients should trust.
     pub ca: rustls_pki_types::CertificateDer<'static>,
+    /// The CA, to sign client certificates with.
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCerts {
@@ -627,7 +629,48 @@ impl TestCerts {
         TestCerts {
             dir,
             ca: ca_cert.der().clone(),
+            issuer,
         }
+    }
+
+    /// A client certificate with subject common name `name`, signed by this CA, and its key.
+    pub fn client_identity(
+        &self,
+        name: &str,
+    ) -> (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ) {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("client certificate");
+        let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key DER");
+        (vec![cert.der().clone()], key)
+    }
+
+    /// A rustls client configuration that trusts only this CA and presents `identity` (see
+    /// [`TestCerts::client_identity`]).
+    pub fn client_config_with(
+        &self,
+        identity: (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("add test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(identity.0, identity.1)
+            .expect("client certificate");
+        Arc::new(config)
     }
 
     /// The server certificate chain (PEM).

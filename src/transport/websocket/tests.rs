@@ -367,7 +367,7 @@ fn tls_pair() -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, certified.cert.pem()).expect("cert");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
-    let acceptor = crate::transport::load_acceptor(&cert, &key).expect("acceptor");
+    let acceptor = crate::transport::load_acceptor(&cert, &key, None).expect("acceptor");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
