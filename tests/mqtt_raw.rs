@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::TestBroker;
 use ferrymq_mqtt_codec::{
-    self as codec, Connect, Packet, Properties, ProtocolVersion, ReasonCode, SubAck, Subscribe,
-    SubscriptionOptions,
+    self as codec, Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -367,6 +367,83 @@ async fn a_verified_client_certificate_logs_in_as_its_common_name() {
     // The broker keeps serving.
     let reason = connack_over_tls(&broker, with_cert("device-7"), connect(V3, "after")).await;
     assert_eq!(reason.unwrap(), ReasonCode::SUCCESS);
+}
+
+#[tokio::test]
+async fn a_resumed_session_resends_unacknowledged_publishes_with_their_packet_ids_and_dup() {
+    let broker = TestBroker::start().await;
+    let persistent = |version| {
+        let Packet::Connect(mut c) = connect(version, "resender") else {
+            unreachable!()
+        };
+        c.clean_start = false;
+        Packet::Connect(c)
+    };
+    let mut sub = Raw::connect(&broker, V3).await;
+    sub.packet(&persistent(V3)).await;
+    assert!(matches!(sub.next().await, Some(Packet::ConnAck(_))));
+    let options = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..SubscriptionOptions::default()
+    };
+    sub.packet(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![("r/t".into(), options)],
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(matches!(sub.next().await, Some(Packet::SubAck(_))));
+    let mut publisher = Raw::logged_in(&broker, V3, "pub").await;
+    for i in 0..4u8 {
+        publisher
+            .packet(&Packet::Publish(Publish {
+                qos: QoS::AtLeastOnce,
+                topic: "r/t".into(),
+                packet_id: Some(u16::from(i) + 1),
+                payload: vec![i].into(),
+                ..Publish::default()
+            }))
+            .await;
+        assert!(matches!(publisher.next().await, Some(Packet::PubAck(_))));
+    }
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        let Some(Packet::Publish(p)) = sub.next().await else {
+            panic!("PUBLISH")
+        };
+        assert!(!p.dup);
+        first.push((p.packet_id.unwrap(), p.payload.to_vec()));
+    }
+    // Acknowledge the second only, then drop the connection without DISCONNECT.
+    sub.packet(&Packet::PubAck(Ack {
+        packet_id: first[1].0,
+        ..Ack::default()
+    }))
+    .await;
+    // A PINGRESP shows the PUBACK was read before the connection goes.
+    sub.packet(&Packet::PingReq).await;
+    assert_eq!(sub.next().await, Some(Packet::PingResp));
+    drop(sub);
+    // The session resumes on a v5 connection: the three unacknowledged messages come again, with DUP and the
+    // packet ids they had [MQTT-4.4.0-1].
+    let mut again = Raw::connect(&broker, V5).await;
+    again.packet(&persistent(V5)).await;
+    let Some(Packet::ConnAck(ack)) = again.next().await else {
+        panic!("CONNACK")
+    };
+    assert!(ack.session_present);
+    let mut resent = Vec::new();
+    for _ in 0..3 {
+        let Some(Packet::Publish(p)) = again.next().await else {
+            panic!("PUBLISH")
+        };
+        assert!(p.dup, "a resent PUBLISH carries DUP");
+        resent.push((p.packet_id.unwrap(), p.payload.to_vec()));
+    }
+    resent.sort();
+    let mut want = vec![first[0].clone(), first[2].clone(), first[3].clone()];
+    want.sort();
+    assert_eq!(resent, want);
 }
 
 #[tokio::test]

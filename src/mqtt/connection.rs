@@ -207,6 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         let connack = connect::connack(&conn.ctx, &conn.est, present);
         conn.wire.send(&connack);
         if present {
+            conn.inflight.resume(qos2.resend);
             conn.release_again(qos2.released);
         }
         Some(conn)
@@ -405,13 +406,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     }
 
     /// Gives the client id back to the registry; the socket is what is left.
-    fn release(self, pending_will: Option<CancellationToken>) -> Wire<S> {
+    fn release(mut self, pending_will: Option<CancellationToken>) -> Wire<S> {
         let keep = if self.est.persistent() {
             Keep::Session
         } else {
             Keep::Nothing
         };
         let released = self.inflight.released();
+        let resend = self.inflight.take_resend();
         let Self {
             ctx,
             mut est,
@@ -422,6 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         est.claim.qos2 = Qos2State {
             incoming: incoming_qos2,
             released,
+            resend,
         };
         ctx.registry
             .release(&est.client_id, est.claim, keep, pending_will);

@@ -4,7 +4,9 @@
 //! and 2 ones get a packet id and stay in flight until PUBACK, or PUBREC (then the message is settled and the
 //! id waits for PUBCOMP). The queue consumer's prefetch is the client's receive maximum (capped by
 //! `mqtt.max_inflight`), so in-flight messages are bounded [MQTT-3.3.4-9]. A message the client saw before
-//! (redelivered after a reconnect) carries DUP [MQTT-3.3.1-1].
+//! (redelivered after a reconnect) carries DUP [MQTT-3.3.1-1] and, when the session resumed, the packet id it
+//! had [MQTT-4.4.0-1]: the ids in flight when a connection ends are kept with the session, keyed by queue and
+//! delivery tag (a queue keeps a message's tag when it is requeued), and reserved until it comes back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +23,14 @@ use crate::core::{ConsumerKey, Deliveries, Message, QueueHandle, Settle, SinkEve
 pub struct Inflight {
     by_id: HashMap<u16, InflightEntry>,
     next_id: u16,
+    /// Deliveries of an earlier connection of the session, by queue name and tag, with the packet id they
+    /// were sent with: reserved until the message is sent again (see the module docs).
+    resend: HashMap<(String, u64), u16>,
+    reserved: HashSet<u16>,
 }
+
+/// A delivery in flight when the connection ended, and its packet id: (queue name, tag) -> id.
+pub type ResendIds = HashMap<(String, u64), u16>;
 
 /// A queue delivery to settle: the queue, its tag and the consumer holding it.
 pub type Delivered = (QueueHandle, u64, ConsumerKey);
@@ -39,11 +48,34 @@ impl Inflight {
     fn allocate(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.by_id.contains_key(&self.next_id) {
+            if !self.by_id.contains_key(&self.next_id) && !self.reserved.contains(&self.next_id) {
                 return Some(self.next_id);
             }
         }
         None
+    }
+
+    /// The id a redelivered message had on an earlier connection, if it is free for it.
+    fn original_id(&mut self, queue: &QueueHandle, tag: u64) -> Option<u16> {
+        if self.resend.is_empty() {
+            return None;
+        }
+        let id = self.resend.remove(&(queue.name.clone(), tag))?;
+        self.reserved.remove(&id);
+        (!self.by_id.contains_key(&id)).then_some(id)
+    }
+
+    /// Takes the ids of a resumed session's earlier deliveries (see [`Inflight::take_resend`]).
+    pub fn resume(&mut self, resend: ResendIds) {
+        self.reserved = resend.values().copied().collect();
+        self.resend = resend;
+    }
+
+    /// The ids to keep with the session: the deliveries in flight at the end (see
+    /// [`Conn::requeue_unacknowledged`]) and those of earlier connections not sent again yet.
+    pub fn take_resend(&mut self) -> ResendIds {
+        self.reserved.clear();
+        std::mem::take(&mut self.resend)
     }
 
     fn take(&mut self, id: u16) -> Option<Delivered> {
@@ -59,8 +91,9 @@ impl Inflight {
             .collect()
     }
 
-    /// Every unsettled delivery, taken out (released ids stay: they are the session's to resume).
-    fn drain(&mut self) -> Vec<Delivered> {
+    /// Every unsettled delivery with its packet id, taken out (released ids stay: they are the session's to
+    /// resume).
+    fn drain(&mut self) -> Vec<(u16, Delivered)> {
         let unsettled: Vec<u16> = self
             .by_id
             .iter()
@@ -69,7 +102,7 @@ impl Inflight {
             .collect();
         unsettled
             .into_iter()
-            .filter_map(|id| self.take(id))
+            .filter_map(|id| Some((id, self.take(id)?)))
             .collect()
     }
 }
@@ -132,9 +165,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         let mut publish = convert::outgoing(message, qos, retain);
         publish.properties.subscription_identifiers = ids;
         let new_alias = self.alias_topic(&mut publish);
+        let original = match (&settle, dup) {
+            (Some((queue, tag, _)), true) => self.inflight.original_id(queue, *tag),
+            _ => None,
+        };
         let packet_id = match qos {
             QoS::AtMostOnce => None,
-            _ => match self.inflight.allocate() {
+            _ => match original.or_else(|| self.inflight.allocate()) {
                 Some(id) => Some(id),
                 None => return false,
             },
@@ -181,7 +218,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     /// The connection is ending: what is in flight, and what queues handed over but was not written, goes back
     /// to its queue marked redelivered, to be sent again with DUP when the session resumes [MQTT-4.4.0-1].
     pub fn requeue_unacknowledged(&mut self) {
-        for (queue, tag, consumer) in self.inflight.drain() {
+        for (id, (queue, tag, consumer)) in self.inflight.drain() {
+            self.inflight.resend.insert((queue.name.clone(), tag), id);
             queue.settle(vec![tag], Settle::Requeue, Some(consumer));
         }
         while let Ok(event) = self.sink_rx.try_recv() {

@@ -7,6 +7,7 @@
 //! token that cancels a delayed will when the client
 //! comes back before the will delay has passed [MQTT-3.1.3-9].
 
+use super::outbound::ResendIds;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -148,7 +149,8 @@ impl Registry {
     }
 }
 
-/// The QoS 2 exchanges a session has open in either direction (§4.3.3), by packet id.
+/// The packet ids a session keeps between connections: the QoS 2 exchanges it has open in either direction
+/// (§4.3.3) and the deliveries to send again with their ids.
 #[derive(Debug, Default, Clone)]
 pub struct Qos2State {
     /// Received from the client and not released (PUBREL) yet.
@@ -156,11 +158,14 @@ pub struct Qos2State {
     /// Sent to the client, acknowledged with PUBREC, released with PUBREL and not completed (PUBCOMP) yet:
     /// PUBREL is sent again when the session resumes [MQTT-4.4.0-1].
     pub released: HashSet<u16>,
+    /// QoS 1 and 2 deliveries in flight when the connection ended, sent again with these ids when the session
+    /// resumes [MQTT-4.4.0-1].
+    pub resend: ResendIds,
 }
 
 impl Qos2State {
     fn is_empty(&self) -> bool {
-        self.incoming.is_empty() && self.released.is_empty()
+        self.incoming.is_empty() && self.released.is_empty() && self.resend.is_empty()
     }
 }
 
