@@ -73,6 +73,7 @@ start_ferrymq() { # binary port data-dir log: prints the pid, or nothing when it
   fi
   log "starting $bin on 127.0.0.1:$port (data in $dir, log in $logf)"
   "$bin" --data-dir "$dir" --bind 127.0.0.1 --amqp-port "$port" --http-port 0 \
+    --mqtt-port 0 --mqtt-ws-port 0 --aws-port 0 \
     "${FERRYMQ_EXTRA[@]}" >"$logf" 2>&1 &
   local pid=$!
   if wait_up "$port" 30; then

@@ -45,7 +45,8 @@ trap cleanup EXIT
 start_ferrymq() { # sets PID, and UP_S: seconds until the AMQP port answered (recovery runs before listeners open)
   local t0
   t0="$(now)"
-  "$FERRYMQ" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port "$PORT" --http-port 0 "${FERRYMQ_EXTRA[@]}" \
+  "$FERRYMQ" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port "$PORT" --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port 0 \
+    "${FERRYMQ_EXTRA[@]}" \
     >>"$LOG" 2>&1 &
   PID=$!
   for _ in $(seq 6000); do

@@ -80,7 +80,7 @@ if up "$FERRYMQ_PORT"; then
 else
   log "starting $FERRYMQ on 127.0.0.1:$FERRYMQ_PORT (data in $DATA_DIR, log in $DATA_DIR.log)"
   "$FERRYMQ" --config "$DATA_DIR.toml" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port 0 --http-port 0 \
-    --mqtt-port "$FERRYMQ_PORT" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 \
+    --mqtt-port "$FERRYMQ_PORT" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 --aws-port 0 \
     "${FERRYMQ_EXTRA[@]}" >"$DATA_DIR.log" 2>&1 &
   FERRYMQ_PID=$!
   if ! wait_up "$FERRYMQ_PORT" 30; then

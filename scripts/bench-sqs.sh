@@ -26,7 +26,7 @@ access_key_id = "ferrymq-bench"
 secret_access_key = "ferrymq-bench-secret"
 TOML
 RUST_LOG=warn target/release/ferrymq --config "$data.toml" --data-dir "$data" --bind 127.0.0.1 \
-  --amqp-port 0 --http-port 0 --aws-port "$port" >"$data.log" 2>&1 &
+  --amqp-port 0 --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port "$port" >"$data.log" 2>&1 &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.toml" "$data.log"' EXIT
 for _ in $(seq 100); do up "$port" && break; sleep 0.1; done

@@ -29,7 +29,7 @@ start_ferrymq() {
     log "something already listens on 127.0.0.1:$port: not starting FerryMQ there"
     return 1
   fi
-  "$FERRYMQ" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port "$port" --http-port 0 "$@" >"$DATA_DIR.log" 2>&1 &
+  "$FERRYMQ" --data-dir "$DATA_DIR" --bind 127.0.0.1 --amqp-port "$port" --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port 0 "$@" >"$DATA_DIR.log" 2>&1 &
   FERRYMQ_PID=$!
   if ! wait_up "$port" 30; then
     log "FerryMQ did not come up:"

@@ -24,7 +24,8 @@ up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 with_ferrymq() { # run "$@" against a fresh broker
   local data pid rc=0
   data=$(mktemp -d)
-  RUST_LOG=warn "$broker" --data-dir "$data" --amqp-port "$port" --http-port 0 >"$data.log" 2>&1 &
+  RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port "$port" --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port 0 \
+    >"$data.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
   "$@" 127.0.0.1 "$port" || rc=$?

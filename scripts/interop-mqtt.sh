@@ -5,8 +5,8 @@
 #   scripts/interop-mqtt.sh [--peer]
 # FERRYMQ_INTEROP_PROFILE=debug uses the debug build (what CI has built already) instead of release;
 # FERRYMQ_INTEROP_MQTT_PORT (default 1885) is where FerryMQ listens; PAHO_TIMEOUT (default 60) bounds each test.
-# test_subscribe_failure expects the broker to refuse subscriptions to `test/nosubscribe`, which needs topic
-# permissions configured; neither broker here is set up with them.
+# FerryMQ runs with config/mqtt-interop.toml: the Server Keep Alive and the topic permission refusing
+# `test/nosubscribe` that test_server_keep_alive and test_subscribe_failure expect (Mosquitto is not set up so).
 # Exit status: 0 when FerryMQ passed every test of both versions, 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +32,9 @@ paho() { # version port: run the suite, print its lines, return its status
 with_ferrymq() { # run "$@" against a fresh broker on $port
   local data pid rc=0
   data=$(mktemp -d)
-  RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --mqtt-port "$port" \
-    --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 >"$data.log" 2>&1 &
+  RUST_LOG=warn "$broker" --config config/mqtt-interop.toml --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 \
+    --http-port 0 --aws-port 0 --mqtt-port "$port" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 \
+    >"$data.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
   "$@" || rc=$?

@@ -21,7 +21,7 @@ fi
 up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 
 data=$(mktemp -d)
-RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --aws-port "$port" \
+RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port "$port" \
   >"$data.log" 2>&1 &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.log"' EXIT
