@@ -30,14 +30,20 @@ async fn count(ch: &Channel, queue: &str) -> Option<u32> {
         .map(|q| q.message_count())
 }
 
+/// A channel in confirm mode.
+async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
+    let (conn, ch) = broker.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    (conn, ch)
+}
+
 #[tokio::test]
 async fn durable_definitions_and_persistent_messages_survive_a_restart() {
     let broker = TestBroker::journal().await;
     {
-        let (conn, ch) = broker.channel().await;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (conn, ch) = confirming_channel(&broker).await;
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -222,10 +228,7 @@ async fn queue_and_message_ttls_count_from_the_publish_across_a_restart() {
     let ttl_ms = 3_000;
     let broker = TestBroker::journal().await;
     {
-        let (conn, ch) = broker.channel().await;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (conn, ch) = confirming_channel(&broker).await;
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()

@@ -1,6 +1,7 @@
 //! An SQS queue is a core queue: AMQP publishes to the default exchange with the queue's name are received by
 //! SQS ReceiveMessage (headers as message attributes), SQS sends are consumed over AMQP (attributes as
-//! headers), and queues, their attributes and their messages survive a restart of a journaled broker.
+//! headers), and queues, their attributes and their messages survive a restart of a journaled broker; a
+//! delayed send is held from every consumer until it is due, across a restart too.
 
 mod aws_support;
 mod common;
@@ -165,4 +166,80 @@ async fn queues_attributes_and_messages_survive_a_restart() {
         .await
         .expect("receive");
     assert_eq!(got.messages()[0].body(), Some("kept"));
+}
+
+/// The SQS queue's ApproximateNumberOfMessages and ApproximateNumberOfMessagesDelayed.
+async fn visible_and_delayed(client: &aws_sdk_sqs::Client, url: &str) -> (String, String) {
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("attributes");
+    let attrs = attrs.attributes().expect("attrs");
+    (
+        attrs[&QueueAttributeName::ApproximateNumberOfMessages].clone(),
+        attrs[&QueueAttributeName::ApproximateNumberOfMessagesDelayed].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_delayed_sqs_message_is_held_from_amqp_consumers_too_and_across_a_restart() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let url = client
+        .create_queue()
+        .queue_name("later")
+        .send()
+        .await
+        .expect("create")
+        .queue_url
+        .expect("url");
+    let sent = std::time::Instant::now();
+    for (body, delay) in [("now", 0), ("in three seconds", 3)] {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .delay_seconds(delay)
+            .send()
+            .await
+            .expect("send");
+    }
+    assert_eq!(
+        visible_and_delayed(&client, &url).await,
+        ("1".into(), "1".into())
+    );
+    // Restarted while the delay runs: the message is still held, then delivered when due.
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    let (_conn, ch) = broker.channel().await;
+    let get = |ch: lapin::Channel| async move {
+        ch.basic_get("later".into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .map(|m| m.delivery.data)
+    };
+    assert_eq!(get(ch.clone()).await.as_deref(), Some(&b"now"[..]));
+    assert_eq!(get(ch.clone()).await, None, "delivered before its delay");
+    assert_eq!(
+        visible_and_delayed(&client, &url).await,
+        ("0".into(), "1".into())
+    );
+    let deadline = sent + std::time::Duration::from_secs(30);
+    let late = loop {
+        if let Some(body) = get(ch.clone()).await {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(late, b"in three seconds");
+    assert!(sent.elapsed() >= std::time::Duration::from_secs(3));
+    assert_eq!(
+        visible_and_delayed(&client, &url).await,
+        ("0".into(), "0".into())
+    );
 }

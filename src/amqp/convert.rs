@@ -268,11 +268,9 @@ fn annotate(a: &Annotations, headers: &mut FieldTable) {
         headers.insert(format!("x-{which}-death-queue"), long_str(&s.queue));
         headers.insert(format!("x-{which}-death-exchange"), long_str(&s.exchange));
     };
-    if let Some(first) = &a.first_death {
-        site(headers, "first", first);
-    }
-    if let Some(last) = &a.last_death {
-        site(headers, "last", last);
+    if let Some(sites) = &a.death_sites {
+        site(headers, "first", &sites.first);
+        site(headers, "last", &sites.last);
     }
     headers.insert("x-death", FieldValue::Array(deaths));
 }

@@ -661,16 +661,24 @@ impl TestCerts {
             rustls_pki_types::PrivateKeyDer<'static>,
         ),
     ) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).expect("add test CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
+        let config = self
+            .client_builder()
             .with_client_auth_cert(identity.0, identity.1)
             .expect("client certificate");
         Arc::new(config)
+    }
+
+    /// A rustls client configuration builder that trusts only this CA.
+    fn client_builder(
+        &self,
+    ) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("add test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
     }
 
     /// The server certificate chain (PEM).
@@ -696,15 +704,7 @@ impl TestCerts {
 
     /// A rustls client configuration that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).expect("add test CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
+        Arc::new(self.client_builder().with_no_client_auth())
     }
 }
 

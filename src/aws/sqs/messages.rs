@@ -2,8 +2,9 @@
 //! ChangeMessageVisibility(Batch). A send publishes a persistent message to the default exchange with the
 //! queue's name and answers once the core confirms it (journaled and synced); a receive is the core's leased
 //! receive (`Session::receive`), after which messages past their retention are deleted, messages received more
-//! than the RedrivePolicy's maxReceiveCount move to the dead-letter queue, and delayed messages (DelaySeconds,
-//! carried as `x-sqs-visible-at`) are leased again until they are due. Batch entries fail one by one.
+//! than the RedrivePolicy's maxReceiveCount move to the dead-letter queue. A delayed send (DelaySeconds) sets the
+//! message's delivery time (`Annotations::deliver_at`): the queue holds it aside until then, from every
+//! consumer of every protocol. Batch entries fail one by one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,8 +30,6 @@ use crate::core::{
     Broker, Outcome, Publisher, Receipt as CoreReceipt, ReceiveRequest, Received, Session, Settle,
 };
 
-/// When a delayed message becomes visible (ms since the epoch).
-const VISIBLE_AT: &str = "x-sqs-visible-at";
 /// At most this many entries in a batch.
 const MAX_BATCH: usize = 10;
 /// At most this many bytes of bodies and attributes in one SendMessageBatch.
@@ -236,13 +235,6 @@ fn prepare(
         .as_ref()
         .map_or("AIDAFERRYMQ", |s| s.access_key.as_str());
     headers.push(SENDER, HValue::text(sender));
-    if delay > 0 {
-        let at = now_ms() + delay * 1000;
-        headers.push(
-            VISIBLE_AT,
-            HValue::I64(i64::try_from(at).unwrap_or(i64::MAX)),
-        );
-    }
     let (dedup, duplicate) = fifo_fields(req, queue, cfg, entry, body, &mut headers, &mut answer)?;
     let mut message = Message::new("", queue, Bytes::copy_from_slice(body.as_bytes()));
     message.properties.durable = true;
@@ -253,6 +245,9 @@ fn prepare(
     });
     message.headers = headers;
     message.annotations.origin = Protocol::Sqs;
+    if delay > 0 {
+        message.annotations.deliver_at = std::num::NonZeroU64::new(now_ms() + delay * 1000);
+    }
     Ok(Prepared {
         message,
         answer,
@@ -440,7 +435,7 @@ pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
                 messages.push(render(&name, &m, &want));
             }
         }
-        // Messages that were kept back (expired, moved, delayed) left the way free: look again at once.
+        // Messages that were kept back (expired, moved) left the way free: look again at once.
         if !messages.is_empty() || empty {
             break;
         }
@@ -482,21 +477,12 @@ impl Wanted {
 }
 
 /// Whether a received message is handed to the client: not past its retention (then deleted), not past the
-/// redrive limit (then moved to the dead-letter queue), not delayed (then leased again until it is due).
+/// redrive limit (then moved to the dead-letter queue).
 async fn keep(req: &Request<'_>, cfg: &QueueConfig, received: Received) -> Option<Received> {
     let message = &received.delivery.message;
     let now = now_ms();
     let q = &received.delivery.queue;
     let tag = received.delivery.tag;
-    if let Some(at) = message.headers.get(VISIBLE_AT).and_then(HValue::as_i64)
-        && u64::try_from(at).is_ok_and(|at| at > now)
-    {
-        let wait = Duration::from_millis(at.unsigned_abs().saturating_sub(now));
-        let _ = q
-            .change_lease(tag, wait, Some(received.receive_count))
-            .await;
-        return None;
-    }
     let sent = message.properties.timestamp_ms.unwrap_or(now);
     if now.saturating_sub(sent) > cfg.retention_secs * 1000 {
         q.settle(vec![tag], Settle::Ack, None);
@@ -527,7 +513,7 @@ pub async fn move_to(
     let mut copy = Message::clone(message);
     copy.exchange = String::new();
     copy.routing_key = dlq.to_owned();
-    copy.headers_mut().remove(VISIBLE_AT);
+    copy.annotations.deliver_at = None;
     let mut publisher = Publisher::new(session.clone());
     match publisher.publish(copy, true).await {
         Ok(CoreReceipt::Routed(c)) => c.outcome(&mut broker.sync_view()).await == Outcome::Accepted,

@@ -254,7 +254,7 @@ fn computed(
     match attribute {
         "ApproximateNumberOfMessages" => stats.messages.to_string(),
         "ApproximateNumberOfMessagesNotVisible" => stats.unacked.to_string(),
-        "ApproximateNumberOfMessagesDelayed" => "0".to_owned(),
+        "ApproximateNumberOfMessagesDelayed" => stats.delayed.to_string(),
         "CreatedTimestamp" => (stored.created_ms / 1000).to_string(),
         "LastModifiedTimestamp" => (stored.modified_ms / 1000).to_string(),
         _ => req.queue_arn(name),

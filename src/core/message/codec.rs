@@ -9,15 +9,19 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use std::num::NonZeroU64;
+
 use super::{
-    Annotations, Death, DeathReason, DeathSite, Expiry, Headers, Message, Native, Properties,
-    Protocol, TextProperties, Value,
+    Annotations, Death, DeathReason, DeathSite, DeathSites, Expiry, Headers, Message, Native,
+    Properties, Protocol, TextProperties, Value,
 };
 
 /// The metadata format this build writes and the newest it reads.
 pub const META_VERSION: u8 = 1;
 /// The table format this build writes and the newest it reads.
 pub const TABLE_VERSION: u8 = 1;
+/// Annotation flag: a delivery time (`Annotations::deliver_at`) follows the flags.
+const DELAYED: u8 = 0x08;
 /// Deepest nesting of arrays and maps accepted.
 pub const MAX_DEPTH: usize = 64;
 
@@ -145,8 +149,13 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
 
 fn put_annotations(out: &mut BytesMut, a: &Annotations) {
     out.put_u8(a.origin.code());
-    // One byte: bit 0 retain, bits 1-2 the MQTT QoS (0 for other protocols, so older records read as QoS 0).
-    out.put_u8(u8::from(a.retain) | (a.qos & 0x03) << 1);
+    // One byte: bit 0 retain, bits 1-2 the MQTT QoS (0 for other protocols, so older records read as QoS 0),
+    // bit 3 a delivery time follows (older records have none).
+    let delayed = if a.deliver_at.is_some() { DELAYED } else { 0 };
+    out.put_u8(u8::from(a.retain) | (a.qos & 0x03) << 1 | delayed);
+    if let Some(at) = a.deliver_at {
+        out.put_u64_le(at.get());
+    }
     out.put_u32_le(a.delivery_count);
     out.put_u32_le(a.deaths.len() as u32);
     for d in &a.deaths {
@@ -165,7 +174,8 @@ fn put_annotations(out: &mut BytesMut, a: &Annotations) {
             }
         }
     }
-    for site in [&a.first_death, &a.last_death] {
+    let sites = a.death_sites.as_deref();
+    for site in [sites.map(|s| &s.first), sites.map(|s| &s.last)] {
         match site {
             None => out.put_u8(0),
             Some(s) => {
@@ -418,6 +428,11 @@ impl<'a> Reader<'a> {
         let origin = Protocol::from_code(self.u8()?).ok_or_else(|| bad("origin protocol"))?;
         let flags = self.u8()?;
         let (retain, qos) = (flags & 0x01 != 0, (flags >> 1) & 0x03);
+        let deliver_at = if flags & DELAYED != 0 {
+            Some(NonZeroU64::new(self.u64()?).ok_or_else(|| bad("delivery time 0"))?)
+        } else {
+            None
+        };
         let delivery_count = self.u32()?;
         let n = self.count(37)?;
         let mut deaths = Vec::with_capacity(n);
@@ -445,8 +460,14 @@ impl<'a> Reader<'a> {
         }
         Ok(Annotations {
             deaths,
-            first_death: self.site()?.map(Box::new),
-            last_death: self.site()?.map(Box::new),
+            death_sites: match (self.site()?, self.site()?) {
+                (Some(first), last) => Some(Box::new(DeathSites {
+                    last: last.unwrap_or_else(|| first.clone()),
+                    first,
+                })),
+                (None, _) => None,
+            },
+            deliver_at,
             delivery_count,
             origin,
             retain,
@@ -561,12 +582,19 @@ mod tests {
                     time: 17,
                     original_expiration_ms: Some(5),
                 }],
-                first_death: Some(Box::new(DeathSite {
-                    queue: "q".into(),
-                    reason: DeathReason::Expired,
-                    exchange: "ex".into(),
+                death_sites: Some(Box::new(DeathSites {
+                    first: DeathSite {
+                        queue: "q".into(),
+                        reason: DeathReason::Expired,
+                        exchange: "ex".into(),
+                    },
+                    last: DeathSite {
+                        queue: "q2".into(),
+                        reason: DeathReason::Rejected,
+                        exchange: "".into(),
+                    },
                 })),
-                last_death: None,
+                deliver_at: NonZeroU64::new(1_700_000_000_123),
                 delivery_count: 3,
                 origin: Protocol::Mqtt,
                 retain: true,

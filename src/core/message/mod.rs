@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod value;
 
+use std::num::NonZeroU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -220,14 +221,23 @@ pub struct DeathSite {
     pub exchange: String,
 }
 
+/// Where a message died first and last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeathSites {
+    pub first: DeathSite,
+    pub last: DeathSite,
+}
+
 /// What the broker knows about a message beyond what its publisher set.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Annotations {
     /// One entry per (queue, reason), most recent first.
     pub deaths: Vec<Death>,
-    /// Boxed, like the history: most messages never die.
-    pub first_death: Option<Box<DeathSite>>,
-    pub last_death: Option<Box<DeathSite>>,
+    /// Where it died first and last; boxed, like the history: most messages never die.
+    pub death_sites: Option<Box<DeathSites>>,
+    /// Not handed to consumers before this time (ms since the Unix epoch, never 0): SQS DelaySeconds. Queues
+    /// hold such a message aside until then (see `queue::actor::delay`).
+    pub deliver_at: Option<NonZeroU64>,
     /// Times the message was delivered and given back (MQTT/SQS receive counts).
     pub delivery_count: u32,
     pub origin: Protocol,

@@ -265,6 +265,8 @@ pub struct QueueStats {
     pub unacked: u32,
     /// Ready messages whose body is in memory; the others are paged out to the store (see `actor`).
     pub loaded: u32,
+    /// Messages held until their delivery time (`Annotations::deliver_at`), not counted in `messages`.
+    pub delayed: u32,
 }
 
 /// Immutable facts about a queue plus the command channel to its actor.

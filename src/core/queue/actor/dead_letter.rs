@@ -86,8 +86,15 @@ pub(super) fn dead_lettered(
         reason,
         exchange: original.exchange.clone(),
     };
-    a.first_death.get_or_insert_with(|| Box::new(site.clone()));
-    a.last_death = Some(Box::new(site));
+    match &mut a.death_sites {
+        Some(sites) => sites.last = site,
+        None => {
+            a.death_sites = Some(Box::new(crate::core::message::DeathSites {
+                first: site.clone(),
+                last: site,
+            }))
+        }
+    }
     message.exchange = dlx.to_string();
     message.routing_key = routing_key;
     message

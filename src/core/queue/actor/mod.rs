@@ -28,9 +28,10 @@
 //!
 //! Files: this one owns the state, the loop and the commands; `dispatch` hands messages to consumers, `paging`
 //! reads paged bodies back, `dead_letter` makes dead-lettered copies, `timers` expiry and idle deadlines,
-//! `receive` leased receives with long polling (SQS).
+//! `receive` leased receives with long polling (SQS), `delay` messages held until their delivery time.
 
 mod dead_letter;
+mod delay;
 mod dispatch;
 mod paging;
 mod receive;
@@ -102,6 +103,7 @@ pub(super) fn spawn(
         receives: VecDeque::new(),
         receive_counts: HashMap::new(),
         groups: receive::Groups::default(),
+        delayed: delay::Delayed::default(),
         outstanding: HashMap::new(),
         leases: BTreeSet::new(),
         consumers: Vec::new(),
@@ -235,6 +237,8 @@ struct Actor {
     receive_counts: HashMap<u64, receive::ReceiveCount>,
     /// Locked message groups of leased receives.
     groups: receive::Groups,
+    /// Messages not to be delivered yet (see `delay`).
+    delayed: delay::Delayed,
     outstanding: HashMap<u64, Outstanding>,
     leases: BTreeSet<(Instant, u64)>,
     consumers: Vec<Consumer>,
@@ -423,7 +427,6 @@ impl Actor {
     fn restore(&mut self, mut recovered: RecoveredQueue) {
         let messages = std::mem::take(&mut recovered.messages);
         for m in messages {
-            let tag = self.take_tag(m.priority);
             let published = recovered.published_at_ms(&m);
             // Only the first few thousand messages of a backlog come with a body: no hash look-up for the rest.
             let body = if recovered.bodies.is_empty() {
@@ -437,6 +440,15 @@ impl Actor {
                     .inspect_err(|e| error!(queue = %self.me.name, id = m.id, error = %e, "recovered message unreadable; left on disk"))
                     .ok()
             });
+            if let Some(message) = &loaded
+                && let Some(until) = delay::delayed_until(message)
+            {
+                let entry =
+                    self.new_entry(Arc::new(message.clone()), Some(m.id), 0, true, published);
+                self.hold(entry, until);
+                continue;
+            }
+            let tag = self.take_tag(m.priority);
             let entry = match loaded {
                 Some(message) => {
                     self.new_entry(Arc::new(message), Some(m.id), tag, true, published)
@@ -481,6 +493,11 @@ impl Actor {
                     return Enqueued::Rejected(self.dead_letter_refused(entry));
                 }
             }
+        }
+        if let Some(until) = delay::delayed_until(&message) {
+            let entry = self.new_entry(message, store_id, 0, false, None);
+            self.hold(entry, until);
+            return Enqueued::Accepted;
         }
         let tag = self.take_tag(message.properties.priority.unwrap_or(0));
         let entry = self.new_entry(message, store_id, tag, false, None);
@@ -649,12 +666,17 @@ impl Actor {
             consumers: self.consumers.len() as u32,
             unacked: self.outstanding.len() as u32,
             loaded: self.loaded as u32,
+            delayed: self.delayed.len() as u32,
         }
     }
 
-    /// Drops every ready message, settling each in the store (paged ones without reading them back).
+    /// Drops every ready and delayed message, settling each in the store (paged ones without reading them
+    /// back).
     fn purge(&mut self) -> u32 {
-        let count = self.ready_count as u32;
+        let count = (self.ready_count + self.delayed.len()) as u32;
+        for entry in self.delayed.drain() {
+            self.retire(&entry);
+        }
         let mut levels = std::mem::replace(&mut self.levels, new_levels(0));
         self.levels = new_levels(levels.len());
         self.ready_count = 0;
@@ -678,7 +700,7 @@ impl Actor {
                 name: self.me.name.clone(),
             });
         }
-        if if_empty && self.ready_count > 0 {
+        if if_empty && self.ready_count + self.delayed.len() > 0 {
             return Err(CoreError::NotEmpty {
                 vhost: self.me.vhost.clone(),
                 queue: self.me.name.clone(),
@@ -704,6 +726,7 @@ impl Actor {
             .levels
             .iter()
             .flat_map(Level::loaded)
+            .chain(self.delayed.entries())
             .chain(self.outstanding.values().map(|o| &o.entry))
             .map(Entry::cost)
             .sum();
@@ -797,6 +820,10 @@ impl Actor {
             let entry = self.levels[level].pop_loaded()?;
             self.count_out(&entry);
             if let Some(message) = entry.message.clone() {
+                if let Some(until) = delay::delayed_until(&message) {
+                    self.hold(entry, until); // recovered before it was due (see `delay`)
+                    continue;
+                }
                 return Some((entry, message));
             }
             // Cannot happen (heads hold loaded entries only); kept in the store like an unreadable one.

@@ -1,5 +1,6 @@
 //! Timers: when a message expires (queue TTL from enqueue, the message's own deadline), the next wake-up
-//! (first expiry, first lease, the idle deadline of `x-expires`) and what happens when it comes.
+//! (first expiry, first lease, the idle deadline of `x-expires`, the first delayed message due) and what
+//! happens when it comes.
 
 use super::*;
 
@@ -44,10 +45,17 @@ impl Actor {
             _ => None,
         };
         let receive = self.next_receive_deadline();
-        heads.chain(lease).chain(idle).chain(receive).min()
+        let delayed = self.delayed.first_due();
+        heads
+            .chain(lease)
+            .chain(idle)
+            .chain(receive)
+            .chain(delayed)
+            .min()
     }
 
     pub(super) fn on_timers(&mut self, now: Instant) {
+        self.release_due(now);
         let needs_body = self.expiry_needs_body();
         for level in 0..self.levels.len() {
             while self.levels[level]
