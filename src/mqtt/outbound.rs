@@ -222,7 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             self.inflight.resend.insert((queue.name.clone(), tag), id);
             queue.settle(vec![tag], Settle::Requeue, Some(consumer));
         }
-        while let Ok(event) = self.sink_rx.try_recv() {
+        while let Some(Ok(event)) = self.sink_rx.as_mut().map(|rx| rx.try_recv()) {
             if let SinkEvent::Deliver(d) = event {
                 let tags = d.items.iter().map(|i| i.tag).collect();
                 d.queue.settle(tags, Settle::Requeue, Some(d.consumer));

@@ -28,8 +28,8 @@ use super::error::{MqttError, reason_for};
 use crate::config::MqttConfig;
 use crate::core::message::{Headers, Value};
 use crate::core::{
-    AutoDelete, BindOp, BindingSpec, ConsumerKey, ConsumerSink, ConsumerSpec, CoreError,
-    DestinationKind, Durability, ErrorClass, Ownership, QueueHandle, QueueOptions,
+    AutoDelete, BindOp, BindingSpec, ConsumerKey, ConsumerSpec, CoreError, DestinationKind,
+    Durability, ErrorClass, Ownership, QueueHandle, QueueOptions,
 };
 
 const ARG_FILTER: &str = "x-mqtt-filter";
@@ -276,6 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
 
     async fn consume(&mut self, queue: &str, share: Option<String>) -> Result<(), CoreError> {
         let key = self.ctx.broker.next_consumer_key();
+        let sink = self.sink();
         let spec = ConsumerSpec {
             key,
             tag: format!("mqtt-{key}").into(),
@@ -284,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
             priority: 0,
             prefetch: self.subs.prefetch,
             channel_limit: None,
-            sink: ConsumerSink::clone(&self.sink),
+            sink,
         };
         let handle = self.est.core.consume(queue, spec).await?;
         self.subs.consumers.insert(key, (handle, share));

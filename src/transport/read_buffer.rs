@@ -8,7 +8,9 @@
 //! adapter then takes that frame with [`ReadBuffer::split_copy`], in an allocation of its own. A large frame
 //! gets a chunk sized for it ([`ReadBuffer::read_from`] with the bytes it still needs), so large bodies are
 //! never copied and pin at most twice their size. A buffer with nothing left in it lets go of its chunk
-//! ([`ReadBuffer::release_if_empty`]), so an idle connection holds no read buffer at all.
+//! ([`ReadBuffer::release_if_empty`]), and the chunk a read waits with is a small one ([`IDLE_READ`]) unless
+//! the connection's last read filled most of its room: an idle connection holds 1 KiB, a busy one reads
+//! [`CHUNK`] at a time.
 //!
 //! Nothing here knows a protocol: the adapter decides which frames outlive their decoding.
 
@@ -19,6 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 const CHUNK: usize = 64 * 1024;
 /// A read needs at least this much room; with less, the buffer moves to a new (or reclaimed) chunk.
 const MIN_READ: usize = 4 * 1024;
+/// ... except the read an idle connection waits in (its last read was short, nothing is buffered): a heartbeat
+/// or a small packet fits, and a read that fills it makes the next chunk a full one.
+const IDLE_READ: usize = 1024;
 /// A slice kept alive may hold a chunk up to this many times its own size.
 const PIN_RATIO: usize = 2;
 
@@ -28,6 +33,8 @@ pub struct ReadBuffer {
     buf: BytesMut,
     /// Size of the allocation `buf` reads into.
     chunk: usize,
+    /// The last read filled at least half of its room: the next new chunk is a full [`CHUNK`].
+    busy: bool,
 }
 
 impl Default for ReadBuffer {
@@ -36,6 +43,7 @@ impl Default for ReadBuffer {
         Self {
             buf: BytesMut::new(),
             chunk: 0,
+            busy: false,
         }
     }
 }
@@ -82,8 +90,16 @@ impl ReadBuffer {
         reader: &mut R,
         want: usize,
     ) -> std::io::Result<usize> {
-        self.make_room(want.max(MIN_READ));
-        reader.read_buf(&mut self.buf).await
+        let least = if self.busy || !self.buf.is_empty() {
+            MIN_READ
+        } else {
+            IDLE_READ
+        };
+        self.make_room(want.max(least));
+        let room = self.buf.capacity() - self.buf.len();
+        let n = reader.read_buf(&mut self.buf).await?;
+        self.busy = n.saturating_mul(2) >= room;
+        Ok(n)
     }
 
     /// Room for `want` more bytes: the spare capacity of the chunk, the chunk itself when nothing else uses it
@@ -96,7 +112,8 @@ impl ReadBuffer {
         if len + want <= self.chunk && self.buf.try_reclaim(want) {
             return;
         }
-        let mut fresh = BytesMut::with_capacity((len + want).max(CHUNK));
+        let size = if self.busy { CHUNK } else { want };
+        let mut fresh = BytesMut::with_capacity((len + want).max(size));
         fresh.extend_from_slice(&self.buf);
         self.chunk = fresh.capacity();
         self.buf = fresh;
@@ -113,10 +130,42 @@ mod tests {
         assert_eq!(n, bytes.len());
     }
 
+    /// A read that fills its room, taken out: the next new chunk is a full one.
+    async fn make_busy(buffer: &mut ReadBuffer) {
+        buffer.release_if_empty();
+        read(buffer, &[0; IDLE_READ], 0).await;
+        buffer.bytes().advance(IDLE_READ);
+        buffer.release_if_empty();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_waits_with_a_small_chunk_and_a_busy_one_reads_full_ones() {
+        let mut buffer = ReadBuffer::default();
+        read(&mut buffer, &[1; 10], 0).await;
+        assert_eq!(
+            buffer.allocated(),
+            IDLE_READ,
+            "a first read waits with a small chunk"
+        );
+        buffer.bytes().advance(10);
+        make_busy(&mut buffer).await;
+        read(&mut buffer, &[2; 10], 0).await;
+        assert_eq!(buffer.allocated(), CHUNK, "after a full read, a full chunk");
+        buffer.bytes().advance(10);
+        buffer.release_if_empty();
+        read(&mut buffer, &[3; 10], 0).await;
+        assert_eq!(
+            buffer.allocated(),
+            IDLE_READ,
+            "after a short read, a small chunk again"
+        );
+    }
+
     #[tokio::test]
     async fn a_large_frame_gets_a_chunk_of_its_own_size() {
         let mut buffer = ReadBuffer::default();
         assert_eq!(buffer.allocated(), 0, "no chunk before the first read");
+        make_busy(&mut buffer).await;
         read(&mut buffer, &[1; 10], 0).await;
         assert_eq!(buffer.allocated(), CHUNK);
         read(&mut buffer, &[2; 100], 300 * 1024).await;
@@ -129,6 +178,7 @@ mod tests {
     #[tokio::test]
     async fn a_copied_slice_leaves_the_chunk_free_for_reuse() {
         let mut buffer = ReadBuffer::default();
+        make_busy(&mut buffer).await;
         read(&mut buffer, &[7; 100], 0).await;
         let own = buffer.split_copy(60);
         assert_eq!(&own[..], &[7; 60][..]);
@@ -150,6 +200,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_still_in_use_is_left_to_its_slices() {
         let mut buffer = ReadBuffer::default();
+        make_busy(&mut buffer).await;
         read(&mut buffer, &vec![3; CHUNK], 0).await;
         let kept = buffer.bytes().split_to(CHUNK).freeze();
         read(&mut buffer, &[4; 10], 0).await;

@@ -1,15 +1,22 @@
 //! FIFO queue bookkeeping the core does not need to know: deduplication (a MessageDeduplicationId, or the
 //! body's SHA-256 with ContentBasedDeduplication, seen in the last 5 minutes answers the first send's
 //! MessageId without enqueueing again; per queue, or per message group with DeduplicationScope
-//! `messageGroup`) and sequence numbers (per queue, increasing, 20 digits as SQS shows them). Kept in memory:
-//! a restart forgets the deduplication window.
+//! `messageGroup`) and sequence numbers (per queue, increasing, 20 digits as SQS shows them).
+//!
+//! The window is a map for look-ups and a list in send order from whose front expired keys leave, so each send
+//! costs the same however many keys the window holds; a queue keeps at most [`MAX_WINDOW`] keys (past that, the
+//! oldest leave early: memory stays bounded at any send rate). Sequence numbers start from the wall clock in
+//! microseconds when a queue is first used in a run, so they keep increasing across a restart (unless the queue
+//! averaged over a million sends a second). Kept in memory: a restart forgets the deduplication window.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a deduplication id is remembered.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// Most deduplication keys one queue remembers.
+pub const MAX_WINDOW: usize = 200_000;
 
 /// What one earlier send answered.
 #[derive(Debug, Clone)]
@@ -22,7 +29,25 @@ pub struct Sent {
 #[derive(Debug, Default)]
 struct QueueFifo {
     seen: HashMap<String, Sent>,
+    /// The keys of `seen` in the order they were remembered.
+    order: VecDeque<(Instant, String)>,
     sequence: u64,
+}
+
+impl QueueFifo {
+    /// Forgets keys older than the window, and the oldest beyond [`MAX_WINDOW`].
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < DEDUP_WINDOW && self.order.len() <= MAX_WINDOW {
+                break;
+            }
+            if let Some((at, key)) = self.order.pop_front()
+                && self.seen.get(&key).is_some_and(|s| s.at == at)
+            {
+                self.seen.remove(&key);
+            }
+        }
+    }
 }
 
 /// Every FIFO queue's deduplication window and sequence counter.
@@ -36,9 +61,7 @@ impl FifoState {
     pub fn seen(&self, queue: &str, key: &str) -> Option<Sent> {
         let mut queues = self.lock();
         let q = queues.get_mut(queue)?;
-        let now = Instant::now();
-        q.seen
-            .retain(|_, s| now.duration_since(s.at) < DEDUP_WINDOW);
+        q.expire(Instant::now());
         q.seen.get(key).cloned()
     }
 
@@ -46,7 +69,10 @@ impl FifoState {
     pub fn next_sequence(&self, queue: &str) -> String {
         let mut queues = self.lock();
         let q = queues.entry(queue.to_owned()).or_default();
-        q.sequence += 1;
+        let floor = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        q.sequence = (q.sequence + 1).max(if q.sequence == 0 { floor } else { 0 });
         format!("{:020}", q.sequence)
     }
 
@@ -54,14 +80,17 @@ impl FifoState {
     pub fn remember(&self, queue: &str, key: String, message_id: String, sequence: String) {
         let mut queues = self.lock();
         let q = queues.entry(queue.to_owned()).or_default();
+        let at = Instant::now();
+        q.order.push_back((at, key.clone()));
         q.seen.insert(
             key,
             Sent {
                 message_id,
                 sequence,
-                at: Instant::now(),
+                at,
             },
         );
+        q.expire(at);
     }
 
     /// The queue was deleted: its window goes with it.
@@ -95,5 +124,30 @@ mod tests {
         assert_eq!(s1.len(), 20);
         f.forget("q");
         assert!(f.seen("q", "k").is_none());
+    }
+
+    #[test]
+    fn sequences_start_from_the_clock_so_a_restart_keeps_them_increasing() {
+        let before = FifoState::default().next_sequence("q");
+        std::thread::sleep(Duration::from_millis(2));
+        let after_restart = FifoState::default().next_sequence("q");
+        assert!(after_restart > before, "{after_restart} <= {before}");
+    }
+
+    #[test]
+    fn the_window_keeps_at_most_its_cap_and_forgets_the_oldest_first() {
+        let f = FifoState::default();
+        for i in 0..MAX_WINDOW + 10 {
+            f.remember("q", format!("k{i}"), format!("id{i}"), String::new());
+        }
+        assert!(f.seen("q", "k0").is_none());
+        assert!(f.seen("q", "k9").is_none());
+        assert_eq!(
+            f.seen("q", "k10").map(|s| s.message_id),
+            Some("id10".to_owned())
+        );
+        let queues = f.lock();
+        assert_eq!(queues["q"].seen.len(), MAX_WINDOW);
+        assert_eq!(queues["q"].order.len(), MAX_WINDOW);
     }
 }
