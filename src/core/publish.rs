@@ -329,10 +329,18 @@ impl Publisher {
         self.outbox.messages >= OUTBOX_MESSAGES || self.outbox.bytes >= OUTBOX_BYTES
     }
 
-    /// Hands what the outbox holds to the queues (waiting while a queue's command channel is full).
+    /// Hands what the outbox holds to the queues (waiting while a queue's command channel is full), then waits
+    /// while one of them is congested (see `queue::flow`: at most `FLOW_WAIT` a queue).
     pub async fn flush(&mut self) {
+        let mut congested = Vec::new();
         for (queue, batch) in self.outbox.take() {
             queue.publish(batch).await;
+            if queue.flow.is_congested() {
+                congested.push(queue);
+            }
+        }
+        for queue in congested {
+            queue.flow.wait().await;
         }
     }
 }

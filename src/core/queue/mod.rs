@@ -7,6 +7,7 @@
 mod actor;
 pub mod args;
 mod entry;
+pub(crate) mod flow;
 mod level;
 mod tail;
 
@@ -286,6 +287,8 @@ pub struct QueueShared {
     attributes: std::sync::Mutex<Headers>,
     /// The current `x-expires`: the declared one until [`QueueHandle::set_expires`] changes it.
     expires: std::sync::Mutex<Option<Duration>>,
+    /// Whether publishers should wait for this queue (see `flow`).
+    pub(crate) flow: flow::Flow,
     tx: mpsc::Sender<Command>,
     deleted: AtomicBool,
 }
@@ -355,6 +358,7 @@ impl QueueHandle {
         let shared = QueueShared {
             attributes: std::sync::Mutex::new(attributes_of(&init.arguments)),
             expires: std::sync::Mutex::new(init.args.expires),
+            flow: flow::Flow::default(),
             key: QueueKey::new(strong.name(), init.name.clone()),
             name: init.name,
             vhost: strong.name().to_owned(),

@@ -112,6 +112,9 @@ pub(super) fn spawn(
         expires,
         had_consumers: false,
         stopped: false,
+        handed_out: 0,
+        flow_seen: 0,
+        last_handout: Instant::now(),
     };
     tokio::spawn(actor.run(rx));
 }
@@ -248,6 +251,11 @@ struct Actor {
     expires: Option<Duration>,
     had_consumers: bool,
     stopped: bool,
+    /// Messages handed out (to consumers, gets and receives) so far, the count when flow was last looked at,
+    /// and when it last grew: whether consumers are draining the queue (see `queue::flow`).
+    handed_out: u64,
+    flow_seen: u64,
+    last_handout: Instant,
 }
 
 /// Closes a stopped queue's command channel and drops what is still in it, including commands whose sender
@@ -302,6 +310,7 @@ impl Actor {
                 self.serve_gets();
                 self.serve_receives(Instant::now());
                 self.deliver();
+                self.update_flow(Instant::now());
             }
             self.memory.report();
         }
@@ -734,6 +743,7 @@ impl Actor {
         self.gets.clear();
         self.receives.clear();
         self.me.mark_deleted();
+        self.me.flow.set(false);
         self.stopped = true;
         self.ready_count as u32
     }
@@ -745,6 +755,30 @@ impl Actor {
             vhost.forget_queue(&self.me);
         }
         self.stop();
+    }
+
+    // ---- flow control ----
+
+    /// Tells publishers whether the queue is congested (see `queue::flow`): deep, and drained by consumers
+    /// slower than it fills.
+    fn update_flow(&mut self, now: Instant) {
+        use super::flow::{FLOW_ACTIVE, FLOW_HIGH, FLOW_LOW};
+        if self.handed_out != self.flow_seen {
+            self.flow_seen = self.handed_out;
+            self.last_handout = now;
+        }
+        let draining = now.duration_since(self.last_handout) < FLOW_ACTIVE;
+        let was = self.me.flow.is_congested();
+        let deep = self.ready_count >= FLOW_HIGH || (was && self.ready_count >= FLOW_LOW);
+        self.me.flow.set(draining && deep);
+    }
+
+    /// When a congested queue stops counting as drained, if nothing is handed out before.
+    pub(super) fn flow_deadline(&self) -> Option<Instant> {
+        self.me
+            .flow
+            .is_congested()
+            .then(|| self.last_handout + super::flow::FLOW_ACTIVE)
     }
 
     // ---- ready lists ----
@@ -824,6 +858,7 @@ impl Actor {
                     self.hold(entry, until); // recovered before it was due (see `delay`)
                     continue;
                 }
+                self.handed_out += 1;
                 return Some((entry, message));
             }
             // Cannot happen (heads hold loaded entries only); kept in the store like an unreadable one.

@@ -46,11 +46,13 @@ impl Actor {
         };
         let receive = self.next_receive_deadline();
         let delayed = self.delayed.first_due();
+        let flow = self.flow_deadline();
         heads
             .chain(lease)
             .chain(idle)
             .chain(receive)
             .chain(delayed)
+            .chain(flow)
             .min()
     }
 
