@@ -99,8 +99,8 @@ enum Service {
         handler: StreamHandler,
         limits: Arc<ConnectionLimits>,
     },
-    /// An HTTP service (health today; management, SQS/SNS later) on axum.
-    Http(Router),
+    /// An HTTP service (health; the AWS APIs) on axum, with its connection limit.
+    Http(Router, usize),
 }
 
 /// One row of the listener table: a front end's name (as logged in `listener=<name>` and passed to
@@ -131,11 +131,11 @@ impl ListenerSpec {
         }
     }
 
-    fn http(name: &'static str, addr: SocketAddr, router: Router) -> Self {
+    fn http(name: &'static str, addr: SocketAddr, router: Router, max_connections: usize) -> Self {
         Self {
             name,
             addr,
-            service: Service::Http(router),
+            service: Service::Http(router, max_connections),
         }
     }
 }
@@ -207,7 +207,8 @@ fn listener_table(
         max_handshakes: config.amqp.max_handshakes,
         handshake_timeout: Duration::from_secs(config.amqp.handshake_timeout_secs),
     };
-    let amqp_budget = fit_budget("amqp", amqp_budget);
+    let reserved = reserved_descriptors(config);
+    let amqp_budget = fit_budget("amqp", amqp_budget, reserved);
     let amqp_limits = Arc::new(ConnectionLimits::new("amqp", amqp_budget, tenants.clone()));
     let mqtt = mqtt_handler(config, broker, lifecycle);
     let mqtt_budget = Budget {
@@ -217,7 +218,7 @@ fn listener_table(
     };
     let mqtt_limits = Arc::new(ConnectionLimits::new(
         "mqtt",
-        fit_budget("mqtt", mqtt_budget),
+        fit_budget("mqtt", mqtt_budget, reserved),
         tenants,
     ));
     let mqtt_ws = mqtt_websocket_handler(config, &mqtt, lifecycle);
@@ -231,11 +232,21 @@ fn listener_table(
             &mqtt_ws,
             &mqtt_limits,
         ),
-        ListenerSpec::http("http", config.http.addr(), admin::router(broker.clone())),
+        ListenerSpec::http(
+            "http",
+            config.http.addr(),
+            admin::router(broker.clone()),
+            transport::fd::HTTP_MAX_CONNECTIONS,
+        ),
     ];
     if config.aws.enabled {
         let aws = aws::router(AwsContext::new(broker.clone(), &config.aws));
-        table.push(ListenerSpec::http("aws", config.aws.addr(), aws));
+        table.push(ListenerSpec::http(
+            "aws",
+            config.aws.addr(),
+            aws,
+            config.aws.max_connections,
+        ));
     }
     if let Some(tls) = tls {
         let addr = config.amqp.tls_addr();
@@ -266,17 +277,28 @@ fn listener_table(
     table
 }
 
+/// Descriptors the stream protocols' budgets must leave: the store's, the HTTP listener's and the runtime's
+/// ([`transport::fd::RESERVED_DESCRIPTORS`]) and the AWS listener's connections when it runs.
+fn reserved_descriptors(config: &Config) -> u64 {
+    let aws = if config.aws.enabled {
+        config.aws.max_connections as u64
+    } else {
+        0
+    };
+    transport::fd::RESERVED_DESCRIPTORS + aws
+}
+
 /// `budget`, lowered (with a warning naming the options) when the open-file limit cannot hold it next to the
-/// descriptors reserved for the store. With more protocols the limit will have to be shared out among them.
-fn fit_budget(protocol: &'static str, budget: Budget) -> Budget {
+/// `reserved` descriptors. With more protocols the limit will have to be shared out among them.
+fn fit_budget(protocol: &'static str, budget: Budget, reserved: u64) -> Budget {
     let soft_limit = transport::fd::soft_limit();
-    let Some(fitted) = transport::fd::fit(budget, soft_limit) else {
+    let Some(fitted) = transport::fd::fit(budget, soft_limit, reserved) else {
         return budget;
     };
     warn!(
         protocol,
         open_files = soft_limit,
-        reserved = transport::fd::RESERVED_DESCRIPTORS,
+        reserved,
         max_connections = fitted.max_connections,
         max_handshakes = fitted.max_handshakes,
         configured_max_connections = budget.max_connections,
@@ -467,10 +489,10 @@ fn serve(
                 let accept = transport::serve_listener(socket, options, handler, lifecycle.clone());
                 listeners.spawn(accept);
             }
-            Service::Http(router) => {
+            Service::Http(router, max_connections) => {
                 let stop = lifecycle.stop_accepting.clone();
                 listeners.spawn(async move {
-                    if let Err(e) = admin::serve(socket, router, stop).await {
+                    if let Err(e) = admin::serve(socket, router, max_connections, stop).await {
                         error!(listener = name, error = %e, "HTTP listener failed");
                     }
                 });

@@ -185,3 +185,23 @@ async fn sts_get_caller_identity_answers_the_account() {
     ));
     assert_eq!(between(&me.body, "<Account>", "</Account>"), "123456789012");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_beyond_the_http_limit_do_not_lock_clients_out() {
+    let broker = TestBroker::start().await;
+    let addr = broker.listener("aws");
+    // Held open and silent, as an SDK's pooled keep-alive connections are between requests: more than the
+    // health listener's 64, fewer than `aws.max_connections`.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        json(addr, "ListQueues", "{}"),
+    )
+    .await
+    .expect("a new client is answered while 200 connections sit idle");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    drop(idle);
+}

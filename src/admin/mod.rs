@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::core::Broker;
-use crate::transport::fd::HTTP_MAX_CONNECTIONS;
 
 /// Pause after an accept error (e.g. out of descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -33,16 +32,19 @@ pub fn router(broker: Broker) -> Router {
 }
 
 /// Serve `router` on `listener` until `shutdown` is cancelled; requests in flight then finish first. At most
-/// [`HTTP_MAX_CONNECTIONS`] are open at once (they are part of the descriptors reserved beside the store);
-/// more wait in the listen backlog.
+/// `max_connections` are open at once (the HTTP listener's
+/// [`HTTP_MAX_CONNECTIONS`](crate::transport::fd::HTTP_MAX_CONNECTIONS) are part of the
+/// descriptors reserved beside the store, the AWS listener's are set aside at start-up); more wait in the
+/// listen backlog.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = Limited {
         inner: listener,
-        permits: Arc::new(Semaphore::new(HTTP_MAX_CONNECTIONS)),
+        permits: Arc::new(Semaphore::new(max_connections)),
     };
     // The peer address reaches handlers that ask for it (the AWS APIs accept unsigned requests from loopback).
     axum::serve(

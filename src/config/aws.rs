@@ -31,6 +31,9 @@ pub struct AwsConfig {
     pub region: String,
     /// Largest request body accepted, in bytes; larger ones are refused before they are read.
     pub max_request_bytes: u64,
+    /// Concurrent connections (SDK clients keep theirs open between requests); more wait in the listen
+    /// backlog. They are set aside from the open-file limit before the AMQP and MQTT budgets are fitted.
+    pub max_connections: usize,
     /// How far a request's `X-Amz-Date` may be from the broker's clock, in seconds (AWS: 15 minutes).
     pub clock_skew_secs: u64,
     /// Keys whose signatures are verified. None: any key is accepted, from loopback clients only.
@@ -46,6 +49,7 @@ impl Default for AwsConfig {
             account_id: "123456789012".to_owned(),
             region: "us-east-1".to_owned(),
             max_request_bytes: 4 * MIB,
+            max_connections: 1024,
             clock_skew_secs: 900,
             keys: Vec::new(),
         }
@@ -67,6 +71,12 @@ impl AwsConfig {
         }
         if self.region.is_empty() {
             return Err(ConfigError::invalid("aws.region", "must not be empty"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "aws.max_connections",
+                "must be at least 1",
+            ));
         }
         // SendMessageBatch carries up to 1 MiB of bodies; the Query form may percent-encode them to 3x.
         if self.max_request_bytes < MIB {

@@ -55,13 +55,13 @@ pub fn soft_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
-/// Fit one protocol's budget under `soft_limit` less [`RESERVED_DESCRIPTORS`]: unchanged when it fits,
-/// otherwise the handshake budget is cut to a quarter of what is available and `max_connections` gets the
-/// rest (at least one of each). Returns `None` when nothing had to change.
-pub fn fit(budget: Budget, soft_limit: Option<u64>) -> Option<Budget> {
+/// Fit one protocol's budget under `soft_limit` less `reserved` (at least [`RESERVED_DESCRIPTORS`], plus
+/// what other listeners set aside): unchanged when it fits, otherwise the handshake budget is cut to a
+/// quarter of what is available and `max_connections` gets the rest (at least one of each). Returns `None`
+/// when nothing had to change.
+pub fn fit(budget: Budget, soft_limit: Option<u64>, reserved: u64) -> Option<Budget> {
     let limit = soft_limit?;
-    let available =
-        usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
+    let available = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
     if budget.max_connections.saturating_add(budget.max_handshakes) <= available {
         return None;
     }
@@ -89,13 +89,20 @@ mod tests {
 
     #[test]
     fn a_budget_that_fits_is_left_alone() {
-        assert_eq!(fit(budget(10_000, 1_000), Some(1 << 20)), None);
-        assert_eq!(fit(budget(10_000, 1_000), None), None, "unlimited");
+        assert_eq!(
+            fit(budget(10_000, 1_000), Some(1 << 20), RESERVED_DESCRIPTORS),
+            None
+        );
+        assert_eq!(
+            fit(budget(10_000, 1_000), None, RESERVED_DESCRIPTORS),
+            None,
+            "unlimited"
+        );
     }
 
     #[test]
     fn a_budget_over_the_limit_leaves_the_reserve_free() {
-        let fitted = fit(budget(10_000, 1_000), Some(1024)).expect("clamped");
+        let fitted = fit(budget(10_000, 1_000), Some(1024), RESERVED_DESCRIPTORS).expect("clamped");
         let available = 1024 - RESERVED_DESCRIPTORS as usize;
         assert_eq!(fitted.max_handshakes, available / 4);
         assert_eq!(
@@ -103,7 +110,7 @@ mod tests {
             available,
             "connections take what the reserve leaves"
         );
-        let tiny = fit(budget(10, 10), Some(16)).expect("clamped");
+        let tiny = fit(budget(10, 10), Some(16), RESERVED_DESCRIPTORS).expect("clamped");
         assert_eq!((tiny.max_connections, tiny.max_handshakes), (1, 1));
     }
 
