@@ -293,16 +293,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     }
 
     /// Declares and consumes the session's queue if it is not yet.
-    async fn ensure_session_queue(&mut self) -> Result<(), CoreError> {
+    /// Declares the session's queue unless it is consumed already; whether it still has to be consumed.
+    async fn declare_session_queue(&mut self) -> Result<bool, CoreError> {
         if self.subs.own_consumer().is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let name = self.subs.queue_name.clone();
         self.est
             .core
             .declare_queue(&name, self.subs.queue_options())
             .await?;
-        self.consume(&name, None).await
+        Ok(true)
     }
 
     pub async fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), MqttError> {
@@ -378,7 +379,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         }
     }
 
-    /// Binds the subscription's queue (replacing `old`'s binding) and consumes it.
+    /// Binds the subscription's queue (replacing `old`'s binding) and consumes it. The binding is made before
+    /// the consumer is attached (a round trip to the queue), so that a publish another client sends right
+    /// after this SUBSCRIBE is routed to the queue and delivered once the consumer is there.
     async fn bind(
         &mut self,
         sub: &Subscription,
@@ -386,8 +389,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     ) -> Result<(), CoreError> {
         let queue = match &sub.share {
             None => {
-                self.ensure_session_queue().await?;
-                self.subs.queue_name.clone()
+                let consume = self.declare_session_queue().await?;
+                let queue = self.subs.queue_name.clone();
+                if let Some(old) = old {
+                    self.est.core.bind(&binding(&queue, old), BindOp::Unbind)?;
+                }
+                self.est.core.bind(&binding(&queue, sub), BindOp::Bind)?;
+                if consume && let Err(e) = self.consume(&queue, None).await {
+                    let _ = self.est.core.bind(&binding(&queue, sub), BindOp::Unbind);
+                    return Err(e);
+                }
+                return Ok(());
             }
             Some(queue) => queue.clone(),
         };
