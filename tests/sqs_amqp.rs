@@ -7,7 +7,7 @@ mod aws_support;
 mod common;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use aws_support::any_client;
+use aws_support::{any_client, create_queue};
 use common::TestBroker;
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -17,14 +17,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 async fn amqp_publishes_are_received_over_sqs_with_headers_as_attributes() {
     let broker = TestBroker::start().await;
     let client = any_client(broker.listener("aws"));
-    let url = client
-        .create_queue()
-        .queue_name("shared")
-        .send()
-        .await
-        .expect("create")
-        .queue_url
-        .expect("url");
+    let url = create_queue(&client, "shared", &[]).await;
     let (_conn, ch) = broker.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -68,14 +61,7 @@ async fn amqp_publishes_are_received_over_sqs_with_headers_as_attributes() {
 async fn sqs_sends_are_consumed_over_amqp_with_attributes_as_headers() {
     let broker = TestBroker::start().await;
     let client = any_client(broker.listener("aws"));
-    let url = client
-        .create_queue()
-        .queue_name("to-amqp")
-        .send()
-        .await
-        .expect("create")
-        .queue_url
-        .expect("url");
+    let url = create_queue(&client, "to-amqp", &[]).await;
     let attr = MessageAttributeValue::builder()
         .data_type("String")
         .string_value("v")
@@ -189,14 +175,7 @@ async fn visible_and_delayed(client: &aws_sdk_sqs::Client, url: &str) -> (String
 async fn a_delayed_sqs_message_is_held_from_amqp_consumers_too_and_across_a_restart() {
     let broker = TestBroker::journal().await;
     let client = any_client(broker.listener("aws"));
-    let url = client
-        .create_queue()
-        .queue_name("later")
-        .send()
-        .await
-        .expect("create")
-        .queue_url
-        .expect("url");
+    let url = create_queue(&client, "later", &[]).await;
     let sent = std::time::Instant::now();
     for (body, delay) in [("now", 0), ("in three seconds", 3)] {
         client

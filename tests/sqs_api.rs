@@ -25,15 +25,7 @@ async fn start() -> (TestBroker, Client) {
 }
 
 async fn create(client: &Client, name: &str, attrs: &[(QueueAttributeName, &str)]) -> String {
-    let mut req = client.create_queue().queue_name(name);
-    for (k, v) in attrs {
-        req = req.attributes(k.clone(), *v);
-    }
-    req.send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url")
+    aws_support::create_queue(client, name, attrs).await
 }
 
 /// A plain SendMessage.

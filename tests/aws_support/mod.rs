@@ -37,6 +37,23 @@ pub fn any_client(addr: SocketAddr) -> Client {
     sqs_client(addr, "AKIDANY", "anything")
 }
 
+/// Creates queue `name` with `attrs` and returns its URL.
+pub async fn create_queue(
+    client: &Client,
+    name: &str,
+    attrs: &[(aws_sdk_sqs::types::QueueAttributeName, &str)],
+) -> String {
+    let mut req = client.create_queue().queue_name(name);
+    for (k, v) in attrs {
+        req = req.attributes(k.clone(), *v);
+    }
+    req.send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
+}
+
 /// A reply: status, headers (lower-case names) and body.
 #[derive(Debug)]
 pub struct RawReply {
