@@ -222,3 +222,29 @@ async fn a_delayed_sqs_message_is_held_from_amqp_consumers_too_and_across_a_rest
         ("0".into(), "0".into())
     );
 }
+
+#[tokio::test]
+async fn a_delayed_message_is_received_by_a_short_poll_as_soon_as_it_is_due_on_a_journaled_broker()
+{
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let url = create_queue(&client, "soon", &[]).await;
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("one second")
+        .delay_seconds(1)
+        .send()
+        .await
+        .expect("send");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // No WaitTimeSeconds: the body must be at hand when the message falls due, not still on disk.
+    let got = client
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(got.messages().len(), 1, "{got:?}");
+    assert_eq!(got.messages()[0].body(), Some("one second"));
+}

@@ -1,9 +1,10 @@
 //! Delayed messages: a message whose `deliver_at` annotation (SQS DelaySeconds) is in the future is held aside,
 //! out of the ready lists, until it is due, and then appended to its level with a new tag, as if published then
 //! (it never had a tag of its level: the paged tail relies on a level's tags being consecutive). While it waits
-//! it is counted as delayed, not ready (SQS ApproximateNumberOfMessagesDelayed), and one with a store copy
-//! keeps only its store id (its body is read back like a paged one once due), so a large delayed backlog costs
-//! about an entry per message. After a restart delayed messages come back as ready ones; the ones found not due
+//! it is counted as delayed, not ready (SQS ApproximateNumberOfMessagesDelayed). Delayed bodies are kept up to
+//! the same budget as ready ones ([`PAGE_BUDGET_MESSAGES`], [`PAGE_BUDGET_BYTES`]), so a message due soon is
+//! ready to hand out the moment it is due; beyond the budget one with a store copy keeps only its store id (its
+//! body is read back like a paged one once due), so a large delayed backlog costs about an entry per message. After a restart delayed messages come back as ready ones; the ones found not due
 //! when they reach the front of the queue go back aside (`Actor::pop_ready`).
 
 use std::collections::BTreeMap;
@@ -15,6 +16,9 @@ use super::*;
 pub(super) struct Delayed {
     by_due: BTreeMap<(Instant, u64), Entry>,
     arrivals: u64,
+    /// Delayed entries holding their body, and those bodies' bytes.
+    loaded: usize,
+    loaded_bytes: u64,
 }
 
 impl Delayed {
@@ -29,7 +33,14 @@ impl Delayed {
 
     /// Every delayed entry, taken out.
     pub(super) fn drain(&mut self) -> impl Iterator<Item = Entry> + use<> {
+        self.loaded = 0;
+        self.loaded_bytes = 0;
         std::mem::take(&mut self.by_due).into_values()
+    }
+
+    fn over_budget(&self, size: u32) -> bool {
+        self.loaded >= PAGE_BUDGET_MESSAGES
+            || self.loaded_bytes + u64::from(size) > PAGE_BUDGET_BYTES
     }
 
     /// The delayed entries (loaded or not).
@@ -46,11 +57,17 @@ pub(super) fn delayed_until(message: &Message) -> Option<Instant> {
 }
 
 impl Actor {
-    /// Holds `entry` aside until `until` (its body goes if the store can read it back).
+    /// Holds `entry` aside until `until` (beyond the budget, its body goes if the store can read it back).
     pub(super) fn hold(&mut self, mut entry: Entry, until: Instant) {
-        if self.pages && entry.store_id.get().is_some() && entry.message.is_some() {
-            self.memory.sub(entry.cost());
-            entry.message = None;
+        if entry.message.is_some() {
+            if self.pages && entry.store_id.get().is_some() && self.delayed.over_budget(entry.size)
+            {
+                self.memory.sub(entry.cost());
+                entry.message = None;
+            } else {
+                self.delayed.loaded += 1;
+                self.delayed.loaded_bytes += u64::from(entry.size);
+            }
         }
         let d = &mut self.delayed;
         d.arrivals += 1;
@@ -64,6 +81,10 @@ impl Actor {
                 break;
             }
             let mut entry = entry.remove();
+            if entry.message.is_some() {
+                self.delayed.loaded -= 1;
+                self.delayed.loaded_bytes -= u64::from(entry.size);
+            }
             entry.tag = self.take_tag(entry.priority);
             self.push_ready(entry);
         }
