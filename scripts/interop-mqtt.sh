@@ -4,7 +4,7 @@
 # --peer, against Mosquitto from ../shared/peers/start.sh (127.0.0.1:1884), printing the pass counts side by side.
 #   scripts/interop-mqtt.sh [--peer]
 # FERRYMQ_INTEROP_PROFILE=debug uses the debug build (what CI has built already) instead of release;
-# FERRYMQ_INTEROP_MQTT_PORT (default 1885) is where FerryMQ listens; PAHO_TIMEOUT (default 60) bounds each test.
+# FERRYMQ_INTEROP_MQTT_PORT (default 1885) is where FerryMQ listens for v3 (v5: the next port); PAHO_TIMEOUT (default 60) bounds each test.
 # FerryMQ runs with config/mqtt-interop.toml: the Server Keep Alive and the topic permission refusing
 # `test/nosubscribe` that test_server_keep_alive and test_subscribe_failure expect (Mosquitto is not set up so).
 # Exit status: 0 when FerryMQ passed every test of both versions, 1 otherwise.
@@ -29,8 +29,9 @@ paho() { # version port: run the suite, print its lines, return its status
   python3 -B "$paho" --version "$1" --host 127.0.0.1 --port "$2" --timeout "$timeout"
 }
 
-with_ferrymq() { # run "$@" against a fresh broker on $port
-  local data pid rc=0
+with_ferrymq() { # port command...: run the command against a fresh broker on that port
+  local port="$1" data pid rc=0
+  shift
   data=$(mktemp -d)
   RUST_LOG=warn "$broker" --config config/mqtt-interop.toml --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 \
     --http-port 0 --aws-port 0 --mqtt-port "$port" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 \
@@ -46,12 +47,23 @@ with_ferrymq() { # run "$@" against a fresh broker on $port
 
 summary=()
 status=0
+# The two suites run at once, each against a broker of its own (v3 on $port, v5 on the next port): they spend
+# most of their time in the tests' own sleeps.
+outs=$(mktemp -d)
+pids=()
 for version in 3 5; do
-  echo "== Paho MQTT v$version against FerryMQ (127.0.0.1:$port)"
-  out=$(with_ferrymq paho "$version" "$port" 2>&1) || status=1
-  echo "$out"
-  summary+=("v$version FerryMQ: $(echo "$out" | tail -n 1)")
+  p=$((port + version / 5))
+  (with_ferrymq "$p" paho "$version" "$p" >"$outs/v$version" 2>&1; echo $? >"$outs/v$version.rc") &
+  pids+=($!)
 done
+wait "${pids[@]}"
+for version in 3 5; do
+  echo "== Paho MQTT v$version against FerryMQ (127.0.0.1:$((port + version / 5)))"
+  cat "$outs/v$version"
+  [ "$(cat "$outs/v$version.rc")" = 0 ] || status=1
+  summary+=("v$version FerryMQ: $(tail -n 1 "$outs/v$version")")
+done
+rm -rf "$outs"
 
 if [ "${1:-}" = "--peer" ]; then
   ../shared/peers/start.sh mosquitto >/dev/null 2>&1 || true
