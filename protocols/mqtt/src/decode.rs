@@ -337,7 +337,16 @@ fn filters<T>(
 fn suback(v: ProtocolVersion, ctx: Ctx, r: &mut Reader) -> Result<SubAck, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = v5_properties(v, ctx, r)?;
-    let reasons = r.rest().iter().map(|&code| ReasonCode(code)).collect();
+    let codes = r.rest();
+    // 3.1/3.1.1 SUBACK return codes are 0x00, 0x01, 0x02 or 0x80; the others are reserved [MQTT-3.9.3-2].
+    if !v.is_v5() && ctx == Ctx::SubAck && codes.iter().any(|c| !matches!(c, 0..=2 | 0x80)) {
+        return Err(DecodeError::Malformed("reserved SUBACK return code"));
+    }
+    // A 3.1/3.1.1 UNSUBACK is its packet id alone (remaining length 2).
+    if !v.is_v5() && ctx == Ctx::UnsubAck && !codes.is_empty() {
+        return Err(DecodeError::Length("bytes after the last field"));
+    }
+    let reasons = codes.iter().map(|&code| ReasonCode(code)).collect();
     Ok(SubAck {
         packet_id,
         reasons,

@@ -270,3 +270,35 @@ fn topic_filters_follow_the_wildcard_rules() {
     assert_eq!(topic::shared("$share/g"), Some(Err(())));
     assert_eq!(topic::shared("a/b"), None);
 }
+
+/// Found by the mqtt_packets fuzz target: a 3.1.1 SUBACK with reserved return codes decoded, and re-encoded
+/// as 0x80, so it did not round-trip.
+#[test]
+fn v3_suback_with_a_reserved_return_code_is_malformed() {
+    assert_error(
+        &[0x90, 0x04, 0x00, 0x0A, 0x00, 0xFF],
+        V311,
+        DecodeError::Malformed("reserved SUBACK return code"),
+        ReasonCode::MALFORMED_PACKET,
+    );
+    let ok = decode(&[0x90, 0x06, 0x00, 0x0A, 0x00, 0x01, 0x02, 0x80], V311).unwrap();
+    assert!(matches!(ok, Some(Packet::SubAck(s)) if s.reasons.len() == 4));
+    // In 5.0 any reason code byte decodes (unknown ones are the caller's to refuse).
+    assert!(decode(&[0x90, 0x04, 0x00, 0x0A, 0x00, 0xEA], V5).is_ok());
+}
+
+/// Found by the mqtt_packets fuzz target: a 3.1.1 UNSUBACK with bytes after its packet id decoded, and
+/// re-encoded without them.
+#[test]
+fn v3_unsuback_with_a_payload_is_malformed() {
+    assert_error(
+        &[0xB0, 0x03, 0xCB, 0xCB, 0xCB],
+        V311,
+        DecodeError::Length("bytes after the last field"),
+        ReasonCode::MALFORMED_PACKET,
+    );
+    assert!(matches!(
+        decode(&[0xB0, 0x02, 0xCB, 0xCB], V311).unwrap(),
+        Some(Packet::UnsubAck(_))
+    ));
+}
