@@ -7,7 +7,7 @@ mod aws_support;
 mod common;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use aws_support::{any_client, create_queue};
+use aws_support::{any_client, create_queue, receive};
 use common::TestBroker;
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -145,12 +145,7 @@ async fn queues_attributes_and_messages_survive_a_restart() {
         .await
         .expect("tags");
     assert_eq!(tags.tags().expect("tags")["team"], "core");
-    let got = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive");
+    let got = receive(&client, &url).await;
     assert_eq!(got.messages()[0].body(), Some("kept"));
 }
 
@@ -239,12 +234,7 @@ async fn a_delayed_message_is_received_by_a_short_poll_as_soon_as_it_is_due_on_a
         .expect("send");
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     // No WaitTimeSeconds: the body must be at hand when the message falls due, not still on disk.
-    let got = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive");
+    let got = receive(&client, &url).await;
     assert_eq!(got.messages().len(), 1, "{got:?}");
     assert_eq!(got.messages()[0].body(), Some("one second"));
 }

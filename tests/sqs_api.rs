@@ -14,7 +14,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use aws_support::any_client;
+use aws_support::{any_client, receive};
 use common::TestBroker;
 use md5::{Digest, Md5};
 
@@ -37,19 +37,6 @@ async fn send(client: &Client, url: &str, body: &str) {
         .send()
         .await
         .expect("send");
-}
-
-/// A plain ReceiveMessage (one message at most, no wait).
-async fn receive(
-    client: &Client,
-    url: &str,
-) -> aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput {
-    client
-        .receive_message()
-        .queue_url(url)
-        .send()
-        .await
-        .expect("receive")
 }
 
 fn md5_hex(bytes: &[u8]) -> String {

@@ -6,7 +6,7 @@
 mod aws_support;
 mod common;
 
-use aws_support::{KEY_ID, SECRET, json, sqs_client};
+use aws_support::{KEY_ID, SECRET, json, receive, sqs_client};
 use common::TestBroker;
 use ferrymq::config::AwsKeyConfig;
 
@@ -39,12 +39,7 @@ async fn signed_requests_with_a_configured_key_are_served() {
         .send()
         .await
         .expect("send");
-    let got = client
-        .receive_message()
-        .queue_url(&url)
-        .send()
-        .await
-        .expect("receive");
+    let got = receive(&client, &url).await;
     assert_eq!(got.messages().len(), 1);
 }
 

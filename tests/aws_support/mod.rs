@@ -54,6 +54,19 @@ pub async fn create_queue(
         .expect("queue url")
 }
 
+/// A plain ReceiveMessage (one message at most, no wait).
+pub async fn receive(
+    client: &Client,
+    url: &str,
+) -> aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput {
+    client
+        .receive_message()
+        .queue_url(url)
+        .send()
+        .await
+        .expect("receive")
+}
+
 /// A reply: status, headers (lower-case names) and body.
 #[derive(Debug)]
 pub struct RawReply {
