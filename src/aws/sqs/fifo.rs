@@ -69,10 +69,13 @@ impl FifoState {
     pub fn next_sequence(&self, queue: &str) -> String {
         let mut queues = self.lock();
         let q = queues.entry(queue.to_owned()).or_default();
-        let floor = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        q.sequence = (q.sequence + 1).max(if q.sequence == 0 { floor } else { 0 });
+        q.sequence = if q.sequence == 0 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64)
+        } else {
+            q.sequence + 1
+        };
         format!("{:020}", q.sequence)
     }
 

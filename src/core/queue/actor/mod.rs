@@ -449,19 +449,17 @@ impl Actor {
                     .inspect_err(|e| error!(queue = %self.me.name, id = m.id, error = %e, "recovered message unreadable; left on disk"))
                     .ok()
             });
+            let loaded = loaded.map(Arc::new);
             if let Some(message) = &loaded
                 && let Some(until) = delay::delayed_until(message)
             {
-                let entry =
-                    self.new_entry(Arc::new(message.clone()), Some(m.id), 0, true, published);
+                let entry = self.new_entry(message.clone(), Some(m.id), 0, true, published);
                 self.hold(entry, until);
                 continue;
             }
             let tag = self.take_tag(m.priority);
             let entry = match loaded {
-                Some(message) => {
-                    self.new_entry(Arc::new(message), Some(m.id), tag, true, published)
-                }
+                Some(message) => self.new_entry(message, Some(m.id), tag, true, published),
                 None => Entry {
                     tag,
                     message: None,
