@@ -9,6 +9,8 @@
 # Scenarios, each against FerryMQ then RabbitMQ:
 #   a  transient, 16 B, 1 publisher / 1 consumer, as fast as possible       (target: >= 1M msg/s, >= 8x RabbitMQ)
 #   b  transient, 16 B, fixed 5000 msg/s: latency                          (target: p99 < 0.2 ms)
+#      preceded by `ferrymq-bench floor`: the same records and rate through a null forwarder process, the
+#      machine's latency floor for this shape (docs/ARCHITECTURE.md §9)
 #   c  persistent + publisher confirms + manual acks, 1 KiB                 (target: no slower than BASELINE)
 #   a through the relay (a plain TCP forwarder in front of each broker): the cost of moving the bytes alone.
 #
@@ -118,6 +120,15 @@ targets=()
 [ ${#targets[@]} -gt 0 ] || { log "no broker to benchmark"; exit 1; }
 
 for scenario in $SCENARIOS; do
+  if [ "$scenario" = b ]; then
+    # The machine's own floor for this shape: the same records at the same rate through a null forwarder.
+    log "run floor-b-latency-5k"
+    if line="$("$BENCH" floor --rate 5000 --duration "$DURATION" --label floor-b-latency-5k)"; then
+      emit "$line"
+    else
+      log "run floor-b-latency-5k failed"
+    fi
+  fi
   for t in "${targets[@]}"; do
     IFS=: read -r name port pid <<<"$t"
     case "$scenario" in

@@ -1,7 +1,7 @@
 //! `ferrymq-bench`, the load generator, as a library its binary (`main.rs`) drives: the shared parts are here
 //! (run options every protocol takes, the latency histogram, the broker process sampler reading RSS and CPU
-//! from /proc, the one-line JSON report), the protocol drivers in `amqp` and `sqs` and the TCP baseline in
-//! `relay`.
+//! from /proc, the one-line JSON report), the protocol drivers in `amqp` and `sqs`, the TCP baseline in
+//! `relay` and the machine's latency floor in `floor`.
 //! It is its own workspace crate so that its client libraries (lapin, hdrhistogram) stay out of the broker.
 //!
 //! A protocol driver (`amqp`, `mqtt`) sets up its connections, starts a [`Sampler`] when the first message
@@ -9,6 +9,7 @@
 //! `amqp.rs` and `mqtt.rs` with their own `Args` and reuse everything here.
 
 pub mod amqp;
+pub mod floor;
 pub mod mqtt;
 pub mod relay;
 pub mod sqs;

@@ -4,6 +4,7 @@
 //!   ferrymq-bench sqs --endpoint http://127.0.0.1:9324 --endpoint http://127.0.0.1:5000 --duration 10
 //!   ferrymq-bench mqtt --port 1883 --qos 1 --subscribers 10 --duration 10
 //!   ferrymq-bench mqtt --port 1883 --scenario idle --connections 15000 --pid PID
+//!   ferrymq-bench floor --rate 5000 --duration 10
 //!   ferrymq-bench relay --listen 127.0.0.1:5690 --target 127.0.0.1:5672
 //!
 //! See docs/ARCHITECTURE.md §9 for the method (same machine, same run, compare ratios). This file is
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ferrymq_bench::{amqp, mqtt, relay, sqs};
+use ferrymq_bench::{amqp, floor, mqtt, relay, sqs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +39,9 @@ enum Command {
     /// MQTT 3.1.1 load: QoS 0/1/2 publish/subscribe and fan-out (`--scenario flow`), or many idle
     /// connections (`--scenario idle`).
     Mqtt(mqtt::Args),
+    /// The machine's latency floor: timestamped records at a fixed rate through a null forwarder in a
+    /// second process (the topology of `amqp --rate`, with no broker work).
+    Floor(floor::Args),
     /// Trivial TCP forwarder, the "relay" baseline: bench through it to see the machine's limit.
     Relay(relay::Args),
 }
@@ -64,6 +68,7 @@ fn run() -> anyhow::Result<()> {
         match cli.command {
             Command::Amqp(a) => amqp::run(a).await,
             Command::Mqtt(a) => mqtt::run(a).await,
+            Command::Floor(a) => floor::run(a).await,
             Command::Relay(a) => relay::run(a).await,
             Command::Sqs(a) => sqs::run(a).await,
         }
