@@ -238,3 +238,73 @@ async fn a_delayed_message_is_received_by_a_short_poll_as_soon_as_it_is_due_on_a
     assert_eq!(got.messages().len(), 1, "{got:?}");
     assert_eq!(got.messages()[0].body(), Some("one second"));
 }
+
+#[tokio::test]
+async fn messages_past_their_retention_leave_the_queue_unread_even_across_a_restart() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    // moto's range (1 s and up) is accepted, so the test need not wait AWS's 60 s minimum.
+    let short = create_queue(
+        &client,
+        "short-lived",
+        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
+    )
+    .await;
+    let long = create_queue(&client, "long-lived", &[]).await;
+    for url in [&short, &long] {
+        for i in 0..20 {
+            client
+                .send_message()
+                .queue_url(url)
+                .message_body(format!("message {i}"))
+                .send()
+                .await
+                .expect("send");
+        }
+    }
+    assert_eq!(visible_and_delayed(&client, &short).await.0, "20");
+    // The deadline is journaled with the message: a restart does not give it a new lease of life.
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Nothing receives from the queue: the count drops because the queue itself drops them.
+    while visible_and_delayed(&client, &short).await.0 != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "messages past their retention are still counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(visible_and_delayed(&client, &long).await.0, "20");
+    assert!(receive(&client, &short).await.messages().is_empty());
+}
+
+#[tokio::test]
+async fn the_purge_interval_holds_across_a_restart() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let url = create_queue(&client, "purged", &[]).await;
+    client
+        .purge_queue()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("first purge");
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    let again = client.purge_queue().queue_url(&url).send().await;
+    let err = again.expect_err("a second purge within 60 s, after a restart");
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_purge_queue_in_progress()),
+        "{err:?}"
+    );
+    // Another queue is not held back by it.
+    let other = create_queue(&client, "other", &[]).await;
+    client
+        .purge_queue()
+        .queue_url(&other)
+        .send()
+        .await
+        .expect("purge of another queue");
+}

@@ -15,6 +15,7 @@ const ATTRIBUTES: &str = "attributes";
 const TAGS: &str = "tags";
 const CREATED: &str = "created";
 const MODIFIED: &str = "modified";
+const PURGED: &str = "purged";
 
 /// Attributes a client may set (all but `FifoQueue`, which only CreateQueue takes).
 const SETTABLE: &[&str] = &[
@@ -64,6 +65,9 @@ pub struct Stored {
     pub tags: BTreeMap<String, String>,
     pub created_ms: u64,
     pub modified_ms: u64,
+    /// When the queue was last purged (ms since the epoch; 0: never): PurgeQueue's 60 s rule holds across a
+    /// restart.
+    pub purged_ms: u64,
 }
 
 impl Stored {
@@ -81,6 +85,7 @@ impl Stored {
             tags,
             created_ms: now,
             modified_ms: now,
+            purged_ms: 0,
         }
     }
 
@@ -107,6 +112,7 @@ impl Stored {
             tags: text_map(TAGS),
             created_ms: time(CREATED),
             modified_ms: time(MODIFIED),
+            purged_ms: time(PURGED),
         }
     }
 
@@ -119,7 +125,7 @@ impl Stored {
             }
             Value::Map(h)
         };
-        let mut h = Headers::with_capacity(4);
+        let mut h = Headers::with_capacity(5);
         h.push(ATTRIBUTES, text_map(&self.attributes));
         h.push(TAGS, text_map(&self.tags));
         h.push(
@@ -130,6 +136,12 @@ impl Stored {
             MODIFIED,
             Value::I64(i64::try_from(self.modified_ms).unwrap_or(0)),
         );
+        if self.purged_ms != 0 {
+            h.push(
+                PURGED,
+                Value::I64(i64::try_from(self.purged_ms).unwrap_or(0)),
+            );
+        }
         h
     }
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Request;
-use super::attributes::QueueConfig;
+use super::attributes::{QueueConfig, Stored};
 use super::convert::{
     self, AttrValue, Attribute, DEDUP_ID, GROUP_ID, SENDER, SEQUENCE, TRACE, header_text, md5_hex,
     md5_of_attributes,
@@ -25,7 +25,9 @@ use super::input::{self, entries, opt_int, opt_str, req_str, str_list};
 use super::queues::load_quick;
 use super::receipt::Receipt;
 use crate::aws::error::AwsError;
-use crate::core::message::{Headers, Message, Protocol, TextProperties, Value as HValue, now_ms};
+use crate::core::message::{
+    Expiry, Headers, Message, Protocol, TextProperties, Value as HValue, now_ms,
+};
 use crate::core::{
     Broker, Outcome, Publisher, Receipt as CoreReceipt, ReceiveRequest, Received, Session, Settle,
 };
@@ -237,8 +239,11 @@ fn prepare(
     headers.push(SENDER, HValue::text(sender));
     let (dedup, duplicate) = fifo_fields(req, queue, cfg, entry, body, &mut headers, &mut answer)?;
     let mut message = Message::new("", queue, Bytes::copy_from_slice(body.as_bytes()));
+    let now = now_ms();
     message.properties.durable = true;
-    message.properties.timestamp_ms = Some(now_ms());
+    message.properties.timestamp_ms = Some(now);
+    // The retention as the message's deadline: the queue drops it when it is due, read or not.
+    message.properties.expiry = Some(retention_from(now, cfg.retention_secs));
     message.properties.set_text(TextProperties {
         message_id: Some(message_id),
         ..TextProperties::default()
@@ -246,7 +251,7 @@ fn prepare(
     message.headers = headers;
     message.annotations.origin = Protocol::Sqs;
     if delay > 0 {
-        message.annotations.deliver_at = std::num::NonZeroU64::new(now_ms() + delay * 1000);
+        message.annotations.deliver_at = std::num::NonZeroU64::new(now + delay * 1000);
     }
     Ok(Prepared {
         message,
@@ -254,6 +259,15 @@ fn prepare(
         dedup,
         duplicate,
     })
+}
+
+/// The deadline a queue's MessageRetentionPeriod gives a message enqueued at `since` (ms since the epoch).
+fn retention_from(since: u64, retention_secs: u64) -> Expiry {
+    let ttl_ms = retention_secs.saturating_mul(1000);
+    Expiry {
+        at_ms: since.saturating_add(ttl_ms),
+        ttl_ms,
+    }
 }
 
 /// A send's delay: its DelaySeconds (0 to 900; none on FIFO queues), else the queue's.
@@ -501,19 +515,31 @@ async fn keep(req: &Request<'_>, cfg: &QueueConfig, received: Received) -> Optio
 }
 
 /// Publishes a copy of `message` to queue `dlq` and waits until it is stored; false when it could not be.
+/// The copy expires by the destination's retention, counted as SQS does: from the original send on a
+/// standard queue, from the move on a FIFO queue.
 pub async fn move_to(
     session: &Session,
     broker: &Broker,
     dlq: &str,
     message: &Arc<Message>,
 ) -> bool {
-    if session.usable_queue(dlq).is_err() {
+    let Ok(destination) = session.usable_queue(dlq) else {
         return false;
-    }
+    };
+    let fifo = dlq.ends_with(".fifo");
+    let retention = Stored::from_core(&destination.attributes(), fifo)
+        .config()
+        .retention_secs;
     let mut copy = Message::clone(message);
     copy.exchange = String::new();
     copy.routing_key = dlq.to_owned();
     copy.annotations.deliver_at = None;
+    let now = now_ms();
+    let since = match copy.properties.timestamp_ms {
+        Some(sent) if !fifo => sent,
+        _ => now,
+    };
+    copy.properties.expiry = Some(retention_from(since, retention));
     let mut publisher = Publisher::new(session.clone());
     match publisher.publish(copy, true).await {
         Ok(CoreReceipt::Routed(c)) => c.outcome(&mut broker.sync_view()).await == Outcome::Accepted,

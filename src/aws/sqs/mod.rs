@@ -17,9 +17,7 @@ mod moves;
 mod queues;
 mod receipt;
 
-use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use serde_json::Value;
 
@@ -89,12 +87,13 @@ pub const XML_SHAPES: Shapes = Shapes {
     ],
 };
 
-/// The SQS service: a session on vhost `/` and what SQS keeps beside the core queues (purge times, FIFO
-/// deduplication and sequence numbers, move tasks), none of which must survive a restart.
+/// The SQS service: a session on vhost `/` and what SQS keeps in memory beside the core queues (FIFO
+/// deduplication and sequence numbers, move tasks); purge times are kept with the queue's attributes.
 #[derive(Debug)]
 pub struct Sqs {
     session: Result<Session, CoreError>,
-    purged: Mutex<HashMap<String, Instant>>,
+    /// Held while a PurgeQueue checks and records its time.
+    purging: Mutex<()>,
     fifo: fifo::FifoState,
     moves: moves::MoveTasks,
 }
@@ -103,7 +102,7 @@ impl Sqs {
     pub fn new(broker: &Broker) -> Self {
         Self {
             session: broker.trusted_session("sqs", DEFAULT_VHOST),
-            purged: Mutex::new(HashMap::new()),
+            purging: Mutex::new(()),
             fifo: fifo::FifoState::default(),
             moves: moves::MoveTasks::default(),
         }

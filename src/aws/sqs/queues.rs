@@ -3,7 +3,7 @@
 //! the queue's Policy) and ListDeadLetterSourceQueues.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -286,21 +286,22 @@ pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
 
 pub async fn purge(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
-    load_quick(req, &name)?;
     {
-        let mut purged = req
+        // One purge at a time decides; the time is kept with the queue's attributes (journaled).
+        let _one = req
             .sqs
-            .purged
+            .purging
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        if purged
-            .get(&name)
-            .is_some_and(|t| now.duration_since(*t) < PURGE_INTERVAL)
+        let (_, mut stored) = load_quick(req, &name)?;
+        let now = now_ms();
+        if stored.purged_ms != 0
+            && now.saturating_sub(stored.purged_ms) < PURGE_INTERVAL.as_millis() as u64
         {
             return Err(sqs_error::purge_in_progress(&name));
         }
-        purged.insert(name.clone(), now);
+        stored.purged_ms = now;
+        save(req, &name, &stored)?;
     }
     // SQS purges messages in flight too (the core's purge, like AMQP's, takes ready ones).
     let session = req.session()?;
