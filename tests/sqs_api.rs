@@ -745,6 +745,93 @@ async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
 }
 
 #[tokio::test]
+async fn a_fifo_receive_retried_with_its_attempt_id_gets_the_same_messages_and_handles() {
+    let (_broker, client) = start().await;
+    let url = create(
+        &client,
+        "attempts.fifo",
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::ContentBasedDeduplication, "true"),
+        ],
+    )
+    .await;
+    for body in ["a", "b", "c"] {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_group_id("g")
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+    let attempt = |id: &'static str| {
+        client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(2)
+            .receive_request_attempt_id(id)
+            .send()
+    };
+    let handles = |out: &aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput| {
+        out.messages()
+            .iter()
+            .map(|m| {
+                (
+                    m.body().unwrap_or_default().to_owned(),
+                    m.receipt_handle().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = handles(&attempt("try-1").await.expect("first receive"));
+    assert_eq!(
+        first.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // The group is locked: a receive without the attempt id gets nothing.
+    assert!(receive(&client, &url).await.messages().is_empty());
+    // The lost answer, asked for again: the same messages with the same receipt handles.
+    let again = handles(&attempt("try-1").await.expect("retry"));
+    assert_eq!(again, first);
+    // Another attempt id is a new receive (and the group is still locked).
+    assert!(
+        attempt("try-2")
+            .await
+            .expect("other id")
+            .messages()
+            .is_empty()
+    );
+    // Once one of its messages is deleted the attempt is spent: a retry receives anew.
+    client
+        .delete_message()
+        .queue_url(&url)
+        .receipt_handle(&first[0].1)
+        .send()
+        .await
+        .expect("delete a");
+    assert!(
+        attempt("try-1")
+            .await
+            .expect("retry after a delete")
+            .messages()
+            .is_empty()
+    );
+    let bad = client
+        .receive_message()
+        .queue_url(&url)
+        .receive_request_attempt_id("not valid")
+        .send()
+        .await
+        .expect_err("an id with a space");
+    assert_eq!(
+        bad.as_service_error().and_then(|e| e.meta().code()),
+        Some("InvalidParameterValue")
+    );
+}
+
+#[tokio::test]
 async fn each_region_is_a_namespace_of_its_own() {
     let (broker, home) = start().await;
     let west = aws_support::sqs_client_in(broker.listener("aws"), "AKIDANY", "x", "us-west-2");

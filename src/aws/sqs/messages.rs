@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Request;
+use super::attempts::{self, Attempt};
 use super::attributes::{QueueConfig, Stored};
 use super::convert::{
     self, AttrValue, Attribute, DEDUP_ID, GROUP_ID, SENDER, SEQUENCE, TRACE, header_text, md5_hex,
@@ -430,7 +431,19 @@ pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let want = Wanted::of(input);
     let session = req.session()?;
+    // A FIFO retry with the same ReceiveRequestAttemptId gets the same messages while they are still out.
+    let attempt = match opt_str(input, "ReceiveRequestAttemptId") {
+        Some(id) if cfg.fifo => {
+            attempts::check_id(id)?;
+            if let Some(answer) = retry(req, &name, id, visibility).await? {
+                return Ok(answer);
+            }
+            Some(id)
+        }
+        _ => None,
+    };
     let mut messages = Vec::new();
+    let mut leases = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let request = ReceiveRequest {
@@ -446,6 +459,7 @@ pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
         let empty = got.is_empty();
         for received in got {
             if let Some(m) = keep(req, &cfg, received).await {
+                leases.push((m.delivery.tag, m.receive_count));
                 messages.push(render(&name, &m, &want));
             }
         }
@@ -457,7 +471,59 @@ pub async fn receive(req: &Request<'_>) -> Result<Value, AwsError> {
     if messages.is_empty() {
         return Ok(json!({}));
     }
-    Ok(json!({"Messages": messages}))
+    let answer = json!({"Messages": messages});
+    if let Some(id) = attempt {
+        let bytes = messages_bytes(&answer);
+        let remembered = Attempt::new(leases, answer.clone(), bytes);
+        req.sqs.attempts.remember(&name, id, remembered);
+    }
+    Ok(answer)
+}
+
+/// The answer of an earlier receive with attempt `id`, when every message it handed out is still out under
+/// that receive's lease; their visibility timeout starts again. `None`: receive anew.
+async fn retry(
+    req: &Request<'_>,
+    queue: &str,
+    id: &str,
+    visibility: u64,
+) -> Result<Option<Value>, AwsError> {
+    let Some(earlier) = req.sqs.attempts.get(queue, id) else {
+        return Ok(None);
+    };
+    if visibility == 0 {
+        // A zero lease would make them visible again, not hand them out again.
+        req.sqs.attempts.forget(queue, id);
+        return Ok(None);
+    }
+    let q = req
+        .session()?
+        .usable_queue(queue)
+        .map_err(|e| from_core(&e))?;
+    for &(tag, receive) in &earlier.leases {
+        let still_out = q
+            .change_lease(tag, Duration::from_secs(visibility), Some(receive))
+            .await
+            .map_err(|e| from_core(&e))?;
+        if !still_out {
+            req.sqs.attempts.forget(queue, id);
+            return Ok(None);
+        }
+    }
+    Ok(Some(earlier.answer))
+}
+
+/// About what a rendered answer holds in memory: its bodies and attribute values.
+fn messages_bytes(answer: &Value) -> usize {
+    fn size(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(size).sum(),
+            Value::Object(o) => o.iter().map(|(k, v)| k.len() + size(v)).sum(),
+            _ => 8,
+        }
+    }
+    size(answer)
 }
 
 /// What a receive asked to see of each message.

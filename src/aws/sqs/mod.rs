@@ -5,8 +5,10 @@
 //! and tags are the queue's core attributes (journaled with its definition). Files: `queues` the queue actions,
 //! `messages` the message actions, `attributes` queue attributes, `convert` messages and their attributes to
 //! and from the core (MD5 digests included), `receipt` receipt handles, `input` reading request fields,
-//! `error` SQS's error vocabulary, `fifo` FIFO deduplication and sequence numbers, `moves` message move tasks.
+//! `error` SQS's error vocabulary, `fifo` FIFO deduplication and sequence numbers, `attempts` FIFO receive
+//! attempts (ReceiveRequestAttemptId), `moves` message move tasks.
 
+mod attempts;
 mod attributes;
 mod convert;
 mod error;
@@ -88,13 +90,14 @@ pub const XML_SHAPES: Shapes = Shapes {
 };
 
 /// The SQS service: a session on vhost `/` and what SQS keeps in memory beside the core queues (FIFO
-/// deduplication and sequence numbers, move tasks); purge times are kept with the queue's attributes.
+/// deduplication and sequence numbers, receive attempts, move tasks); purge times are kept with the queue's attributes.
 #[derive(Debug)]
 pub struct Sqs {
     session: Result<Session, CoreError>,
     /// Held while a PurgeQueue checks and records its time.
     purging: Mutex<()>,
     fifo: fifo::FifoState,
+    attempts: attempts::Attempts,
     moves: moves::MoveTasks,
 }
 
@@ -104,6 +107,7 @@ impl Sqs {
             session: broker.trusted_session("sqs", DEFAULT_VHOST),
             purging: Mutex::new(()),
             fifo: fifo::FifoState::default(),
+            attempts: attempts::Attempts::default(),
             moves: moves::MoveTasks::default(),
         }
     }
