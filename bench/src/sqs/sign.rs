@@ -2,8 +2,6 @@
 //! process"): POST to `/` with no query, signed headers `content-type;host;x-amz-date;x-amz-target`, payload
 //! SHA-256. The signing key is derived once per day.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -72,25 +70,11 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Now as ISO 8601 basic (`20150830T123600Z`), from days since the epoch (H. Hinnant's `civil_from_days`).
+/// Now as ISO 8601 basic (`20150830T123600Z`).
 fn amz_date_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let doe = days - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(AMZ_DATE)
+        .unwrap_or_default()
 }
