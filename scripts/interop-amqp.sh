@@ -9,37 +9,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runners=../shared/conformance/run
 port=${FERRYMQ_INTEROP_PORT:-5682}
-profile=${FERRYMQ_INTEROP_PROFILE:-release}
 
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin ferrymq
-  broker=target/release/ferrymq
-else
-  cargo build --quiet --bin ferrymq
-  broker=target/debug/ferrymq
-fi
+# shellcheck source=scripts/interop-common.sh
+. scripts/interop-common.sh
 
-up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
-
-with_ferrymq() { # run "$@" against a fresh broker
-  local data pid rc=0
-  data=$(mktemp -d)
-  RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port "$port" --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port 0 \
-    >"$data.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
-  "$@" 127.0.0.1 "$port" || rc=$?
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$data" "$data.log"
-  return $rc
-}
 
 summary=()
 status=0
 for suite in pika kombu; do
   echo "== $suite against FerryMQ (127.0.0.1:$port)"
-  out=$(with_ferrymq "$runners/$suite.sh" 2>&1) || status=1
+  out=$(with_ferrymq "$port" --amqp-port "$port" --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port 0 \
+    -- "$runners/$suite.sh" 127.0.0.1 "$port" 2>&1) || status=1
   echo "$out" | grep -E '^FAIL|passed' || true
   summary+=("$suite FerryMQ: $(echo "$out" | tail -n 1)")
 done

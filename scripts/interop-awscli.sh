@@ -7,28 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${FERRYMQ_INTEROP_AWSCLI_PORT:-19326}
-profile=${FERRYMQ_INTEROP_PROFILE:-release}
 venv=${FERRYMQ_AWSCLI_VENV:-target/awscli-venv}
 
 if [ ! -x "$venv/bin/aws" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q awscli >&2
 fi
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin ferrymq
-  broker=target/release/ferrymq
-else
-  cargo build --quiet --bin ferrymq
-  broker=target/debug/ferrymq
-fi
-
-up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
-data=$(mktemp -d)
-RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --mqtt-port 0 \
-  --mqtt-ws-port 0 --aws-port "$port" >"$data.log" 2>&1 &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.log"' EXIT
-for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
+# shellcheck source=scripts/interop-common.sh
+. scripts/interop-common.sh
 
 export AWS_ACCESS_KEY_ID=AKIDCLI AWS_SECRET_ACCESS_KEY=secret AWS_DEFAULT_REGION=us-east-1
 aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" --output text "$@"; }
@@ -66,58 +52,62 @@ fails() {
   fi
 }
 
-url=$(aws sqs create-queue --queue-name cli-q --query QueueUrl 2>&1 || true)
-check "create-queue answers the queue URL" "/123456789012/cli-q" "$url"
-check "get-queue-url" "$url" "$(aws sqs get-queue-url --queue-name cli-q 2>&1 || true)"
-check "list-queues with a prefix" "$url" "$(aws sqs list-queues --queue-name-prefix cli 2>&1 || true)"
+checks() {
+  local url body md5 sent got handle batch fifo first second
+  url=$(aws sqs create-queue --queue-name cli-q --query QueueUrl 2>&1 || true)
+  check "create-queue answers the queue URL" "/123456789012/cli-q" "$url"
+  check "get-queue-url" "$url" "$(aws sqs get-queue-url --queue-name cli-q 2>&1 || true)"
+  check "list-queues with a prefix" "$url" "$(aws sqs list-queues --queue-name-prefix cli 2>&1 || true)"
 
-body='hello from the cli'
-md5=$(printf '%s' "$body" | md5sum | cut -d' ' -f1)
-sent=$(aws sqs send-message --queue-url "$url" --message-body "$body" \
-  --message-attributes '{"colour":{"DataType":"String","StringValue":"blue"},"n":{"DataType":"Number.int","StringValue":"7"}}' \
-  --query MD5OfMessageBody 2>&1 || true)
-check "send-message answers the body's MD5" "$md5" "$sent"
-got=$(aws sqs receive-message --queue-url "$url" --attribute-names All --message-attribute-names All \
-  --output json 2>&1 || true)
-check "receive-message gets the body" "\"Body\": \"$body\"" "$got"
-check "receive-message gets a typed attribute back" '"DataType": "Number.int"' "$got"
-check "receive-message shows the receive count" '"ApproximateReceiveCount": "1"' "$got"
-handle=$(printf '%s' "$got" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Messages"][0]["ReceiptHandle"])' 2>/dev/null || true)
-aws sqs delete-message --queue-url "$url" --receipt-handle "$handle" >/dev/null 2>&1 || true
-same "delete-message empties the queue (visible, in flight)" "0	0" "$(count "$url" ApproximateNumberOfMessages ApproximateNumberOfMessagesNotVisible)"
+  body='hello from the cli'
+  md5=$(printf '%s' "$body" | md5sum | cut -d' ' -f1)
+  sent=$(aws sqs send-message --queue-url "$url" --message-body "$body" \
+    --message-attributes '{"colour":{"DataType":"String","StringValue":"blue"},"n":{"DataType":"Number.int","StringValue":"7"}}' \
+    --query MD5OfMessageBody 2>&1 || true)
+  check "send-message answers the body's MD5" "$md5" "$sent"
+  got=$(aws sqs receive-message --queue-url "$url" --attribute-names All --message-attribute-names All \
+    --output json 2>&1 || true)
+  check "receive-message gets the body" "\"Body\": \"$body\"" "$got"
+  check "receive-message gets a typed attribute back" '"DataType": "Number.int"' "$got"
+  check "receive-message shows the receive count" '"ApproximateReceiveCount": "1"' "$got"
+  handle=$(printf '%s' "$got" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Messages"][0]["ReceiptHandle"])' 2>/dev/null || true)
+  aws sqs delete-message --queue-url "$url" --receipt-handle "$handle" >/dev/null 2>&1 || true
+  same "delete-message empties the queue (visible, in flight)" "0	0" "$(count "$url" ApproximateNumberOfMessages ApproximateNumberOfMessagesNotVisible)"
 
-batch=$(aws sqs send-message-batch --queue-url "$url" \
-  --entries 'Id=a,MessageBody=one' 'Id=b,MessageBody=two' 'Id=c,MessageBody=three' \
-  --query '[length(Successful), length(Failed || `[]`)]' 2>&1 || true)
-check "send-message-batch: three successful, none failed" "3	0" "$batch"
-same "  ... and three visible" "3" "$(count "$url" ApproximateNumberOfMessages)"
-aws sqs set-queue-attributes --queue-url "$url" --attributes VisibilityTimeout=45 >/dev/null 2>&1 || true
-check "set-queue-attributes then get" "45" \
-  "$(aws sqs get-queue-attributes --queue-url "$url" --attribute-names VisibilityTimeout 2>&1 || true)"
-aws sqs tag-queue --queue-url "$url" --tags team=ferry >/dev/null 2>&1 || true
-check "tag-queue then list-queue-tags" "ferry" "$(aws sqs list-queue-tags --queue-url "$url" 2>&1 || true)"
-aws sqs purge-queue --queue-url "$url" >/dev/null 2>&1 || true
-same "purge-queue empties it" "0" "$(count "$url" ApproximateNumberOfMessages)"
-fails "a second purge within 60 s" PurgeQueueInProgress sqs purge-queue --queue-url "$url"
+  batch=$(aws sqs send-message-batch --queue-url "$url" \
+    --entries 'Id=a,MessageBody=one' 'Id=b,MessageBody=two' 'Id=c,MessageBody=three' \
+    --query '[length(Successful), length(Failed || `[]`)]' 2>&1 || true)
+  check "send-message-batch: three successful, none failed" "3	0" "$batch"
+  same "  ... and three visible" "3" "$(count "$url" ApproximateNumberOfMessages)"
+  aws sqs set-queue-attributes --queue-url "$url" --attributes VisibilityTimeout=45 >/dev/null 2>&1 || true
+  check "set-queue-attributes then get" "45" \
+    "$(aws sqs get-queue-attributes --queue-url "$url" --attribute-names VisibilityTimeout 2>&1 || true)"
+  aws sqs tag-queue --queue-url "$url" --tags team=ferry >/dev/null 2>&1 || true
+  check "tag-queue then list-queue-tags" "ferry" "$(aws sqs list-queue-tags --queue-url "$url" 2>&1 || true)"
+  aws sqs purge-queue --queue-url "$url" >/dev/null 2>&1 || true
+  same "purge-queue empties it" "0" "$(count "$url" ApproximateNumberOfMessages)"
+  fails "a second purge within 60 s" PurgeQueueInProgress sqs purge-queue --queue-url "$url"
 
-fifo=$(aws sqs create-queue --queue-name cli.fifo \
-  --attributes FifoQueue=true,ContentBasedDeduplication=true --query QueueUrl 2>&1 || true)
-check "create-queue of a FIFO queue" "/cli.fifo" "$fifo"
-first=$(aws sqs send-message --queue-url "$fifo" --message-body same --message-group-id g \
-  --query '[MessageId,SequenceNumber]' 2>&1 || true)
-second=$(aws sqs send-message --queue-url "$fifo" --message-body same --message-group-id g \
-  --query '[MessageId,SequenceNumber]' 2>&1 || true)
-check "a duplicate FIFO send answers the first send's id and sequence number" "$first" "$second"
-same "  ... and is enqueued once" "1" "$(count "$fifo" ApproximateNumberOfMessages)"
-fails "a FIFO send without a group" MissingParameter sqs send-message --queue-url "$fifo" --message-body x
+  fifo=$(aws sqs create-queue --queue-name cli.fifo \
+    --attributes FifoQueue=true,ContentBasedDeduplication=true --query QueueUrl 2>&1 || true)
+  check "create-queue of a FIFO queue" "/cli.fifo" "$fifo"
+  first=$(aws sqs send-message --queue-url "$fifo" --message-body same --message-group-id g \
+    --query '[MessageId,SequenceNumber]' 2>&1 || true)
+  second=$(aws sqs send-message --queue-url "$fifo" --message-body same --message-group-id g \
+    --query '[MessageId,SequenceNumber]' 2>&1 || true)
+  check "a duplicate FIFO send answers the first send's id and sequence number" "$first" "$second"
+  same "  ... and is enqueued once" "1" "$(count "$fifo" ApproximateNumberOfMessages)"
+  fails "a FIFO send without a group" MissingParameter sqs send-message --queue-url "$fifo" --message-body x
 
-fails "send-message to a missing queue" "NonExistentQueue" sqs send-message \
-  --queue-url "http://127.0.0.1:$port/123456789012/missing" --message-body x
-fails "an attribute out of range" InvalidAttributeValue sqs set-queue-attributes --queue-url "$url" \
-  --attributes VisibilityTimeout=99999
-aws sqs delete-queue --queue-url "$url" >/dev/null 2>&1 || true
-fails "get-queue-url after delete-queue" "NonExistentQueue" sqs get-queue-url --queue-name cli-q
-check "sts get-caller-identity" "123456789012" "$(aws sts get-caller-identity --query Account 2>&1 || true)"
+  fails "send-message to a missing queue" "NonExistentQueue" sqs send-message \
+    --queue-url "http://127.0.0.1:$port/123456789012/missing" --message-body x
+  fails "an attribute out of range" InvalidAttributeValue sqs set-queue-attributes --queue-url "$url" \
+    --attributes VisibilityTimeout=99999
+  aws sqs delete-queue --queue-url "$url" >/dev/null 2>&1 || true
+  fails "get-queue-url after delete-queue" "NonExistentQueue" sqs get-queue-url --queue-name cli-q
+  check "sts get-caller-identity" "123456789012" "$(aws sts get-caller-identity --query Account 2>&1 || true)"
+}
 
+with_ferrymq "$port" --amqp-port 0 --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port "$port" -- checks
 echo "$passed passed, $failed failed, 0 skipped"
 [ "$failed" = 0 ]

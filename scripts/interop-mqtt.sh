@@ -12,38 +12,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 paho=../shared/conformance/paho-mqtt-interop/run.py
 port=${FERRYMQ_INTEROP_MQTT_PORT:-1885}
-profile=${FERRYMQ_INTEROP_PROFILE:-release}
 timeout=${PAHO_TIMEOUT:-60}
 
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin ferrymq
-  broker=target/release/ferrymq
-else
-  cargo build --quiet --bin ferrymq
-  broker=target/debug/ferrymq
-fi
-
-up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+# shellcheck source=scripts/interop-common.sh
+. scripts/interop-common.sh
 
 paho() { # version port: run the suite, print its lines, return its status
   python3 -B "$paho" --version "$1" --host 127.0.0.1 --port "$2" --timeout "$timeout"
 }
 
-with_ferrymq() { # port command...: run the command against a fresh broker on that port
-  local port="$1" data pid rc=0
-  shift
-  data=$(mktemp -d)
-  RUST_LOG=warn "$broker" --config config/mqtt-interop.toml --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 \
-    --http-port 0 --aws-port 0 --mqtt-port "$port" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 \
-    >"$data.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
-  "$@" || rc=$?
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$data" "$data.log"
-  return $rc
-}
 
 summary=()
 status=0
@@ -53,7 +30,8 @@ outs=$(mktemp -d)
 pids=()
 for version in 3 5; do
   p=$((port + version / 5))
-  (with_ferrymq "$p" paho "$version" "$p" >"$outs/v$version" 2>&1; echo $? >"$outs/v$version.rc") &
+  (with_ferrymq "$p" --config config/mqtt-interop.toml --amqp-port 0 --http-port 0 --aws-port 0 \
+    --mqtt-port "$p" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 -- paho "$version" "$p" >"$outs/v$version" 2>&1; echo $? >"$outs/v$version.rc") &
   pids+=($!)
 done
 wait "${pids[@]}"

@@ -8,28 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runners=../shared/conformance/run
 port=${FERRYMQ_INTEROP_SQS_PORT:-19324}
-profile=${FERRYMQ_INTEROP_PROFILE:-release}
 
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin ferrymq
-  broker=target/release/ferrymq
-else
-  cargo build --quiet --bin ferrymq
-  broker=target/debug/ferrymq
-fi
-
-up() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
-
-data=$(mktemp -d)
-RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 --amqp-port 0 --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port "$port" \
-  >"$data.log" 2>&1 &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.log"' EXIT
-for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
+# shellcheck source=scripts/interop-common.sh
+. scripts/interop-common.sh
 
 status=0
 echo "== moto sqs against FerryMQ (127.0.0.1:$port)"
-out=$("$runners/moto.sh" "http://127.0.0.1:$port" sqs 2>&1) || status=1
+out=$(with_ferrymq "$port" --amqp-port 0 --http-port 0 --mqtt-port 0 --mqtt-ws-port 0 --aws-port "$port" \
+  -- "$runners/moto.sh" "http://127.0.0.1:$port" sqs 2>&1) || status=1
 echo "$out" | grep -E '^FAIL|passed' || true
 summary=("moto sqs FerryMQ: $(echo "$out" | tail -n 1)")
 
