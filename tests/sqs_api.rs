@@ -28,6 +28,30 @@ async fn create(client: &Client, name: &str, attrs: &[(QueueAttributeName, &str)
     aws_support::create_queue(client, name, attrs).await
 }
 
+/// A FIFO queue deduplicated by content, with `messages` (group, body) sent to it in order.
+async fn fifo_with(client: &Client, name: &str, messages: &[(&str, &str)]) -> String {
+    let url = create(
+        client,
+        name,
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::ContentBasedDeduplication, "true"),
+        ],
+    )
+    .await;
+    for (group, body) in messages {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_group_id(*group)
+            .message_body(*body)
+            .send()
+            .await
+            .expect("send");
+    }
+    url
+}
+
 /// A plain SendMessage.
 async fn send(client: &Client, url: &str, body: &str) {
     client
@@ -703,25 +727,12 @@ async fn fifo_queues_deduplicate_and_number_their_messages() {
 #[tokio::test]
 async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
     let (_broker, client) = start().await;
-    let url = create(
+    let url = fifo_with(
         &client,
         "groups.fifo",
-        &[
-            (QueueAttributeName::FifoQueue, "true"),
-            (QueueAttributeName::ContentBasedDeduplication, "true"),
-        ],
+        &[("g1", "a"), ("g1", "b"), ("g2", "c")],
     )
     .await;
-    for (group, body) in [("g1", "a"), ("g1", "b"), ("g2", "c")] {
-        client
-            .send_message()
-            .queue_url(&url)
-            .message_group_id(group)
-            .message_body(body)
-            .send()
-            .await
-            .expect("send");
-    }
     let first = receive(&client, &url).await;
     assert_eq!(first.messages()[0].body(), Some("a"));
     let others = client
@@ -747,25 +758,12 @@ async fn a_fifo_group_is_locked_while_one_of_its_messages_is_in_flight() {
 #[tokio::test]
 async fn a_fifo_receive_retried_with_its_attempt_id_gets_the_same_messages_and_handles() {
     let (_broker, client) = start().await;
-    let url = create(
+    let url = fifo_with(
         &client,
         "attempts.fifo",
-        &[
-            (QueueAttributeName::FifoQueue, "true"),
-            (QueueAttributeName::ContentBasedDeduplication, "true"),
-        ],
+        &[("g", "a"), ("g", "b"), ("g", "c")],
     )
     .await;
-    for body in ["a", "b", "c"] {
-        client
-            .send_message()
-            .queue_url(&url)
-            .message_group_id("g")
-            .message_body(body)
-            .send()
-            .await
-            .expect("send");
-    }
     let attempt = |id: &'static str| {
         client
             .receive_message()
