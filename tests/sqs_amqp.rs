@@ -308,3 +308,87 @@ async fn the_purge_interval_holds_across_a_restart() {
         .await
         .expect("purge of another queue");
 }
+
+/// Sends `body` to a FIFO queue; answers (MessageId, SequenceNumber).
+async fn send_fifo(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    group: &str,
+    dedup: Option<&str>,
+    body: &str,
+) -> (String, String) {
+    let sent = client
+        .send_message()
+        .queue_url(url)
+        .message_group_id(group)
+        .set_message_deduplication_id(dedup.map(str::to_owned))
+        .message_body(body)
+        .send()
+        .await
+        .expect("send");
+    (
+        sent.message_id().expect("id").to_owned(),
+        sent.sequence_number().expect("sequence").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_fifo_send_retried_across_a_restart_is_still_a_duplicate() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let by_id = create_queue(
+        &client,
+        "orders.fifo",
+        &[(QueueAttributeName::FifoQueue, "true")],
+    )
+    .await;
+    let by_body = create_queue(
+        &client,
+        "bodies.fifo",
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::ContentBasedDeduplication, "true"),
+        ],
+    )
+    .await;
+    let per_group = create_queue(
+        &client,
+        "groups.fifo",
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::DeduplicationScope, "messageGroup"),
+            (QueueAttributeName::FifoThroughputLimit, "perMessageGroupId"),
+        ],
+    )
+    .await;
+    let mut first = Vec::new();
+    for i in 0..200 {
+        let dedup = format!("order-{i}");
+        first.push(send_fifo(&client, &by_id, "g", Some(&dedup), &format!("order {i}")).await);
+    }
+    let body_first = send_fifo(&client, &by_body, "g", None, "same body").await;
+    let group_first = send_fifo(&client, &per_group, "a", Some("d"), "in a").await;
+
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    for (i, earlier) in first.iter().enumerate() {
+        let dedup = format!("order-{i}");
+        let again = send_fifo(&client, &by_id, "g", Some(&dedup), &format!("order {i}")).await;
+        assert_eq!(&again, earlier, "send {i} retried after the restart");
+    }
+    let fresh = send_fifo(&client, &by_id, "g", Some("order-new"), "new").await;
+    assert!(fresh.1 > first[199].1, "sequence numbers keep increasing");
+    assert_eq!(visible_and_delayed(&client, &by_id).await.0, "201");
+    assert_eq!(
+        send_fifo(&client, &by_body, "g", None, "same body").await,
+        body_first
+    );
+    assert_eq!(visible_and_delayed(&client, &by_body).await.0, "1");
+    // Per group: the same id in the same group is a duplicate, in another group it is not.
+    assert_eq!(
+        send_fifo(&client, &per_group, "a", Some("d"), "in a").await,
+        group_first
+    );
+    send_fifo(&client, &per_group, "b", Some("d"), "in b").await;
+    assert_eq!(visible_and_delayed(&client, &per_group).await.0, "2");
+}

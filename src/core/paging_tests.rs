@@ -287,3 +287,59 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
     );
     assert_eq!(store.reads(), n as usize - 100);
 }
+
+#[tokio::test]
+async fn recent_finds_late_deadlines_in_the_paged_tail_loaded_head_and_leases_reading_only_those() {
+    use super::message::{Expiry, now_ms};
+    use super::queue::ReceiveRequest;
+    let store = Arc::new(PagingStore::default());
+    let (_broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    let now = now_ms();
+    // Odd messages expire in an hour ("recent"), even ones in a minute ("old"); past the budget they are paged.
+    let n = BUDGET + 600;
+    for i in 0..n {
+        let mut message = Message::new("", "q", body(i));
+        message.properties.durable = true;
+        let ttl_ms = if i % 2 == 1 { 3_600_000 } else { 60_000 };
+        message.properties.expiry = Some(Expiry {
+            at_ms: now + ttl_ms,
+            ttl_ms,
+        });
+        super::tests::publish(&s, message).await;
+    }
+    // The first two go out under a lease: one recent, one old.
+    let request = ReceiveRequest {
+        max: 2,
+        lease: Duration::from_secs(60),
+        wait: Duration::ZERO,
+        group_by: None,
+    };
+    assert_eq!(s.receive("q", request).await.unwrap().len(), 2);
+    let (q, _) = s.queue_exists("q").await.unwrap();
+    let reads_before = store.reads();
+    let recent = q.recent(now + 600_000, usize::MAX).await.unwrap();
+    let mut got: Vec<Bytes> = recent.iter().map(|m| m.body.clone()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        bodies((1..n).step_by(2)),
+        "every odd message and no even one"
+    );
+    assert_eq!(
+        store.reads() - reads_before,
+        (BUDGET..n).filter(|i| i % 2 == 1).count(),
+        "only the recent paged bodies are read"
+    );
+    assert_eq!(
+        q.recent(now + 600_000, 10).await.unwrap().len(),
+        10,
+        "max holds"
+    );
+    assert!(
+        q.recent(now + 7_200_000, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

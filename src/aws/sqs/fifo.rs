@@ -7,7 +7,9 @@
 //! costs the same however many keys the window holds; a queue keeps at most [`MAX_WINDOW`] keys (past that, the
 //! oldest leave early: memory stays bounded at any send rate). Sequence numbers start from the wall clock in
 //! microseconds when a queue is first used in a run, so they keep increasing across a restart (unless the queue
-//! averaged over a million sends a second). Kept in memory: a restart forgets the deduplication window.
+//! averaged over a million sends a second). The window is kept in memory and rebuilt after a restart from the
+//! sends the queue's messages record ([`FifoState::restore`]; a message deleted before the restart is not
+//! there to tell).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -32,6 +34,8 @@ struct QueueFifo {
     /// The keys of `seen` in the order they were remembered.
     order: VecDeque<(Instant, String)>,
     sequence: u64,
+    /// Whether the window was rebuilt from the queue's recent messages in this run (see [`FifoState::restore`]).
+    restored: bool,
 }
 
 impl QueueFifo {
@@ -94,6 +98,47 @@ impl FifoState {
             },
         );
         q.expire(at);
+    }
+
+    /// Whether `queue`'s window has not yet been rebuilt from its messages in this run.
+    pub fn needs_restore(&self, queue: &str) -> bool {
+        self.lock().get(queue).is_none_or(|q| !q.restored)
+    }
+
+    /// Rebuilds `queue`'s window from the sends its messages record: (key, message id, sequence number, sent
+    /// at in ms since the epoch), any order. Keys already remembered in this run keep their entry. Sends older
+    /// than the window are left out.
+    pub fn restore(&self, queue: &str, mut sends: Vec<(String, String, String, u64)>) {
+        sends.sort_by_key(|s| s.3);
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut queues = self.lock();
+        let q = queues.entry(queue.to_owned()).or_default();
+        let mut older = VecDeque::with_capacity(sends.len());
+        for (key, message_id, sequence, sent_ms) in sends {
+            let Some(at) = now.checked_sub(Duration::from_millis(wall.saturating_sub(sent_ms)))
+            else {
+                continue;
+            };
+            if now.duration_since(at) >= DEDUP_WINDOW || q.seen.contains_key(&key) {
+                continue;
+            }
+            older.push_back((at, key.clone()));
+            q.seen.insert(
+                key,
+                Sent {
+                    message_id,
+                    sequence,
+                    at,
+                },
+            );
+        }
+        older.append(&mut q.order);
+        q.order = older;
+        q.restored = true;
+        q.expire(now);
     }
 
     /// The queue was deleted: its window goes with it.

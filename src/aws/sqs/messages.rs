@@ -22,6 +22,7 @@ use super::convert::{
     md5_of_attributes,
 };
 use super::error::{self as sqs_error, from_core};
+use super::fifo;
 use super::input::{self, entries, opt_int, opt_str, req_str, str_list};
 use super::queues::load_quick;
 use super::receipt::Receipt;
@@ -53,8 +54,9 @@ struct Prepared {
 
 pub async fn send(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
-    let (_, stored) = load_quick(req, &name)?;
+    let (q, stored) = load_quick(req, &name)?;
     let cfg = stored.config();
+    restore_window(req, &q, &name, &cfg).await?;
     let prepared = prepare(req, &name, &cfg, req.input())?;
     let mut results = publish_all(req, &name, vec![prepared]).await?;
     results
@@ -65,8 +67,9 @@ pub async fn send(req: &Request<'_>) -> Result<Value, AwsError> {
 
 pub async fn send_batch(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
-    let (_, stored) = load_quick(req, &name)?;
+    let (q, stored) = load_quick(req, &name)?;
     let cfg = stored.config();
+    restore_window(req, &q, &name, &cfg).await?;
     let list = batch_entries(req, "SendMessageBatchRequestEntry")?;
     check_batch_size(list)?;
     if cfg.fifo {
@@ -97,6 +100,41 @@ pub async fn send_batch(req: &Request<'_>) -> Result<Value, AwsError> {
         }
     }
     Ok(batch_answer(successful, failed))
+}
+
+/// On a FIFO queue's first send in this run, rebuilds its deduplication window from the sends its messages
+/// record: a send retried across a broker restart is still answered as a duplicate. The messages sent within
+/// the window are the ones whose retention deadline falls within the window's length of the latest possible
+/// (so only they are read back); a queue whose retention changed since reads a few more or fewer.
+async fn restore_window(
+    req: &Request<'_>,
+    q: &crate::core::QueueHandle,
+    name: &str,
+    cfg: &QueueConfig,
+) -> Result<(), AwsError> {
+    if !cfg.fifo || !req.sqs.fifo.needs_restore(name) {
+        return Ok(());
+    }
+    let window_ms = fifo::DEDUP_WINDOW.as_millis() as u64;
+    let since = now_ms().saturating_sub(window_ms);
+    let after = since.saturating_add(cfg.retention_secs.saturating_mul(1000));
+    let messages = q
+        .recent(after, fifo::MAX_WINDOW)
+        .await
+        .map_err(|e| from_core(&e))?;
+    let sends = messages
+        .iter()
+        .filter_map(|m| {
+            let h = &m.headers;
+            let dedup = header_text(h, DEDUP_ID)?;
+            let key = dedup_key(cfg, header_text(h, GROUP_ID)?, dedup);
+            let id = m.properties.text.as_ref()?.message_id.clone()?;
+            let sequence = header_text(h, SEQUENCE).unwrap_or_default().to_owned();
+            Some((key, id, sequence, m.properties.timestamp_ms?))
+        })
+        .collect();
+    req.sqs.fifo.restore(name, sends);
+    Ok(())
 }
 
 /// `{"Successful": [...], "Failed": [...]}` (an empty list is left out of the JSON, as SQS does).
@@ -342,11 +380,7 @@ fn fifo_fields(
         None if cfg.content_dedup => hex::encode(Sha256::digest(body.as_bytes())),
         None => return Err(no_dedup_id()),
     };
-    let key = if cfg.dedup_per_group {
-        format!("{group}\n{dedup}")
-    } else {
-        dedup.clone()
-    };
+    let key = dedup_key(cfg, group, &dedup);
     headers.push(GROUP_ID, HValue::text(group));
     headers.push(DEDUP_ID, HValue::text(&dedup));
     if let Some(sent) = req.sqs.fifo.seen(queue, &key) {
@@ -360,6 +394,16 @@ fn fifo_fields(
     headers.push(SEQUENCE, HValue::text(&sequence));
     answer.insert("SequenceNumber".into(), Value::String(sequence));
     Ok((Some(key), None))
+}
+
+/// The deduplication window's key of a send: its deduplication id, within its group when the queue's
+/// DeduplicationScope is `messageGroup`.
+fn dedup_key(cfg: &QueueConfig, group: &str, dedup: &str) -> String {
+    if cfg.dedup_per_group {
+        format!("{group}\n{dedup}")
+    } else {
+        dedup.to_owned()
+    }
 }
 
 /// Publishes the prepared sends in order and waits for each to be confirmed (synced); duplicates answer the

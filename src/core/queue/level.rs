@@ -9,9 +9,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::entry::Entry;
+use super::entry::{Deadline, Entry};
 use super::tail::PagedTail;
 use crate::core::message::Message;
+use crate::store::MsgId;
 
 pub(super) struct Level {
     head: VecDeque<Entry>,
@@ -146,6 +147,16 @@ impl Level {
             self.head_bytes += u64::from(entry.size);
             self.head.push_back(entry);
         }
+    }
+
+    /// Every message of the level as (deadline, body if loaded, store id if it has one), in order.
+    pub(super) fn each(
+        &self,
+    ) -> impl Iterator<Item = (Deadline, Option<&Arc<Message>>, Option<MsgId>)> {
+        self.head
+            .iter()
+            .map(|e| (e.expires_at, e.message.as_ref(), e.store_id.get()))
+            .chain(self.tail.each())
     }
 
     /// Every loaded message (head and tail).

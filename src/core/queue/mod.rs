@@ -231,6 +231,12 @@ pub(crate) enum Command {
         tags: Vec<u64>,
         reply: oneshot::Sender<()>,
     },
+    /// The messages whose deadline is at or after `after_ms` (see [`QueueHandle::recent`]).
+    Recent {
+        after_ms: u64,
+        max: usize,
+        reply: oneshot::Sender<Vec<Arc<Message>>>,
+    },
 }
 
 /// What a leased receive asks for (SQS ReceiveMessage).
@@ -537,6 +543,19 @@ impl QueueHandle {
     /// Messages out under a lease (received, not settled) leave the queue; returns how many.
     pub async fn purge_received(&self) -> Result<u32, CoreError> {
         self.ask(|reply| Command::PurgeReceived { reply }).await
+    }
+
+    /// Up to `max` of the queue's messages (ready, delayed or out under a lease) whose expiry deadline is at or
+    /// after `after_ms` (ms since the epoch), bodies read back from the store as needed. For messages with a
+    /// fixed time to live these are the recently published ones: a front end rebuilds what it keeps about
+    /// recent publishes from them after a restart (SQS FIFO deduplication).
+    pub async fn recent(&self, after_ms: u64, max: usize) -> Result<Vec<Arc<Message>>, CoreError> {
+        self.ask(|reply| Command::Recent {
+            after_ms,
+            max,
+            reply,
+        })
+        .await
     }
 
     /// Received messages leave the queue, whether still out under a lease or visible again since.

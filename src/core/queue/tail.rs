@@ -14,9 +14,11 @@
 //! Messages leave the tail only from its front, in order.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::entry::{Deadline, Entry, StoreRef, TAG_STEP};
+use crate::core::message::Message;
 use crate::store::MsgId;
 
 /// Messages per chunk at most (4096 × 8 bytes: a 32 KiB allocation).
@@ -282,6 +284,25 @@ impl PagedTail {
             }
         }
         out
+    }
+
+    /// Every message in the tail as (deadline, body if loaded, store id if paged), in order.
+    pub(super) fn each(
+        &self,
+    ) -> impl Iterator<Item = (Deadline, Option<&Arc<Message>>, Option<MsgId>)> {
+        self.segments.iter().flat_map(|s| {
+            let (chunk, entry) = match s {
+                Segment::Paged(c) => (Some(c), None),
+                Segment::Loaded(e) => (None, Some(e)),
+            };
+            let paged = chunk.into_iter().flat_map(|c| {
+                (c.start..c.slots.len()).map(|i| (c.deadline_at(i), None, Some(c.id_at(i))))
+            });
+            let loaded = entry
+                .into_iter()
+                .map(|e| (e.expires_at, e.message.as_ref(), e.store_id.get()));
+            paged.chain(loaded)
+        })
     }
 
     /// The loaded messages in the tail.

@@ -35,6 +35,7 @@ mod delay;
 mod dispatch;
 mod paging;
 mod receive;
+mod recent;
 mod timers;
 
 use self::paging::load;
@@ -397,6 +398,15 @@ impl Actor {
             Command::DeleteReceived { tags, reply } => {
                 self.delete_received(tags);
                 let _ = reply.send(());
+            }
+            Command::Recent {
+                after_ms,
+                max,
+                reply,
+            } => {
+                let now = Instant::now();
+                let after = now + Duration::from_millis(after_ms.saturating_sub(now_ms()));
+                self.recent(after, max, reply);
             }
         }
     }
