@@ -392,3 +392,100 @@ async fn a_fifo_send_retried_across_a_restart_is_still_a_duplicate() {
     send_fifo(&client, &per_group, "b", Some("d"), "in b").await;
     assert_eq!(visible_and_delayed(&client, &per_group).await.0, "2");
 }
+
+#[tokio::test]
+async fn a_message_move_task_resumes_after_a_restart_and_moves_everything() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let dead = create_queue(&client, "dead-letters", &[]).await;
+    let policy = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:dead-letters","maxReceiveCount":"3"}"#;
+    let work = create_queue(
+        &client,
+        "work",
+        &[(QueueAttributeName::RedrivePolicy, policy)],
+    )
+    .await;
+    let n = 60;
+    for i in 0..n {
+        client
+            .send_message()
+            .queue_url(&dead)
+            .message_body(format!("dead {i}"))
+            .send()
+            .await
+            .expect("send");
+    }
+    let source_arn = "arn:aws:sqs:us-east-1:123456789012:dead-letters";
+    // 20 a second: the task is still running when the broker restarts.
+    let handle = client
+        .start_message_move_task()
+        .source_arn(source_arn)
+        .max_number_of_messages_per_second(20)
+        .send()
+        .await
+        .expect("start")
+        .task_handle
+        .expect("handle");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    let tasks = client
+        .list_message_move_tasks()
+        .source_arn(source_arn)
+        .send()
+        .await
+        .expect("list after the restart");
+    assert_eq!(tasks.results().len(), 1, "{tasks:?}");
+    assert_eq!(tasks.results()[0].task_handle(), Some(handle.as_str()));
+    assert_eq!(tasks.results()[0].status(), Some("RUNNING"));
+    // Finished: listed as completed, every message moved (the one in flight when the broker stopped may
+    // have been copied before its original was deleted: moves are at least once), none left behind.
+    let status = |client: aws_sdk_sqs::Client| async move {
+        let tasks = client
+            .list_message_move_tasks()
+            .source_arn(source_arn)
+            .send()
+            .await
+            .expect("list");
+        tasks
+            .results()
+            .first()
+            .and_then(|t| t.status().map(str::to_owned))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(client.clone()).await.as_deref() != Some("COMPLETED") {
+        assert!(std::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(visible_and_delayed(&client, &dead).await.0, "0");
+    let moved: usize = visible_and_delayed(&client, &work)
+        .await
+        .0
+        .parse()
+        .expect("count");
+    assert!((n..=n + 1).contains(&moved), "{moved} moved");
+    // A restart does not start a finished task again.
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    assert_eq!(status(client.clone()).await, None, "nothing resumed");
+    let mut bodies = std::collections::BTreeSet::new();
+    loop {
+        let got = client
+            .receive_message()
+            .queue_url(&work)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        if got.messages().is_empty() {
+            break;
+        }
+        bodies.extend(
+            got.messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_owned)),
+        );
+    }
+    let want: std::collections::BTreeSet<String> = (0..n).map(|i| format!("dead {i}")).collect();
+    assert_eq!(bodies, want);
+}

@@ -16,6 +16,7 @@ const TAGS: &str = "tags";
 const CREATED: &str = "created";
 const MODIFIED: &str = "modified";
 const PURGED: &str = "purged";
+const MOVE_TASK: &str = "move-task";
 
 /// Attributes a client may set (all but `FifoQueue`, which only CreateQueue takes).
 const SETTABLE: &[&str] = &[
@@ -68,6 +69,9 @@ pub struct Stored {
     /// When the queue was last purged (ms since the epoch; 0: never): PurgeQueue's 60 s rule holds across a
     /// restart.
     pub purged_ms: u64,
+    /// The message move task running from this queue, as `sqs::moves` records it (JSON), so that a restart
+    /// resumes it.
+    pub move_task: Option<String>,
 }
 
 impl Stored {
@@ -86,6 +90,7 @@ impl Stored {
             created_ms: now,
             modified_ms: now,
             purged_ms: 0,
+            move_task: None,
         }
     }
 
@@ -113,6 +118,7 @@ impl Stored {
             created_ms: time(CREATED),
             modified_ms: time(MODIFIED),
             purged_ms: time(PURGED),
+            move_task: h.get(MOVE_TASK).and_then(Value::as_str).map(str::to_owned),
         }
     }
 
@@ -125,7 +131,7 @@ impl Stored {
             }
             Value::Map(h)
         };
-        let mut h = Headers::with_capacity(5);
+        let mut h = Headers::with_capacity(6);
         h.push(ATTRIBUTES, text_map(&self.attributes));
         h.push(TAGS, text_map(&self.tags));
         h.push(
@@ -141,6 +147,9 @@ impl Stored {
                 PURGED,
                 Value::I64(i64::try_from(self.purged_ms).unwrap_or(0)),
             );
+        }
+        if let Some(task) = &self.move_task {
+            h.push(MOVE_TASK, Value::text(task));
         }
         h
     }

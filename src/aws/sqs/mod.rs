@@ -90,7 +90,8 @@ pub const XML_SHAPES: Shapes = Shapes {
 };
 
 /// The SQS service: a session on vhost `/` and what SQS keeps in memory beside the core queues (FIFO
-/// deduplication and sequence numbers, receive attempts, move tasks); purge times are kept with the queue's attributes.
+/// deduplication windows, rebuilt from the messages after a restart; sequence numbers; receive attempts; move
+/// tasks, recorded with their source queue while they run); purge times are kept with the queue's attributes.
 #[derive(Debug)]
 pub struct Sqs {
     session: Result<Session, CoreError>,
@@ -102,14 +103,19 @@ pub struct Sqs {
 }
 
 impl Sqs {
+    /// The service; message move tasks a previous run left running start again.
     pub fn new(broker: &Broker) -> Self {
-        Self {
+        let sqs = Self {
             session: broker.trusted_session("sqs", DEFAULT_VHOST),
             purging: Mutex::new(()),
             fifo: fifo::FifoState::default(),
             attempts: attempts::Attempts::default(),
             moves: moves::MoveTasks::default(),
+        };
+        if let Ok(session) = &sqs.session {
+            sqs.moves.resume(session, broker);
         }
+        sqs
     }
 
     fn session(&self) -> Result<&Session, AwsError> {

@@ -2,15 +2,19 @@
 //! of a dead-letter queue back to their source queue (the queue whose RedrivePolicy names it) or to a given
 //! destination, at most MaxNumberOfMessagesPerSecond, one running task per source. A task is a tokio task that
 //! receives from the source under a lease, publishes a copy to the destination (confirmed), then deletes the
-//! original. Tasks are kept in memory (a restart forgets them, as it ends them).
+//! original. A running task is also recorded with its source queue's attributes (journaled), and cleared when it
+//! ends: a restart resumes it under the same handle ([`MoveTasks::resume`]; its count starts again from 0).
+//! The list keeps the [`KEPT_PER_SOURCE`] most recent tasks of each source, as ListMessageMoveTasks shows them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::Request;
+use super::attributes::Stored;
 use super::error::resource_not_found;
 use super::input::{opt_int, opt_str, req_str};
 use super::messages::move_to;
@@ -18,6 +22,21 @@ use super::queues::load_quick;
 use crate::aws::error::AwsError;
 use crate::core::message::now_ms;
 use crate::core::{Broker, ReceiveRequest, Session, Settle};
+
+/// Finished tasks kept per source queue (ListMessageMoveTasks shows at most 10).
+const KEPT_PER_SOURCE: usize = 10;
+
+/// What a running task records with its source queue's attributes, to be resumed after a restart.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    handle: String,
+    source_arn: String,
+    destination_arn: Option<String>,
+    /// The core queue moved to.
+    destination: String,
+    rate: Option<u64>,
+    started_ms: u64,
+}
 
 /// One task's state, shared with the tokio task that runs it.
 #[derive(Debug)]
@@ -37,6 +56,22 @@ struct Task {
 }
 
 impl Task {
+    fn new(record: &Record, source: String) -> Self {
+        Self {
+            handle: record.handle.clone(),
+            source,
+            source_arn: record.source_arn.clone(),
+            destination_arn: record.destination_arn.clone(),
+            rate: record.rate,
+            to_move: 0,
+            started_ms: record.started_ms,
+            moved: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        }
+    }
+
     fn status(&self) -> &'static str {
         if self.cancelled.load(Ordering::Acquire) {
             "CANCELLED"
@@ -98,6 +133,62 @@ impl MoveTasks {
             }
         }
     }
+
+    /// Adds a task, forgetting the oldest finished ones of its source beyond [`KEPT_PER_SOURCE`].
+    fn add(&self, task: Arc<Task>) {
+        let mut tasks = self.lock();
+        let mut kept = 0;
+        for i in (0..tasks.len()).rev() {
+            if tasks[i].source_arn == task.source_arn && !tasks[i].running() {
+                kept += 1;
+                if kept >= KEPT_PER_SOURCE {
+                    tasks.remove(i);
+                }
+            }
+        }
+        tasks.push(task);
+    }
+
+    /// Starts again the tasks a previous run recorded as running (at start-up).
+    pub fn resume(&self, session: &Session, broker: &Broker) {
+        for source in session.queue_names() {
+            let Ok(q) = session.usable_queue(&source) else {
+                continue;
+            };
+            let stored = Stored::from_core(&q.attributes(), source.ends_with(".fifo"));
+            let Some(record) = stored.move_task.as_deref() else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_str::<Record>(record) else {
+                tracing::warn!(queue = %source, "an unreadable message move task record is dropped");
+                save_record(session, &source, None);
+                continue;
+            };
+            tracing::info!(queue = %source, task = %record.handle, "resuming a message move task");
+            let task = Arc::new(Task::new(&record, source.clone()));
+            self.add(task.clone());
+            let run = run(
+                task,
+                session.clone(),
+                broker.clone(),
+                source,
+                record.destination,
+            );
+            tokio::spawn(run);
+        }
+    }
+}
+
+/// Records `record` (or clears it) with queue `source`'s attributes.
+fn save_record(session: &Session, source: &str, record: Option<&Record>) {
+    let Ok(q) = session.usable_queue(source) else {
+        return;
+    };
+    let mut stored = Stored::from_core(&q.attributes(), source.ends_with(".fifo"));
+    stored.move_task = record.and_then(|r| serde_json::to_string(r).ok());
+    if let Err(e) = session.set_queue_attributes(source, stored.to_core()) {
+        tracing::warn!(queue = %source, error = %e, "could not record a message move task");
+    }
 }
 
 pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
@@ -119,8 +210,10 @@ pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
     };
     load_quick(req, &destination)?;
     let rate = opt_int(req.input(), "MaxNumberOfMessagesPerSecond", 1..=500)?.map(|r| r as u64);
-    let mut tasks = req.sqs.moves.lock();
-    if tasks
+    if req
+        .sqs
+        .moves
+        .lock()
         .iter()
         .any(|t| t.source_arn == source_arn && t.running())
     {
@@ -128,22 +221,18 @@ pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
             "There is already a task running. Only one active task is allowed for a source queue arn at a given time.",
         ));
     }
-    let task = Arc::new(Task {
+    let record = Record {
         handle: crate::aws::uuid_v4(),
-        source: source.clone(),
         source_arn,
         destination_arn,
+        destination: destination.clone(),
         rate,
-        to_move: 0,
         started_ms: now_ms(),
-        moved: AtomicU64::new(0),
-        cancelled: AtomicBool::new(false),
-        finished: AtomicBool::new(false),
-        failed: AtomicBool::new(false),
-    });
-    tasks.push(task.clone());
-    drop(tasks);
+    };
     let session = req.session()?.clone();
+    save_record(&session, &source, Some(&record));
+    let task = Arc::new(Task::new(&record, source.clone()));
+    req.sqs.moves.add(task.clone());
     let broker = req.ctx.broker.clone();
     tokio::spawn(run(task.clone(), session, broker, source, destination));
     Ok(json!({"TaskHandle": task.handle}))
@@ -164,12 +253,24 @@ fn redrive_source(req: &Request<'_>, dlq: &str) -> Result<String, AwsError> {
     Err(not_dlq())
 }
 
+/// Runs a task until it ends (moved everything, cancelled, failed), then clears its record.
 async fn run(
     task: Arc<Task>,
     session: Session,
     broker: Broker,
     source: String,
     destination: String,
+) {
+    move_all(&task, &session, &broker, &source, &destination).await;
+    save_record(&session, &source, None);
+}
+
+async fn move_all(
+    task: &Task,
+    session: &Session,
+    broker: &Broker,
+    source: &str,
+    destination: &str,
 ) {
     let pause = task
         .rate
@@ -181,7 +282,7 @@ async fn run(
             wait: Duration::ZERO,
             group_by: None,
         };
-        let got = match session.receive(&source, request).await {
+        let got = match session.receive(source, request).await {
             Ok(got) => got,
             Err(_) => {
                 task.failed.store(true, Ordering::Release);
@@ -192,7 +293,7 @@ async fn run(
             break;
         };
         let d = &received.delivery;
-        if !move_to(&session, &broker, &destination, &d.message).await {
+        if !move_to(session, broker, destination, &d.message).await {
             d.queue.settle(vec![d.tag], Settle::Requeue, None);
             task.failed.store(true, Ordering::Release);
             return;
@@ -234,4 +335,61 @@ pub fn cancel(req: &Request<'_>) -> Result<Value, AwsError> {
     }
     task.cancelled.store(true, Ordering::Release);
     Ok(json!({"ApproximateNumberOfMessagesMoved": task.moved.load(Ordering::Acquire)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(source_arn: &str) -> Arc<Task> {
+        let record = Record {
+            handle: crate::aws::uuid_v4(),
+            source_arn: source_arn.to_owned(),
+            destination_arn: None,
+            destination: "to".to_owned(),
+            rate: None,
+            started_ms: 0,
+        };
+        Arc::new(Task::new(&record, "from".to_owned()))
+    }
+
+    #[test]
+    fn finished_tasks_are_kept_up_to_the_limit_per_source_and_running_ones_always() {
+        let tasks = MoveTasks::default();
+        let running = task("a");
+        tasks.add(running.clone());
+        for _ in 0..25 {
+            let t = task("a");
+            t.finished.store(true, Ordering::Release);
+            tasks.add(t);
+        }
+        let other = task("b");
+        other.finished.store(true, Ordering::Release);
+        tasks.add(other);
+        let list = tasks.lock();
+        let finished_a = list
+            .iter()
+            .filter(|t| t.source_arn == "a" && !t.running())
+            .count();
+        assert_eq!(finished_a, KEPT_PER_SOURCE);
+        assert!(list.iter().any(|t| Arc::ptr_eq(t, &running)));
+        assert_eq!(list.iter().filter(|t| t.source_arn == "b").count(), 1);
+    }
+
+    #[test]
+    fn a_record_round_trips_through_json() {
+        let record = Record {
+            handle: "h".into(),
+            source_arn: "arn:aws:sqs:us-east-1:123456789012:dlq".into(),
+            destination_arn: Some("arn:aws:sqs:us-east-1:123456789012:src".into()),
+            destination: "src".into(),
+            rate: Some(5),
+            started_ms: 42,
+        };
+        let back: Record = serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(back.handle, "h");
+        assert_eq!(back.destination, "src");
+        assert_eq!(back.rate, Some(5));
+        assert_eq!(back.started_ms, 42);
+    }
 }
