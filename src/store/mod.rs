@@ -8,11 +8,13 @@
 //! adapter waits on the watch channel instead of the store calling back into protocol code.
 //!
 //! This module owns the trait and the value types that cross it; `memory` is the implementation used when no
-//! durability is wanted (tests, `--store memory`); `journal` is the durable one (segment files, group commit).
+//! durability is wanted (tests, `--store memory`); `journal` is the durable one (segment files, group commit);
+//! `idmap` is the compact id-keyed map the journal's index and every recovered queue keep per message.
 //! It knows nothing of sockets, protocols or the core's message model: a message is a [`StoredMessage`] (an
 //! opaque metadata blob the core encodes in its own versioned format, the body, and the few fields the store
 //! needs to page and expire without reading the blob), and definition arguments are [`Opaque`] bytes too.
 
+pub(crate) mod idmap;
 pub mod journal;
 pub mod memory;
 
@@ -22,6 +24,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::watch;
+
+use self::idmap::IdMap;
 
 pub use memory::MemoryStore;
 
@@ -237,8 +241,8 @@ pub struct RecoveredMessage {
 pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
     pub bodies: HashMap<MsgId, Arc<StoredMessage>>,
-    expirations: HashMap<MsgId, u64>,
-    publish_times: HashMap<MsgId, u64>,
+    expirations: IdMap<u64>,
+    publish_times: IdMap<u64>,
 }
 
 /// What a recovered queue needs to know of one message besides its id (see [`RecoveredQueue::push`]).
@@ -300,7 +304,7 @@ impl RecoveredQueue {
     /// The deadline of a message (ms since the Unix epoch), if it has one.
     pub fn expires_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
         if m.has_expiration {
-            self.expirations.get(&m.id).copied()
+            self.expirations.get(m.id).copied()
         } else {
             None
         }
@@ -309,7 +313,7 @@ impl RecoveredQueue {
     /// The publish time of a message (ms since the Unix epoch), if it was journaled to be recovered.
     pub fn published_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
         if m.has_publish_time {
-            self.publish_times.get(&m.id).copied()
+            self.publish_times.get(m.id).copied()
         } else {
             None
         }

@@ -16,7 +16,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
-use super::idmap::IdMap;
+use crate::store::idmap::IdMap;
 use crate::store::{Binding, Definition, DestinationKind, MsgId, QueueKey};
 
 /// Per-segment accounting.

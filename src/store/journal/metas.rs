@@ -9,11 +9,10 @@
 //! share, that takes a fair part of the replay off its critical path. If the thread cannot be started the
 //! batches are applied in place: the result is the same.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::idmap::IdMap;
+use crate::store::idmap::IdMap;
 use crate::store::{MsgId, RecoveredMeta, RecoveredQueue, StoreError};
 
 /// Decisions sent to the thread at a time.
@@ -34,8 +33,7 @@ pub(crate) struct Meta {
 impl Meta {
     /// Appends the message to a recovered queue.
     pub(crate) fn push_to(self, id: MsgId, queue: &mut RecoveredQueue, aside: &Aside) {
-        let lookup =
-            |has: bool, map: &HashMap<MsgId, u64>| has.then(|| map.get(&id).copied()).flatten();
+        let lookup = |has: bool, map: &IdMap<u64>| has.then(|| map.get(id).copied()).flatten();
         queue.push(
             id,
             RecoveredMeta {
@@ -51,8 +49,8 @@ impl Meta {
 /// The deadlines and recovered publish times (ms since the Unix epoch) of the messages that have them.
 #[derive(Debug, Default)]
 pub(crate) struct Aside {
-    pub(crate) deadlines: HashMap<MsgId, u64>,
-    pub(crate) publish_times: HashMap<MsgId, u64>,
+    pub(crate) deadlines: IdMap<u64>,
+    pub(crate) publish_times: IdMap<u64>,
 }
 
 /// One decision of replay about a message.
@@ -95,10 +93,10 @@ impl MetaMaps {
             Op::Forget(id) => {
                 if let Some(m) = self.messages.remove(id) {
                     if m.has_expiry {
-                        self.aside.deadlines.remove(&id);
+                        self.aside.deadlines.remove(id);
                     }
                     if m.has_publish_time {
-                        self.aside.publish_times.remove(&id);
+                        self.aside.publish_times.remove(id);
                     }
                 }
             }
@@ -234,8 +232,8 @@ mod tests {
         assert!(maps.messages.get(6).is_none());
         // Deadlines and publish times of forgotten messages go with them (ids multiple of 10 or 6 are even, so
         // all were forgotten).
-        assert!(maps.aside.deadlines.is_empty());
-        assert!(maps.aside.publish_times.is_empty());
+        assert_eq!(maps.aside.deadlines.len(), 0);
+        assert_eq!(maps.aside.publish_times.len(), 0);
         Ok(())
     }
 
@@ -248,9 +246,9 @@ mod tests {
         metas.forget(2);
         let maps = metas.finish()?;
         assert_eq!(maps.messages.len(), 2);
-        assert_eq!(maps.aside.deadlines.get(&1), Some(&1_000));
-        assert_eq!(maps.aside.publish_times.get(&2), None);
-        assert_eq!(maps.aside.publish_times.get(&3), Some(&700));
+        assert_eq!(maps.aside.deadlines.get(1), Some(&1_000));
+        assert_eq!(maps.aside.publish_times.get(2), None);
+        assert_eq!(maps.aside.publish_times.get(3), Some(&700));
         let mut queue = RecoveredQueue::default();
         for (id, meta) in maps.messages.drain() {
             meta.push_to(id, &mut queue, &maps.aside);

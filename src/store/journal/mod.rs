@@ -23,7 +23,7 @@
 //! - `summary`: the per-segment summaries sealed segments end with, so a restart need not read bodies;
 //! - `index`: the in-memory view of the journal (live messages per segment, tombstone dependencies,
 //!   folded definitions) shared by recovery and the writer;
-//! - `idmap`: the compact id-keyed map the index and recovery keep per live message (about 16 bytes each);
+//! - (`store::idmap`, beside it: the compact id-keyed map the index and recovery keep per live message);
 //! - `recovery`: start-up scan, truncation, replay;
 //! - `reader`: reading one message back by location ([`Store::read`], for queues that page bodies out);
 //! - `writer`: the writer thread (group commit, roll, compaction, deletion, disk-free watch).
@@ -31,7 +31,6 @@
 mod disk;
 mod format1;
 mod fs;
-mod idmap;
 mod index;
 mod metas;
 mod reader;

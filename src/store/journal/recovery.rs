@@ -51,7 +51,6 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::fs::{SegmentFile, StoreFs};
-use super::idmap::IdMap;
 use super::index::{Index, UNREADABLE_OFFSET};
 use super::metas::{Aside, Meta, MetaMaps, Metas};
 use super::reader::RecordReader;
@@ -59,6 +58,7 @@ use super::record::PublishMeta;
 use super::record::{self, Record};
 use super::segment::{self, HeaderState, SegmentReader, Step, read_full};
 use super::summary::{self, Entry, Summary};
+use crate::store::idmap::IdMap;
 use crate::store::{MsgId, QueueKey, Recovered, RecoveredQueue, StoreError, StoredMessage};
 
 /// Bytes of live bodies recovery loads into memory (the rest are read back on demand). A queue keeps at most

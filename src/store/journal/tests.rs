@@ -1071,7 +1071,11 @@ fn bench_recovery_of_a_backlog() -> TestResult {
     if segments(&dir).is_empty() {
         let store = open()?;
         store.recover()?;
-        let body = message(&vec![42u8; size]);
+        let mut body = message(&vec![42u8; size]);
+        // BENCH_RECOVERY_DEADLINES=1: every message has a deadline (as SQS messages have their retention).
+        if std::env::var_os("BENCH_RECOVERY_DEADLINES").is_some() {
+            body.expires_at_ms = Some(u64::MAX / 2);
+        }
         let mut last = SyncPoint::default();
         for id in 0..count {
             last = store.publish(id, &[q("bench")], &body)?;
@@ -1097,12 +1101,23 @@ fn bench_recovery_of_a_backlog() -> TestResult {
         let cpu = cpu_ns() - cpu;
         let n: usize = recovered.messages.values().map(|q| q.messages.len()).sum();
         assert_eq!(n as u64, count);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         println!(
-            "recovery bench round {round}: {count} x {size} B recovered in {:.0} ms, {:.0} ms of CPU ({:.0} ns a message)",
+            "recovery bench round {round}: {count} x {size} B recovered in {:.0} ms, {:.0} ms of CPU ({:.0} ns a message), RSS {} MiB, peak {} MiB",
             elapsed.as_secs_f64() * 1e3,
             cpu as f64 / 1e6,
-            cpu as f64 / count as f64
+            cpu as f64 / count as f64,
+            kib("VmRSS:") / 1024,
+            kib("VmHWM:") / 1024
         );
+        drop(recovered);
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ const TO_SPARSE: usize = PAGE / 8;
 /// emptied ones mostly leave from the front), found by binary search after a check of the page used last: ids
 /// mostly arrive in order, so most look-ups hit that page or the one after it (recovery inserts tens of
 /// millions of ids in a row; a tree walk per id was a third of its time).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct IdMap<V> {
     pages: VecDeque<(u64, Page<V>)>,
     /// Where the page used last sits in `pages` (a hint: checked before use).
@@ -45,7 +45,7 @@ impl<V> Default for IdMap<V> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Page<V> {
     Dense {
         values: Box<[V]>,
