@@ -22,10 +22,19 @@ with_ferrymq() {
   data=$(mktemp -d)
   RUST_LOG=warn "$broker" --data-dir "$data" --bind 127.0.0.1 "${flags[@]}" >"$data.log" 2>&1 &
   pid=$!
+  # Stopped on the way out too (an interrupted run must not leave it holding the port).
+  trap "kill -TERM $pid 2>/dev/null || true" EXIT
   for _ in $(seq 100); do up "$port" && break; sleep 0.1; done
-  "$@" || rc=$?
+  if up "$port"; then
+    "$@" || rc=$?
+  else
+    echo "interop: the broker did not come up on 127.0.0.1:$port; its log:" >&2
+    cat "$data.log" >&2
+    rc=1
+  fi
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  trap - EXIT
   rm -rf "$data" "$data.log"
   return $rc
 }

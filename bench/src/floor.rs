@@ -20,6 +20,9 @@ use tokio::net::TcpStream;
 
 use super::{Clock, Latency, Report, rate};
 
+/// The read buffers' size, and so the largest record.
+const BUF: usize = 64 * 1024;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Records per second, sent in the bursts a 1 ms runtime timer gives (as `amqp --rate`).
@@ -48,8 +51,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = &args.serve {
         return serve(addr, args.spin);
     }
-    if args.size < 8 {
-        bail!("--size must be at least 8 (the timestamp)");
+    if !(8..=BUF).contains(&args.size) {
+        bail!("--size must be 8 (the timestamp) to {BUF} bytes");
     }
     if !(args.rate > 0.0
         && args.rate.is_finite()
@@ -76,13 +79,24 @@ fn spawn_forwarder(spin: bool) -> anyhow::Result<(Child, u16)> {
         .spawn()
         .context("cannot start the forwarder")?;
     let mut line = String::new();
-    let stdout = child.stdout.take().context("forwarder stdout")?;
-    BufReader::new(stdout).read_line(&mut line)?;
-    let port = line
-        .trim()
-        .parse()
-        .with_context(|| format!("forwarder said {line:?}"))?;
-    Ok((child, port))
+    let port = child
+        .stdout
+        .take()
+        .context("forwarder stdout")
+        .and_then(|out| Ok(BufReader::new(out).read_line(&mut line)?))
+        .and_then(|_| {
+            line.trim()
+                .parse()
+                .with_context(|| format!("forwarder said {line:?}"))
+        });
+    match port {
+        Ok(port) => Ok((child, port)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
 }
 
 /// The null broker: one thread, read from the first connection (blocking, or polling with `spin`), write to
@@ -96,7 +110,7 @@ fn serve(addr: &str, spin: bool) -> anyhow::Result<()> {
     from.set_nodelay(true)?;
     to.set_nodelay(true)?;
     from.set_nonblocking(spin)?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; BUF];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -124,7 +138,7 @@ async fn measure(args: &Args, port: u16) -> anyhow::Result<Report> {
 
     let reader = tokio::spawn(async move {
         let mut latency = Latency::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; BUF];
         let (mut filled, mut received) = (0usize, 0u64);
         while received < total {
             let n = consumer.read(&mut buf[filled..]).await?;

@@ -59,7 +59,11 @@ impl Window {
     fn expire(&mut self, now: Instant) {
         while let Some((at, _)) = self.order.front() {
             let young = now.duration_since(*at) < ATTEMPT_WINDOW;
-            if young && self.attempts.len() <= MAX_ATTEMPTS && self.bytes <= MAX_BYTES {
+            // `order` also holds stale keys (forgotten or remembered again): it is bounded too.
+            let within = self.attempts.len() <= MAX_ATTEMPTS
+                && self.order.len() <= 2 * MAX_ATTEMPTS
+                && self.bytes <= MAX_BYTES;
+            if young && within {
                 break;
             }
             if let Some((at, key)) = self.order.pop_front()
@@ -98,6 +102,21 @@ impl Attempts {
         if let Some(a) = w.attempts.remove(&(queue.to_owned(), id.to_owned())) {
             w.bytes -= a.bytes;
         }
+    }
+
+    /// A deleted queue's attempts go with it (a queue created again under its name hands out the same
+    /// delivery tags).
+    pub fn forget_queue(&self, queue: &str) {
+        let mut w = self.lock();
+        let mut freed = 0;
+        w.attempts.retain(|(q, _), a| {
+            let keep = q != queue;
+            if !keep {
+                freed += a.bytes;
+            }
+            keep
+        });
+        w.bytes -= freed;
     }
 
     /// Remembers a receive's answer under its attempt id.
@@ -175,6 +194,21 @@ mod tests {
         // 9,999 one-byte attempts are left beside it, and only its second answer counts.
         assert_eq!(a.held(), (MAX_ATTEMPTS, MAX_ATTEMPTS - 1 + 7));
         assert_eq!(a.get("q", "x").map(|x| x.bytes), Some(7));
+    }
+
+    #[test]
+    fn a_deleted_queue_takes_its_attempts_and_stale_keys_stay_bounded() {
+        let a = Attempts::default();
+        a.remember("q", "one", Attempt::new(vec![(7, 1)], Value::Null, 10));
+        a.remember("other", "one", Attempt::new(vec![(7, 1)], Value::Null, 5));
+        a.forget_queue("q");
+        assert!(a.get("q", "one").is_none());
+        assert_eq!(a.held(), (1, 5));
+        for _ in 0..3 * MAX_ATTEMPTS {
+            a.remember("q", "again", Attempt::new(vec![], Value::Null, 1));
+            a.forget("q", "again");
+        }
+        assert!(a.lock().order.len() <= 2 * MAX_ATTEMPTS + 1);
     }
 
     #[test]

@@ -115,6 +115,11 @@ async fn restore_window(
     if !cfg.fifo || !req.sqs.fifo.needs_restore(name) {
         return Ok(());
     }
+    // One rebuild at a time: a send that comes meanwhile waits for it rather than scanning again.
+    let _one = req.sqs.restoring.lock().await;
+    if !req.sqs.fifo.needs_restore(name) {
+        return Ok(());
+    }
     let window_ms = fifo::DEDUP_WINDOW.as_millis() as u64;
     let since = now_ms().saturating_sub(window_ms);
     let after = since.saturating_add(cfg.retention_secs.saturating_mul(1000));
@@ -544,27 +549,33 @@ async fn retry(
         .session()?
         .usable_queue(queue)
         .map_err(|e| from_core(&e))?;
-    for &(tag, receive) in &earlier.leases {
+    for (i, &(tag, receive)) in earlier.leases.iter().enumerate() {
         let still_out = q
             .change_lease(tag, Duration::from_secs(visibility), Some(receive))
             .await
             .map_err(|e| from_core(&e))?;
         if !still_out {
+            // Spent: the answer is not given again, so the ones just held longer are let go (visible, their
+            // groups free) for the receive that follows to hand out.
             req.sqs.attempts.forget(queue, id);
+            for &(tag, receive) in &earlier.leases[..i] {
+                let _ = q.change_lease(tag, Duration::ZERO, Some(receive)).await;
+            }
             return Ok(None);
         }
     }
     Ok(Some(earlier.answer))
 }
 
-/// About what a rendered answer holds in memory: its bodies and attribute values.
+/// About what a rendered answer holds in memory: its strings, and a node's worth for each value and key.
 fn messages_bytes(answer: &Value) -> usize {
+    const NODE: usize = size_of::<Value>() + size_of::<String>();
     fn size(v: &Value) -> usize {
-        match v {
+        NODE + match v {
             Value::String(s) => s.len(),
             Value::Array(a) => a.iter().map(size).sum(),
             Value::Object(o) => o.iter().map(|(k, v)| k.len() + size(v)).sum(),
-            _ => 8,
+            _ => 0,
         }
     }
     size(answer)

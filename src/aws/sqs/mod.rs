@@ -19,7 +19,7 @@ mod moves;
 mod queues;
 mod receipt;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -95,27 +95,40 @@ pub const XML_SHAPES: Shapes = Shapes {
 #[derive(Debug)]
 pub struct Sqs {
     session: Result<Session, CoreError>,
-    /// Held while a PurgeQueue checks and records its time.
-    purging: Mutex<()>,
+    /// Held while a queue's stored attributes are read, changed and written back (see [`Sqs::edit_lock`]).
+    edits: Arc<Mutex<()>>,
     fifo: fifo::FifoState,
     attempts: attempts::Attempts,
+    /// Held while a FIFO queue's deduplication window is rebuilt after a restart.
+    restoring: tokio::sync::Mutex<()>,
     moves: moves::MoveTasks,
 }
 
 impl Sqs {
     /// The service; message move tasks a previous run left running start again.
     pub fn new(broker: &Broker) -> Self {
+        let edits = Arc::new(Mutex::new(()));
         let sqs = Self {
             session: broker.trusted_session("sqs", DEFAULT_VHOST),
-            purging: Mutex::new(()),
+            edits: edits.clone(),
             fifo: fifo::FifoState::default(),
             attempts: attempts::Attempts::default(),
-            moves: moves::MoveTasks::default(),
+            restoring: tokio::sync::Mutex::new(()),
+            moves: moves::MoveTasks::new(edits),
         };
         if let Ok(session) = &sqs.session {
             sqs.moves.resume(session, broker);
         }
         sqs
+    }
+
+    /// Every change to a queue's stored attributes (SetQueueAttributes, tags, permissions, the purge time, a
+    /// move task's record) reads them, changes them and writes them back under this lock, so that none
+    /// undoes another.
+    fn edit_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.edits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn session(&self) -> Result<&Session, AwsError> {
@@ -171,6 +184,9 @@ struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// Every change to a queue's stored attributes (SetQueueAttributes, tags, permissions, the purge time, a
+    /// move task's record) reads them, changes them and writes them back under this lock, so that none
+    /// undoes another.
     fn session(&self) -> Result<&Session, AwsError> {
         self.sqs.session()
     }

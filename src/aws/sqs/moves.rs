@@ -112,31 +112,49 @@ impl Task {
     }
 }
 
-/// Every task started since the broker started, newest last.
-#[derive(Debug, Default)]
+/// The tasks of this run (running, and the most recent finished ones), newest last.
+#[derive(Debug)]
 pub struct MoveTasks {
     tasks: Mutex<Vec<Arc<Task>>>,
+    /// The SQS service's lock on queue attribute edits (see `Sqs::edit_lock`): task records are such edits.
+    edits: Arc<Mutex<()>>,
 }
 
 impl MoveTasks {
+    pub fn new(edits: Arc<Mutex<()>>) -> Self {
+        Self {
+            tasks: Mutex::new(Vec::new()),
+            edits,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Task>>> {
         self.tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A deleted queue's tasks stop.
+    /// A deleted queue's tasks stop, and its finished ones are forgotten.
     pub fn forget_source(&self, queue: &str) {
-        for t in self.lock().iter() {
+        let mut tasks = self.lock();
+        for t in tasks.iter() {
             if t.source == queue {
                 t.cancelled.store(true, Ordering::Release);
             }
         }
+        tasks.retain(|t| t.source != queue || !t.finished.load(Ordering::Acquire));
     }
 
-    /// Adds a task, forgetting the oldest finished ones of its source beyond [`KEPT_PER_SOURCE`].
-    fn add(&self, task: Arc<Task>) {
+    /// Adds a task unless one of its source is running, forgetting the oldest finished ones of its source
+    /// beyond [`KEPT_PER_SOURCE`]; false when one is running.
+    fn add(&self, task: Arc<Task>) -> bool {
         let mut tasks = self.lock();
+        if tasks
+            .iter()
+            .any(|t| t.source_arn == task.source_arn && t.running())
+        {
+            return false;
+        }
         let mut kept = 0;
         for i in (0..tasks.len()).rev() {
             if tasks[i].source_arn == task.source_arn && !tasks[i].running() {
@@ -147,6 +165,7 @@ impl MoveTasks {
             }
         }
         tasks.push(task);
+        true
     }
 
     /// Starts again the tasks a previous run recorded as running (at start-up).
@@ -161,31 +180,60 @@ impl MoveTasks {
             };
             let Ok(record) = serde_json::from_str::<Record>(record) else {
                 tracing::warn!(queue = %source, "an unreadable message move task record is dropped");
-                save_record(session, &source, None);
+                save_record(&self.edits, session, &source, Write::ClearAny);
                 continue;
             };
             tracing::info!(queue = %source, task = %record.handle, "resuming a message move task");
             let task = Arc::new(Task::new(&record, source.clone()));
-            self.add(task.clone());
-            let run = run(
-                task,
-                session.clone(),
-                broker.clone(),
-                source,
-                record.destination,
-            );
-            tokio::spawn(run);
+            if self.add(task.clone()) {
+                let edits = self.edits.clone();
+                let (session, broker) = (session.clone(), broker.clone());
+                tokio::spawn(run(
+                    task,
+                    session,
+                    broker,
+                    edits,
+                    source,
+                    record.destination,
+                ));
+            }
         }
     }
 }
 
-/// Records `record` (or clears it) with queue `source`'s attributes.
-fn save_record(session: &Session, source: &str, record: Option<&Record>) {
+/// What [`save_record`] does to a queue's task record.
+enum Write<'a> {
+    /// Records a task that starts.
+    Set(&'a Record),
+    /// Clears the record if it is this task's (a newer task's record stays).
+    ClearIf(&'a str),
+    /// Clears whatever is there.
+    ClearAny,
+}
+
+/// Changes the task record kept with queue `source`'s attributes, under the attribute edit lock.
+fn save_record(edits: &Mutex<()>, session: &Session, source: &str, write: Write<'_>) {
+    let _edit = edits
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Ok(q) = session.usable_queue(source) else {
         return;
     };
     let mut stored = Stored::from_core(&q.attributes(), source.ends_with(".fifo"));
-    stored.move_task = record.and_then(|r| serde_json::to_string(r).ok());
+    stored.move_task = match write {
+        Write::Set(record) => serde_json::to_string(record).ok(),
+        Write::ClearAny => None,
+        Write::ClearIf(handle) => {
+            let current = stored.move_task.as_deref();
+            let theirs = current
+                .and_then(|r| serde_json::from_str::<Record>(r).ok())
+                .is_some_and(|r| r.handle != handle);
+            if theirs {
+                return;
+            }
+            None
+        }
+    };
     if let Err(e) = session.set_queue_attributes(source, stored.to_core()) {
         tracing::warn!(queue = %source, error = %e, "could not record a message move task");
     }
@@ -210,17 +258,6 @@ pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
     };
     load_quick(req, &destination)?;
     let rate = opt_int(req.input(), "MaxNumberOfMessagesPerSecond", 1..=500)?.map(|r| r as u64);
-    if req
-        .sqs
-        .moves
-        .lock()
-        .iter()
-        .any(|t| t.source_arn == source_arn && t.running())
-    {
-        return Err(AwsError::invalid_parameter(
-            "There is already a task running. Only one active task is allowed for a source queue arn at a given time.",
-        ));
-    }
     let record = Record {
         handle: crate::aws::uuid_v4(),
         source_arn,
@@ -229,12 +266,24 @@ pub fn start(req: &Request<'_>) -> Result<Value, AwsError> {
         rate,
         started_ms: now_ms(),
     };
-    let session = req.session()?.clone();
-    save_record(&session, &source, Some(&record));
     let task = Arc::new(Task::new(&record, source.clone()));
-    req.sqs.moves.add(task.clone());
+    if !req.sqs.moves.add(task.clone()) {
+        return Err(AwsError::invalid_parameter(
+            "There is already a task running. Only one active task is allowed for a source queue arn at a given time.",
+        ));
+    }
+    let session = req.session()?.clone();
+    let edits = req.sqs.moves.edits.clone();
+    save_record(&edits, &session, &source, Write::Set(&record));
     let broker = req.ctx.broker.clone();
-    tokio::spawn(run(task.clone(), session, broker, source, destination));
+    tokio::spawn(run(
+        task.clone(),
+        session,
+        broker,
+        edits,
+        source,
+        destination,
+    ));
     Ok(json!({"TaskHandle": task.handle}))
 }
 
@@ -258,11 +307,12 @@ async fn run(
     task: Arc<Task>,
     session: Session,
     broker: Broker,
+    edits: Arc<Mutex<()>>,
     source: String,
     destination: String,
 ) {
     move_all(&task, &session, &broker, &source, &destination).await;
-    save_record(&session, &source, None);
+    save_record(&edits, &session, &source, Write::ClearIf(&task.handle));
 }
 
 async fn move_all(
@@ -354,26 +404,36 @@ mod tests {
     }
 
     #[test]
-    fn finished_tasks_are_kept_up_to_the_limit_per_source_and_running_ones_always() {
-        let tasks = MoveTasks::default();
-        let running = task("a");
-        tasks.add(running.clone());
+    fn one_task_runs_per_source_and_finished_ones_are_kept_up_to_the_limit() {
+        let tasks = MoveTasks::new(Arc::default());
         for _ in 0..25 {
             let t = task("a");
+            assert!(tasks.add(t.clone()));
+            assert!(!tasks.add(task("a")), "a second running task of the source");
             t.finished.store(true, Ordering::Release);
-            tasks.add(t);
         }
         let other = task("b");
-        other.finished.store(true, Ordering::Release);
-        tasks.add(other);
+        assert!(tasks.add(other.clone()));
+        let running = task("a");
+        assert!(tasks.add(running.clone()));
         let list = tasks.lock();
         let finished_a = list
             .iter()
             .filter(|t| t.source_arn == "a" && !t.running())
             .count();
-        assert_eq!(finished_a, KEPT_PER_SOURCE);
+        assert_eq!(
+            finished_a,
+            KEPT_PER_SOURCE - 1,
+            "with the running one, 10 listed"
+        );
         assert!(list.iter().any(|t| Arc::ptr_eq(t, &running)));
-        assert_eq!(list.iter().filter(|t| t.source_arn == "b").count(), 1);
+        assert!(list.iter().any(|t| Arc::ptr_eq(t, &other)));
+        drop(list);
+        tasks.forget_source("from");
+        // Its running tasks are cancelled (they leave once their loop ends), its finished ones are gone.
+        let list = tasks.lock();
+        assert!(list.iter().all(|t| t.source != "from" || !t.running()));
+        assert!(!list.iter().any(|t| t.finished.load(Ordering::Acquire)));
     }
 
     #[test]

@@ -209,6 +209,7 @@ pub async fn delete(req: &Request<'_>) -> Result<Value, AwsError> {
         .await
         .map_err(|e| from_core(&e))?;
     req.sqs.fifo.forget(&name);
+    req.sqs.attempts.forget_queue(&name);
     req.sqs.moves.forget_source(&name);
     Ok(json!({}))
 }
@@ -263,6 +264,7 @@ fn computed(
 
 pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
+    let _edit = req.sqs.edit_lock();
     let (_, mut stored) = load_quick(req, &name)?;
     let given = map(req.input(), "Attributes").cloned().unwrap_or_default();
     let given = attributes::validate(&given, name.ends_with(".fifo"), false)?;
@@ -287,12 +289,8 @@ pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
 pub async fn purge(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     {
-        // One purge at a time decides; the time is kept with the queue's attributes (journaled).
-        let _one = req
-            .sqs
-            .purging
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The time is kept with the queue's attributes (journaled); one edit at a time decides.
+        let _edit = req.sqs.edit_lock();
         let (_, mut stored) = load_quick(req, &name)?;
         let now = now_ms();
         if stored.purged_ms != 0
@@ -316,6 +314,7 @@ pub async fn purge(req: &Request<'_>) -> Result<Value, AwsError> {
 
 pub fn tag(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
+    let _edit = req.sqs.edit_lock();
     let (_, mut stored) = load_quick(req, &name)?;
     let tags = text_map(map(req.input(), "Tags"));
     if tags.is_empty() {
@@ -333,6 +332,7 @@ pub fn tag(req: &Request<'_>) -> Result<Value, AwsError> {
 
 pub fn untag(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
+    let _edit = req.sqs.edit_lock();
     let (_, mut stored) = load_quick(req, &name)?;
     let keys = str_list(req.input(), "TagKeys");
     if keys.is_empty() || keys.iter().any(|k| k.is_empty() || k.len() > 128) {
@@ -358,6 +358,7 @@ pub fn list_tags(req: &Request<'_>) -> Result<Value, AwsError> {
 
 pub fn add_permission(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
+    let _edit = req.sqs.edit_lock();
     let (_, mut stored) = load_quick(req, &name)?;
     let label = req_str(req.input(), "Label")?;
     let accounts = str_list(req.input(), "AWSAccountIds");
@@ -394,6 +395,7 @@ pub fn add_permission(req: &Request<'_>) -> Result<Value, AwsError> {
 
 pub fn remove_permission(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
+    let _edit = req.sqs.edit_lock();
     let (_, mut stored) = load_quick(req, &name)?;
     let label = req_str(req.input(), "Label")?;
     let mut statements = statements_of(&stored);

@@ -545,8 +545,9 @@ impl QueueHandle {
         self.ask(|reply| Command::PurgeReceived { reply }).await
     }
 
-    /// Up to `max` of the queue's messages (ready, delayed or out under a lease) whose expiry deadline is at or
-    /// after `after_ms` (ms since the epoch), bodies read back from the store as needed. For messages with a
+    /// Up to `max` of the queue's messages (ready, delayed or out under a lease; the newest when there are
+    /// more) whose expiry deadline is at or after `after_ms` (ms since the epoch). A message paged out to the
+    /// store is read back without its body (properties, headers and annotations only). For messages with a
     /// fixed time to live these are the recently published ones: a front end rebuilds what it keeps about
     /// recent publishes from them after a restart (SQS FIFO deduplication).
     pub async fn recent(&self, after_ms: u64, max: usize) -> Result<Vec<Arc<Message>>, CoreError> {

@@ -2,8 +2,9 @@
 //! they are (ready, delayed, or out under a lease), bodies read back from the store for paged ones. A message
 //! with a fixed time to live was published recently exactly when its deadline is late, so a front end that
 //! keeps state about recent publishes (SQS FIFO deduplication) rebuilds it from this after a restart, reading
-//! only those messages. The entries are chosen by deadline without reading anything; the reads run on
-//! `spawn_blocking`, so the actor goes on.
+//! only those messages. The entries are chosen by deadline without reading anything (the newest ones when
+//! there are more than asked for); the reads run on `spawn_blocking`, so the actor goes on, and keep what a
+//! message says of itself but not its body, so memory holds one body at a time.
 
 use super::*;
 
@@ -23,38 +24,63 @@ impl Actor {
             .entries()
             .chain(self.outstanding.values().map(|o| &o.entry))
             .map(|e| (e.expires_at, e.message.as_ref(), e.store_id.get()));
-        let mut loaded = Vec::new();
-        let mut paged = Vec::new();
+        // The newest `max` are kept: the oldest leave from the front as newer ones come.
+        let mut found: VecDeque<Found> = VecDeque::new();
         for (deadline, message, id) in ready.chain(aside) {
-            if loaded.len() + paged.len() >= max {
-                break;
-            }
-            if !late(deadline) {
+            if max == 0 || !late(deadline) {
                 continue;
             }
-            match (message, id) {
-                (Some(m), _) => loaded.push(Arc::clone(m)),
-                (None, Some(id)) => paged.push(id),
-                (None, None) => {}
+            let one = match (message, id) {
+                (Some(m), _) => Found::Loaded(Arc::clone(m)),
+                (None, Some(id)) => Found::Paged(id),
+                (None, None) => continue,
+            };
+            if found.len() == max {
+                found.pop_front();
             }
+            found.push_back(one);
         }
-        if paged.is_empty() {
+        if found.iter().all(|f| matches!(f, Found::Loaded(_))) {
+            let loaded = found.into_iter().filter_map(Found::loaded).collect();
             let _ = reply.send(loaded);
             return;
         }
         let store = Arc::clone(&self.store);
         let queue = self.me.name.clone();
         tokio::task::spawn_blocking(move || {
-            for id in paged {
-                match paging::read_message(store.as_ref(), id) {
-                    Ok(m) => loaded.push(Arc::new(m)),
-                    // Settled since, or unreadable: the caller rebuilds from what is there.
-                    Err(e) => {
-                        debug!(queue = %queue, id, error = %e, "a recent message could not be read")
-                    }
+            let mut out = Vec::with_capacity(found.len());
+            for f in found {
+                match f {
+                    Found::Loaded(m) => out.push(m),
+                    Found::Paged(id) => match paging::read_message(store.as_ref(), id) {
+                        Ok(mut m) => {
+                            // What is wanted is what the message says of itself: its body is not kept.
+                            m.body = bytes::Bytes::new();
+                            out.push(Arc::new(m));
+                        }
+                        // Settled since, or unreadable: the caller rebuilds from what is there.
+                        Err(e) => {
+                            debug!(queue = %queue, id, error = %e, "a recent message could not be read")
+                        }
+                    },
                 }
             }
-            let _ = reply.send(loaded);
+            let _ = reply.send(out);
         });
+    }
+}
+
+/// A message [`Actor::recent`] found: in memory, or to be read back.
+enum Found {
+    Loaded(Arc<Message>),
+    Paged(MsgId),
+}
+
+impl Found {
+    fn loaded(self) -> Option<Arc<Message>> {
+        match self {
+            Found::Loaded(m) => Some(m),
+            Found::Paged(_) => None,
+        }
     }
 }
