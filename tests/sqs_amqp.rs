@@ -489,3 +489,40 @@ async fn a_message_move_task_resumes_after_a_restart_and_moves_everything() {
     let want: std::collections::BTreeSet<String> = (0..n).map(|i| format!("dead {i}")).collect();
     assert_eq!(bodies, want);
 }
+
+#[tokio::test]
+async fn a_changed_retention_applies_to_the_messages_already_queued() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let raised = create_queue(
+        &client,
+        "raised",
+        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
+    )
+    .await;
+    let lowered = create_queue(&client, "lowered", &[]).await;
+    for url in [&raised, &lowered] {
+        for i in 0..10 {
+            client
+                .send_message()
+                .queue_url(url)
+                .message_body(format!("message {i}"))
+                .send()
+                .await
+                .expect("send");
+        }
+    }
+    let set = |url: &str, secs: &str| {
+        client
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, secs)
+            .send()
+    };
+    set(&raised, "600").await.expect("raise");
+    set(&lowered, "1").await.expect("lower");
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    // Nothing received: the queue itself kept the first ten and dropped the others.
+    assert_eq!(visible_and_delayed(&client, &raised).await.0, "10");
+    assert_eq!(visible_and_delayed(&client, &lowered).await.0, "0");
+}

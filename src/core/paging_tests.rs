@@ -362,3 +362,34 @@ async fn recent_finds_late_deadlines_in_the_paged_tail_loaded_head_and_leases_re
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn shifted_deadlines_hold_for_paged_and_loaded_messages_alike() {
+    use super::message::{Expiry, now_ms};
+    let store = Arc::new(PagingStore::default());
+    let (_broker, s) = start(store.clone()).await;
+    durable_queue(&s, "q").await;
+    let now = now_ms();
+    let n = BUDGET + 100;
+    for i in 0..n {
+        let mut message = Message::new("", "q", body(i));
+        message.properties.durable = true;
+        message.properties.expiry = Some(Expiry {
+            at_ms: now + 1_000,
+            ttl_ms: 1_000,
+        });
+        super::tests::publish(&s, message).await;
+    }
+    let (q, _) = s.queue_exists("q").await.unwrap();
+    // Every deadline is before now + 1 min: all move an hour later, so none expires at its first deadline.
+    q.shift_deadlines(now + 60_000, 3_600_000);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(q.stats().await.unwrap().messages as usize, n);
+    // Moved back before now, they all expire on the next turn.
+    q.shift_deadlines(now + 7_200_000, -3_600_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while q.stats().await.unwrap().messages != 0 {
+        assert!(std::time::Instant::now() < deadline, "expired messages stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

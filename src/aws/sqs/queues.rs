@@ -265,7 +265,8 @@ fn computed(
 pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let _edit = req.sqs.edit_lock();
-    let (_, mut stored) = load_quick(req, &name)?;
+    let (q, mut stored) = load_quick(req, &name)?;
+    let retention_before = stored.config().retention_secs;
     let given = map(req.input(), "Attributes").cloned().unwrap_or_default();
     let given = attributes::validate(&given, name.ends_with(".fifo"), false)?;
     check_dead_letter_type(&given, name.ends_with(".fifo"))?;
@@ -283,6 +284,14 @@ pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
     }
     stored.modified_ms = now_ms();
     save(req, &name, &stored)?;
+    // The messages already queued take a new retention: each message's deadline is its send plus the
+    // retention, so the ones sent before now (deadline before now + the old retention) move by the change.
+    let retention = stored.config().retention_secs;
+    if retention != retention_before {
+        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_add(retention_before.saturating_mul(1000));
+        q.shift_deadlines(before, ms(retention) - ms(retention_before));
+    }
     Ok(json!({}))
 }
 

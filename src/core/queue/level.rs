@@ -159,6 +159,12 @@ impl Level {
             .chain(self.tail.each())
     }
 
+    /// Applies `f` to the deadline of every message of the level.
+    pub(super) fn each_deadline_mut(&mut self, mut f: impl FnMut(&mut Deadline)) {
+        self.head.iter_mut().for_each(|e| f(&mut e.expires_at));
+        self.tail.each_deadline_mut(f);
+    }
+
     /// Every loaded message (head and tail).
     pub(super) fn loaded(&self) -> impl Iterator<Item = &Entry> {
         self.head.iter().chain(self.tail.loaded())

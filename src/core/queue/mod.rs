@@ -231,6 +231,11 @@ pub(crate) enum Command {
         tags: Vec<u64>,
         reply: oneshot::Sender<()>,
     },
+    /// Moves the deadlines before `before_ms` by `delta_ms` (see [`QueueHandle::shift_deadlines`]).
+    ShiftDeadlines {
+        before_ms: u64,
+        delta_ms: i64,
+    },
     /// The messages whose deadline is at or after `after_ms` (see [`QueueHandle::recent`]).
     Recent {
         after_ms: u64,
@@ -557,6 +562,17 @@ impl QueueHandle {
             reply,
         })
         .await
+    }
+
+    /// Moves by `delta_ms` the expiry deadline of every message whose deadline is before `before_ms` (ms since
+    /// the epoch): with a fixed time to live, the messages published before a time. For a front end whose
+    /// retention changes (SQS MessageRetentionPeriod): the messages already queued take the change. In
+    /// memory: the deadlines journaled with the messages are the ones a restart brings back.
+    pub fn shift_deadlines(&self, before_ms: u64, delta_ms: i64) {
+        self.try_or_spawn(Command::ShiftDeadlines {
+            before_ms,
+            delta_ms,
+        });
     }
 
     /// Received messages leave the queue, whether still out under a lease or visible again since.

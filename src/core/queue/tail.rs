@@ -305,6 +305,21 @@ impl PagedTail {
         })
     }
 
+    /// Applies `f` to the deadline of every message in the tail.
+    pub(super) fn each_deadline_mut(&mut self, mut f: impl FnMut(&mut Deadline)) {
+        for segment in &mut self.segments {
+            match segment {
+                Segment::Paged(c) => {
+                    let start = c.start;
+                    if let Some(d) = &mut c.deadlines {
+                        d[start..].iter_mut().for_each(&mut f);
+                    }
+                }
+                Segment::Loaded(e) => f(&mut e.expires_at),
+            }
+        }
+    }
+
     /// The loaded messages in the tail.
     pub(super) fn loaded(&self) -> impl Iterator<Item = &Entry> {
         self.segments.iter().filter_map(|s| match s {

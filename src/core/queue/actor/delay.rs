@@ -47,6 +47,11 @@ impl Delayed {
     pub(super) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.by_due.values()
     }
+
+    /// The delayed entries, to change their deadlines (not their due times).
+    pub(super) fn entries_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.by_due.values_mut()
+    }
 }
 
 /// When `message` may be delivered, if that is still in the future.

@@ -399,6 +399,20 @@ impl Actor {
                 self.delete_received(tags);
                 let _ = reply.send(());
             }
+            Command::ShiftDeadlines {
+                before_ms,
+                delta_ms,
+            } => {
+                let now = Instant::now();
+                let wall = now_ms();
+                let before = if before_ms >= wall {
+                    now + Duration::from_millis(before_ms - wall)
+                } else {
+                    now.checked_sub(Duration::from_millis(wall - before_ms))
+                        .unwrap_or(now)
+                };
+                self.shift_deadlines(before, delta_ms);
+            }
             Command::Recent {
                 after_ms,
                 max,

@@ -1,4 +1,5 @@
-//! Recent messages: the messages of a queue whose expiry deadline falls at or after a given time, wherever
+//! Deadlines by publish time: the messages of a queue whose expiry deadline falls at or after a given time,
+//! wherever
 //! they are (ready, delayed, or out under a lease), bodies read back from the store for paged ones. A message
 //! with a fixed time to live was published recently exactly when its deadline is late, so a front end that
 //! keeps state about recent publishes (SQS FIFO deduplication) rebuilds it from this after a restart, reading
@@ -67,6 +68,33 @@ impl Actor {
             }
             let _ = reply.send(out);
         });
+    }
+}
+
+impl Actor {
+    /// Moves by `delta_ms` the deadline of every message whose deadline is before `before` (ready, delayed or
+    /// out under a lease). With a fixed time to live, those are the messages published before a time: a
+    /// front end whose retention changes (SQS MessageRetentionPeriod) moves theirs by the change. Moving them
+    /// all by one amount keeps their order; the timers pick the new deadlines up on the next turn.
+    pub(super) fn shift_deadlines(&mut self, before: Instant, delta_ms: i64) {
+        let shift = |d: &mut Deadline| {
+            if let Some(t) = d.get().filter(|t| *t < before) {
+                let by = Duration::from_millis(delta_ms.unsigned_abs());
+                let moved = if delta_ms >= 0 {
+                    t.checked_add(by)
+                } else {
+                    t.checked_sub(by)
+                };
+                *d = Deadline::new(Some(moved.unwrap_or(t)));
+            }
+        };
+        for level in &mut self.levels {
+            level.each_deadline_mut(shift);
+        }
+        self.delayed
+            .entries_mut()
+            .chain(self.outstanding.values_mut().map(|o| &mut o.entry))
+            .for_each(|e| shift(&mut e.expires_at));
     }
 }
 
