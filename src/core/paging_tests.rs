@@ -389,7 +389,10 @@ async fn shifted_deadlines_hold_for_paged_and_loaded_messages_alike() {
     q.shift_deadlines(now + 7_200_000, -3_600_000);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while q.stats().await.unwrap().messages != 0 {
-        assert!(std::time::Instant::now() < deadline, "expired messages stayed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired messages stayed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

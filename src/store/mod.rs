@@ -25,8 +25,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use self::idmap::IdMap;
-
 pub use memory::MemoryStore;
 
 /// Which record layout wrote a blob of [`Opaque`] bytes.
@@ -241,8 +239,32 @@ pub struct RecoveredMessage {
 pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
     pub bodies: HashMap<MsgId, Arc<StoredMessage>>,
-    expirations: IdMap<u64>,
-    publish_times: IdMap<u64>,
+    expirations: ById,
+    publish_times: ById,
+}
+
+/// Values by message id for the messages of one recovered queue that have one: sorted by id, 16 bytes each
+/// (messages are pushed in publish order, so in id order, and looked up in that order too; a queue's ids are
+/// spread over the whole id space when many queues were published to at once, where an id-paged map would
+/// spend a page on a handful of them).
+#[derive(Debug, Clone, Default)]
+struct ById(Vec<(MsgId, u64)>);
+
+impl ById {
+    fn insert(&mut self, id: MsgId, value: u64) {
+        match self.0.last() {
+            Some(&(last, _)) if last >= id => match self.0.binary_search_by_key(&id, |e| e.0) {
+                Ok(i) => self.0[i].1 = value,
+                Err(i) => self.0.insert(i, (id, value)),
+            },
+            _ => self.0.push((id, value)),
+        }
+    }
+
+    fn get(&self, id: MsgId) -> Option<u64> {
+        let i = self.0.binary_search_by_key(&id, |e| e.0).ok()?;
+        Some(self.0[i].1)
+    }
 }
 
 /// What a recovered queue needs to know of one message besides its id (see [`RecoveredQueue::push`]).
@@ -304,7 +326,7 @@ impl RecoveredQueue {
     /// The deadline of a message (ms since the Unix epoch), if it has one.
     pub fn expires_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
         if m.has_expiration {
-            self.expirations.get(m.id).copied()
+            self.expirations.get(m.id)
         } else {
             None
         }
@@ -313,7 +335,7 @@ impl RecoveredQueue {
     /// The publish time of a message (ms since the Unix epoch), if it was journaled to be recovered.
     pub fn published_at_ms(&self, m: &RecoveredMessage) -> Option<u64> {
         if m.has_publish_time {
-            self.publish_times.get(m.id).copied()
+            self.publish_times.get(m.id)
         } else {
             None
         }
@@ -410,4 +432,27 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn blocked(&self) -> watch::Receiver<bool>;
     /// Sync and stop the writer; called once at shutdown.
     fn close(&self);
+}
+
+#[cfg(test)]
+mod by_id_tests {
+    use super::ById;
+
+    #[test]
+    fn values_are_found_by_id_whatever_the_order_they_came_in() {
+        let mut m = ById::default();
+        for id in [10, 20, 30] {
+            m.insert(id, id * 100);
+        }
+        m.insert(15, 1_500);
+        m.insert(5, 500);
+        m.insert(20, 2_001);
+        assert_eq!(m.get(5), Some(500));
+        assert_eq!(m.get(15), Some(1_500));
+        assert_eq!(m.get(20), Some(2_001), "a second value replaces the first");
+        assert_eq!(m.get(30), Some(3_000));
+        assert_eq!(m.get(25), None);
+        assert_eq!(m.0.len(), 5);
+        assert!(m.0.windows(2).all(|w| w[0].0 < w[1].0));
+    }
 }
