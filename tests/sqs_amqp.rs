@@ -239,6 +239,19 @@ async fn a_delayed_message_is_received_by_a_short_poll_as_soon_as_it_is_due_on_a
     assert_eq!(got.messages()[0].body(), Some("one second"));
 }
 
+/// Sends `message 0` to `message {n-1}` to the queue at `url`.
+async fn send_numbered(client: &aws_sdk_sqs::Client, url: &str, n: usize) {
+    for i in 0..n {
+        client
+            .send_message()
+            .queue_url(url)
+            .message_body(format!("message {i}"))
+            .send()
+            .await
+            .expect("send");
+    }
+}
+
 #[tokio::test]
 async fn messages_past_their_retention_leave_the_queue_unread_even_across_a_restart() {
     let broker = TestBroker::journal().await;
@@ -252,15 +265,7 @@ async fn messages_past_their_retention_leave_the_queue_unread_even_across_a_rest
     .await;
     let long = create_queue(&client, "long-lived", &[]).await;
     for url in [&short, &long] {
-        for i in 0..20 {
-            client
-                .send_message()
-                .queue_url(url)
-                .message_body(format!("message {i}"))
-                .send()
-                .await
-                .expect("send");
-        }
+        send_numbered(&client, url, 20).await;
     }
     assert_eq!(visible_and_delayed(&client, &short).await.0, "20");
     // The deadline is journaled with the message: a restart does not give it a new lease of life.
@@ -502,15 +507,7 @@ async fn a_changed_retention_applies_to_the_messages_already_queued() {
     .await;
     let lowered = create_queue(&client, "lowered", &[]).await;
     for url in [&raised, &lowered] {
-        for i in 0..10 {
-            client
-                .send_message()
-                .queue_url(url)
-                .message_body(format!("message {i}"))
-                .send()
-                .await
-                .expect("send");
-        }
+        send_numbered(&client, url, 10).await;
     }
     let set = |url: &str, secs: &str| {
         client

@@ -28,6 +28,16 @@ pub struct Sent {
     at: Instant,
 }
 
+impl Sent {
+    fn new(message_id: String, sequence: String, at: Instant) -> Self {
+        Self {
+            message_id,
+            sequence,
+            at,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct QueueFifo {
     seen: HashMap<String, Sent>,
@@ -89,14 +99,7 @@ impl FifoState {
         let q = queues.entry(queue.to_owned()).or_default();
         let at = Instant::now();
         q.order.push_back((at, key.clone()));
-        q.seen.insert(
-            key,
-            Sent {
-                message_id,
-                sequence,
-                at,
-            },
-        );
+        q.seen.insert(key, Sent::new(message_id, sequence, at));
         q.expire(at);
     }
 
@@ -126,14 +129,7 @@ impl FifoState {
                 continue;
             }
             older.push_back((at, key.clone()));
-            q.seen.insert(
-                key,
-                Sent {
-                    message_id,
-                    sequence,
-                    at,
-                },
-            );
+            q.seen.insert(key, Sent::new(message_id, sequence, at));
         }
         older.append(&mut q.order);
         q.order = older;
