@@ -523,3 +523,31 @@ async fn a_changed_retention_applies_to_the_messages_already_queued() {
     assert_eq!(visible_and_delayed(&client, &raised).await.0, "10");
     assert_eq!(visible_and_delayed(&client, &lowered).await.0, "0");
 }
+
+#[tokio::test]
+async fn a_raised_retention_holds_for_the_queued_messages_across_a_restart() {
+    let broker = TestBroker::journal().await;
+    let client = any_client(broker.listener("aws"));
+    let url = create_queue(
+        &client,
+        "kept-longer",
+        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
+    )
+    .await;
+    send_numbered(&client, &url, 10).await;
+    let sent = std::time::Instant::now();
+    client
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "600")
+        .send()
+        .await
+        .expect("raise");
+    // The messages were journaled with a deadline 2 s after their send; the raise comes back with the queue.
+    let broker = broker.restart().await;
+    let client = any_client(broker.listener("aws"));
+    tokio::time::sleep(std::time::Duration::from_millis(3000).saturating_sub(sent.elapsed())).await;
+    assert_eq!(visible_and_delayed(&client, &url).await.0, "10");
+    let got = receive(&client, &url).await;
+    assert_eq!(got.messages().len(), 1, "a receive finds them too");
+}

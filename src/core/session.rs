@@ -261,6 +261,21 @@ impl Session {
         self.vhost.set_queue_expires(name, expires, Journal::Write)
     }
 
+    /// Moves by `delta_ms` the expiry deadline of every message of queue `name` whose deadline is before
+    /// `before_ms` (ms since the epoch): with a fixed time to live, the messages published before a time, so a
+    /// front end whose retention changes (SQS MessageRetentionPeriod) applies the change to the messages
+    /// already queued. A lengthening is journaled and holds across a restart; a shortening is in memory only.
+    pub fn shift_queue_deadlines(
+        &self,
+        name: &str,
+        before_ms: u64,
+        delta_ms: i64,
+    ) -> Result<(), CoreError> {
+        self.usable_queue(name)?;
+        self.check(Access::Configure, Entity::Queue, name)?;
+        self.vhost.shift_queue_deadlines(name, before_ms, delta_ms)
+    }
+
     /// A broker-named private queue of this connection (exclusive, auto-delete, reserved `amq.` name), such as
     /// the one behind RabbitMQ's direct reply-to.
     pub fn declare_private_queue(&self, name: &str) -> Result<QueueHandle, CoreError> {

@@ -252,6 +252,36 @@ impl VHost {
         Ok(())
     }
 
+    /// Moves the deadlines of queue `name`'s messages before `before_ms` by `delta_ms`; a lengthening is
+    /// journaled with the queue's definition (so recovered messages are moved again), a shortening is not (a
+    /// journaled shortening could not tell the messages published before it from those published after).
+    pub(crate) fn shift_queue_deadlines(
+        &self,
+        name: &str,
+        before_ms: u64,
+        delta_ms: i64,
+    ) -> Result<(), CoreError> {
+        let queues = write(&self.queues);
+        let queue = queues.get(name).ok_or_else(|| self.no_queue(name))?;
+        if delta_ms > 0 && queue.durable && queue.exclusive_owner.is_none() {
+            queue.add_deadline_shift(before_ms, delta_ms);
+            let journaled = self.journal(Journal::Write, || Definition::Queue {
+                vhost: self.name.clone(),
+                name: name.to_owned(),
+                auto_delete: queue.auto_delete,
+                arguments: persist::args_out(
+                    &queue.arguments_with(queue.expires(), &queue.attributes()),
+                ),
+            });
+            if let Err(e) = journaled {
+                queue.forget_last_deadline_shift();
+                return Err(e);
+            }
+        }
+        queue.shift_deadlines(before_ms, delta_ms);
+        Ok(())
+    }
+
     /// Look up an exchange or fail with RabbitMQ's 404 text.
     pub fn existing_exchange(&self, name: &str) -> Result<Arc<Exchange>, CoreError> {
         self.exchange(name).ok_or_else(|| self.no_exchange(name))

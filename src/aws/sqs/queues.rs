@@ -265,7 +265,7 @@ fn computed(
 pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
     let name = input::queue_name(req)?;
     let _edit = req.sqs.edit_lock();
-    let (q, mut stored) = load_quick(req, &name)?;
+    let (_, mut stored) = load_quick(req, &name)?;
     let retention_before = stored.config().retention_secs;
     let given = map(req.input(), "Attributes").cloned().unwrap_or_default();
     let given = attributes::validate(&given, name.ends_with(".fifo"), false)?;
@@ -290,7 +290,12 @@ pub fn set_attributes(req: &Request<'_>) -> Result<Value, AwsError> {
     if retention != retention_before {
         let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let before = now_ms().saturating_add(retention_before.saturating_mul(1000));
-        q.shift_deadlines(before, ms(retention) - ms(retention_before));
+        let shifted = req.session()?.shift_queue_deadlines(
+            &name,
+            before,
+            ms(retention) - ms(retention_before),
+        );
+        shifted.map_err(|e| from_core(&e))?;
     }
     Ok(json!({}))
 }

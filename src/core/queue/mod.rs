@@ -28,6 +28,10 @@ pub use args::{Overflow, QueueArgs};
 /// The declare argument that carries a queue's front-end attributes in its journaled definition (ignored by
 /// the equivalence check of a re-declare).
 pub const ATTRIBUTES_ARGUMENT: &str = "x-attributes";
+/// The argument a queue's lengthened deadlines are journaled in (see [`QueueHandle::deadline_shifts`]).
+const DEADLINE_SHIFTS_ARGUMENT: &str = "x-deadline-shifts";
+/// Most lengthenings a queue keeps (the oldest are forgotten first).
+const MAX_DEADLINE_SHIFTS: usize = 32;
 
 /// Capacity of a queue's command channel: publishers wait (back-pressure) when a queue falls this far behind.
 const COMMAND_CAPACITY: usize = 4096;
@@ -298,6 +302,8 @@ pub struct QueueShared {
     attributes: std::sync::Mutex<Headers>,
     /// The current `x-expires`: the declared one until [`QueueHandle::set_expires`] changes it.
     expires: std::sync::Mutex<Option<Duration>>,
+    /// Lengthened deadlines, journaled as the `x-deadline-shifts` argument; see [`QueueHandle::deadline_shifts`].
+    deadline_shifts: std::sync::Mutex<Vec<(u64, i64)>>,
     /// Whether publishers should wait for this queue (see `flow`).
     pub(crate) flow: flow::Flow,
     tx: mpsc::Sender<Command>,
@@ -305,6 +311,23 @@ pub struct QueueShared {
 }
 
 /// The front-end attributes held in a queue's `x-attributes` argument (none when absent).
+/// The lengthened deadlines journaled in `arguments` (`x-deadline-shifts`: a list of [before_ms, delta_ms]).
+fn deadline_shifts_of(arguments: &Headers) -> Vec<(u64, i64)> {
+    use crate::core::message::Value;
+    let Some(Value::Array(list)) = arguments.get(DEADLINE_SHIFTS_ARGUMENT) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|pair| match pair {
+            Value::Array(p) => match p.as_slice() {
+                [before, delta] => Some((u64::try_from(before.as_i64()?).ok()?, delta.as_i64()?)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 fn attributes_of(arguments: &Headers) -> Headers {
     match arguments.get(ATTRIBUTES_ARGUMENT) {
         Some(crate::core::message::Value::Map(m)) => m.clone(),
@@ -369,6 +392,7 @@ impl QueueHandle {
         let shared = QueueShared {
             attributes: std::sync::Mutex::new(attributes_of(&init.arguments)),
             expires: std::sync::Mutex::new(init.args.expires),
+            deadline_shifts: std::sync::Mutex::new(deadline_shifts_of(&init.arguments)),
             flow: flow::Flow::default(),
             key: QueueKey::new(strong.name(), init.name.clone()),
             name: init.name,
@@ -407,13 +431,44 @@ impl QueueHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = attributes;
     }
 
-    /// Takes the attributes of a later journaled definition of this queue (recovery); none when it has none.
+    /// Takes the attributes and lengthened deadlines of a later journaled definition of this queue
+    /// (recovery); none when it has none.
     pub(crate) fn restore_attributes(&self, arguments: &Headers) {
         self.set_attributes(attributes_of(arguments));
+        *self.shifts() = deadline_shifts_of(arguments);
     }
 
-    /// The declare arguments with the given `x-expires` and attributes in place of the declared ones: what is
-    /// journaled when either changes, so that replaying the latest definition restores both.
+    fn shifts(&self) -> std::sync::MutexGuard<'_, Vec<(u64, i64)>> {
+        self.deadline_shifts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The queue's lengthened deadlines, oldest first: each (before_ms, delta_ms) moved every deadline before
+    /// `before_ms` later by `delta_ms` ([`QueueHandle::shift_deadlines`] with a positive delta). Journaled
+    /// with the queue's definition, so recovered messages (whose journaled deadlines are the ones they were
+    /// published with) are moved again at restore.
+    pub(crate) fn deadline_shifts(&self) -> Vec<(u64, i64)> {
+        self.shifts().clone()
+    }
+
+    /// Records a lengthening in memory, before the vhost journals it ([`QueueHandle::arguments_with`]).
+    pub(crate) fn add_deadline_shift(&self, before_ms: u64, delta_ms: i64) {
+        let mut shifts = self.shifts();
+        if shifts.len() == MAX_DEADLINE_SHIFTS {
+            shifts.remove(0);
+        }
+        shifts.push((before_ms, delta_ms));
+    }
+
+    /// Takes back the lengthening just recorded (its journaling failed).
+    pub(crate) fn forget_last_deadline_shift(&self) {
+        self.shifts().pop();
+    }
+
+    /// The declare arguments with the given `x-expires` and attributes, and the current lengthened deadlines,
+    /// in place of the declared ones: what is journaled when any changes, so that replaying the latest
+    /// definition restores them all.
     pub(crate) fn arguments_with(
         &self,
         expires: Option<Duration>,
@@ -432,6 +487,19 @@ impl QueueHandle {
             drop(arguments.remove(ATTRIBUTES_ARGUMENT));
         } else {
             arguments.set(ATTRIBUTES_ARGUMENT, Value::Map(attributes.clone()));
+        }
+        let shifts = self.deadline_shifts();
+        if shifts.is_empty() {
+            drop(arguments.remove(DEADLINE_SHIFTS_ARGUMENT));
+        } else {
+            let pair = |(before, delta): (u64, i64)| {
+                Value::Array(vec![
+                    Value::I64(i64::try_from(before).unwrap_or(i64::MAX)),
+                    Value::I64(delta),
+                ])
+            };
+            let list = shifts.into_iter().map(pair).collect();
+            arguments.set(DEADLINE_SHIFTS_ARGUMENT, Value::Array(list));
         }
         arguments
     }
@@ -564,11 +632,9 @@ impl QueueHandle {
         .await
     }
 
-    /// Moves by `delta_ms` the expiry deadline of every message whose deadline is before `before_ms` (ms since
-    /// the epoch): with a fixed time to live, the messages published before a time. For a front end whose
-    /// retention changes (SQS MessageRetentionPeriod): the messages already queued take the change. In
-    /// memory: the deadlines journaled with the messages are the ones a restart brings back.
-    pub fn shift_deadlines(&self, before_ms: u64, delta_ms: i64) {
+    /// Moves by `delta_ms` the expiry deadline of every message in the actor whose deadline is before
+    /// `before_ms` (ms since the epoch); `Session::shift_queue_deadlines` is the journaled way in.
+    pub(crate) fn shift_deadlines(&self, before_ms: u64, delta_ms: i64) {
         self.try_or_spawn(Command::ShiftDeadlines {
             before_ms,
             delta_ms,

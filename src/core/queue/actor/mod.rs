@@ -459,6 +459,18 @@ impl Actor {
     /// into the paged tail otherwise.
     fn restore(&mut self, mut recovered: RecoveredQueue) {
         let messages = std::mem::take(&mut recovered.messages);
+        // Deadlines come back as they were journaled with each message: the queue's lengthenings since apply.
+        let shifts = self.me.deadline_shifts();
+        let lengthened = |at: Option<u64>| {
+            at.map(|mut at| {
+                for &(before, delta) in &shifts {
+                    if at < before {
+                        at = at.saturating_add_signed(delta);
+                    }
+                }
+                at
+            })
+        };
         for m in messages {
             let published = recovered.published_at_ms(&m);
             // Only the first few thousand messages of a backlog come with a body: no hash look-up for the rest.
@@ -474,23 +486,27 @@ impl Actor {
                     .ok()
             });
             let loaded = loaded.map(Arc::new);
+            let deadline_ms = lengthened(recovered.expires_at_ms(&m));
             if let Some(message) = &loaded
                 && let Some(until) = delay::delayed_until(message)
             {
-                let entry = self.new_entry(message.clone(), Some(m.id), 0, true, published);
+                let mut entry = self.new_entry(message.clone(), Some(m.id), 0, true, published);
+                entry.expires_at = Deadline::new(self.expiry_of(deadline_ms, published));
                 self.hold(entry, until);
                 continue;
             }
             let tag = self.take_tag(m.priority);
             let entry = match loaded {
-                Some(message) => self.new_entry(message, Some(m.id), tag, true, published),
+                Some(message) => {
+                    let mut entry = self.new_entry(message, Some(m.id), tag, true, published);
+                    entry.expires_at = Deadline::new(self.expiry_of(deadline_ms, published));
+                    entry
+                }
                 None => Entry {
                     tag,
                     message: None,
                     store_id: StoreRef::new(Some(m.id)),
-                    expires_at: Deadline::new(
-                        self.expiry_of(recovered.expires_at_ms(&m), published),
-                    ),
+                    expires_at: Deadline::new(self.expiry_of(deadline_ms, published)),
                     size: m.size,
                     priority: m.priority,
                     redelivered: true,
