@@ -30,11 +30,17 @@ outs=$(mktemp -d)
 pids=()
 for version in 3 5; do
   p=$((port + version / 5))
-  (with_ferrymq "$p" --config config/mqtt-interop.toml --amqp-port 0 --http-port 0 --aws-port 0 \
-    --mqtt-port "$p" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 -- paho "$version" "$p" >"$outs/v$version" 2>&1; echo $? >"$outs/v$version.rc") &
+  # A failing suite must still leave its status and output for the summary below (set -e holds in here).
+  (
+    rc=0
+    with_ferrymq "$p" --config config/mqtt-interop.toml --amqp-port 0 --http-port 0 --aws-port 0 \
+      --mqtt-port "$p" --mqtts-port 0 --mqtt-ws-port 0 --mqtt-wss-port 0 -- paho "$version" "$p" \
+      >"$outs/v$version" 2>&1 || rc=$?
+    echo "$rc" >"$outs/v$version.rc"
+  ) &
   pids+=($!)
 done
-wait "${pids[@]}"
+wait "${pids[@]}" || true
 for version in 3 5; do
   echo "== Paho MQTT v$version against FerryMQ (127.0.0.1:$((port + version / 5)))"
   cat "$outs/v$version"
