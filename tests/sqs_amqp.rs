@@ -239,6 +239,19 @@ async fn a_delayed_message_is_received_by_a_short_poll_as_soon_as_it_is_due_on_a
     assert_eq!(got.messages()[0].body(), Some("one second"));
 }
 
+/// A queue keeping messages 2 s (moto's range, 1 s and up, is accepted, so a test need not wait AWS's 60 s
+/// minimum), with `n` numbered messages sent to it.
+async fn short_lived(client: &aws_sdk_sqs::Client, name: &str, n: usize) -> String {
+    let url = create_queue(
+        client,
+        name,
+        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
+    )
+    .await;
+    send_numbered(client, &url, n).await;
+    url
+}
+
 /// Sends `message 0` to `message {n-1}` to the queue at `url`.
 async fn send_numbered(client: &aws_sdk_sqs::Client, url: &str, n: usize) {
     for i in 0..n {
@@ -256,17 +269,9 @@ async fn send_numbered(client: &aws_sdk_sqs::Client, url: &str, n: usize) {
 async fn messages_past_their_retention_leave_the_queue_unread_even_across_a_restart() {
     let broker = TestBroker::journal().await;
     let client = any_client(broker.listener("aws"));
-    // moto's range (1 s and up) is accepted, so the test need not wait AWS's 60 s minimum.
-    let short = create_queue(
-        &client,
-        "short-lived",
-        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
-    )
-    .await;
+    let short = short_lived(&client, "short-lived", 20).await;
     let long = create_queue(&client, "long-lived", &[]).await;
-    for url in [&short, &long] {
-        send_numbered(&client, url, 20).await;
-    }
+    send_numbered(&client, &long, 20).await;
     assert_eq!(visible_and_delayed(&client, &short).await.0, "20");
     // The deadline is journaled with the message: a restart does not give it a new lease of life.
     let broker = broker.restart().await;
@@ -499,16 +504,9 @@ async fn a_message_move_task_resumes_after_a_restart_and_moves_everything() {
 async fn a_changed_retention_applies_to_the_messages_already_queued() {
     let broker = TestBroker::journal().await;
     let client = any_client(broker.listener("aws"));
-    let raised = create_queue(
-        &client,
-        "raised",
-        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
-    )
-    .await;
+    let raised = short_lived(&client, "raised", 10).await;
     let lowered = create_queue(&client, "lowered", &[]).await;
-    for url in [&raised, &lowered] {
-        send_numbered(&client, url, 10).await;
-    }
+    send_numbered(&client, &lowered, 10).await;
     let set = |url: &str, secs: &str| {
         client
             .set_queue_attributes()
@@ -528,13 +526,7 @@ async fn a_changed_retention_applies_to_the_messages_already_queued() {
 async fn a_raised_retention_holds_for_the_queued_messages_across_a_restart() {
     let broker = TestBroker::journal().await;
     let client = any_client(broker.listener("aws"));
-    let url = create_queue(
-        &client,
-        "kept-longer",
-        &[(QueueAttributeName::MessageRetentionPeriod, "2")],
-    )
-    .await;
-    send_numbered(&client, &url, 10).await;
+    let url = short_lived(&client, "kept-longer", 10).await;
     let sent = std::time::Instant::now();
     client
         .set_queue_attributes()

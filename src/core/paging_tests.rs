@@ -288,6 +288,21 @@ async fn recovered_messages_without_bodies_are_restored_paged_in_order() {
     assert_eq!(store.reads(), n as usize - 100);
 }
 
+/// Publishes persistent message `i` (message id `id-<i>`) to queue `q`, expiring `ttl_ms` after `now`.
+async fn publish_expiring(s: &Session, i: usize, now: u64, ttl_ms: u64) {
+    let mut message = Message::new("", "q", body(i));
+    message.properties.durable = true;
+    message.properties.set_text(super::message::TextProperties {
+        message_id: Some(format!("id-{i:06}")),
+        ..Default::default()
+    });
+    message.properties.expiry = Some(super::message::Expiry {
+        at_ms: now + ttl_ms,
+        ttl_ms,
+    });
+    super::tests::publish(s, message).await;
+}
+
 fn id_of(m: &Message) -> String {
     let text = m.properties.text.as_ref().expect("text properties");
     text.message_id.clone().expect("message id")
@@ -295,7 +310,7 @@ fn id_of(m: &Message) -> String {
 
 #[tokio::test]
 async fn recent_finds_late_deadlines_in_the_paged_tail_loaded_head_and_leases_reading_only_those() {
-    use super::message::{Expiry, now_ms};
+    use super::message::now_ms;
     use super::queue::ReceiveRequest;
     let store = Arc::new(PagingStore::default());
     let (_broker, s) = start(store.clone()).await;
@@ -304,18 +319,8 @@ async fn recent_finds_late_deadlines_in_the_paged_tail_loaded_head_and_leases_re
     // Odd messages expire in an hour ("recent"), even ones in a minute ("old"); past the budget they are paged.
     let n = BUDGET + 600;
     for i in 0..n {
-        let mut message = Message::new("", "q", body(i));
-        message.properties.durable = true;
-        message.properties.set_text(super::message::TextProperties {
-            message_id: Some(format!("id-{i:06}")),
-            ..Default::default()
-        });
         let ttl_ms = if i % 2 == 1 { 3_600_000 } else { 60_000 };
-        message.properties.expiry = Some(Expiry {
-            at_ms: now + ttl_ms,
-            ttl_ms,
-        });
-        super::tests::publish(&s, message).await;
+        publish_expiring(&s, i, now, ttl_ms).await;
     }
     // The first two go out under a lease: one recent, one old.
     let request = ReceiveRequest {
@@ -365,20 +370,14 @@ async fn recent_finds_late_deadlines_in_the_paged_tail_loaded_head_and_leases_re
 
 #[tokio::test]
 async fn shifted_deadlines_hold_for_paged_and_loaded_messages_alike() {
-    use super::message::{Expiry, now_ms};
+    use super::message::now_ms;
     let store = Arc::new(PagingStore::default());
     let (_broker, s) = start(store.clone()).await;
     durable_queue(&s, "q").await;
     let now = now_ms();
     let n = BUDGET + 100;
     for i in 0..n {
-        let mut message = Message::new("", "q", body(i));
-        message.properties.durable = true;
-        message.properties.expiry = Some(Expiry {
-            at_ms: now + 1_000,
-            ttl_ms: 1_000,
-        });
-        super::tests::publish(&s, message).await;
+        publish_expiring(&s, i, now, 1_000).await;
     }
     let (q, _) = s.queue_exists("q").await.unwrap();
     // Every deadline is before now + 1 min: all move an hour later, so none expires at its first deadline.
