@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use super::error::{invalid_attribute_name, invalid_attribute_value};
 use super::input;
 use crate::aws::error::AwsError;
+use crate::core::QueueHandle;
 use crate::core::message::{Headers, Value, now_ms};
 
 const ATTRIBUTES: &str = "attributes";
@@ -92,6 +93,11 @@ impl Stored {
             purged_ms: 0,
             move_task: None,
         }
+    }
+
+    /// A core queue's, read from its attributes (FIFO when its name says so).
+    pub fn of(queue: &QueueHandle) -> Self {
+        Self::from_core(&queue.attributes(), queue.name.ends_with(".fifo"))
     }
 
     /// Read from the core queue's attributes (a queue made over AMQP has none: the defaults).

@@ -307,11 +307,7 @@ fn prepare(
 
 /// The deadline a queue's MessageRetentionPeriod gives a message enqueued at `since` (ms since the epoch).
 fn retention_from(since: u64, retention_secs: u64) -> Expiry {
-    let ttl_ms = retention_secs.saturating_mul(1000);
-    Expiry {
-        at_ms: since.saturating_add(ttl_ms),
-        ttl_ms,
-    }
+    Expiry::after(since, retention_secs.saturating_mul(1000))
 }
 
 /// A send's delay: its DelaySeconds (0 to 900; none on FIFO queues), else the queue's.
@@ -648,9 +644,7 @@ pub async fn move_to(
         return false;
     };
     let fifo = dlq.ends_with(".fifo");
-    let retention = Stored::from_core(&destination.attributes(), fifo)
-        .config()
-        .retention_secs;
+    let retention = Stored::of(&destination).config().retention_secs;
     let mut copy = Message::clone(message);
     copy.exchange = String::new();
     copy.routing_key = dlq.to_owned();

@@ -174,7 +174,7 @@ impl MoveTasks {
             let Ok(q) = session.usable_queue(&source) else {
                 continue;
             };
-            let stored = Stored::from_core(&q.attributes(), source.ends_with(".fifo"));
+            let stored = Stored::of(&q);
             let Some(record) = stored.move_task.as_deref() else {
                 continue;
             };
@@ -219,7 +219,7 @@ fn save_record(edits: &Mutex<()>, session: &Session, source: &str, write: Write<
     let Ok(q) = session.usable_queue(source) else {
         return;
     };
-    let mut stored = Stored::from_core(&q.attributes(), source.ends_with(".fifo"));
+    let mut stored = Stored::of(&q);
     stored.move_task = match write {
         Write::Set(record) => serde_json::to_string(record).ok(),
         Write::ClearAny => None,

@@ -30,7 +30,7 @@ pub async fn load(
         .queue_exists(name)
         .await
         .map_err(|e| from_core(&e))?;
-    let stored = Stored::from_core(&q.attributes(), name.ends_with(".fifo"));
+    let stored = Stored::of(&q);
     Ok((q, stats, stored))
 }
 
@@ -40,7 +40,7 @@ pub fn load_quick(req: &Request<'_>, name: &str) -> Result<(QueueHandle, Stored)
         .session()?
         .usable_queue(name)
         .map_err(|e| from_core(&e))?;
-    let stored = Stored::from_core(&q.attributes(), name.ends_with(".fifo"));
+    let stored = Stored::of(&q);
     Ok((q, stored))
 }
 

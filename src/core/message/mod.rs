@@ -70,8 +70,13 @@ pub struct Expiry {
 impl Expiry {
     /// A TTL starting now.
     pub fn from_now(ttl_ms: u64) -> Self {
+        Self::after(now_ms(), ttl_ms)
+    }
+
+    /// A TTL starting at `since_ms` (ms since the Unix epoch).
+    pub fn after(since_ms: u64, ttl_ms: u64) -> Self {
         Self {
-            at_ms: now_ms().saturating_add(ttl_ms),
+            at_ms: since_ms.saturating_add(ttl_ms),
             ttl_ms,
         }
     }

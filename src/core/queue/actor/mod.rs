@@ -402,26 +402,12 @@ impl Actor {
             Command::ShiftDeadlines {
                 before_ms,
                 delta_ms,
-            } => {
-                let now = Instant::now();
-                let wall = now_ms();
-                let before = if before_ms >= wall {
-                    now + Duration::from_millis(before_ms - wall)
-                } else {
-                    now.checked_sub(Duration::from_millis(wall - before_ms))
-                        .unwrap_or(now)
-                };
-                self.shift_deadlines(before, delta_ms);
-            }
+            } => self.shift_deadlines(timers::instant_at(before_ms), delta_ms),
             Command::Recent {
                 after_ms,
                 max,
                 reply,
-            } => {
-                let now = Instant::now();
-                let after = now + Duration::from_millis(after_ms.saturating_sub(now_ms()));
-                self.recent(after, max, reply);
-            }
+            } => self.recent(timers::instant_at(after_ms), max, reply),
         }
     }
 

@@ -93,6 +93,18 @@ impl Actor {
     }
 }
 
+/// The instant of a wall-clock time (ms since the Unix epoch), in the past or in the future.
+pub(super) fn instant_at(at_ms: u64) -> Instant {
+    let now = Instant::now();
+    let wall = now_ms();
+    if at_ms >= wall {
+        now + Duration::from_millis(at_ms - wall)
+    } else {
+        now.checked_sub(Duration::from_millis(wall - at_ms))
+            .unwrap_or(now)
+    }
+}
+
 pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
